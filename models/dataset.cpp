@@ -160,7 +160,9 @@ void read_body(InputFile& f, uint64_t header_bytes, uint64_t bytes, const std::s
                                     std::to_string(bytes) + " bytes of " + what);
   } else {
     constexpr size_t kChunk = size_t(1) << 24;
-    out->reserve(size_t(std::min<uint64_t>(bytes, uint64_t(1) << 26)));
+    // The header's size is not trusted: the buffer grows (geometrically) only
+    // as inflated data arrives, so memory stays proportional to the data.
+    out->reserve(size_t(std::min<uint64_t>(bytes, kChunk)));
     uint64_t total = 0;
     while (total < bytes) {
       const size_t want = size_t(std::min<uint64_t>(kChunk, bytes - total));

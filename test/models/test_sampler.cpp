@@ -256,7 +256,7 @@ TEST_CASE("sampler: deterministic across instances, reshuffled across epochs") {
   CHECK(x != z);  // seed matters
   // Each epoch's full set of samples is the same, only the order changes.
   auto epoch_set = [&](int epoch) {
-    std::multiset<uint32_t> all;
+    std::set<uint32_t> all;
     for (int i = 0; i < 3; ++i) {
       ShardedSampler s(5000, i, 3, 32, 1234);
       for (size_t t = 0; t < s.steps_per_epoch(); ++t) {
@@ -267,4 +267,5 @@ TEST_CASE("sampler: deterministic across instances, reshuffled across epochs") {
     return all;
   };
   CHECK(epoch_set(0).size() == 5000);  // r = 5000 % 96 = 8 >= 3: nothing dropped
+  CHECK(epoch_set(4).size() == 5000);
 }
