@@ -412,7 +412,7 @@ DataSplits load_dataset(const DatasetSpec& spec) {
     const bool fashion = spec.name == "fashion-mnist";
     const std::string dir = !spec.path.empty() ? spec.path
                             : fashion          ? std::string(kFashionMnistDefaultPath)
-                                               : std::string("/usr/share/datasets/mnist");
+                                               : std::string(kMnistDefaultPath);
     DataSplits s = load_mnist_dir(dir);
     for (Dataset* d : {&s.train, &s.test}) {
       d->name = spec.name;
@@ -422,7 +422,7 @@ DataSplits load_dataset(const DatasetSpec& spec) {
     return s;
   }
   if (spec.name == "cifar10") {
-    return load_cifar10(!spec.path.empty() ? spec.path : std::string("/usr/share/datasets/cifar10"));
+    return load_cifar10(!spec.path.empty() ? spec.path : std::string(kCifar10DefaultPath));
   }
   if (spec.name == "synthetic") {
     DataSplits s;

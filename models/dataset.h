@@ -68,9 +68,12 @@ struct DatasetSpec {
   uint64_t seed = 1;  // synthetic only
 };
 
-// Default directory of Fashion-MNIST (Debian's dataset-fashion-mnist).
+// Default directories when DatasetSpec::path is empty. Fashion-MNIST's is
+// where Debian's dataset-fashion-mnist installs it; the others follow suit.
 inline constexpr const char* kFashionMnistDefaultPath =
     "/usr/share/datasets/fashion-mnist";
+inline constexpr const char* kMnistDefaultPath = "/usr/share/datasets/mnist";
+inline constexpr const char* kCifar10DefaultPath = "/usr/share/datasets/cifar10";
 inline constexpr size_t kSyntheticDefaultTrain = 10000;
 inline constexpr size_t kSyntheticDefaultTest = 2000;
 
