@@ -1,0 +1,334 @@
+#include "runtime/config.h"
+
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace tether {
+
+using nlohmann::json;
+
+namespace {
+
+std::string show(const json& v) {
+  std::string s = v.dump();
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+// One JSON object being read: remembers which keys were consumed so that an
+// unknown key is reported with its path.
+class Obj {
+ public:
+  Obj(const json* doc, std::string path) : doc_(doc), path_(std::move(path)) {
+    if (doc_ != nullptr && !doc_->is_object()) fail(path_, "an object", *doc_);
+  }
+  ~Obj() = default;
+
+  static std::string join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+  [[noreturn]] static void fail(const std::string& path, const std::string& expected, const json& got) {
+    throw ConfigError((path.empty() ? std::string("config") : path) + ": expected " + expected + ", got " + show(got));
+  }
+
+  const json* get(const std::string& key) {
+    seen_.insert(key);
+    if (doc_ == nullptr) return nullptr;
+    auto it = doc_->find(key);
+    return it == doc_->end() ? nullptr : &*it;
+  }
+  Obj child(const std::string& key) { return Obj(get(key), join(path_, key)); }
+
+  double number(const std::string& key, double dflt, double lo, double hi, const char* range) {
+    const json* v = get(key);
+    if (v == nullptr) return dflt;
+    if (!v->is_number() || v->get<double>() < lo || v->get<double>() > hi) {
+      fail(join(path_, key), std::string("a number ") + range, *v);
+    }
+    return v->get<double>();
+  }
+  int64_t integer(const std::string& key, int64_t dflt, int64_t lo, int64_t hi, const char* range) {
+    const json* v = get(key);
+    if (v == nullptr) return dflt;
+    if (!v->is_number_integer() || v->get<int64_t>() < lo || v->get<int64_t>() > hi) {
+      fail(join(path_, key), std::string("an integer ") + range, *v);
+    }
+    return v->get<int64_t>();
+  }
+  bool boolean(const std::string& key, bool dflt) {
+    const json* v = get(key);
+    if (v == nullptr) return dflt;
+    if (!v->is_boolean()) fail(join(path_, key), "true or false", *v);
+    return v->get<bool>();
+  }
+  std::string string(const std::string& key, const std::string& dflt) {
+    const json* v = get(key);
+    if (v == nullptr) return dflt;
+    if (!v->is_string() || v->get<std::string>().empty()) fail(join(path_, key), "a non-empty string", *v);
+    return v->get<std::string>();
+  }
+  std::string choice(const std::string& key, const std::string& dflt, const std::vector<std::string>& options) {
+    const json* v = get(key);
+    if (v == nullptr) return dflt;
+    std::string expected = "one of";
+    for (size_t i = 0; i < options.size(); ++i) expected += (i ? ", \"" : " \"") + options[i] + "\"";
+    if (!v->is_string()) fail(join(path_, key), expected, *v);
+    for (const auto& o : options) {
+      if (*v == o) return o;
+    }
+    fail(join(path_, key), expected, *v);
+  }
+  // Rejects keys nobody asked for.
+  void finish() const {
+    if (doc_ == nullptr) return;
+    for (auto it = doc_->begin(); it != doc_->end(); ++it) {
+      if (!seen_.count(it.key())) {
+        std::string known;
+        for (const auto& k : seen_) known += (known.empty() ? "" : ", ") + k;
+        throw ConfigError(join(path_, it.key()) + ": unknown key (known here: " + known + ")");
+      }
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  const json* doc_;
+  std::string path_;
+  std::set<std::string> seen_;
+};
+
+constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+
+}  // namespace
+
+void apply_override(json& doc, const std::string& assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError("--set " + assignment + ": expected json.path=value");
+  }
+  std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  json value = json::parse(text, nullptr, false);
+  if (value.is_discarded()) value = text;   // bare words are strings
+  json* node = &doc;
+  std::stringstream ss(path);
+  std::string part, walked;
+  std::vector<std::string> parts;
+  while (std::getline(ss, part, '.')) parts.push_back(part);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& key = parts[i];
+    if (key.empty()) throw ConfigError("--set " + assignment + ": empty path component");
+    walked = walked.empty() ? key : walked + "." + key;
+    bool last = i + 1 == parts.size();
+    if (node->is_array()) {
+      size_t index = 0;
+      try {
+        index = std::stoul(key);
+      } catch (const std::exception&) {
+        throw ConfigError("--set " + assignment + ": " + walked + " indexes an array, expected a number");
+      }
+      if (index >= node->size()) {
+        throw ConfigError("--set " + assignment + ": " + walked + " is past the end of an array of " +
+                          std::to_string(node->size()));
+      }
+      node = &(*node)[index];
+    } else {
+      if (node->is_null()) *node = json::object();
+      if (!node->is_object()) throw ConfigError("--set " + assignment + ": " + walked + " is not inside an object");
+      node = &(*node)[key];
+    }
+    if (last) *node = value;
+  }
+}
+
+Config parse_config(const json& doc) {
+  Config c;
+  c.raw = doc;
+  Obj top(&doc, "");
+  c.device = top.string("device", c.device);
+  if (c.device != "auto" && c.device != "cpu") {
+    bool ok = c.device.rfind("cuda:", 0) == 0 && c.device.size() > 5 &&
+              c.device.find_first_not_of("0123456789", 5) == std::string::npos;
+    if (!ok) Obj::fail("device", "\"auto\", \"cpu\" or \"cuda:N\"", doc["device"]);
+  }
+
+  {
+    Obj m = top.child("model");
+    c.model.name = m.choice("name", c.model.name, {"mlp", "lenet", "resnet"});
+    c.model.depth = int(m.integer("depth", c.model.depth, 1, 64, "in 1..64"));
+    c.model.width = int(m.integer("width", c.model.width, 1, 1024, "in 1..1024"));
+    c.model.hidden = int(m.integer("hidden", c.model.hidden, 1, 1 << 16, "in 1..65536"));
+    c.model.dropout = m.number("dropout", c.model.dropout, 0.0, 0.95, "in [0, 0.95]");
+    m.finish();
+  }
+  {
+    Obj d = top.child("data");
+    c.data.name = d.choice("name", c.data.name, {"fashion-mnist", "mnist", "cifar10", "synthetic"});
+    std::string default_path = c.data.name == "fashion-mnist" ? c.data.path
+                               : c.data.name == "mnist"       ? "/usr/share/datasets/mnist"
+                               : c.data.name == "cifar10"     ? "data/cifar-10-batches-bin"
+                                                              : "";
+    c.data.path = d.get("path") != nullptr ? d.string("path", "") : default_path;
+    c.data.batch_size = int(d.integer("batch_size", c.data.batch_size, 1, 65536, "in 1..65536"));
+    c.data.synthetic_train = int(d.integer("synthetic_train", c.data.synthetic_train, 1, 10000000, "in 1..10000000"));
+    c.data.synthetic_test = int(d.integer("synthetic_test", c.data.synthetic_test, 1, 10000000, "in 1..10000000"));
+    d.finish();
+  }
+  {
+    Obj o = top.child("optimizer");
+    c.optimizer.name = o.choice("name", c.optimizer.name, {"sgd"});
+    c.optimizer.lr = o.number("lr", c.optimizer.lr, 0.0, 1e3, "> 0");
+    if (c.optimizer.lr <= 0) Obj::fail("optimizer.lr", "a number > 0", doc["optimizer"]["lr"]);
+    c.optimizer.momentum = o.number("momentum", c.optimizer.momentum, 0.0, 0.9999, "in [0, 1)");
+    c.optimizer.weight_decay = o.number("weight_decay", c.optimizer.weight_decay, 0.0, 1.0, "in [0, 1]");
+    c.optimizer.nesterov = o.boolean("nesterov", c.optimizer.nesterov);
+    if (c.optimizer.nesterov && c.optimizer.momentum == 0) {
+      throw ConfigError("optimizer.nesterov: needs optimizer.momentum > 0");
+    }
+    c.optimizer.schedule = o.choice("schedule", c.optimizer.schedule, {"constant", "cosine", "step"});
+    c.optimizer.warmup_epochs = o.number("warmup_epochs", c.optimizer.warmup_epochs, 0.0, 1e4, ">= 0");
+    c.optimizer.min_lr = o.number("min_lr", c.optimizer.min_lr, 0.0, 1e3, ">= 0");
+    c.optimizer.step_epochs = o.number("step_epochs", c.optimizer.step_epochs, 0.0, 1e4, ">= 0");
+    c.optimizer.gamma = o.number("gamma", c.optimizer.gamma, 0.0, 1.0, "in (0, 1]");
+    c.optimizer.scale_lr = o.boolean("scale_lr", c.optimizer.scale_lr);
+    if (c.optimizer.schedule == "step" && c.optimizer.step_epochs <= 0) {
+      throw ConfigError("optimizer.step_epochs: expected a number > 0 with schedule \"step\", got " +
+                        show(c.optimizer.step_epochs));
+    }
+    o.finish();
+  }
+  {
+    Obj t = top.child("train");
+    c.train.epochs = int(t.integer("epochs", c.train.epochs, 1, 100000, "in 1..100000"));
+    c.train.seed = uint64_t(t.integer("seed", int64_t(c.train.seed), 0, std::numeric_limits<int64_t>::max(), ">= 0"));
+    c.train.threads = int(t.integer("threads", c.train.threads, 0, 1024, "in 0..1024 (0 = every core)"));
+    c.train.max_steps = t.integer("max_steps", c.train.max_steps, 0, std::numeric_limits<int64_t>::max(), ">= 0");
+    c.train.eval_every_epochs = int(t.integer("eval_every_epochs", c.train.eval_every_epochs, 0, 100000, ">= 0"));
+    c.train.checkpoint_every_steps =
+        t.integer("checkpoint_every_steps", c.train.checkpoint_every_steps, 0, std::numeric_limits<int64_t>::max(), ">= 0");
+    c.train.checkpoint = t.get("checkpoint") != nullptr ? t.string("checkpoint", "") : "";
+    c.train.tf32 = t.boolean("tf32", c.train.tf32);
+    t.finish();
+  }
+  {
+    Obj l = top.child("log");
+    c.log.dir = l.string("dir", c.log.dir);
+    c.log.every_steps = int(l.integer("every_steps", c.log.every_steps, 1, kMaxInt, ">= 1"));
+    c.log.progress = l.boolean("progress", c.log.progress);
+    l.finish();
+  }
+  {
+    Obj cl = top.child("cluster");
+    const json* peers = cl.get("peers");
+    if (peers != nullptr) {
+      if (!peers->is_array() || peers->empty()) Obj::fail("cluster.peers", "a non-empty array of {id, host, port}", *peers);
+      std::set<int> ids;
+      std::set<std::pair<std::string, int>> endpoints;
+      for (size_t i = 0; i < peers->size(); ++i) {
+        std::string path = "cluster.peers[" + std::to_string(i) + "]";
+        Obj p(&(*peers)[i], path);
+        PeerConfig pc;
+        pc.id = int(p.integer("id", -1, 0, 4095, "in 0..4095"));
+        if (pc.id < 0) throw ConfigError(path + ".id: missing (expected an integer in 0..4095)");
+        pc.host = p.string("host", pc.host);
+        pc.port = int(p.integer("port", 0, 1, 65535, "in 1..65535"));
+        if (pc.port == 0) throw ConfigError(path + ".port: missing (expected an integer in 1..65535)");
+        pc.ssh_user = p.get("ssh_user") != nullptr ? p.string("ssh_user", "") : "";
+        pc.ssh_port = int(p.integer("ssh_port", pc.ssh_port, 1, 65535, "in 1..65535"));
+        pc.workdir = p.get("workdir") != nullptr ? p.string("workdir", "") : "";
+        p.finish();
+        if (!ids.insert(pc.id).second) throw ConfigError(path + ".id: duplicate id " + std::to_string(pc.id));
+        if (!endpoints.insert({pc.host, pc.port}).second) {
+          throw ConfigError(path + ": duplicate endpoint " + pc.host + ":" + std::to_string(pc.port));
+        }
+        c.cluster.peers.push_back(pc);
+      }
+      for (size_t i = 0; i < c.cluster.peers.size(); ++i) {
+        if (!ids.count(int(i))) {
+          throw ConfigError("cluster.peers: ids must be 0.." + std::to_string(c.cluster.peers.size() - 1) +
+                            ", id " + std::to_string(i) + " is missing");
+        }
+      }
+    }
+    cl.finish();
+  }
+  {
+    Obj a = top.child("algorithm");
+    c.algorithm.name = a.choice("name", c.algorithm.name, {"overlap", "sync"});
+    c.algorithm.staleness = int(a.integer("staleness", c.algorithm.staleness, 0, 64, "in 0..64"));
+    c.algorithm.period = int(a.integer("period", c.algorithm.period, 1, 1000000, ">= 1"));
+    c.algorithm.mixer = a.choice("mixer", c.algorithm.mixer, {"ring", "gossip"});
+    a.finish();
+  }
+  {
+    Obj m = top.child("monitor");
+    const json* b = m.get("bound");
+    if (b != nullptr && !(b->is_string() && *b == "auto")) {
+      if (!b->is_number() || b->get<double>() <= 0) Obj::fail("monitor.bound", "\"auto\" or a number > 0", *b);
+      c.monitor.bound = b->get<double>();
+    }
+    c.monitor.sketch_buckets = int(m.integer("sketch_buckets", c.monitor.sketch_buckets, 16, 1 << 20, "in 16..1048576"));
+    c.monitor.snapshots = m.boolean("snapshots", c.monitor.snapshots);
+    c.monitor.snapshot_every = int(m.integer("snapshot_every", c.monitor.snapshot_every, 1, kMaxInt, ">= 1"));
+    m.finish();
+  }
+  {
+    Obj n = top.child("net");
+    c.net.connect_timeout_ms = int(n.integer("connect_timeout_ms", c.net.connect_timeout_ms, 100, 3600000, "in 100..3600000"));
+    c.net.heartbeat_ms = int(n.integer("heartbeat_ms", c.net.heartbeat_ms, 10, 60000, "in 10..60000"));
+    c.net.peer_timeout_ms = int(n.integer("peer_timeout_ms", c.net.peer_timeout_ms, 50, 3600000, "in 50..3600000"));
+    c.net.shutdown_timeout_ms = int(n.integer("shutdown_timeout_ms", c.net.shutdown_timeout_ms, 100, 3600000, "in 100..3600000"));
+    c.net.chunk_bytes = n.integer("chunk_bytes", c.net.chunk_bytes, 1024, int64_t(1) << 30, "in 1024..2^30");
+    c.net.inject_delay_ms = n.number("inject_delay_ms", c.net.inject_delay_ms, 0.0, 60000.0, "in [0, 60000]");
+    c.net.inject_rate_mbps = n.number("inject_rate_mbps", c.net.inject_rate_mbps, 0.0, 1e6, "in [0, 1e6]");
+    if (c.net.peer_timeout_ms <= c.net.heartbeat_ms) {
+      throw ConfigError("net.peer_timeout_ms: expected more than net.heartbeat_ms (" +
+                        std::to_string(c.net.heartbeat_ms) + "), got " + std::to_string(c.net.peer_timeout_ms));
+    }
+    n.finish();
+  }
+  top.finish();
+  return c;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json doc;
+  try {
+    doc = json::parse(ss.str());
+  } catch (const json::parse_error& e) {
+    // e.what() carries the byte position and what was expected.
+    std::string what = e.what();
+    size_t at = what.find("] ");
+    throw ConfigError(path + ": not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)));
+  }
+  if (!doc.is_object()) throw ConfigError(path + ": expected a JSON object at the top level, got " + show(doc));
+  for (const auto& o : overrides) apply_override(doc, o);
+  try {
+    return parse_config(doc);
+  } catch (const ConfigError& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+}
+
+uint64_t config_hash(const Config& cfg) {
+  // What must agree across nodes: model, data, optimizer, algorithm, monitor,
+  // seed and the peer list. (log, threads, device and checkpoint may differ.)
+  json shared = {{"model", cfg.raw.value("model", json::object())},
+                 {"data", cfg.raw.value("data", json::object())},
+                 {"optimizer", cfg.raw.value("optimizer", json::object())},
+                 {"algorithm", cfg.raw.value("algorithm", json::object())},
+                 {"monitor", cfg.raw.value("monitor", json::object())},
+                 {"seed", cfg.train.seed},
+                 {"epochs", cfg.train.epochs},
+                 {"peers", cfg.raw.value("cluster", json::object()).value("peers", json::array())}};
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : shared.dump()) h = (h ^ ch) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace tether

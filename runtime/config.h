@@ -1,0 +1,119 @@
+// The node's configuration: one JSON file, parsed once into typed structs.
+// Every key is validated; an error names its JSON path and what was expected
+// ("optimizer.lr: expected a number > 0, got -1").
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace tether {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct PeerConfig {
+  int id = 0;
+  std::string host = "127.0.0.1";
+  int port = 0;
+  // ssh launcher (scripts/cluster.sh) only; ignored by the node itself.
+  std::string ssh_user, workdir;
+  int ssh_port = 22;
+};
+
+struct Config {
+  std::string device = "auto";          // "auto" | "cpu" | "cuda:N"
+
+  struct Model {
+    std::string name = "lenet";
+    int depth = 1, width = 16, hidden = 512;
+    double dropout = 0.0;
+  } model;
+
+  struct Data {
+    std::string name = "fashion-mnist"; // fashion-mnist | mnist | cifar10 | synthetic
+    std::string path = "/usr/share/datasets/fashion-mnist";
+    int batch_size = 64;                // per node
+    int synthetic_train = 60000, synthetic_test = 10000;
+  } data;
+
+  struct Optimizer {
+    std::string name = "sgd";
+    double lr = 0.05, momentum = 0.9, weight_decay = 0.0;
+    bool nesterov = false;
+    std::string schedule = "constant";  // constant | cosine | step
+    double warmup_epochs = 0.0;
+    double min_lr = 0.0;
+    double step_epochs = 0.0;           // step schedule: decay every step_epochs
+    double gamma = 0.1;
+    bool scale_lr = false;              // linear scaling rule: lr *= number of nodes
+  } optimizer;
+
+  struct Train {
+    int epochs = 1;
+    uint64_t seed = 1;
+    int threads = 0;                    // CPU threads; 0 = every core
+    int64_t max_steps = 0;              // stop after this many steps (0 = all epochs)
+    int eval_every_epochs = 1;
+    int64_t checkpoint_every_steps = 0; // 0 = only at the end
+    std::string checkpoint;             // file; empty = <log.dir>/node-<id>.ckpt
+    bool tf32 = false;
+  } train;
+
+  struct Log {
+    std::string dir = "runs/default";
+    int every_steps = 50;
+    bool progress = true;               // live progress line on a terminal
+  } log;
+
+  struct Cluster {
+    std::vector<PeerConfig> peers;      // empty: a single node
+  } cluster;
+
+  struct Algorithm {
+    std::string name = "overlap";       // overlap | sync (sync = staleness 0)
+    int staleness = 2;                  // s: rounds in flight while computing
+    int period = 1;                     // H: local steps per round
+    std::string mixer = "ring";         // ring | gossip
+  } algorithm;
+
+  struct Monitor {
+    double bound = 0.0;                 // 0 = "auto": 2(s+1)·H·u_max
+    int sketch_buckets = 1024;
+    bool snapshots = false;             // debug: write x_i at every round close
+    int snapshot_every = 1;
+  } monitor;
+
+  struct Net {
+    int connect_timeout_ms = 30000;
+    int heartbeat_ms = 200;
+    int peer_timeout_ms = 3000;
+    int shutdown_timeout_ms = 10000;
+    int64_t chunk_bytes = 1 << 20;
+    double inject_delay_ms = 0.0;       // emulated one-way delay in our transport
+    double inject_rate_mbps = 0.0;      // emulated link rate (0 = off)
+  } net;
+
+  int nodes() const { return cluster.peers.empty() ? 1 : int(cluster.peers.size()); }
+  int effective_staleness() const { return algorithm.name == "sync" ? 0 : algorithm.staleness; }
+  nlohmann::json raw;                   // the validated document (after --set)
+};
+
+// Applies "a.b.c=value" (value parsed as JSON, else taken as a string).
+void apply_override(nlohmann::json& doc, const std::string& assignment);
+
+// Validates `doc` and fills a Config; throws ConfigError naming the path.
+Config parse_config(const nlohmann::json& doc);
+
+// Reads a file, applies overrides, validates. Errors name the file.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// Stable 64-bit hash of the parts of the config every node must share.
+uint64_t config_hash(const Config& cfg);
+
+}  // namespace tether

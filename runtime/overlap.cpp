@@ -1,0 +1,270 @@
+#include "runtime/overlap.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+
+#include "net/communicator.h"
+#include "runtime/checkpoint.h"
+#include "runtime/monitor.h"
+
+namespace tether {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double norm2(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * double(x);
+  return std::sqrt(s);
+}
+
+class OverlapAveraging : public Averaging {
+ public:
+  OverlapAveraging(const Config& cfg, int node, Model& model, const std::atomic<bool>* stop)
+      : cfg_(cfg),
+        node_(node),
+        model_(model),
+        be_(model.backend()),
+        stop_(stop),
+        dim_(model.param_count()),
+        staleness_(cfg.effective_staleness()),
+        period_(cfg.algorithm.period),
+        gossip_(cfg.algorithm.mixer == "gossip"),
+        sketch_(model.param_count(), cfg.monitor.sketch_buckets, cfg.train.seed ^ 0x5ce7c4ull),
+        correction_dev_(be_, model.param_count()) {
+    net::CommOptions o;
+    o.self = node;
+    for (const auto& p : cfg.cluster.peers) o.peers.push_back({p.id, p.host, p.port});
+    o.mixer = gossip_ ? net::MixerKind::kGossip : net::MixerKind::kRing;
+    o.window = staleness_ + 1;
+    o.chunk_bytes = size_t(cfg.net.chunk_bytes);
+    o.connect_timeout_ms = cfg.net.connect_timeout_ms;
+    o.heartbeat_ms = cfg.net.heartbeat_ms;
+    o.peer_timeout_ms = cfg.net.peer_timeout_ms;
+    o.inject_delay_ms = cfg.net.inject_delay_ms;
+    o.inject_rate_mbps = cfg.net.inject_rate_mbps;
+    o.sketch_seed = cfg.train.seed;
+    o.config_hash = config_hash(cfg);
+    comm_ = std::make_unique<net::Communicator>(o);
+
+    // Agree on the initial parameters: the lowest id's bits everywhere.
+    x_ = model_.download_params();
+    comm_->start(x_.data(), x_.size());
+    model_.upload_params(x_);
+    x_prev_ = x_;
+    anchor_ = x_;
+    if (cfg.monitor.snapshots) {
+      snap_dir_ = cfg.log.dir + "/snapshots";
+      std::filesystem::create_directories(snap_dir_);
+    }
+    start_ = last_metrics_ = now_s();
+  }
+
+  ~OverlapAveraging() override {
+    try {
+      if (comm_) comm_->stop(200);
+    } catch (...) {
+      // Destructors must not throw; the run already reported its failure.
+    }
+  }
+
+  void after_step(uint64_t steps_done) override {
+    apply_finished(false);
+    steps_done_ = steps_done;
+    if (steps_done % uint64_t(period_) == 0) close_round();
+  }
+
+  void finish() override {
+    bool interrupted = stop_ != nullptr && stop_->load();
+    // A partial round holds local updates that must be merged too. Every
+    // node runs the same number of steps, so all close the same rounds.
+    if (!interrupted && steps_done_ % uint64_t(period_) != 0) close_round_submit();
+    double deadline = now_s() + cfg_.net.shutdown_timeout_ms / 1000.0;
+    while (!in_flight_.empty()) {
+      if (interrupted && now_s() > deadline) {
+        std::fprintf(stderr, "[node %d] stopping with %zu round(s) unmerged (deadline %d ms)\n", node_,
+                     in_flight_.size(), cfg_.net.shutdown_timeout_ms);
+        break;
+      }
+      wait_one(interrupted ? 100 : cfg_.net.peer_timeout_ms);
+    }
+    if (!interrupted && !gossip_) model_.upload_params(anchor_);   // identical bits on every node
+    comm_->stop(cfg_.net.shutdown_timeout_ms);
+    auto st = comm_->stats();
+    bytes_sent_ = st.bytes_sent;
+    bytes_recv_ = st.bytes_recv;
+    msgs_rejected_ = st.msgs_rejected;
+    finished_ = true;
+  }
+
+  nlohmann::json metrics() override {
+    double t = now_s();
+    double span = std::max(1e-9, t - last_metrics_);
+    double idle_frac = (idle_s_ - idle_at_last_) / span;
+    last_metrics_ = t;
+    idle_at_last_ = idle_s_;
+    if (!finished_) {
+      auto st = comm_->stats();
+      bytes_sent_ = st.bytes_sent;
+      bytes_recv_ = st.bytes_recv;
+      msgs_rejected_ = st.msgs_rejected;
+    }
+    return {{"round", next_round_},
+            {"idle_frac", idle_frac},
+            {"idle_frac_total", idle_s_ / std::max(1e-9, t - start_)},
+            {"rounds_in_flight", in_flight_.size()},
+            {"disp_norm", disp_norm_},
+            {"max_pair_dist", max_pair_dist_},
+            {"max_pair_dist_run", max_pair_dist_run_},
+            {"bound", bound_},
+            {"throttled", throttled_},
+            {"throttle_count", throttle_count_},
+            {"max_delta_norm", max_delta_all_},
+            {"bytes_sent", bytes_sent_},
+            {"bytes_recv", bytes_recv_},
+            {"msgs_rejected", msgs_rejected_}};
+  }
+
+  std::vector<float> anchor() const override { return gossip_ ? std::vector<float>() : anchor_; }
+  void restore_anchor(const std::vector<float>& anchor) override {
+    if (anchor.size() == dim_) anchor_ = anchor;
+  }
+
+ private:
+  struct InFlight {
+    uint64_t round;
+    std::vector<float> submitted;   // Δ (ring) or the snapshot x_i (gossip)
+  };
+
+  void close_round() {
+    close_round_submit();
+    // Staleness bound: at most s rounds may stay in flight while computing.
+    while (in_flight_.size() > size_t(staleness_)) wait_one(cfg_.net.peer_timeout_ms);
+    // Monitor: a node too far from a peer waits for the next merge.
+    if (throttled_ && !in_flight_.empty()) {
+      ++throttle_count_;
+      std::fprintf(stderr, "[node %d] throttled at round %llu: distance %.4g to node %d exceeds bound %.4g\n", node_,
+                   static_cast<unsigned long long>(next_round_), last_self_dist_, last_self_peer_, bound_);
+      size_t target = in_flight_.size() - 1;
+      while (in_flight_.size() > target) wait_one(cfg_.net.peer_timeout_ms);
+    }
+  }
+
+  void close_round_submit() {
+    x_ = model_.download_params();
+    std::vector<float> delta(dim_);
+    for (size_t i = 0; i < dim_; ++i) delta[i] = x_[i] - x_prev_[i];   // i < dim_: all three share the arena size
+    double dnorm = norm2(delta);
+    max_delta_local_ = std::max(max_delta_local_, dnorm);
+    if (!gossip_) {
+      double s = 0;
+      for (size_t i = 0; i < dim_; ++i) {
+        double d = double(x_[i]) - double(anchor_[i]);
+        s += d * d;
+      }
+      disp_norm_ = std::sqrt(s);
+    }
+    x_prev_ = x_;
+    std::vector<float> sk(size_t(sketch_.buckets()) + 1);
+    sketch_.apply(x_.data(), sk.data());
+    sk.back() = float(max_delta_local_);   // peers derive the bound from it
+    if (!snap_dir_.empty() && next_round_ % uint64_t(cfg_.monitor.snapshot_every) == 0) write_snapshot(dnorm);
+    uint64_t r = next_round_++;
+    comm_->submit(r, gossip_ ? x_ : delta, std::move(sk));
+    in_flight_.push_back({r, gossip_ ? x_ : std::move(delta)});
+  }
+
+  // Debug snapshots: x_i as this node closes a round, for exact distances.
+  void write_snapshot(double delta_norm) {
+    std::string path = snap_dir_ + "/node" + std::to_string(node_) + "-r" + std::to_string(next_round_) + ".bin";
+    std::ofstream out(path, std::ios::binary);
+    uint64_t header[3] = {next_round_, uint64_t(dim_), 0};
+    std::memcpy(&header[2], &delta_norm, sizeof(double));
+    out.write(reinterpret_cast<const char*>(header), sizeof header);
+    out.write(reinterpret_cast<const char*>(x_.data()), std::streamsize(dim_ * sizeof(float)));
+  }
+
+  void wait_one(int timeout_ms) {
+    double t0 = now_s();
+    std::optional<net::RoundResult> res = comm_->wait(timeout_ms);
+    idle_s_ += now_s() - t0;
+    if (res) apply(*res);
+  }
+
+  void apply_finished(bool) {
+    while (auto res = comm_->poll()) apply(*res);
+  }
+
+  void apply(const net::RoundResult& res) {
+    if (in_flight_.empty() || in_flight_.front().round != res.round) {
+      throw std::runtime_error("mixer delivered round " + std::to_string(res.round) + " but round " +
+                               (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front().round)) +
+                               " is next");
+    }
+    if (res.mixed.size() != dim_) {
+      throw std::runtime_error("mixer delivered " + std::to_string(res.mixed.size()) + " values for round " +
+                               std::to_string(res.round) + ", expected " + std::to_string(dim_));
+    }
+    InFlight f = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    std::vector<float>& c = f.submitted;   // reused as the correction
+    for (size_t i = 0; i < dim_; ++i) {
+      c[i] = res.mixed[i] - c[i];
+      x_prev_[i] += c[i];
+    }
+    be_->upload(correction_dev_.get(), c.data(), dim_ * sizeof(float));
+    be_->axpy(dim_, 1.0f, correction_dev_.get(), model_.params());
+    if (!gossip_) {
+      for (size_t i = 0; i < dim_; ++i) anchor_[i] += res.mixed[i];
+    }
+    // Monitor: the largest round delta any node reported bounds the distance.
+    for (const auto& [id, sk] : res.sketches) {
+      if (!sk.empty()) max_delta_all_ = std::max(max_delta_all_, double(sk.back()));
+    }
+    double auto_bound = staleness_bound(staleness_, max_delta_all_);
+    bound_ = cfg_.monitor.bound > 0 ? cfg_.monitor.bound : auto_bound;
+    PairEstimate e = estimate_distances(res.sketches, sketch_.buckets(), node_);
+    max_pair_dist_ = e.max_pair;
+    max_pair_dist_run_ = std::max(max_pair_dist_run_, e.max_pair);
+    last_self_dist_ = e.max_self;
+    last_self_peer_ = e.self_peer;
+    throttled_ = e.max_self > bound_;
+  }
+
+  const Config& cfg_;
+  int node_;
+  Model& model_;
+  Backend* be_;
+  const std::atomic<bool>* stop_;
+  size_t dim_;
+  int staleness_, period_;
+  bool gossip_;
+  CountSketch sketch_;
+  DeviceBuffer<float> correction_dev_;
+  std::unique_ptr<net::Communicator> comm_;
+  std::vector<float> x_, x_prev_, anchor_;
+  std::deque<InFlight> in_flight_;
+  uint64_t next_round_ = 0, steps_done_ = 0;
+  std::string snap_dir_;
+  double start_ = 0, last_metrics_ = 0, idle_s_ = 0, idle_at_last_ = 0;
+  double disp_norm_ = 0, max_pair_dist_ = 0, max_pair_dist_run_ = 0, bound_ = 0;
+  double max_delta_local_ = 0, max_delta_all_ = 0, last_self_dist_ = 0;
+  int last_self_peer_ = -1;
+  bool throttled_ = false, finished_ = false;
+  uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const std::atomic<bool>* stop) {
+  return std::make_unique<OverlapAveraging>(cfg, node, model, stop);
+}
+
+}  // namespace tether

@@ -1,0 +1,325 @@
+#include "runtime/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+#include "models/kernel_math.h"
+#include "models/zoo.h"
+#include "runtime/checkpoint.h"
+#include "runtime/device.h"
+#include "runtime/metrics.h"
+#include "runtime/overlap.h"
+
+namespace tether {
+
+namespace {
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+struct Trainer::Log {
+  MetricsLog metrics;
+  Progress progress;
+  Log(const Config& cfg, int node)
+      : metrics(cfg.log.dir, node),
+        progress(cfg.log.progress, cfg.nodes() > 1 ? "[node " + std::to_string(node) + "] " : "") {}
+};
+
+DatasetSpec dataset_spec(const Config& cfg) {
+  DatasetSpec spec;
+  spec.name = cfg.data.name;
+  spec.path = cfg.data.path;
+  spec.synthetic_train = size_t(cfg.data.synthetic_train);
+  spec.synthetic_test = size_t(cfg.data.synthetic_test);
+  spec.seed = cfg.train.seed;
+  return spec;
+}
+
+std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data) {
+  ModelSpec spec;
+  spec.name = cfg.model.name;
+  spec.depth = cfg.model.depth;
+  spec.width = cfg.model.width;
+  spec.hidden = cfg.model.hidden;
+  spec.dropout = float(cfg.model.dropout);
+  return make_model(spec, Shape{data.channels, data.height, data.width}, data.classes);
+}
+
+Trainer::Trainer(Config cfg, TrainOptions opts) : cfg_(std::move(cfg)), opts_(std::move(opts)) {}
+Trainer::~Trainer() = default;
+
+std::string Trainer::checkpoint_path() const {
+  if (!cfg_.train.checkpoint.empty()) return cfg_.train.checkpoint;
+  return cfg_.log.dir + "/node-" + std::to_string(opts_.node) + ".ckpt";
+}
+
+void Trainer::setup() {
+  if (opts_.node < 0 || opts_.node >= cfg_.nodes()) {
+    throw ConfigError("--node " + std::to_string(opts_.node) + ": the config has nodes 0.." +
+                      std::to_string(cfg_.nodes() - 1));
+  }
+  BackendOptions bo;
+  bo.threads = cfg_.train.threads;
+  bo.tf32 = cfg_.train.tf32;
+  be_ = make_backend(cfg_.device, bo);
+  data_ = load_dataset(dataset_spec(cfg_));
+  model_ = build_model(cfg_, data_.train);
+  const int batch = cfg_.data.batch_size;
+  model_->build(be_.get(), batch, cfg_.train.seed);
+  sampler_ = std::make_unique<ShardedSampler>(data_.train.count(), opts_.node, cfg_.nodes(), batch, cfg_.train.seed);
+
+  SgdOptions so;
+  so.lr = float(cfg_.optimizer.lr);
+  so.momentum = float(cfg_.optimizer.momentum);
+  so.weight_decay = float(cfg_.optimizer.weight_decay);
+  so.nesterov = cfg_.optimizer.nesterov;
+  sgd_ = std::make_unique<Sgd>(be_.get(), model_->trainable_count(), so);
+
+  const uint64_t spe = sampler_->steps_per_epoch();
+  total_steps_ = spe * uint64_t(cfg_.train.epochs);
+  if (cfg_.train.max_steps > 0) total_steps_ = std::min<uint64_t>(total_steps_, uint64_t(cfg_.train.max_steps));
+  schedule_.kind = cfg_.optimizer.schedule;
+  schedule_.base_lr = cfg_.optimizer.lr * (cfg_.optimizer.scale_lr ? cfg_.nodes() : 1);
+  schedule_.warmup_steps = uint64_t(std::llround(cfg_.optimizer.warmup_epochs * double(spe)));
+  schedule_.total_steps = total_steps_;
+  schedule_.min_lr = cfg_.optimizer.min_lr;
+  schedule_.step_every = uint64_t(std::llround(cfg_.optimizer.step_epochs * double(spe)));
+  schedule_.gamma = cfg_.optimizer.gamma;
+
+  const size_t image = data_.train.image_bytes();
+  x_ = DeviceBuffer<float>(be_.get(), size_t(batch) * image);
+  y_ = DeviceBuffer<int32_t>(be_.get(), size_t(batch));
+  stats_ = DeviceBuffer<float>(be_.get(), 2);
+  host_images_.resize(size_t(batch) * image);
+  host_labels_.resize(size_t(batch));
+  log_ = std::make_unique<Log>(cfg_, opts_.node);
+
+  if (!opts_.resume.empty()) {
+    Checkpoint ck = load_checkpoint(opts_.resume);
+    auto expect = [&](const char* key, const nlohmann::json& want) {
+      if (!ck.meta.contains(key) || ck.meta[key] != want) {
+        throw CheckpointError(opts_.resume + ": " + key + " is " + (ck.meta.contains(key) ? ck.meta[key].dump() : "missing") +
+                              ", this run needs " + want.dump());
+      }
+    };
+    expect("model", model_->name());
+    expect("nodes", cfg_.nodes());
+    expect("node", opts_.node);
+    expect("batch_size", cfg_.data.batch_size);
+    expect("seed", cfg_.train.seed);
+    if (ck.params.size() != model_->param_count() || ck.momentum.size() != model_->trainable_count()) {
+      throw CheckpointError(opts_.resume + ": holds " + std::to_string(ck.params.size()) + " parameters, the model has " +
+                            std::to_string(model_->param_count()));
+    }
+    model_->upload_params(ck.params);
+    be_->upload(sgd_->momentum_buffer(), ck.momentum.data(), ck.momentum.size() * sizeof(float));
+    step_ = ck.meta.value("step", uint64_t(0));
+    start_epoch_ = ck.meta.value("epoch", 0);
+    start_step_in_epoch_ = ck.meta.value("step_in_epoch", size_t(0));
+    last_test_acc_ = ck.meta.value("test_acc", -1.0);
+    pending_anchor_ = std::move(ck.anchor);
+    log_->progress.line("resumed from " + opts_.resume + " at step " + std::to_string(step_) + " (epoch " +
+                        std::to_string(start_epoch_ + 1) + ")");
+  }
+  if (cfg_.nodes() > 1) {
+    avg_ = make_averaging(cfg_, opts_.node, *model_, opts_.stop);
+    if (!pending_anchor_.empty()) avg_->restore_anchor(pending_anchor_);
+  }
+  log_->progress.line(model_->summary());
+  log_->progress.line("backend " + be_->name() + ", data " + data_.train.name + " (" +
+                      std::to_string(data_.train.count()) + " train / " + std::to_string(data_.test.count()) +
+                      " test), " + std::to_string(spe) + " steps per epoch on node " + std::to_string(opts_.node) +
+                      " of " + std::to_string(cfg_.nodes()));
+}
+
+void Trainer::train_step(uint64_t step, int epoch, size_t step_in_epoch) {
+  sampler_->batch(epoch, step_in_epoch, &indices_);
+  const int n = int(indices_.size());
+  gather_batch(data_.train, indices_.data(), indices_.size(), host_images_.data(), host_labels_.data());
+  be_->normalize_bytes(size_t(n) * data_.train.image_bytes(), host_images_.data(), data_.train.mean, data_.train.std,
+                       x_.get());
+  be_->upload(y_.get(), host_labels_.data(), size_t(n) * sizeof(int32_t));
+  // Dropout masks are a pure function of (seed, step): resume reproduces them.
+  uint64_t dropout_seed = kmath::mix64(cfg_.train.seed ^ kmath::mix64(step + 0x51ed));
+  model_->forward_backward(x_.get(), y_.get(), n, dropout_seed, stats_.get());
+  sgd_->step(float(schedule_.at(step)), model_->grads(), model_->params());
+  interval_images_ += uint64_t(n);
+  interval_steps_ += 1;
+}
+
+double Trainer::evaluate(double* loss) {
+  const Dataset& test = data_.test;
+  const int batch = cfg_.data.batch_size;
+  DeviceBuffer<float> stats(be_.get(), 2);
+  std::vector<uint32_t> idx(static_cast<size_t>(batch), 0u);
+  for (size_t begin = 0; begin < test.count(); begin += size_t(batch)) {
+    size_t n = std::min(size_t(batch), test.count() - begin);
+    for (size_t i = 0; i < n; ++i) idx[i] = uint32_t(begin + i);
+    gather_batch(test, idx.data(), n, host_images_.data(), host_labels_.data());
+    be_->normalize_bytes(n * test.image_bytes(), host_images_.data(), test.mean, test.std, x_.get());
+    be_->upload(y_.get(), host_labels_.data(), n * sizeof(int32_t));
+    model_->evaluate(x_.get(), y_.get(), int(n), stats.get());
+  }
+  float s[2];
+  be_->download(s, stats.get(), sizeof s);
+  if (loss != nullptr) *loss = test.count() ? double(s[0]) / double(test.count()) : 0.0;
+  return test.count() ? double(s[1]) / double(test.count()) : 0.0;
+}
+
+void Trainer::save(const std::string& path, int epoch, size_t step_in_epoch) {
+  Checkpoint ck;
+  ck.meta = {{"model", model_->name()},   {"node", opts_.node},
+             {"nodes", cfg_.nodes()},     {"batch_size", cfg_.data.batch_size},
+             {"seed", cfg_.train.seed},   {"step", step_},
+             {"epoch", epoch},            {"step_in_epoch", step_in_epoch},
+             {"test_acc", last_test_acc_}, {"config_hash", config_hash(cfg_)},
+             {"rng", {{"sampler_seed", cfg_.train.seed}, {"dropout_counter", step_}}}};
+  ck.params = model_->download_params();
+  ck.momentum.resize(sgd_->count());
+  be_->download(ck.momentum.data(), sgd_->momentum_buffer(), ck.momentum.size() * sizeof(float));
+  if (avg_) ck.anchor = avg_->anchor();
+  std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  save_checkpoint(path, ck);
+}
+
+void Trainer::log_interval(int epoch, size_t step_in_epoch, bool force) {
+  if (!force && interval_steps_ < uint64_t(cfg_.log.every_steps)) return;
+  if (interval_steps_ == 0) return;
+  float s[2];
+  be_->download(s, stats_.get(), sizeof s);
+  be_->fill(2, 0.0f, stats_.get());
+  double t = now_s();
+  double dt = std::max(1e-9, t - interval_start_);
+  double ips = double(interval_images_) / dt;
+  double loss = double(s[0]) / double(interval_images_);
+  double acc = double(s[1]) / double(interval_images_);
+  nlohmann::json rec = {{"step", step_}, {"epoch", epoch + 1}, {"loss", loss}, {"train_acc", acc},
+                        {"images_per_s", ips}, {"lr", schedule_.at(step_ > 0 ? step_ - 1 : 0)}};
+  nlohmann::json net = avg_ ? avg_->metrics() : nlohmann::json::object();
+  if (avg_) {
+    rec.update(net);
+  } else {
+    rec.update({{"round", step_}, {"idle_frac", 0.0}, {"rounds_in_flight", 0}, {"disp_norm", 0.0},
+                {"max_pair_dist", 0.0}, {"bound", 0.0}, {"throttled", false}, {"bytes_sent", 0}, {"bytes_recv", 0}});
+  }
+  log_->metrics.write(rec);
+  const uint64_t spe = sampler_->steps_per_epoch();
+  double elapsed = t - run_start_;
+  uint64_t done_here = step_ - (uint64_t(start_epoch_) * spe + start_step_in_epoch_);
+  double eta = done_here ? elapsed / double(done_here) * double(total_steps_ - std::min(step_, total_steps_)) : -1;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "epoch %d/%d  step %zu/%llu  loss %.4f  acc %.1f%%  %.0f img/s  ETA %s", epoch + 1,
+                cfg_.train.epochs, step_in_epoch, static_cast<unsigned long long>(spe), loss, acc * 100, ips,
+                format_duration(eta).c_str());
+  std::string text = buf;
+  if (avg_) {
+    const nlohmann::json& m = net;
+    std::snprintf(buf, sizeof buf, "  idle %.1f%%  dist %.3g/%.3g%s", m.value("idle_frac", 0.0) * 100,
+                  m.value("max_pair_dist", 0.0), m.value("bound", 0.0), m.value("throttled", false) ? " THROTTLED" : "");
+    text += buf;
+  }
+  log_->progress.update(text);
+  interval_images_ = 0;
+  interval_steps_ = 0;
+  interval_start_ = t;
+}
+
+TrainResult Trainer::run() {
+  setup();
+  TrainResult result;
+  const uint64_t spe = sampler_->steps_per_epoch();
+  run_start_ = interval_start_ = now_s();
+  int epoch = start_epoch_;
+  size_t sie = start_step_in_epoch_;
+  bool stopped = false;
+  for (; epoch < cfg_.train.epochs && step_ < total_steps_ && !stopped; ++epoch, sie = 0) {
+    for (; sie < spe && step_ < total_steps_; ++sie) {
+      if (opts_.stop != nullptr && opts_.stop->load()) {
+        stopped = true;
+        break;
+      }
+      train_step(step_, epoch, sie);
+      ++step_;
+      if (avg_) avg_->after_step(step_);
+      log_interval(epoch, sie + 1, false);
+      if (cfg_.train.checkpoint_every_steps > 0 && step_ % uint64_t(cfg_.train.checkpoint_every_steps) == 0) {
+        // The position saved is the next step to run.
+        bool end_of_epoch = sie + 1 == spe;
+        save(checkpoint_path(), end_of_epoch ? epoch + 1 : epoch, end_of_epoch ? 0 : sie + 1);
+        result.checkpoint = checkpoint_path();
+      }
+    }
+    if (stopped) break;
+    if (sie < spe) break;   // max_steps ended the epoch early
+    log_interval(epoch, sie, true);
+    bool last = epoch + 1 == cfg_.train.epochs || step_ >= total_steps_;
+    if (cfg_.train.eval_every_epochs > 0 && ((epoch + 1) % cfg_.train.eval_every_epochs == 0 || last) && !avg_) {
+      double loss = 0;
+      last_test_acc_ = evaluate(&loss);
+      log_->metrics.write({{"event", "eval"}, {"step", step_}, {"epoch", epoch + 1}, {"test_acc", last_test_acc_},
+                           {"test_loss", loss}});
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "epoch %d: test_acc %.2f%%  test_loss %.4f", epoch + 1, last_test_acc_ * 100, loss);
+      log_->progress.line(buf);
+    }
+  }
+  log_interval(std::min(epoch, cfg_.train.epochs - 1), sie, true);
+  log_->progress.finish();
+  if (avg_) avg_->finish();   // drain rounds; ring: every node ends with x̄
+  int save_epoch = epoch;
+  size_t save_sie = sie;
+  if (stopped || (opts_.stop != nullptr && opts_.stop->load())) {
+    result.interrupted = true;
+    save(checkpoint_path(), save_epoch, save_sie);
+    result.checkpoint = checkpoint_path();
+    log_->progress.line("interrupted at step " + std::to_string(step_) + "; checkpoint " + result.checkpoint);
+  } else {
+    double loss = 0;
+    if (avg_ || last_test_acc_ < 0 || step_ % spe != 0) last_test_acc_ = evaluate(&loss);
+    result.test_loss = loss;
+    save(checkpoint_path(), save_epoch, save_sie);
+    result.checkpoint = checkpoint_path();
+  }
+  std::vector<float> params = model_->download_params();
+  result.params_hash = params_hash(params);
+  result.test_acc = result.interrupted ? -1.0 : last_test_acc_;
+  result.steps = step_;
+  nlohmann::json fin = {{"event", "final"}, {"steps", step_}, {"params_hash", result.params_hash},
+                        {"interrupted", result.interrupted}, {"checkpoint", result.checkpoint},
+                        {"wall_s", now_s() - run_start_}};
+  fin["test_acc"] = result.interrupted ? nlohmann::json(nullptr) : nlohmann::json(result.test_acc);
+  if (avg_) fin.update(avg_->metrics());
+  log_->metrics.write(fin);
+  return result;
+}
+
+double Trainer::evaluate_checkpoint(const Config& cfg, const std::string& path, double* loss) {
+  TrainOptions opts;
+  Trainer t(cfg, opts);
+  BackendOptions bo;
+  bo.threads = cfg.train.threads;
+  t.be_ = make_backend(cfg.device, bo);
+  t.data_ = load_dataset(dataset_spec(cfg));
+  t.model_ = build_model(cfg, t.data_.train);
+  t.model_->build(t.be_.get(), cfg.data.batch_size, cfg.train.seed);
+  Checkpoint ck = load_checkpoint(path);
+  if (ck.meta.value("model", std::string()) != t.model_->name() || ck.params.size() != t.model_->param_count()) {
+    throw CheckpointError(path + ": holds model " + ck.meta.value("model", std::string("?")) + " with " +
+                          std::to_string(ck.params.size()) + " parameters; the config builds " + t.model_->name() +
+                          " with " + std::to_string(t.model_->param_count()));
+  }
+  t.model_->upload_params(ck.params);
+  const size_t image = t.data_.test.image_bytes();
+  t.x_ = DeviceBuffer<float>(t.be_.get(), size_t(cfg.data.batch_size) * image);
+  t.y_ = DeviceBuffer<int32_t>(t.be_.get(), size_t(cfg.data.batch_size));
+  t.host_images_.resize(size_t(cfg.data.batch_size) * image);
+  t.host_labels_.resize(size_t(cfg.data.batch_size));
+  return t.evaluate(loss);
+}
+
+}  // namespace tether
