@@ -150,7 +150,10 @@ class CpuBackend final : public Backend {
 
   void relu_backward(size_t count, const float* y, const float* dy, float* dx) override {
 #pragma omp parallel for simd schedule(static) num_threads(nt_) if (parallel : count >= kParallelMin)
-    for (size_t i = 0; i < count; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < count; ++i) {
+      const float g = dy[i];  // loaded unconditionally: a select, not a branch
+      dx[i] = y[i] > 0.0f ? g : 0.0f;
+    }
   }
 
   void pool_forward(PoolKind kind, const PoolShape& sh, const float* x, float* y,
@@ -161,12 +164,36 @@ class CpuBackend final : public Backend {
     const int oh = sh.oh(), ow = sh.ow(), planes = sh.n * sh.c;
     const size_t in_plane = size_t(sh.h) * sh.w, out_plane = size_t(oh) * ow;
     const float inv_area = 1.0f / float(sh.kernel * sh.kernel);
+    const bool fast2 = kind == PoolKind::kMax && sh.kernel == 2 && sh.stride == 2 && sh.pad == 0;
     // One (n, c) plane per iteration: outputs of a plane read only its inputs.
+    // Max keeps PyTorch's rule: take v when v > best or v is NaN, as selects.
 #pragma omp parallel for schedule(static) num_threads(nt_) if (parallel : sh.in_count() >= kParallelMin)
     for (int p = 0; p < planes; ++p) {
       const float* xp = x + size_t(p) * in_plane;
       float* yp = y + size_t(p) * out_plane;
+      const int32_t base = int32_t(size_t(p) * in_plane);
       int32_t* ap = argmax != nullptr ? argmax + size_t(p) * out_plane : nullptr;
+      if (fast2) {  // 2x2 windows, stride 2, no padding: the common case
+        for (int oy = 0; oy < oh; ++oy) {
+          const float* r0 = xp + size_t(2 * oy) * sh.w;
+          const float* r1 = r0 + sh.w;
+          const int32_t i0 = base + 2 * oy * sh.w;
+          for (int ox = 0; ox < ow; ++ox) {
+            float best = r0[2 * ox];
+            int32_t bi = i0 + 2 * ox;
+            const float c[3] = {r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]};
+            const int32_t ci[3] = {i0 + 2 * ox + 1, i0 + sh.w + 2 * ox, i0 + sh.w + 2 * ox + 1};
+            for (int q = 0; q < 3; ++q) {
+              const bool take = (c[q] > best) | (c[q] != c[q]);
+              best = take ? c[q] : best;
+              bi = take ? ci[q] : bi;
+            }
+            yp[oy * ow + ox] = best;
+            ap[oy * ow + ox] = bi;
+          }
+        }
+        continue;
+      }
       for (int oy = 0; oy < oh; ++oy) {
         const int y0 = oy * sh.stride - sh.pad;
         const int ya = std::max(y0, 0), yb = std::min(y0 + sh.kernel, sh.h);
@@ -175,19 +202,17 @@ class CpuBackend final : public Backend {
           const int xa = std::max(x0, 0), xb = std::min(x0 + sh.kernel, sh.w);
           if (kind == PoolKind::kMax) {
             float best = -std::numeric_limits<float>::infinity();
-            int best_i = ya * sh.w + xa;
+            int32_t bi = base + ya * sh.w + xa;
             for (int iy = ya; iy < yb; ++iy) {
               for (int ix = xa; ix < xb; ++ix) {
                 const float v = xp[iy * sh.w + ix];
-                if (v > best || std::isnan(v)) {  // first maximum; NaN propagates
-                  best = v;
-                  best_i = iy * sh.w + ix;
-                  if (std::isnan(v)) iy = yb, ix = xb;
-                }
+                const bool take = (v > best) | (v != v);
+                best = take ? v : best;
+                bi = take ? base + iy * sh.w + ix : bi;
               }
             }
             yp[oy * ow + ox] = best;
-            ap[oy * ow + ox] = int32_t(size_t(p) * in_plane + size_t(best_i));
+            ap[oy * ow + ox] = bi;
           } else {
             float sum = 0.0f;
             for (int iy = ya; iy < yb; ++iy) {
