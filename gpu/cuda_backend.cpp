@@ -58,6 +58,7 @@ enum ScratchSlot : int {
   kReduce,     // dot partials, all_finite flag
   kSketch,     // count_sketch accumulators
   kBnGrad,     // batchnorm_backward when dgamma/dbeta are null
+  kLabelFlag,  // released with the scratch buffers: softmax_xent's bad-label flag
   kScratchSlots
 };
 
@@ -89,6 +90,37 @@ const Perf* pick_algo(const Perf* perf, int returned, bool tf32) {
     return &perf[i];
   }
   return nullptr;
+}
+
+void check_conv(const ConvShape& sh) {
+  TETHER_GPU_ARG(sh.n >= 0 && sh.c > 0 && sh.h > 0 && sh.w > 0 && sh.k > 0 && sh.r > 0 &&
+                     sh.s > 0 && sh.stride > 0 && sh.pad >= 0,
+                 "conv2d: bad shape n=" << sh.n << " c=" << sh.c << " h=" << sh.h << " w=" << sh.w
+                                        << " k=" << sh.k << " r=" << sh.r << " s=" << sh.s
+                                        << " stride=" << sh.stride << " pad=" << sh.pad);
+  TETHER_GPU_ARG(sh.oh() > 0 && sh.ow() > 0,
+                 "conv2d: kernel " << sh.r << "x" << sh.s << " larger than padded input "
+                                   << sh.h + 2 * sh.pad << "x" << sh.w + 2 * sh.pad);
+}
+
+void check_pool(const PoolShape& sh) {
+  TETHER_GPU_ARG(sh.n >= 0 && sh.c > 0 && sh.h > 0 && sh.w > 0 && sh.kernel > 0 &&
+                     sh.stride > 0 && sh.pad >= 0,
+                 "pool: bad shape n=" << sh.n << " c=" << sh.c << " h=" << sh.h << " w=" << sh.w
+                                      << " kernel=" << sh.kernel << " stride=" << sh.stride
+                                      << " pad=" << sh.pad);
+  TETHER_GPU_ARG(2 * sh.pad <= sh.kernel,
+                 "pool: pad " << sh.pad << " exceeds half the kernel " << sh.kernel);
+  TETHER_GPU_ARG(sh.oh() > 0 && sh.ow() > 0,
+                 "pool: kernel " << sh.kernel << " larger than padded input "
+                                 << sh.h + 2 * sh.pad << "x" << sh.w + 2 * sh.pad);
+  TETHER_GPU_ARG(sh.in_count() <= size_t(INT32_MAX),
+                 "pool: input of " << sh.in_count() << " elements overflows int32 argmax");
+}
+
+void check_bn(const BatchNormShape& sh) {
+  TETHER_GPU_ARG(sh.n >= 0 && sh.c > 0 && sh.hw > 0,
+                 "batchnorm: bad shape n=" << sh.n << " c=" << sh.c << " hw=" << sh.hw);
 }
 
 }  // namespace
@@ -174,6 +206,7 @@ class CudaBackend final : public Backend {
         std::memcpy(h + off, stage_[slot], len);
       }
     }
+    check_labels();
   }
 
   void copy(void* dst, const void* src, size_t bytes) override {
@@ -186,11 +219,13 @@ class CudaBackend final : public Backend {
     use();
     TETHER_CUDA_CHECK(cudaStreamSynchronize(compute_));
     TETHER_CUDA_CHECK(cudaStreamSynchronize(copy_));
+    check_labels();
   }
 
   // ---- input ------------------------------------------------------------------
   void normalize_bytes(size_t count, const uint8_t* host_bytes, float mean, float std,
                        float* dst) override {
+    TETHER_GPU_ARG(std > 0.0f, "normalize_bytes: std " << std << " must be positive");
     if (count == 0) return;
     use();
     auto* staged = static_cast<uint8_t*>(scratch(kBytes, count));
@@ -203,7 +238,9 @@ class CudaBackend final : public Backend {
   // every product below is written for the transposes.
   void linear_forward(int n, int in, int out, const float* x, const float* w, const float* b,
                       float* y) override {
-    if (n <= 0 || out <= 0) return;
+    TETHER_GPU_ARG(n >= 0 && in > 0 && out > 0,
+                   "linear_forward: n=" << n << " in=" << in << " out=" << out);
+    if (n == 0) return;
     use();
     // y^T(out x n) = W(out x in) · x^T(in x n); W = (w as col-major in x out)^T.
     TETHER_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &kOne, w, in,
@@ -213,13 +250,21 @@ class CudaBackend final : public Backend {
 
   void linear_backward(int n, int in, int out, const float* x, const float* w, const float* dy,
                        float* dx, float* dw, float* db) override {
+    TETHER_GPU_ARG(n >= 0 && in > 0 && out > 0,
+                   "linear_backward: n=" << n << " in=" << in << " out=" << out);
     use();
-    if (dx != nullptr && n > 0 && in > 0) {
+    if (n == 0) {
+      // Empty batch: dw and db are sums over no rows.
+      if (dw != nullptr) gpu::launch_fill(compute_, size_t(out) * size_t(in), 0.0f, dw);
+      if (db != nullptr) gpu::launch_fill(compute_, size_t(out), 0.0f, db);
+      return;
+    }
+    if (dx != nullptr) {
       // dx^T(in x n) = w^T(in x out) · dy^T(out x n)
       TETHER_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &kOne, w, in,
                                       dy, out, &kZero, dx, in));
     }
-    if (dw != nullptr && in > 0 && out > 0) {
+    if (dw != nullptr) {
       // dw^T(in x out) = x^T(in x n) · dy(n x out)
       TETHER_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &kOne, x, in,
                                       dy, out, &kZero, dw, in));
@@ -229,6 +274,7 @@ class CudaBackend final : public Backend {
 
   void conv2d_forward(const ConvShape& sh, const float* x, const float* w, const float* b,
                       float* y) override {
+    check_conv(sh);
     if (sh.out_count() == 0) return;
     use();
     ConvPlan& p = plan(sh);
@@ -241,6 +287,7 @@ class CudaBackend final : public Backend {
 
   void conv2d_backward(const ConvShape& sh, const float* x, const float* w, const float* dy,
                        float* dx, float* dw, float* db) override {
+    check_conv(sh);
     use();
     if (sh.out_count() == 0) {
       // No output: every gradient is zero.
@@ -298,19 +345,19 @@ class CudaBackend final : public Backend {
   // kernels break ties (first maximum) the way the CPU reference does.
   void pool_forward(PoolKind kind, const PoolShape& sh, const float* x, float* y,
                     int32_t* argmax) override {
+    check_pool(sh);
+    TETHER_GPU_ARG(kind != PoolKind::kMax || argmax != nullptr,
+                   "pool_forward: max pooling needs an argmax buffer");
     use();
-    if (kind == PoolKind::kMax && sh.in_count() > size_t(INT32_MAX)) {
-      throw std::invalid_argument(name() + ": max pooling input beyond int32 argmax range");
-    }
     gpu::launch_pool_forward(compute_, kind, sh, x, y, argmax);
   }
 
   void pool_backward(PoolKind kind, const PoolShape& sh, const float* dy, const int32_t* argmax,
                      float* dx) override {
+    check_pool(sh);
+    TETHER_GPU_ARG(kind != PoolKind::kMax || argmax != nullptr,
+                   "pool_backward: max pooling needs the forward's argmax");
     use();
-    if (kind == PoolKind::kMax && argmax == nullptr) {
-      throw std::invalid_argument(name() + ": max pool_backward needs the forward argmax");
-    }
     gpu::launch_pool_backward(compute_, kind, sh, dy, argmax, dx);
   }
 
@@ -318,7 +365,10 @@ class CudaBackend final : public Backend {
                                const float* beta, float momentum, float eps, float* running_mean,
                                float* running_var, float* save_mean, float* save_invstd,
                                float* y) override {
-    if (sh.count() == 0) return;
+    check_bn(sh);
+    TETHER_GPU_ARG(size_t(sh.n) * size_t(sh.hw) > 1,
+                   "batchnorm_forward_train: needs more than one value per channel, got n="
+                       << sh.n << " hw=" << sh.hw);
     use();
     cudnnTensorDescriptor_t xd = tensor(sh.n, sh.c, sh.hw, 1);
     cudnnTensorDescriptor_t pd = tensor(1, sh.c, 1, 1);
@@ -332,6 +382,7 @@ class CudaBackend final : public Backend {
   void batchnorm_forward_eval(const BatchNormShape& sh, const float* x, const float* gamma,
                               const float* beta, const float* running_mean,
                               const float* running_var, float eps, float* y) override {
+    check_bn(sh);
     if (sh.count() == 0) return;
     use();
     cudnnTensorDescriptor_t xd = tensor(sh.n, sh.c, sh.hw, 1);
@@ -344,7 +395,13 @@ class CudaBackend final : public Backend {
   void batchnorm_backward(const BatchNormShape& sh, const float* x, const float* gamma,
                           const float* dy, const float* save_mean, const float* save_invstd,
                           float* dx, float* dgamma, float* dbeta) override {
-    if (sh.count() == 0) return;
+    check_bn(sh);
+    if (sh.count() == 0) {
+      use();
+      if (dgamma != nullptr) gpu::launch_fill(compute_, size_t(sh.c), 0.0f, dgamma);
+      if (dbeta != nullptr) gpu::launch_fill(compute_, size_t(sh.c), 0.0f, dbeta);
+      return;
+    }
     use();
     cudnnTensorDescriptor_t xd = tensor(sh.n, sh.c, sh.hw, 1);
     cudnnTensorDescriptor_t pd = tensor(1, sh.c, 1, 1);
@@ -353,9 +410,7 @@ class CudaBackend final : public Backend {
       if (dgamma == nullptr) dgamma = tmp;
       if (dbeta == nullptr) dbeta = tmp + sh.c;
     }
-    if (dx == nullptr) {
-      throw std::invalid_argument(name() + ": batchnorm_backward needs dx");
-    }
+    TETHER_GPU_ARG(dx != nullptr, "batchnorm_backward: dx must not be null");
     // With the saved mean and 1/std given, cuDNN does not use epsilon; it
     // only has to be a legal value.
     TETHER_CUDNN_CHECK(cudnnBatchNormalizationBackward(
@@ -365,20 +420,25 @@ class CudaBackend final : public Backend {
 
   void dropout_forward(size_t count, float p, uint64_t seed, const float* x, float* mask,
                        float* y) override {
+    TETHER_GPU_ARG(p >= 0.0f && p < 1.0f, "dropout: p " << p << " outside [0, 1)");
     use();
     gpu::launch_dropout(compute_, count, p, seed, x, mask, y);
   }
 
   void softmax_xent(int n, int classes, const float* logits, const int32_t* labels,
                     float* dlogits, float* stats) override {
-    if (n <= 0) return;
+    TETHER_GPU_ARG(n >= 0 && classes > 0, "softmax_xent: n=" << n << " classes=" << classes);
+    if (n == 0) return;
     use();
     auto* tmp =
         static_cast<float*>(scratch(kXent, sizeof(float) * gpu::softmax_xent_scratch_count(n)));
-    gpu::launch_softmax_xent(compute_, n, classes, logits, labels, dlogits, stats, tmp);
+    gpu::launch_softmax_xent(compute_, n, classes, logits, labels, dlogits, stats, tmp,
+                             bad_label_);
+    label_check_pending_ = true;
   }
 
   void argmax_rows(int n, int classes, const float* logits, int32_t* pred) override {
+    TETHER_GPU_ARG(n >= 0 && classes > 0, "argmax_rows: n=" << n << " classes=" << classes);
     use();
     gpu::launch_argmax_rows(compute_, n, classes, logits, pred);
   }
@@ -434,7 +494,7 @@ class CudaBackend final : public Backend {
 
   void count_sketch(size_t count, const float* x, uint64_t seed, int buckets,
                     float* out) override {
-    if (buckets <= 0) return;
+    TETHER_GPU_ARG(buckets > 0, "count_sketch: buckets " << buckets << " must be positive");
     use();
     auto* acc = static_cast<double*>(scratch(kSketch, sizeof(double) * size_t(buckets)));
     gpu::launch_count_sketch(compute_, count, x, seed, buckets, acc, out);
@@ -469,6 +529,8 @@ class CudaBackend final : public Backend {
       TETHER_CUDA_CHECK(cudaHostAlloc(&stage_[i], kStageBytes, cudaHostAllocDefault));
     }
     TETHER_CUDA_CHECK(cudaHostAlloc(&small_host_, 64, cudaHostAllocDefault));
+    bad_label_ = static_cast<int*>(device_alloc(2 * sizeof(int)));
+    TETHER_CUDA_CHECK(cudaMemsetAsync(bad_label_, 0, 2 * sizeof(int), compute_));
 
     TETHER_CUBLAS_CHECK(cublasCreate(&cublas_));
     TETHER_CUBLAS_CHECK(cublasSetStream(cublas_, compute_));
@@ -487,6 +549,8 @@ class CudaBackend final : public Backend {
     TETHER_CUDA_WARN(cudaSetDevice(index_));
     if (compute_ != nullptr) TETHER_CUDA_WARN(cudaStreamSynchronize(compute_));
     if (copy_ != nullptr) TETHER_CUDA_WARN(cudaStreamSynchronize(copy_));
+    if (bad_label_ != nullptr) scratch_[kLabelFlag] = {bad_label_, 2 * sizeof(int)};
+    bad_label_ = nullptr;
     for (auto& s : scratch_) {
       if (s.ptr != nullptr) {
         if (use_pool_) {
@@ -563,6 +627,25 @@ class CudaBackend final : public Backend {
     TETHER_CUDA_CHECK(cudaMemcpyAsync(small_host_, dev, bytes, cudaMemcpyDeviceToHost, compute_));
     TETHER_CUDA_CHECK(cudaStreamSynchronize(compute_));
     std::memcpy(host, small_host_, bytes);
+    check_labels();
+  }
+
+  // softmax_xent cannot look at labels (device memory) without waiting, so
+  // its kernel flags a bad one and the next call that waits anyway (download,
+  // dot, all_finite, synchronize) throws the CPU backend's error.
+  void check_labels() {
+    if (!label_check_pending_) return;
+    label_check_pending_ = false;
+    int* flag = reinterpret_cast<int*>(static_cast<char*>(small_host_) + 32);
+    TETHER_CUDA_CHECK(
+        cudaMemcpyAsync(flag, bad_label_, 2 * sizeof(int), cudaMemcpyDeviceToHost, compute_));
+    TETHER_CUDA_CHECK(cudaStreamSynchronize(compute_));
+    if (flag[0] != 0) {
+      int row = flag[0] - 1, label = flag[1];
+      TETHER_CUDA_CHECK(cudaMemsetAsync(bad_label_, 0, 2 * sizeof(int), compute_));
+      TETHER_GPU_ARG(false, "softmax_xent: label " << label << " of row " << row
+                                                  << " outside [0, classes)");
+    }
   }
 
   void copy_after_compute() {
@@ -712,7 +795,9 @@ class CudaBackend final : public Backend {
   cudaEvent_t copy_done_ = nullptr;     // recorded on copy_, waited on by compute_
   std::array<void*, kStageSlots> stage_{};           // pinned staging slots
   std::array<cudaEvent_t, kStageSlots> stage_done_{};  // last DMA of each slot
-  void* small_host_ = nullptr;                        // pinned, for dot/all_finite
+  void* small_host_ = nullptr;  // pinned: [0, 16) read_back, [32, 40) the bad-label flag
+  int* bad_label_ = nullptr;    // device {row + 1, label} of a label softmax_xent rejected
+  bool label_check_pending_ = false;
   cublasHandle_t cublas_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
   cudnnActivationDescriptor_t relu_ = nullptr;

@@ -10,6 +10,7 @@
 //   (cudaErrorMemoryAllocation)
 // Kernel launches are checked with TETHER_CUDA_CHECK(cudaGetLastError()).
 // Destructors use TETHER_CUDA_WARN, which prints instead of throwing.
+// Bad arguments: TETHER_GPU_ARG throws std::invalid_argument.
 #pragma once
 
 #include <cublas_v2.h>
@@ -17,6 +18,7 @@
 #include <cudnn.h>
 
 #include <cstdio>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -66,9 +68,28 @@ inline void warn_cuda(cudaError_t e, const char* call, const char* file, int lin
   }
 }
 
+[[noreturn]] inline void throw_invalid(const char* file, int line, const char* cond,
+                                       const std::string& what) {
+  std::ostringstream os;
+  os << "cuda backend: " << what << " (check `" << cond << "` failed at " << file << ":" << line
+     << ")";
+  throw std::invalid_argument(os.str());
+}
+
 }  // namespace tether::gpu
 
 #define TETHER_CUDA_CHECK(call) ::tether::gpu::check_cuda((call), #call, __FILE__, __LINE__)
 #define TETHER_CUDNN_CHECK(call) ::tether::gpu::check_cudnn((call), #call, __FILE__, __LINE__)
 #define TETHER_CUBLAS_CHECK(call) ::tether::gpu::check_cublas((call), #call, __FILE__, __LINE__)
 #define TETHER_CUDA_WARN(call) ::tether::gpu::warn_cuda((call), #call, __FILE__, __LINE__)
+
+// TETHER_GPU_ARG(cond, "name " << value ...): std::invalid_argument on a bad
+// argument (the same checks, wording and exception as the CPU backend's).
+#define TETHER_GPU_ARG(cond, msg)                                                   \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::ostringstream tether_gpu_os_;                                            \
+      tether_gpu_os_ << msg;                                                        \
+      ::tether::gpu::throw_invalid(__FILE__, __LINE__, #cond, tether_gpu_os_.str()); \
+    }                                                                               \
+  } while (0)

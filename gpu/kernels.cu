@@ -109,18 +109,17 @@ __global__ void max_pool_forward_kernel(PoolShape sh, int oh, int ow, const floa
     size_t plane = o / (size_t(ow) * oh);  // n * C + c
     size_t base = plane * sh.h * sh.w;
     int y0 = oy * sh.stride - sh.pad, x0 = ox * sh.stride - sh.pad;
+    int ya = max(y0, 0), yb = min(y0 + sh.kernel, sh.h);
+    int xa = max(x0, 0), xb = min(x0 + sh.kernel, sh.w);
+    // PyTorch's rule, as the CPU backend: take v when v > best or v is NaN
+    // (the first maximum wins; NaN propagates).
     float best = -INFINITY;
-    int32_t best_i = -1;
-    for (int ky = 0; ky < sh.kernel; ++ky) {
-      int iy = y0 + ky;
-      if (iy < 0 || iy >= sh.h) continue;
-      for (int kx = 0; kx < sh.kernel; ++kx) {
-        int ix = x0 + kx;
-        if (ix < 0 || ix >= sh.w) continue;
+    int32_t best_i = int32_t(base + size_t(ya) * sh.w + xa);
+    for (int iy = ya; iy < yb; ++iy) {
+      for (int ix = xa; ix < xb; ++ix) {
         int32_t idx = int32_t(base + size_t(iy) * sh.w + ix);
         float v = x[idx];
-        // First maximum wins; the first NaN propagates (PyTorch's max pooling).
-        if (best_i < 0 || v > best || (isnan(v) && !isnan(best))) {
+        if (v > best || isnan(v)) {
           best = v;
           best_i = idx;
         }
@@ -181,11 +180,11 @@ __global__ void pool_backward_kernel(bool is_max, PoolShape sh, int oh, int ow, 
         if (is_max) {
           if (argmax[o] == int32_t(i)) s += dy[o];
         } else {
-          s += dy[o];
+          s += dy[o] * inv_window;
         }
       }
     }
-    dx[i] = is_max ? s : s * inv_window;
+    dx[i] = s;
   }
 }
 
@@ -218,7 +217,7 @@ __device__ __forceinline__ MaxIdx warp_argmax(const float* row, int classes, int
 // One warp per row.
 __global__ void softmax_xent_rows_kernel(int n, int classes, const float* logits,
                                          const int32_t* labels, float* dlogits, float* row_loss,
-                                         float* row_correct) {
+                                         float* row_correct, int* bad_label) {
   int lane = threadIdx.x & 31;
   int row = blockIdx.x * kRowWarps + (threadIdx.x >> 5);
   if (row >= n) return;
@@ -239,6 +238,7 @@ __global__ void softmax_xent_rows_kernel(int n, int classes, const float* logits
     }
   }
   if (lane == 0) {
+    if (!valid && atomicCAS(&bad_label[0], 0, row + 1) == 0) bad_label[1] = label;
     row_loss[row] = valid ? logf(sum) - (l[label] - mx) : NAN;
     row_correct[row] = (valid && m.i == label) ? 1.0f : 0.0f;
   }
@@ -426,11 +426,12 @@ void launch_pool_backward(cudaStream_t stream, PoolKind kind, const PoolShape& s
 size_t softmax_xent_scratch_count(int n) { return 2 * size_t(std::max(n, 0)); }
 
 void launch_softmax_xent(cudaStream_t stream, int n, int classes, const float* logits,
-                         const int32_t* labels, float* dlogits, float* stats, float* scratch) {
+                         const int32_t* labels, float* dlogits, float* stats, float* scratch,
+                         int* bad_label) {
   if (n <= 0 || classes <= 0) return;
   unsigned blocks = unsigned((n + kRowWarps - 1) / kRowWarps);
-  softmax_xent_rows_kernel<<<blocks, kRowWarps * 32, 0, stream>>>(n, classes, logits, labels,
-                                                                  dlogits, scratch, scratch + n);
+  softmax_xent_rows_kernel<<<blocks, kRowWarps * 32, 0, stream>>>(
+      n, classes, logits, labels, dlogits, scratch, scratch + n, bad_label);
   check_launch();
   softmax_xent_sum_kernel<<<1, kSumThreads, 0, stream>>>(n, scratch, scratch + n, stats);
   check_launch();

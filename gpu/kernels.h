@@ -49,9 +49,11 @@ void launch_pool_backward(cudaStream_t stream, PoolKind kind, const PoolShape& s
 size_t softmax_xent_scratch_count(int n);
 // Per-row loss and correctness go to `scratch`; a second single-block kernel
 // sums them in row order and adds to stats[0], stats[1] (deterministic).
-// A label outside [0, classes) gives a NaN loss for its row.
+// A label outside [0, classes) gives its row a NaN loss and, when
+// bad_label[0] is still 0, sets bad_label = {row + 1, label}.
 void launch_softmax_xent(cudaStream_t stream, int n, int classes, const float* logits,
-                         const int32_t* labels, float* dlogits, float* stats, float* scratch);
+                         const int32_t* labels, float* dlogits, float* stats, float* scratch,
+                         int* bad_label);
 // pred[i] = first index of the largest logit of row i.
 void launch_argmax_rows(cudaStream_t stream, int n, int classes, const float* logits,
                         int32_t* pred);
