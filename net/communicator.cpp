@@ -1,0 +1,592 @@
+#include "net/communicator.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include <boost/asio/post.hpp>
+
+#include "net/gossip.h"
+#include "net/net_check.h"
+#include "net/ring_allreduce.h"
+#include "net/transport.h"
+
+namespace tether::net {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// Hello payload: 7 little-endian u64 fields, all of which must match ours.
+constexpr size_t kHelloFields = 7;
+constexpr size_t kHelloBytes = kHelloFields * sizeof(uint64_t);
+constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed", "node count",
+                                                   "mixer",       "window",      "chunk bytes",
+                                                   "parameter count"};
+// Largest sketch accepted (floats): far above any CountSketch the runtime uses.
+constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+std::string hex(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
+  return buf;
+}
+
+}  // namespace
+
+Communicator::Communicator(CommOptions options)
+    : opts_(std::move(options)),
+      nodes_(static_cast<int>(opts_.peers.size())),
+      work_(asio::make_work_guard(io_)),
+      rejected_(static_cast<size_t>(Reject::kCount)) {
+  std::sort(opts_.peers.begin(), opts_.peers.end(),
+            [](const PeerAddr& a, const PeerAddr& b) { return a.id < b.id; });
+  TETHER_NET_CHECK(nodes_ >= 1, "no peers configured");
+  for (int i = 0; i < nodes_; ++i) {  // i over the configured nodes
+    TETHER_NET_CHECK(opts_.peers[static_cast<size_t>(i)].id == i,
+                     "peer ids must be 0..N-1, found " << opts_.peers[static_cast<size_t>(i)].id
+                                                       << " at position " << i);
+  }
+  TETHER_NET_CHECK(opts_.self >= 0 && opts_.self < nodes_, "self " << opts_.self << " of " << nodes_);
+  TETHER_NET_CHECK(opts_.window >= 1, "window " << opts_.window);
+  TETHER_NET_CHECK(opts_.heartbeat_ms > 0 && opts_.peer_timeout_ms > opts_.heartbeat_ms,
+                   "heartbeat_ms " << opts_.heartbeat_ms << " peer_timeout_ms "
+                                   << opts_.peer_timeout_ms);
+  TETHER_NET_CHECK(opts_.connect_timeout_ms > 0, "connect_timeout_ms " << opts_.connect_timeout_ms);
+  TETHER_NET_CHECK(opts_.chunk_bytes >= sizeof(float), "chunk_bytes " << opts_.chunk_bytes);
+  last_log_.assign(static_cast<size_t>(Reject::kCount), Clock::time_point{});
+  unlogged_.assign(static_cast<size_t>(Reject::kCount), 0);
+}
+
+Communicator::~Communicator() {
+  if (io_thread_.joinable()) {
+    linger_ms_ = 0;
+    io_.stop();
+    io_thread_.join();
+  }
+}
+
+std::string Communicator::peer_name(int id) const {
+  const PeerAddr& p = opts_.peers[static_cast<size_t>(id)];
+  return "peer " + std::to_string(id) + " (" + p.host + ":" + std::to_string(p.port) + ")";
+}
+
+std::shared_ptr<RoundBuffer> Communicator::make_buffer(std::vector<float> v) {
+  auto buf = std::make_shared<RoundBuffer>();
+  buf->data = std::move(v);
+  // ZeroMQ released the last zero-copy message: a round may now be complete
+  buf->on_released = [this] { asio::post(io_, [this] { try_complete(); }); };
+  return buf;
+}
+
+// ---------------------------------------------------------------- trainer side
+
+void Communicator::start(float* params, size_t count) {
+  TETHER_NET_CHECK(!started_called_, "start() called twice");
+  TETHER_NET_CHECK(params != nullptr || count == 0, "null parameter buffer of " << count << " floats");
+  started_called_ = true;
+  count_ = count;
+  params_ = params;
+  io_thread_ = std::thread([this] { io_main(); });
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(opts_.connect_timeout_ms) + std::chrono::seconds(5);
+  std::exception_ptr error;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_until(lk, deadline, [&] { return started_ || error_ || io_exited_; });
+    if (started_) return;
+    error = error_;
+  }
+  linger_ms_ = 0;
+  io_.stop();
+  io_thread_.join();
+  stopped_ = true;
+  if (error) std::rethrow_exception(error);
+  throw StartFailed({}, "node " + std::to_string(opts_.self) + ": start-up did not finish");
+}
+
+void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<float> sketch) {
+  TETHER_NET_CHECK(started_called_ && !stopped_, "submit() outside start()..stop()");
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (error_) std::rethrow_exception(error_);
+  }
+  TETHER_NET_CHECK(round == next_submit_, "round " << round << " submitted, expected " << next_submit_);
+  TETHER_NET_CHECK(next_submit_ - next_poll_ < static_cast<uint64_t>(opts_.window),
+                   "round " << round << ": " << next_submit_ - next_poll_
+                            << " rounds unfinished already, window " << opts_.window);
+  TETHER_NET_CHECK(data.size() == count_,
+                   "round " << round << ": " << data.size() << " floats, expected " << count_);
+  if (!all_finite(sketch.data(), sketch.size()) || sketch.size() > kMaxSketchCount) {
+    throw std::invalid_argument("round " + std::to_string(round) +
+                                ": sketch has a non-finite value or more than 2^24 floats");
+  }
+  auto d = make_buffer(std::move(data));
+  auto s = make_buffer(std::move(sketch));
+  asio::post(io_, [this, round, d, s] { on_submit(round, d, s); });
+  ++next_submit_;
+}
+
+std::optional<RoundResult> Communicator::poll() { return wait(0); }
+
+std::optional<RoundResult> Communicator::wait(int timeout_ms) {
+  TETHER_NET_CHECK(started_called_, "wait() before start()");
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait_for(lk, std::chrono::milliseconds(std::max(0, timeout_ms)),
+               [&] { return !results_.empty() || error_ || io_exited_; });
+  if (!results_.empty()) {
+    RoundResult r = std::move(results_.front());
+    results_.pop_front();
+    ++next_poll_;
+    return r;
+  }
+  if (error_) std::rethrow_exception(error_);
+  if (io_exited_) throw NetError("node " + std::to_string(opts_.self) + ": communicator stopped");
+  return std::nullopt;
+}
+
+void Communicator::stop(int drain_timeout_ms) {
+  if (!io_thread_.joinable()) return;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max(0, drain_timeout_ms));
+  asio::post(io_, [this] {
+    if (phase_ == Phase::kDone || !transport_) return;
+    phase_ = Phase::kStopping;
+    for (int p = 0; p < nodes_; ++p) {  // p over the peers still there
+      if (p == opts_.self || peers_[static_cast<size_t>(p)].lost) continue;
+      Header h;
+      h.kind = Kind::kBye;
+      h.round = submitted_io_;
+      transport_->send(p, h, zmq::message_t(), nullptr);
+    }
+    check_stop_ready();
+  });
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_until(lk, deadline, [&] { return stop_ready_ || io_exited_; });
+  }
+  // what ZeroMQ still holds may leave while the sockets linger (bounded)
+  const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  linger_ms_ = static_cast<int>(std::clamp<long long>(left_ms, 50, 2000));
+  io_.stop();
+  io_thread_.join();
+  stopped_ = true;
+}
+
+CommStats Communicator::stats() const {
+  CommStats s;
+  s.bytes_sent = bytes_sent_.load();
+  s.bytes_recv = bytes_recv_.load();
+  s.msgs_rejected = rejected_total_.load();
+  for (size_t r = 1; r < rejected_.size(); ++r) {  // r over the Reject reasons
+    const uint64_t n = rejected_[r].load();
+    if (n) s.rejected_by_reason[std::string(reject_name(static_cast<Reject>(r)))] = n;
+  }
+  return s;
+}
+
+std::vector<int> Communicator::lost_peers() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return lost_;
+}
+
+// ------------------------------------------------------------------ I/O thread
+
+void Communicator::fail(std::exception_ptr e) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!error_) error_ = std::move(e);
+  cv_.notify_all();
+}
+
+void Communicator::io_main() {
+  try {
+    std::vector<TransportPeer> tpeers;
+    for (const PeerAddr& p : opts_.peers) tpeers.push_back({p.id, p.host, p.port});
+    transport_ = std::make_unique<Transport>(
+        io_, opts_.self, std::move(tpeers), opts_.inject_delay_ms, opts_.inject_rate_mbps,
+        [this](std::vector<zmq::message_t>& parts, bool truncated) { on_message(parts, truncated); },
+        &bytes_sent_, &bytes_recv_);
+    if (opts_.mixer == MixerKind::kRing) {
+      mixer_ = std::make_unique<RingAllreduce>(opts_.self, nodes_, count_, opts_.chunk_bytes,
+                                               transport_.get());
+    } else {
+      mixer_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
+                                        transport_.get());
+    }
+    params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
+    params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
+    params_seen_.assign(params_chunks_, 0);
+    peers_.assign(static_cast<size_t>(nodes_), PeerState{});
+    phase_ = Phase::kStarting;
+    start_time_ = Clock::now();
+    transport_->open();
+
+    unsigned char hello[kHelloBytes];
+    const uint64_t fields[kHelloFields] = {opts_.config_hash,
+                                           opts_.sketch_seed,
+                                           static_cast<uint64_t>(nodes_),
+                                           static_cast<uint64_t>(opts_.mixer),
+                                           static_cast<uint64_t>(opts_.window),
+                                           opts_.chunk_bytes,
+                                           count_};
+    std::memcpy(hello, fields, kHelloBytes);
+    for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
+      if (p == opts_.self) continue;
+      Header h;
+      h.kind = Kind::kHello;
+      transport_->send(p, h, zmq::message_t(hello, kHelloBytes), nullptr);
+    }
+    heartbeat_timer_.emplace(io_);
+    heartbeat_timer_->expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
+    heartbeat_timer_->async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) heartbeat_tick();
+    });
+    connect_timer_.emplace(io_);
+    connect_timer_->expires_after(std::chrono::milliseconds(opts_.connect_timeout_ms));
+    connect_timer_->async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) connect_deadline();
+    });
+    maybe_started();
+    io_.run();
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  // tear down on this thread: the sockets were never touched by another one
+  phase_ = Phase::kDone;
+  heartbeat_timer_.reset();
+  connect_timer_.reset();
+  try {
+    if (transport_) transport_->close(linger_ms_.load());
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  transport_.reset();
+  mixer_.reset();
+  slots_.clear();
+  std::lock_guard<std::mutex> lk(mu_);
+  io_exited_ = true;
+  cv_.notify_all();
+}
+
+void Communicator::maybe_started() {
+  if (phase_ != Phase::kStarting) return;
+  for (int p = 0; p < nodes_; ++p) {  // every other node said hello
+    if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) return;
+  }
+  if (opts_.self == 0) {
+    if (nodes_ > 1 && count_ > 0) {  // broadcast the initial parameters, chunked
+      auto buf = make_buffer(std::vector<float>(params_, params_ + count_));
+      for (int p = 1; p < nodes_; ++p) {                      // p over the other nodes
+        for (uint64_t c = 0; c < params_chunks_; ++c) {  // c over the chunks
+          Header h;
+          h.kind = Kind::kParams;
+          h.chunk = static_cast<uint32_t>(c);
+          h.offset = c * params_chunk_elems_;
+          h.count = std::min<uint64_t>(params_chunk_elems_, count_ - h.offset);
+          transport_->send(p, h, zero_copy(buf, h.offset, h.count), nullptr);
+        }
+      }
+    }
+  } else if (params_received_ != params_chunks_) {
+    return;
+  }
+  phase_ = Phase::kRunning;
+  connect_timer_->cancel();
+  std::lock_guard<std::mutex> lk(mu_);
+  started_ = true;
+  cv_.notify_all();
+}
+
+void Communicator::connect_deadline() {
+  if (phase_ != Phase::kStarting) return;
+  std::vector<int> missing;
+  std::ostringstream os;
+  os << "node " << opts_.self << ": start-up failed after " << opts_.connect_timeout_ms << " ms: ";
+  for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
+    if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) missing.push_back(p);
+  }
+  if (!missing.empty()) {
+    os << "no hello from ";
+    for (size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << peer_name(missing[i]);
+  } else {
+    missing.push_back(0);
+    os << "initial parameters from " << peer_name(0) << " incomplete (" << params_received_
+       << " of " << params_chunks_ << " chunks)";
+  }
+  fail(std::make_exception_ptr(StartFailed(missing, os.str())));
+}
+
+void Communicator::heartbeat_tick() {
+  if (!transport_ || phase_ == Phase::kDone) return;
+  transport_->drain();  // judge silence only after reading what has arrived
+  const Clock::time_point now = Clock::now();
+  for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
+    PeerState& ps = peers_[static_cast<size_t>(p)];
+    if (p == opts_.self || ps.bye || ps.lost) continue;
+    Header h;
+    h.kind = Kind::kHeartbeat;
+    h.round = done_;
+    transport_->send(p, h, zmq::message_t(), nullptr);
+    if (!ps.hello) continue;  // start-up: the connect deadline applies instead
+    const double silent = ms_between(ps.last_seen, now);
+    if (silent > opts_.peer_timeout_ms) {
+      ps.lost = true;
+      const std::string what = peer_name(p) + " silent for " + std::to_string(static_cast<long long>(silent)) + " ms";
+      std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        lost_.push_back(p);
+      }
+      if (phase_ != Phase::kStopping) fail(std::make_exception_ptr(PeerLost(p, silent, what)));
+    }
+  }
+  check_stop_ready();
+  heartbeat_timer_->expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
+  heartbeat_timer_->async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) heartbeat_tick();
+  });
+}
+
+void Communicator::check_stop_ready() {
+  if (phase_ != Phase::kStopping) return;
+  for (int p = 0; p < nodes_; ++p) {  // every other node said bye or is gone
+    const PeerState& ps = peers_[static_cast<size_t>(p)];
+    if (p != opts_.self && !ps.bye && !ps.lost) return;
+  }
+  if (transport_->queued() != 0) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  stop_ready_ = true;
+  cv_.notify_all();
+}
+
+void Communicator::reject(Reject why, const Header* h) {
+  const auto r = static_cast<size_t>(why);
+  rejected_[r].fetch_add(1);
+  rejected_total_.fetch_add(1);
+  const Clock::time_point now = Clock::now();
+  if (last_log_[r] != Clock::time_point{} && now - last_log_[r] < std::chrono::seconds(1)) {
+    ++unlogged_[r];  // rate limit: one line per reason and second
+    return;
+  }
+  last_log_[r] = now;
+  std::ostringstream os;
+  os << "[tether.net node " << opts_.self << "] rejected frame: " << reject_name(why);
+  if (h) {
+    os << " (sender " << h->sender << ", kind " << static_cast<int>(h->kind) << ", round "
+       << h->round << ", step " << h->step << ", chunk " << h->chunk << ")";
+  }
+  if (unlogged_[r]) os << " [+" << unlogged_[r] << " more not logged]";
+  unlogged_[r] = 0;
+  std::fprintf(stderr, "%s\n", os.str().c_str());
+}
+
+void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated) {
+  if (truncated || parts.size() != 3) {  // [identity][header][payload]
+    reject(Reject::kFrameCount, nullptr);
+    return;
+  }
+  Header h;
+  Reject r = decode_header(parts[1].data(), parts[1].size(), &h);
+  if (r != Reject::kNone) {
+    reject(r, nullptr);
+    return;
+  }
+  r = handle(h, parts);
+  if (r != Reject::kNone) reject(r, &h);
+}
+
+Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts) {
+  if (h.sender >= static_cast<uint32_t>(nodes_) || static_cast<int>(h.sender) == opts_.self)
+    return Reject::kUnknownSender;
+  const int peer = static_cast<int>(h.sender);
+  PeerState& ps = peers_[static_cast<size_t>(peer)];
+  zmq::message_t& payload = parts[2];
+  const std::string expected_identity = Transport::identity(peer);
+  auto identity_ok = [&] { return parts[0].to_string_view() == expected_identity; };
+  auto in_window = [&] {
+    return h.round >= done_ && h.round - done_ < 2 * static_cast<uint64_t>(opts_.window);
+  };
+  Reject r = Reject::kNone;
+  switch (h.kind) {
+    case Kind::kHello: {
+      if (h.payload_bytes != kHelloBytes) return Reject::kLengthMismatch;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (ps.hello) return Reject::kDuplicate;
+      handle_hello(h, payload);
+      break;
+    }
+    case Kind::kHeartbeat:
+    case Kind::kBye: {
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (h.kind == Kind::kBye) {
+        if (ps.bye) return Reject::kDuplicate;
+        ps.last_seen = Clock::now();
+        handle_bye(h);
+      }
+      break;
+    }
+    case Kind::kParams: {
+      if (peer != 0 || phase_ != Phase::kStarting) return Reject::kUnexpected;
+      if (h.step != 0 || h.round != 0 || h.chunk >= params_chunks_) return Reject::kRangeMismatch;
+      const uint64_t offset = h.chunk * params_chunk_elems_;
+      if (h.offset != offset || h.count != std::min(params_chunk_elems_, count_ - offset))
+        return Reject::kRangeMismatch;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (params_seen_[h.chunk]) return Reject::kDuplicate;
+      handle_params(h, payload);
+      break;
+    }
+    case Kind::kRing:
+    case Kind::kGossip: {
+      if (phase_ != Phase::kStarting && phase_ != Phase::kRunning && phase_ != Phase::kStopping)
+        return Reject::kUnexpected;
+      if (!in_window()) return Reject::kRoundOutsideWindow;
+      if ((r = mixer_->check(h)) != Reject::kNone) return r;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (reinterpret_cast<uintptr_t>(payload.data()) % alignof(float) != 0) {
+        payload = zmq::message_t(payload.data(), payload.size());  // realign (small frames)
+      }
+      if ((r = mixer_->receive(h, std::move(payload))) != Reject::kNone) return r;
+      ps.last_seen = Clock::now();
+      try_complete();
+      return Reject::kNone;
+    }
+    case Kind::kSketch: {
+      if (!in_window()) return Reject::kRoundOutsideWindow;
+      if (h.step != 0 || h.chunk != 0 || h.offset != 0) return Reject::kRangeMismatch;
+      if (h.count > kMaxSketchCount) return Reject::kOversized;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      Slot& slot = slots_[h.round];
+      if (slot.sketches.count(peer)) return Reject::kDuplicate;
+      std::vector<float>& sk = slot.sketches[peer];
+      sk.resize(h.count);
+      if (h.count) std::memcpy(sk.data(), payload.data(), h.count * sizeof(float));
+      ps.last_seen = Clock::now();
+      try_complete();
+      return Reject::kNone;
+    }
+  }
+  ps.last_seen = Clock::now();
+  return Reject::kNone;
+}
+
+void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
+  const int peer = static_cast<int>(h.sender);
+  uint64_t theirs[kHelloFields];
+  std::memcpy(theirs, payload.data(), kHelloBytes);
+  const uint64_t ours[kHelloFields] = {opts_.config_hash,
+                                       opts_.sketch_seed,
+                                       static_cast<uint64_t>(nodes_),
+                                       static_cast<uint64_t>(opts_.mixer),
+                                       static_cast<uint64_t>(opts_.window),
+                                       opts_.chunk_bytes,
+                                       count_};
+  for (size_t f = 0; f < kHelloFields; ++f) {  // f over the hello fields
+    if (theirs[f] != ours[f]) {
+      const bool as_hex = f < 2;
+      const std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) +
+                               ": its " + kHelloNames[f] + " " +
+                               (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
+                               " differs from ours " +
+                               (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
+      std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
+      fail(std::make_exception_ptr(StartFailed({peer}, what)));
+      return;
+    }
+  }
+  PeerState& ps = peers_[static_cast<size_t>(peer)];
+  ps.hello = true;
+  ps.last_seen = Clock::now();
+  maybe_started();
+}
+
+void Communicator::handle_params(const Header& h, const zmq::message_t& payload) {
+  std::memcpy(params_ + h.offset, payload.data(), h.count * sizeof(float));
+  params_seen_[h.chunk] = 1;
+  ++params_received_;
+  maybe_started();
+}
+
+void Communicator::handle_bye(const Header& h) {
+  const int peer = static_cast<int>(h.sender);
+  PeerState& ps = peers_[static_cast<size_t>(peer)];
+  ps.bye = true;
+  ps.bye_rounds = h.round;
+  if (phase_ == Phase::kRunning && submitted_io_ > h.round) {
+    const std::string what = peer_name(peer) + " left (bye after " + std::to_string(h.round) +
+                             " rounds); round " + std::to_string(h.round) + " cannot complete";
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      lost_.push_back(peer);
+    }
+    fail(std::make_exception_ptr(PeerLost(peer, 0.0, what)));
+  }
+  check_stop_ready();
+}
+
+void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
+                             std::shared_ptr<RoundBuffer> sketch) {
+  if (!transport_ || phase_ != Phase::kRunning) return;
+  for (int p = 0; p < nodes_; ++p) {  // a peer that left before this round
+    const PeerState& ps = peers_[static_cast<size_t>(p)];
+    if (p != opts_.self && ps.bye && ps.bye_rounds <= round) {
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        lost_.push_back(p);
+      }
+      fail(std::make_exception_ptr(PeerLost(p, 0.0,
+                                            peer_name(p) + " left (bye after " +
+                                                std::to_string(ps.bye_rounds) + " rounds); round " +
+                                                std::to_string(round) + " cannot complete")));
+      return;
+    }
+  }
+  Slot& slot = slots_[round];
+  slot.submitted = true;
+  slot.own_sketch = sketch;
+  for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other node
+    if (p == opts_.self) continue;
+    Header h;
+    h.kind = Kind::kSketch;
+    h.round = round;
+    h.count = sketch->data.size();
+    transport_->send(p, h, zero_copy(sketch, 0, sketch->data.size()), nullptr);
+  }
+  submitted_io_ = round + 1;
+  mixer_->submit(round, std::move(data));
+  try_complete();
+}
+
+void Communicator::try_complete() {
+  if (!mixer_) return;
+  for (;;) {  // deliver finished rounds in order; bounded by the window
+    auto it = slots_.find(done_);
+    if (it == slots_.end()) return;
+    Slot& slot = it->second;
+    if (!slot.submitted || slot.sketches.size() != static_cast<size_t>(nodes_ - 1) ||
+        slot.own_sketch->in_flight.load() != 0 || !mixer_->finished(done_))
+      return;
+    RoundResult res;
+    res.round = done_;
+    res.mixed = mixer_->take(done_, &res.partner);
+    res.sketches = std::move(slot.sketches);
+    res.sketches[opts_.self] = std::move(slot.own_sketch->data);
+    slots_.erase(it);
+    ++done_;
+    std::lock_guard<std::mutex> lk(mu_);
+    results_.push_back(std::move(res));
+    cv_.notify_all();
+  }
+}
+
+}  // namespace tether::net

@@ -1,0 +1,203 @@
+// Communicator — one node's end of the network: what the trainer thread calls.
+//
+// Two threads per node: the caller (trainer) and one I/O thread that runs a
+// boost::asio::io_context owning the Transport (every ZeroMQ socket), the
+// mixer, heartbeats and time-outs. The trainer hands vectors over with
+// submit() (moved, never copied; posted to the io_context) and takes finished
+// rounds from a small mutex-guarded queue with poll()/wait(). No singletons:
+// many communicators can live in one process.
+//
+// Start-up: bind, connect, hello to every peer (protocol version, config hash,
+// sketch seed, node count, mixer, window, chunk size and parameter count must
+// agree or the peer is refused), then node 0 broadcasts the initial
+// parameters. A round r is accepted from peers while done <= r < done + 2 *
+// window (done: the lowest round not finished here): a peer may be up to two
+// windows ahead (its window, plus ours it may have finished).
+// Failure: heartbeats every heartbeat_ms; any valid frame counts as a sign of
+// life; a peer silent for peer_timeout_ms (or one that said bye before the
+// rounds this node still needs) raises PeerLost from poll/wait/submit.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <zmq.hpp>
+
+#include "net/mixer.h"
+#include "net/wire.h"
+
+namespace tether::net {
+
+class Transport;
+
+struct PeerAddr {
+  int id;
+  std::string host;
+  int port;
+};
+enum class MixerKind { kRing, kGossip };
+
+struct CommOptions {
+  int self = 0;
+  std::vector<PeerAddr> peers;  // all nodes incl. self, ids 0..N-1
+  MixerKind mixer = MixerKind::kRing;
+  int window = 3;                  // rounds that may be in flight (staleness s + 1)
+  size_t chunk_bytes = 1 << 20;    // ring pipelining chunk
+  int connect_timeout_ms = 30000;  // start-up: all peers must say hello by then
+  int heartbeat_ms = 200, peer_timeout_ms = 3000;
+  double inject_delay_ms = 0;   // emulated one-way latency added to every message we send
+  double inject_rate_mbps = 0;  // emulated egress link rate (0 = off)
+  uint64_t sketch_seed = 0;     // carried for hello validation (all must agree)
+  uint64_t config_hash = 0;     // hello: peers with another config hash are refused
+};
+
+struct RoundResult {
+  uint64_t round;
+  std::vector<float> mixed;  // ring: mean of all nodes' vectors (same bits everywhere);
+                             // gossip: (own + partner) / 2 (own if no partner)
+  std::map<int, std::vector<float>> sketches;  // node id -> its sketch for this round
+  int partner = -1;                            // gossip partner, -1 for ring
+};
+
+// Errors the caller can act on (STYLE: typed by how one recovers).
+struct NetError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// A peer stopped answering (or left) while this node still needs it.
+struct PeerLost : NetError {
+  int peer;
+  double silent_ms;
+  PeerLost(int peer_id, double silent, const std::string& what)
+      : NetError(what), peer(peer_id), silent_ms(silent) {}
+};
+// start() failed: unreachable peers, refused configuration, bind failure.
+struct StartFailed : NetError {
+  std::vector<int> peers;  // the peers responsible, when known
+  StartFailed(std::vector<int> ids, const std::string& what) : NetError(what), peers(std::move(ids)) {}
+};
+
+struct CommStats {
+  uint64_t bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
+  std::map<std::string, uint64_t> rejected_by_reason;
+};
+
+class Communicator {
+ public:
+  explicit Communicator(CommOptions options);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  // Bind/connect, hello handshake with every peer, then broadcast `params`
+  // (count floats) from node 0 so every node starts from identical bits.
+  // Throws StartFailed naming the unreachable or refused peers after
+  // connect_timeout_ms.
+  void start(float* params, size_t count);
+  // Trainer thread, non-blocking: this round's vector (count floats; ring: the
+  // delta, gossip: the snapshot) and this node's sketch. Rounds in order
+  // 0, 1, 2, ...; at most `window` submitted and not yet returned by poll/wait.
+  void submit(uint64_t round, std::vector<float> data, std::vector<float> sketch);
+  std::optional<RoundResult> poll();               // next finished round, in order, or nothing
+  std::optional<RoundResult> wait(int timeout_ms);  // blocks up to timeout_ms
+  // Graceful: send bye, wait (up to drain_timeout_ms) for every peer's bye and
+  // for our queued messages to leave, then join the I/O thread.
+  void stop(int drain_timeout_ms);
+  CommStats stats() const;  // thread-safe snapshot
+
+  // Rounds submitted and not yet returned (what the window bounds).
+  uint64_t in_flight() const { return next_submit_ - next_poll_; }
+  // Peers detected silent so far (thread-safe).
+  std::vector<int> lost_peers() const;
+  int self() const { return opts_.self; }
+  int nodes() const { return static_cast<int>(opts_.peers.size()); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  enum class Phase { kIdle, kStarting, kRunning, kStopping, kDone };
+  struct PeerState {
+    bool hello = false, bye = false, lost = false;
+    uint64_t bye_rounds = 0;  // rounds the peer submitted before its bye
+    Clock::time_point last_seen{};
+  };
+  struct Slot {  // one round at the I/O thread
+    bool submitted = false;
+    std::shared_ptr<RoundBuffer> own_sketch;
+    std::map<int, std::vector<float>> sketches;  // other nodes'
+  };
+
+  // I/O thread
+  void io_main();
+  void on_message(std::vector<zmq::message_t>& parts, bool truncated);
+  Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
+  void handle_hello(const Header& h, const zmq::message_t& payload);
+  void handle_params(const Header& h, const zmq::message_t& payload);
+  void handle_bye(const Header& h);
+  void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
+                 std::shared_ptr<RoundBuffer> sketch);
+  void maybe_started();
+  void try_complete();
+  void heartbeat_tick();
+  void connect_deadline();
+  void check_stop_ready();
+  void reject(Reject why, const Header* h);
+  void fail(std::exception_ptr e);
+  std::string peer_name(int id) const;
+  std::shared_ptr<RoundBuffer> make_buffer(std::vector<float> v);
+
+  CommOptions opts_;
+  int nodes_;
+  size_t count_ = 0;
+  float* params_ = nullptr;
+
+  // I/O thread only
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Mixer> mixer_;
+  std::optional<boost::asio::steady_timer> heartbeat_timer_, connect_timer_;
+  Phase phase_ = Phase::kIdle;
+  std::vector<PeerState> peers_;
+  std::vector<uint8_t> params_seen_;
+  uint64_t params_chunks_ = 0, params_received_ = 0, params_chunk_elems_ = 1;
+  std::map<uint64_t, Slot> slots_;
+  uint64_t done_ = 0;          // lowest round not finished here
+  uint64_t submitted_io_ = 0;  // rounds handed to the mixer
+  Clock::time_point start_time_{};
+  std::vector<Clock::time_point> last_log_;  // [reason], rate limit
+  std::vector<uint64_t> unlogged_;           // [reason], suppressed since
+  std::thread io_thread_;
+
+  // trainer thread only
+  uint64_t next_submit_ = 0, next_poll_ = 0;
+  bool started_called_ = false, stopped_ = false;
+
+  // shared, under mu_
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RoundResult> results_;
+  std::exception_ptr error_;
+  std::vector<int> lost_;
+  bool started_ = false, stop_ready_ = false, io_exited_ = false;
+
+  // shared, atomic
+  std::atomic<uint64_t> bytes_sent_{0}, bytes_recv_{0};
+  std::atomic<uint64_t> rejected_total_{0};
+  std::vector<std::atomic<uint64_t>> rejected_;  // [Reject]
+  std::atomic<int> linger_ms_{0};
+};
+
+}  // namespace tether::net

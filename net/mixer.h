@@ -1,0 +1,74 @@
+// What a mixer (ring all-reduce, gossip) sees of the node: it runs on the I/O
+// thread only, receives validated frames of its kind, sends through an Outbox,
+// and hands back one mixed vector per round, in any order the communicator asks.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "net/wire.h"
+
+namespace tether::net {
+
+// A float buffer lent to ZeroMQ for zero-copy sends. in_flight counts the
+// messages ZeroMQ has not released yet; the buffer is neither modified in a
+// way that changes what is being sent nor handed to the trainer before it
+// drops to zero. on_released runs (on a ZeroMQ thread) when it does.
+struct RoundBuffer {
+  std::vector<float> data;
+  std::atomic<int> in_flight{0};
+  std::function<void()> on_released;  // must be thread-safe (e.g. asio::post)
+};
+
+// A zmq message over buf->data[offset, offset + count) kept alive (shared_ptr in
+// the release hint) until ZeroMQ releases it. count == 0 gives an empty message.
+zmq::message_t zero_copy(const std::shared_ptr<RoundBuffer>& buf, size_t offset, size_t count);
+
+// Sending side of the transport, as mixers see it. The outbox fills magic,
+// version, sender and the payload length and hash (known_hash when the payload
+// is forwarded unchanged and its hash is already known and verified).
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  virtual void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) = 0;
+};
+
+// Element layout shared by the mixers: count floats cut into chunks of
+// chunk_elems (the last one shorter).
+struct ChunkRange {
+  uint64_t offset = 0;
+  uint64_t count = 0;
+};
+
+class Mixer {
+ public:
+  virtual ~Mixer() = default;
+  // Checks a frame's layout for this node (kind, sender, step, chunk, offset,
+  // count) before anything is buffered: kNone, kUnexpected or kRangeMismatch.
+  virtual Reject check(const Header& h) const = 0;
+  // This node's vector for `round` (count floats; the mixer keeps it, sends it
+  // zero-copy and may reuse it as the result).
+  virtual void submit(uint64_t round, std::shared_ptr<RoundBuffer> data) = 0;
+  // A frame that passed check() and check_payload(); frames of a round this
+  // node has not submitted yet are buffered. Returns kDuplicate for a
+  // (round, step, chunk) already received, else kNone.
+  virtual Reject receive(const Header& h, zmq::message_t payload) = 0;
+  // True once `round`'s mixed vector is final and ZeroMQ holds none of it.
+  virtual bool finished(uint64_t round) const = 0;
+  // Hands the mixed vector of a finished round over and forgets the round;
+  // *partner is the gossip partner (-1 for ring or a bye).
+  virtual std::vector<float> take(uint64_t round, int* partner) = 0;
+};
+
+inline int mod_nodes(long long v, int nodes) {
+  const long long m = v % nodes;
+  return static_cast<int>(m < 0 ? m + nodes : m);
+}
+
+}  // namespace tether::net

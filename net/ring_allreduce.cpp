@@ -1,0 +1,163 @@
+#include "net/ring_allreduce.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "net/net_check.h"
+
+namespace tether::net {
+
+RingAllreduce::RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes,
+                             Outbox* outbox)
+    : self_(self),
+      nodes_(nodes),
+      succ_(mod_nodes(self + 1, nodes)),
+      pred_(mod_nodes(self - 1, nodes)),
+      count_(count),
+      chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
+      outbox_(outbox) {
+  TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " nodes " << nodes);
+  for (int s = 0; s < nodes_; ++s) {  // s over the N segments
+    max_chunks_ = std::max(max_chunks_, chunks_in(s));
+    total_chunks_ += chunks_in(s);
+  }
+}
+
+uint64_t RingAllreduce::segment_begin(int s) const {
+  return count_ * static_cast<uint64_t>(s) / static_cast<uint64_t>(nodes_);
+}
+uint64_t RingAllreduce::segment_end(int s) const { return segment_begin(s + 1); }
+uint32_t RingAllreduce::chunks_in(int s) const {
+  const uint64_t len = segment_end(s) - segment_begin(s);
+  return static_cast<uint32_t>((len + chunk_elems_ - 1) / chunk_elems_);
+}
+ChunkRange RingAllreduce::chunk(int s, uint32_t c) const {
+  const uint64_t begin = segment_begin(s) + c * chunk_elems_;
+  return {begin, std::min(chunk_elems_, segment_end(s) - begin)};
+}
+int RingAllreduce::segment_of_step(uint32_t step) const {
+  const auto n1 = static_cast<uint32_t>(nodes_ - 1);
+  if (step < n1) return mod_nodes(static_cast<long long>(pred_) - step, nodes_);  // reduce-scatter
+  return mod_nodes(static_cast<long long>(pred_) + 1 - (step - n1), nodes_);      // all-gather
+}
+
+Reject RingAllreduce::check(const Header& h) const {
+  if (h.kind != Kind::kRing || nodes_ == 1) return Reject::kUnexpected;
+  if (static_cast<int>(h.sender) != pred_) return Reject::kUnexpected;
+  if (h.step >= static_cast<uint32_t>(2 * (nodes_ - 1))) return Reject::kRangeMismatch;
+  const int seg = segment_of_step(h.step);
+  if (h.chunk >= chunks_in(seg)) return Reject::kRangeMismatch;
+  const ChunkRange r = chunk(seg, h.chunk);
+  if (h.offset != r.offset || h.count != r.count) return Reject::kRangeMismatch;
+  return Reject::kNone;
+}
+
+RingAllreduce::RoundState& RingAllreduce::state(uint64_t round) {
+  auto [it, fresh] = rounds_.try_emplace(round);
+  if (fresh) it->second.seen.assign(static_cast<size_t>(2 * (nodes_ - 1)) * max_chunks_, 0);
+  return it->second;
+}
+
+void RingAllreduce::send(uint64_t round, uint32_t step, int seg, uint32_t c,
+                         zmq::message_t payload, const uint64_t* known_hash) {
+  const ChunkRange r = chunk(seg, c);
+  Header h;
+  h.kind = Kind::kRing;
+  h.round = round;
+  h.step = step;
+  h.chunk = c;
+  h.offset = r.offset;
+  h.count = r.count;
+  outbox_->send(succ_, h, std::move(payload), known_hash);
+}
+
+void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data) {
+  TETHER_NET_CHECK(data->data.size() == count_,
+                   "round " << round << " has " << data->data.size() << " floats, expected "
+                            << count_);
+  RoundState& st = state(round);
+  TETHER_NET_CHECK(!st.buf, "round " << round << " submitted twice");
+  st.buf = std::move(data);
+  if (nodes_ == 1) {  // the mean of one vector is itself (x / 1 is exact)
+    st.chunks_done = total_chunks_;
+    return;
+  }
+  // reduce-scatter step 0: own segment, zero-copy from the submitted buffer.
+  // Values this node adds later are checked in apply(): peers would refuse a
+  // non-finite frame and the round would stall, so fail here, loudly.
+  const uint64_t own_begin = segment_begin(self_);
+  if (!all_finite(st.buf->data.data() + own_begin, segment_end(self_) - own_begin))
+    throw std::invalid_argument("ring round " + std::to_string(round) +
+                                ": non-finite value in this node's vector");
+  for (uint32_t c = 0; c < chunks_in(self_); ++c) {  // c over this segment's chunks
+    const ChunkRange r = chunk(self_, c);
+    send(round, 0, self_, c, zero_copy(st.buf, r.offset, r.count), nullptr);
+  }
+  std::vector<Pending> pending = std::move(st.pending);
+  for (Pending& p : pending) apply(round, st, p.h, std::move(p.payload));
+}
+
+Reject RingAllreduce::receive(const Header& h, zmq::message_t payload) {
+  RoundState& st = state(h.round);
+  uint8_t& seen = st.seen[static_cast<size_t>(h.step) * max_chunks_ + h.chunk];
+  if (seen) return Reject::kDuplicate;
+  seen = 1;
+  if (!st.buf) {
+    st.pending.push_back({h, std::move(payload)});
+  } else {
+    apply(h.round, st, h, std::move(payload));
+  }
+  return Reject::kNone;
+}
+
+void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
+                          zmq::message_t payload) {
+  const auto n1 = static_cast<uint32_t>(nodes_ - 1);
+  const int seg = segment_of_step(h.step);
+  float* in = static_cast<float*>(payload.data());
+  float* own = st.buf->data.data() + h.offset;
+  const uint64_t n = h.count;
+  if (h.step < n1) {  // reduce-scatter: partial sum of segment seg arrives
+    for (uint64_t j = 0; j < n; ++j) in[j] += own[j];
+    if (!all_finite(in, n))
+      throw std::invalid_argument("ring round " + std::to_string(round) +
+                                  ": non-finite partial sum (this node's vector or overflow)");
+    if (h.step + 1 < n1) {
+      send(round, h.step + 1, seg, h.chunk, std::move(payload), nullptr);
+      return;
+    }
+    // the chain of segment seg (= self + 1) ends here: this node owns it
+    const auto divisor = static_cast<float>(nodes_);
+    for (uint64_t j = 0; j < n; ++j) in[j] /= divisor;
+    std::memcpy(own, in, n * sizeof(float));
+    ++st.chunks_done;
+    send(round, n1, seg, h.chunk, std::move(payload), nullptr);
+    return;
+  }
+  // all-gather: the mean of segment seg, final bits
+  std::memcpy(own, in, n * sizeof(float));
+  ++st.chunks_done;
+  if (h.step + 1 < 2 * n1) {
+    const uint64_t hash = h.payload_hash;  // forwarded unchanged, hash already verified
+    send(round, h.step + 1, seg, h.chunk, std::move(payload), &hash);
+  }
+}
+
+bool RingAllreduce::finished(uint64_t round) const {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end() || !it->second.buf) return false;
+  return it->second.chunks_done == total_chunks_ && it->second.buf->in_flight.load() == 0;
+}
+
+std::vector<float> RingAllreduce::take(uint64_t round, int* partner) {
+  auto it = rounds_.find(round);
+  TETHER_NET_CHECK(it != rounds_.end() && finished(round), "round " << round << " not finished");
+  std::vector<float> out = std::move(it->second.buf->data);
+  rounds_.erase(it);
+  if (partner) *partner = -1;
+  return out;
+}
+
+}  // namespace tether::net

@@ -1,0 +1,100 @@
+// Transport — the ZeroMQ sockets of one node, driven by its Asio event loop
+// (ps-lite's socket layout: one ROUTER bound on the node's port receives from
+// everyone; one DEALER per peer, routing id "n<self>", sends to it).
+//
+// Every socket is created, used and closed on the I/O thread that runs the
+// io_context. Readiness comes from the ROUTER's ZMQ_FD wrapped in an Asio
+// stream_descriptor; the descriptor is edge-triggered, so every wake-up drains
+// the socket (ZMQ_EVENTS / ZMQ_DONTWAIT) until it reports nothing to read.
+// Sends never block: DEALERs have no send high-water mark, and the optional
+// link emulation (one-way delay, egress rate) holds messages in a FIFO on the
+// io_context's timers, so per-peer order is kept.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <zmq.hpp>
+
+#include "net/mixer.h"
+#include "net/wire.h"
+
+namespace tether::net {
+
+struct TransportPeer {
+  int id = 0;
+  std::string host;
+  int port = 0;
+};
+
+class Transport final : public Outbox {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // parts: the frames of one multipart message as received by the ROUTER
+  // (identity first); truncated: more than kMaxParts frames came (dropped).
+  using OnMessage = std::function<void(std::vector<zmq::message_t>& parts, bool truncated)>;
+  static constexpr size_t kMaxParts = 8;
+
+  Transport(boost::asio::io_context& io, int self, std::vector<TransportPeer> peers,
+            double delay_ms, double rate_mbps, OnMessage on_message,
+            std::atomic<uint64_t>* bytes_sent, std::atomic<uint64_t>* bytes_recv);
+  ~Transport() override;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // Binds the ROUTER, connects the DEALERs, starts reading. Throws
+  // std::runtime_error naming the address that failed.
+  void open();
+  void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
+  // Receives everything ZeroMQ holds now (also called by timers before they
+  // judge a peer silent).
+  void drain();
+  // Messages held back by the link emulation or a full socket.
+  size_t queued() const { return queue_.size(); }
+  // Closes every socket (linger_ms bounds the flush of what ZeroMQ still holds)
+  // and terminates the ZeroMQ context; pending messages are released.
+  void close(int linger_ms);
+
+  static std::string identity(int id) { return "n" + std::to_string(id); }
+
+ private:
+  struct Queued {
+    int peer;
+    zmq::message_t header, payload;
+    Clock::time_point ready;
+  };
+  bool try_send(Queued& q);
+  void flush();
+  void arm_flush(Clock::time_point at);
+  void arm_read();
+
+  boost::asio::io_context& io_;
+  int self_;
+  std::vector<TransportPeer> peers_;
+  double delay_ms_, rate_mbps_;
+  OnMessage on_message_;
+  zmq::context_t ctx_;
+  std::optional<zmq::socket_t> router_;
+  std::vector<std::optional<zmq::socket_t>> dealers_;  // [peer id]
+  std::optional<boost::asio::posix::stream_descriptor> router_fd_;
+  boost::asio::steady_timer flush_timer_;
+  bool flush_armed_ = false;
+  Clock::time_point flush_at_{};
+  std::deque<Queued> queue_;
+  Clock::time_point link_free_at_{};
+  std::vector<zmq::message_t> parts_;
+  bool open_ = false, closed_ = false, reading_ = false;
+  std::atomic<uint64_t>* bytes_sent_;  // owned by the caller, read by other threads
+  std::atomic<uint64_t>* bytes_recv_;
+};
+
+}  // namespace tether::net

@@ -1,0 +1,191 @@
+#include "net/wire.h"
+
+#include <bit>
+#include <cstring>
+
+namespace tether::net {
+
+static_assert(std::endian::native == std::endian::little,
+              "the wire format is little-endian and encoded by memcpy");
+
+std::string_view reject_name(Reject r) {
+  switch (r) {
+    case Reject::kNone: return "none";
+    case Reject::kFrameCount: return "frame_count";
+    case Reject::kHeaderSize: return "header_size";
+    case Reject::kBadMagic: return "bad_magic";
+    case Reject::kBadVersion: return "bad_version";
+    case Reject::kHeaderChecksum: return "header_checksum";
+    case Reject::kBadKind: return "bad_kind";
+    case Reject::kBadFlags: return "bad_flags";
+    case Reject::kUnknownSender: return "unknown_sender";
+    case Reject::kOversized: return "oversized";
+    case Reject::kLengthMismatch: return "length_mismatch";
+    case Reject::kRoundOutsideWindow: return "round_outside_window";
+    case Reject::kRangeMismatch: return "range_mismatch";
+    case Reject::kBadChecksum: return "bad_checksum";
+    case Reject::kNonFinite: return "non_finite";
+    case Reject::kDuplicate: return "duplicate";
+    case Reject::kUnexpected: return "unexpected";
+    case Reject::kIdentityMismatch: return "identity_mismatch";
+    case Reject::kCount: break;
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr uint64_t kP1 = 11400714785074694791ULL;
+constexpr uint64_t kP2 = 14029467366897019727ULL;
+constexpr uint64_t kP3 = 1609587929392839161ULL;
+constexpr uint64_t kP4 = 9650029242287828579ULL;
+constexpr uint64_t kP5 = 2870177450012600261ULL;
+
+inline uint64_t read64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+inline uint32_t read32(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint64_t mix_round(uint64_t acc, uint64_t input) {
+  acc += input * kP2;
+  acc = std::rotl(acc, 31);
+  return acc * kP1;
+}
+inline uint64_t merge_round(uint64_t acc, uint64_t val) {
+  acc ^= mix_round(0, val);
+  return acc * kP1 + kP4;
+}
+
+template <typename T>
+void put(unsigned char* out, size_t at, T v) {
+  std::memcpy(out + at, &v, sizeof(T));
+}
+template <typename T>
+T get(const unsigned char* in, size_t at) {
+  T v;
+  std::memcpy(&v, in + at, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+uint64_t hash64(const void* data, size_t bytes, uint64_t seed) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  const unsigned char* const end = p + bytes;
+  uint64_t h;
+  if (bytes >= 32) {
+    uint64_t v1 = seed + kP1 + kP2, v2 = seed + kP2, v3 = seed, v4 = seed - kP1;
+    const unsigned char* const limit = end - 32;
+    do {  // 32-byte stripes while at least one whole stripe remains
+      v1 = mix_round(v1, read64(p));
+      v2 = mix_round(v2, read64(p + 8));
+      v3 = mix_round(v3, read64(p + 16));
+      v4 = mix_round(v4, read64(p + 24));
+      p += 32;
+    } while (p <= limit);
+    h = std::rotl(v1, 1) + std::rotl(v2, 7) + std::rotl(v3, 12) + std::rotl(v4, 18);
+    h = merge_round(h, v1);
+    h = merge_round(h, v2);
+    h = merge_round(h, v3);
+    h = merge_round(h, v4);
+  } else {
+    h = seed + kP5;
+  }
+  h += static_cast<uint64_t>(bytes);
+  for (; p + 8 <= end; p += 8) {
+    h ^= mix_round(0, read64(p));
+    h = std::rotl(h, 27) * kP1 + kP4;
+  }
+  if (p + 4 <= end) {
+    h ^= static_cast<uint64_t>(read32(p)) * kP1;
+    h = std::rotl(h, 23) * kP2 + kP3;
+    p += 4;
+  }
+  for (; p < end; ++p) {
+    h ^= (*p) * kP5;
+    h = std::rotl(h, 11) * kP1;
+  }
+  h ^= h >> 33;
+  h *= kP2;
+  h ^= h >> 29;
+  h *= kP3;
+  h ^= h >> 32;
+  return h;
+}
+
+void encode_header(const Header& h, unsigned char* out) {
+  put<uint32_t>(out, 0, h.magic);
+  put<uint16_t>(out, 4, h.version);
+  put<uint8_t>(out, 6, static_cast<uint8_t>(h.kind));
+  put<uint8_t>(out, 7, h.flags);
+  put<uint32_t>(out, 8, h.sender);
+  put<uint32_t>(out, 12, h.step);
+  put<uint64_t>(out, 16, h.round);
+  put<uint32_t>(out, 24, h.chunk);
+  put<uint32_t>(out, 28, h.reserved2);
+  put<uint64_t>(out, 32, h.offset);
+  put<uint64_t>(out, 40, h.count);
+  put<uint64_t>(out, 48, h.payload_bytes);
+  put<uint64_t>(out, 56, h.payload_hash);
+  put<uint64_t>(out, 64, hash64(out, 64));
+}
+
+Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
+  if (frame_bytes != kHeaderBytes) return Reject::kHeaderSize;
+  const auto* in = static_cast<const unsigned char*>(frame);
+  Header h;
+  h.magic = get<uint32_t>(in, 0);
+  if (h.magic != kMagic) return Reject::kBadMagic;
+  h.version = get<uint16_t>(in, 4);
+  if (h.version != kProtocolVersion) return Reject::kBadVersion;
+  h.header_hash = get<uint64_t>(in, 64);
+  if (h.header_hash != hash64(in, 64)) return Reject::kHeaderChecksum;
+  const uint8_t kind = get<uint8_t>(in, 6);
+  if (kind == 0 || kind > kKindMax) return Reject::kBadKind;
+  h.kind = static_cast<Kind>(kind);
+  h.flags = get<uint8_t>(in, 7);
+  h.sender = get<uint32_t>(in, 8);
+  h.step = get<uint32_t>(in, 12);
+  h.round = get<uint64_t>(in, 16);
+  h.chunk = get<uint32_t>(in, 24);
+  h.reserved2 = get<uint32_t>(in, 28);
+  if (h.flags != 0 || h.reserved2 != 0) return Reject::kBadFlags;
+  h.offset = get<uint64_t>(in, 32);
+  h.count = get<uint64_t>(in, 40);
+  h.payload_bytes = get<uint64_t>(in, 48);
+  h.payload_hash = get<uint64_t>(in, 56);
+  if (h.payload_bytes > kMaxPayloadBytes) return Reject::kOversized;
+  if (carries_floats(h.kind)) {
+    if (h.count > kMaxPayloadBytes / sizeof(float)) return Reject::kOversized;
+    if (h.count * sizeof(float) != h.payload_bytes) return Reject::kLengthMismatch;
+    if (h.offset > (uint64_t{1} << 62)) return Reject::kOversized;  // offset + count cannot wrap
+  } else if (h.kind != Kind::kHello && (h.count != 0 || h.payload_bytes != 0)) {
+    return Reject::kLengthMismatch;
+  }
+  *out = h;
+  return Reject::kNone;
+}
+
+bool all_finite(const float* x, size_t count) {
+  uint32_t bad = 0;
+  // all exponent bits set <=> NaN or infinity; OR-reduced so the loop vectorizes
+  for (size_t i = 0; i < count; ++i) {
+    bad |= static_cast<uint32_t>((std::bit_cast<uint32_t>(x[i]) & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+Reject check_payload(const Header& h, const void* payload, size_t payload_bytes) {
+  if (payload_bytes != h.payload_bytes) return Reject::kLengthMismatch;
+  if (hash64(payload, payload_bytes) != h.payload_hash) return Reject::kBadChecksum;
+  if (carries_floats(h.kind) && !all_finite(static_cast<const float*>(payload), h.count))
+    return Reject::kNonFinite;
+  return Reject::kNone;
+}
+
+}  // namespace tether::net

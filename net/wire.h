@@ -1,0 +1,114 @@
+// tether wire protocol: one fixed-size little-endian header frame followed by
+// one payload frame.
+//
+//   offset size field
+//        0    4 magic            'TTHR' (0x52485454 little-endian)
+//        4    2 version          kProtocolVersion
+//        6    1 kind             Kind
+//        7    1 flags            reserved, must be 0
+//        8    4 sender           node id of the sender, 0..N-1
+//       12    4 step             mixer step (ring: 0..2N-3), 0 otherwise
+//       16    8 round            averaging round (hello/heartbeat/bye: see Kind)
+//       24    4 chunk            chunk index inside the step's segment
+//       28    4 reserved2        must be 0
+//       32    8 offset           first element (float) of the range carried
+//       40    8 count            number of elements carried
+//       48    8 payload_bytes    length of the payload frame
+//       56    8 payload_hash     hash64 of the payload frame
+//       64    8 header_hash      hash64 of bytes 0..63
+//                                 (72 bytes in all)
+//
+// A receiver calls decode_header() on the header frame and check_payload() on
+// the payload frame before it touches any buffer; every failure names a
+// Reject reason, counted by the communicator and never applied.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace tether::net {
+
+inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderBytes = 72;
+// Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
+inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;
+
+enum class Kind : uint8_t {
+  kHello = 1,      // payload: HelloInfo; round = 0
+  kParams = 2,     // start-up broadcast of the initial parameters; range of floats
+  kRing = 3,       // ring all-reduce chunk; step says reduce-scatter / all-gather
+  kGossip = 4,     // gossip snapshot chunk of this round's partner
+  kSketch = 5,     // this node's sketch for the round (all floats, offset 0)
+  kHeartbeat = 6,  // empty payload
+  kBye = 7,        // empty payload; round = number of rounds the sender submitted
+};
+inline constexpr uint8_t kKindMax = 7;
+
+// Why a frame was refused. Names (reject_name) are the keys of
+// CommStats::rejected_by_reason.
+enum class Reject : uint8_t {
+  kNone = 0,
+  kFrameCount,       // not [identity][header][payload]
+  kHeaderSize,       // header frame not kHeaderBytes (truncated or padded)
+  kBadMagic,
+  kBadVersion,
+  kHeaderChecksum,
+  kBadKind,
+  kBadFlags,         // reserved fields not zero
+  kUnknownSender,    // sender id not a peer of this node
+  kOversized,        // payload_bytes > kMaxPayloadBytes or count too large
+  kLengthMismatch,   // payload frame length != payload_bytes, or != count * 4
+  kRoundOutsideWindow,
+  kRangeMismatch,    // step / chunk / offset / count not what the layout says
+  kBadChecksum,      // payload hash mismatch
+  kNonFinite,        // NaN or infinity in a float payload
+  kDuplicate,        // this (round, step, chunk) was already received
+  kUnexpected,       // valid frame that this node does not expect in its state
+  kIdentityMismatch, // ZeroMQ routing id is not the one of the claimed sender
+  kCount
+};
+std::string_view reject_name(Reject r);
+
+struct Header {
+  uint32_t magic = kMagic;
+  uint16_t version = kProtocolVersion;
+  Kind kind = Kind::kHeartbeat;
+  uint8_t flags = 0;
+  uint32_t sender = 0;
+  uint32_t step = 0;
+  uint64_t round = 0;
+  uint32_t chunk = 0;
+  uint32_t reserved2 = 0;
+  uint64_t offset = 0;
+  uint64_t count = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t payload_hash = 0;
+  uint64_t header_hash = 0;  // filled by encode_header
+};
+
+// 64-bit payload hash (the XXH64 algorithm, seed 0; own implementation).
+uint64_t hash64(const void* data, size_t bytes, uint64_t seed = 0);
+
+// Writes h into out (kHeaderBytes), little-endian, computing header_hash.
+void encode_header(const Header& h, unsigned char* out);
+
+// Parses and validates the structure of a header frame: size, magic, version,
+// header hash, kind, reserved fields, payload_bytes bound. Semantic checks
+// (sender, round, range) are the receiver's.
+Reject decode_header(const void* frame, size_t frame_bytes, Header* out);
+
+// Payload frame against its header: length, hash, and (for float kinds)
+// count * 4 == length and every value finite.
+Reject check_payload(const Header& h, const void* payload, size_t payload_bytes);
+
+// True when every one of the count floats is finite.
+bool all_finite(const float* x, size_t count);
+
+// True for the kinds whose payload is a range of float32.
+inline bool carries_floats(Kind k) {
+  return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch;
+}
+
+}  // namespace tether::net
