@@ -1,0 +1,188 @@
+// Wire protocol: header round trips, hash64 against XXH64's published values,
+// and every corruption refused with its own reason.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "net/wire.h"
+
+using namespace tether::net;
+
+namespace {
+
+Header sample() {
+  Header h;
+  h.kind = Kind::kRing;
+  h.sender = 3;
+  h.step = 5;
+  h.round = 0x0102030405060708ull;
+  h.chunk = 17;
+  h.offset = 123456789;
+  h.count = 4;
+  h.payload_bytes = 16;
+  h.payload_hash = 0xdeadbeefcafef00dull;
+  return h;
+}
+
+std::vector<unsigned char> encoded(const Header& h) {
+  std::vector<unsigned char> b(kHeaderBytes);
+  encode_header(h, b.data());
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("hash64 matches XXH64 reference values") {
+  CHECK(hash64("", 0) == 0xEF46DB3751D8E999ull);
+  CHECK(hash64("a", 1) == 0xD24EC4F1A98C6E5Bull);
+  CHECK(hash64("abc", 3) == 0x44BC2CF5AD770999ull);
+  // every length 0..100 (all code paths) differs from its neighbour
+  std::vector<unsigned char> buf(100);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<unsigned char>(i * 31 + 7);
+  for (size_t n = 1; n < buf.size(); ++n) CHECK(hash64(buf.data(), n) != hash64(buf.data(), n - 1));
+  // one flipped bit anywhere changes the hash
+  const uint64_t base = hash64(buf.data(), buf.size());
+  for (size_t i = 0; i < buf.size(); ++i) {
+    buf[i] ^= 0x10;
+    CHECK(hash64(buf.data(), buf.size()) != base);
+    buf[i] ^= 0x10;
+  }
+}
+
+TEST_CASE("header round trip, little-endian layout") {
+  const Header h = sample();
+  const auto b = encoded(h);
+  CHECK(b[0] == 'T');
+  CHECK(b[1] == 'T');
+  CHECK(b[2] == 'H');
+  CHECK(b[3] == 'R');
+  CHECK(b[16] == 0x08);  // round, least significant byte first
+  Header d;
+  REQUIRE(decode_header(b.data(), b.size(), &d) == Reject::kNone);
+  CHECK(d.kind == h.kind);
+  CHECK(d.sender == h.sender);
+  CHECK(d.step == h.step);
+  CHECK(d.round == h.round);
+  CHECK(d.chunk == h.chunk);
+  CHECK(d.offset == h.offset);
+  CHECK(d.count == h.count);
+  CHECK(d.payload_bytes == h.payload_bytes);
+  CHECK(d.payload_hash == h.payload_hash);
+  for (uint8_t k = 1; k <= kKindMax; ++k) {  // every kind survives the trip
+    Header e;
+    e.kind = static_cast<Kind>(k);
+    if (carries_floats(e.kind)) {
+      e.count = 2;
+      e.payload_bytes = 8;
+    } else if (e.kind == Kind::kHello) {
+      e.payload_bytes = 56;
+    }
+    const auto eb = encoded(e);
+    Header ed;
+    CHECK(decode_header(eb.data(), eb.size(), &ed) == Reject::kNone);
+    CHECK(ed.kind == e.kind);
+  }
+}
+
+TEST_CASE("every header corruption is refused with its reason") {
+  Header d;
+  SUBCASE("truncated and padded frames") {
+    const auto b = encoded(sample());
+    CHECK(decode_header(b.data(), kHeaderBytes - 1, &d) == Reject::kHeaderSize);
+    CHECK(decode_header(b.data(), 0, &d) == Reject::kHeaderSize);
+    std::vector<unsigned char> longer(b);
+    longer.push_back(0);
+    CHECK(decode_header(longer.data(), longer.size(), &d) == Reject::kHeaderSize);
+  }
+  SUBCASE("magic") {
+    Header h = sample();
+    h.magic = 0x12345678;
+    const auto b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadMagic);
+  }
+  SUBCASE("version") {
+    Header h = sample();
+    h.version = kProtocolVersion + 1;
+    const auto b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadVersion);
+  }
+  SUBCASE("header checksum: any byte flipped") {
+    const auto good = encoded(sample());
+    for (size_t i = 8; i < kHeaderBytes; ++i) {  // past magic and version
+      auto b = good;
+      b[i] ^= 0x01;
+      CHECK(decode_header(b.data(), b.size(), &d) == Reject::kHeaderChecksum);
+    }
+  }
+  SUBCASE("kind") {
+    Header h = sample();
+    h.kind = static_cast<Kind>(0);
+    auto b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadKind);
+    h.kind = static_cast<Kind>(kKindMax + 1);
+    b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadKind);
+  }
+  SUBCASE("reserved fields") {
+    Header h = sample();
+    h.flags = 1;
+    auto b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadFlags);
+    h = sample();
+    h.reserved2 = 9;
+    b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadFlags);
+  }
+  SUBCASE("oversized lengths") {
+    Header h = sample();
+    h.payload_bytes = kMaxPayloadBytes + 4;
+    h.count = h.payload_bytes / 4;
+    auto b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kOversized);
+    h = sample();
+    h.count = uint64_t{1} << 62;  // count * 4 would wrap to 0
+    h.payload_bytes = 0;
+    b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kOversized);
+    h = sample();
+    h.offset = ~uint64_t{0} - 1;  // offset + count would wrap
+    b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kOversized);
+  }
+  SUBCASE("count and length disagree") {
+    Header h = sample();
+    h.count = 5;  // 20 bytes, header says 16
+    auto b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kLengthMismatch);
+    h = sample();
+    h.kind = Kind::kHeartbeat;  // control frames carry nothing
+    b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kLengthMismatch);
+  }
+}
+
+TEST_CASE("payload checks: length, hash, finite values") {
+  std::vector<float> x = {1.0f, -2.5f, 3.0f, 0.0f};
+  Header h = sample();
+  h.payload_bytes = x.size() * 4;
+  h.count = x.size();
+  h.payload_hash = hash64(x.data(), h.payload_bytes);
+  CHECK(check_payload(h, x.data(), h.payload_bytes) == Reject::kNone);
+  CHECK(check_payload(h, x.data(), h.payload_bytes - 4) == Reject::kLengthMismatch);
+  x[1] = -2.0f;  // corrupted in transit
+  CHECK(check_payload(h, x.data(), h.payload_bytes) == Reject::kBadChecksum);
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    x[2] = bad;  // a correct hash over a non-finite value
+    h.payload_hash = hash64(x.data(), h.payload_bytes);
+    CHECK(check_payload(h, x.data(), h.payload_bytes) == Reject::kNonFinite);
+  }
+  CHECK(all_finite(nullptr, 0));
+  const float denormal = std::numeric_limits<float>::denorm_min();
+  CHECK(all_finite(&denormal, 1));
+  CHECK(reject_name(Reject::kNonFinite) == "non_finite");
+  CHECK(reject_name(Reject::kRoundOutsideWindow) == "round_outside_window");
+}
