@@ -59,6 +59,29 @@ void check_pool(const PoolShape& sh) {
                  "pool: input of " << sh.in_count() << " elements overflows int32 argmax");
 }
 
+// One output row of 2x2/stride-2 max pooling over input rows r0, r1 (width
+// w); argmax = i0 + offset in the plane. Written as selects so the compiler
+// vectorises it (random data makes branches mispredict half the time).
+void max_pool_2x2_row(const float* __restrict r0, const float* __restrict r1, int ow,
+                      int32_t i0, int w, float* __restrict y, int32_t* __restrict arg) {
+  for (int ox = 0; ox < ow; ++ox) {
+    const float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+    float best = a;
+    int32_t k = 0;
+    const bool tb = (b > best) | (b != b);  // PyTorch: v > max or v is NaN
+    best = tb ? b : best;
+    k = tb ? 1 : k;
+    const bool tc = (c > best) | (c != c);
+    best = tc ? c : best;
+    k = tc ? w : k;
+    const bool td = (d > best) | (d != d);
+    best = td ? d : best;
+    k = td ? w + 1 : k;
+    y[ox] = best;
+    arg[ox] = i0 + 2 * ox + k;
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) : nt_(threads), conv_(threads) {}
@@ -176,21 +199,8 @@ class CpuBackend final : public Backend {
       if (fast2) {  // 2x2 windows, stride 2, no padding: the common case
         for (int oy = 0; oy < oh; ++oy) {
           const float* r0 = xp + size_t(2 * oy) * sh.w;
-          const float* r1 = r0 + sh.w;
-          const int32_t i0 = base + 2 * oy * sh.w;
-          for (int ox = 0; ox < ow; ++ox) {
-            float best = r0[2 * ox];
-            int32_t bi = i0 + 2 * ox;
-            const float c[3] = {r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]};
-            const int32_t ci[3] = {i0 + 2 * ox + 1, i0 + sh.w + 2 * ox, i0 + sh.w + 2 * ox + 1};
-            for (int q = 0; q < 3; ++q) {
-              const bool take = (c[q] > best) | (c[q] != c[q]);
-              best = take ? c[q] : best;
-              bi = take ? ci[q] : bi;
-            }
-            yp[oy * ow + ox] = best;
-            ap[oy * ow + ox] = bi;
-          }
+          max_pool_2x2_row(r0, r0 + sh.w, ow, base + 2 * oy * sh.w, sh.w, yp + oy * ow,
+                           ap + oy * ow);
         }
         continue;
       }
