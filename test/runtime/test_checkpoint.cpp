@@ -1,0 +1,96 @@
+// Checkpoints: round trip, atomic replacement, and corruption detected.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "runtime/checkpoint.h"
+#include "test/runtime/process_util.h"
+
+using tether::Checkpoint;
+using tether::CheckpointError;
+using tether::testing::TempDir;
+
+namespace {
+Checkpoint sample() {
+  Checkpoint ck;
+  ck.meta = {{"model", "mlp"}, {"step", 42}, {"epoch", 1}};
+  for (int i = 0; i < 1000; ++i) ck.params.push_back(float(i) * 0.25f - 3.0f);
+  for (int i = 0; i < 900; ++i) ck.momentum.push_back(float(i % 7) * -0.5f);
+  ck.anchor = {1.0f, 2.0f, 3.0f};
+  return ck;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+std::string load_error(const std::string& path) {
+  try {
+    tether::load_checkpoint(path);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("checkpoint: round trip keeps every bit and the metadata") {
+  TempDir dir("ckpt");
+  Checkpoint ck = sample();
+  std::string path = dir.file("a.ckpt");
+  tether::save_checkpoint(path, ck);
+  Checkpoint back = tether::load_checkpoint(path);
+  CHECK(back.params == ck.params);
+  CHECK(back.momentum == ck.momentum);
+  CHECK(back.anchor == ck.anchor);
+  CHECK(back.meta["step"] == 42);
+  CHECK(back.meta["model"] == "mlp");
+  // No temporary file is left next to it.
+  int files = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  CHECK(files == 1);
+}
+
+TEST_CASE("checkpoint: overwrite is atomic (old or new, never half)") {
+  TempDir dir("ckpt");
+  std::string path = dir.file("a.ckpt");
+  Checkpoint ck = sample();
+  tether::save_checkpoint(path, ck);
+  ck.params[5] = 99.0f;
+  tether::save_checkpoint(path, ck);
+  CHECK(tether::load_checkpoint(path).params[5] == 99.0f);
+  // An unwritable target directory fails with a message and leaves the old file.
+  CHECK_THROWS_AS(tether::save_checkpoint(dir.file("missing/dir/a.ckpt"), ck), CheckpointError);
+  CHECK(tether::load_checkpoint(path).params[5] == 99.0f);
+}
+
+TEST_CASE("checkpoint: corrupt, truncated and foreign files are rejected with the file named") {
+  TempDir dir("ckpt");
+  std::string path = dir.file("a.ckpt");
+  tether::save_checkpoint(path, sample());
+  const std::string good = slurp(path);
+
+  CHECK(load_error(dir.file("nope.ckpt")).find("nope.ckpt: cannot open checkpoint") != std::string::npos);
+  std::string flipped = good;
+  flipped[good.size() / 2] ^= 0x40;
+  CHECK(load_error(dir.write("flip.ckpt", flipped)).find("flip.ckpt: checksum mismatch") != std::string::npos);
+  CHECK(load_error(dir.write("trunc.ckpt", good.substr(0, good.size() - 100))).find("trunc.ckpt: checksum mismatch") !=
+        std::string::npos);
+  CHECK(load_error(dir.write("tiny.ckpt", good.substr(0, 10))).find("tiny.ckpt: truncated checkpoint") !=
+        std::string::npos);
+  std::string magic = good;
+  magic[0] = 'X';
+  CHECK(load_error(dir.write("magic.ckpt", magic)).find("magic.ckpt: not a tether checkpoint") != std::string::npos);
+  CHECK(load_error(dir.write("empty.ckpt", "")).find("empty.ckpt: truncated") != std::string::npos);
+}
+
+TEST_CASE("params_hash: equal buffers hash equal, one flipped bit does not") {
+  std::vector<float> a(12345, 0.5f), b = a;
+  CHECK(tether::params_hash(a) == tether::params_hash(b));
+  b[12000] = std::nextafter(b[12000], 1.0f);
+  CHECK(tether::params_hash(a) != tether::params_hash(b));
+  std::vector<float> c(a.begin(), a.end() - 1);
+  CHECK(tether::params_hash(a) != tether::params_hash(c));
+}

@@ -1,0 +1,153 @@
+// The tether binary on bad input: each case names what is wrong and exits
+// with the documented code (2: usage, config, data, checkpoint).
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <string>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "test/runtime/process_util.h"
+
+using tether::testing::run_command;
+using tether::testing::TempDir;
+using tether::testing::tether_bin;
+
+namespace {
+
+void put_be32(std::string& s, uint32_t v) {
+  for (int i = 3; i >= 0; --i) s.push_back(char((v >> (8 * i)) & 0xff));
+}
+std::string idx_images(uint32_t count, uint32_t rows, uint32_t cols, size_t payload) {
+  std::string s;
+  put_be32(s, 0x00000803);
+  put_be32(s, count);
+  put_be32(s, rows);
+  put_be32(s, cols);
+  s.append(payload, char(7));
+  return s;
+}
+std::string idx_labels(uint32_t count, size_t payload, char value = 3) {
+  std::string s;
+  put_be32(s, 0x00000801);
+  put_be32(s, count);
+  s.append(payload, value);
+  return s;
+}
+
+// A data directory of Fashion-MNIST layout (plain IDX) with 100 train and
+// 20 test images; `mutate` may break one file.
+std::string data_dir(const TempDir& dir, const std::string& train_images, const std::string& train_labels) {
+  dir.write("train-images-idx3-ubyte", train_images);
+  dir.write("train-labels-idx1-ubyte", train_labels);
+  dir.write("t10k-images-idx3-ubyte", idx_images(20, 28, 28, 20 * 784));
+  dir.write("t10k-labels-idx1-ubyte", idx_labels(20, 20));
+  return dir.path();
+}
+
+struct Case {
+  std::string name, args;
+  int code;
+  std::string message;
+};
+
+void expect(const Case& c) {
+  auto r = run_command(tether_bin() + " " + c.args, 60);
+  CAPTURE(c.name);
+  CAPTURE(r.output);
+  CHECK(r.exit_code == c.code);
+  CHECK(r.output.find(c.message) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("cli: help and usage errors") {
+  auto help = run_command(tether_bin() + " --help");
+  CHECK(help.exit_code == 0);
+  CHECK(help.output.find("tether train CONFIG") != std::string::npos);
+  expect({"no command", "", 2, "missing command"});
+  expect({"unknown command", "fly cfg.json", 2, "unknown command \"fly\""});
+  expect({"missing config", "train", 2, "train: missing CONFIG"});
+  expect({"bad node", "train x.json --node abc", 2, "--node: expected an integer >= 0, got abc"});
+  expect({"unknown option", "train x.json --fast", 2, "unknown option --fast"});
+  expect({"eval without checkpoint", "eval x.json", 2, "eval: missing --checkpoint FILE"});
+}
+
+TEST_CASE("cli: bad configs name the file, the JSON path and what was expected") {
+  TempDir dir("cli");
+  auto cfg = [&](const std::string& name, const std::string& text) { return dir.write(name, text); };
+  expect({"missing file", "train " + dir.file("absent.json"), 2, "absent.json: cannot open config file"});
+  expect({"not json", "train " + cfg("broken.json", "{\"model\": {\"name\": \"lenet\",}"), 2,
+          "broken.json: not valid JSON"});
+  expect({"array at top", "train " + cfg("array.json", "[1, 2]"), 2, "expected a JSON object at the top level"});
+  expect({"negative lr", "train " + cfg("lr.json", R"({"optimizer": {"lr": -1}})"), 2,
+          "optimizer.lr: expected a number > 0, got -1"});
+  expect({"unknown key", "train " + cfg("key.json", R"({"model": {"nmae": "lenet"}})"), 2,
+          "model.nmae: unknown key"});
+  expect({"wrong type", "train " + cfg("type.json", R"({"data": {"batch_size": "64"}})"), 2,
+          "data.batch_size: expected an integer in 1..65536, got \"64\""});
+  expect({"bad override", "train " + cfg("ok.json", "{}") + " --set optimizer.lr=-3", 2,
+          "optimizer.lr: expected a number > 0, got -3"});
+  expect({"node outside cluster", "train " + cfg("one.json", R"({"data": {"name": "synthetic"}})") + " --node 3", 2,
+          "--node 3: the config has nodes 0..0"});
+  expect({"bad device", "train " + cfg("dev.json", R"({"device": "tpu"})"), 2,
+          "device: expected \"auto\", \"cpu\" or \"cuda:N\", got \"tpu\""});
+}
+
+TEST_CASE("cli: bad data files name the file and the problem") {
+  struct DataCase {
+    std::string name, images, labels, message;
+  };
+  std::vector<DataCase> cases = {
+      {"truncated images", idx_images(100, 28, 28, 100 * 784 - 500), idx_labels(100, 100),
+       "train-images-idx3-ubyte: truncated"},
+      {"corrupt header", std::string("\x00\x00\x09\x03", 4) + idx_images(100, 28, 28, 100 * 784).substr(4),
+       idx_labels(100, 100), "train-images-idx3-ubyte"},
+      {"wrong label count", idx_images(100, 28, 28, 100 * 784), idx_labels(99, 99),
+       "99 labels but 100 images"},
+      {"label out of range", idx_images(100, 28, 28, 100 * 784), idx_labels(100, 100, 12),
+       "train-labels-idx1-ubyte"},
+      {"empty labels file", idx_images(100, 28, 28, 100 * 784), "", "train-labels-idx1-ubyte"},
+  };
+  for (const auto& c : cases) {
+    TempDir dir("clidata");
+    std::string path = data_dir(dir, c.images, c.labels);
+    std::string cfg = dir.write("cfg.json", R"({"data": {"name": "fashion-mnist", "path": ")" + path +
+                                                R"("}, "log": {"dir": ")" + dir.file("log") + R"("}})");
+    expect({c.name, "train " + cfg, 2, c.message});
+  }
+  TempDir dir("clidata");
+  std::string cfg = dir.write("cfg.json", R"({"data": {"name": "fashion-mnist", "path": ")" + dir.file("nowhere") +
+                                              R"("}, "log": {"dir": ")" + dir.file("log") + R"("}})");
+  expect({"missing data dir", "train " + cfg, 2, "nowhere"});
+}
+
+TEST_CASE("cli: bad checkpoints are refused by eval and --resume") {
+  TempDir dir("click");
+  std::string cfg = dir.write("cfg.json", R"({"model": {"name": "mlp", "hidden": 16},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 1, "threads": 1}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  auto ok = run_command(tether_bin() + " train " + cfg, 120);
+  REQUIRE(ok.exit_code == 0);
+  std::string ck = dir.file("log/node-0.ckpt");
+  auto ev = run_command(tether_bin() + " eval " + cfg + " --checkpoint " + ck);
+  CHECK(ev.exit_code == 0);
+  CHECK(ev.output.find("test_acc") != std::string::npos);
+
+  std::string bytes;
+  {
+    std::ifstream in(ck, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    bytes = ss.str();
+  }
+  std::string corrupt = bytes;
+  corrupt[corrupt.size() / 2] ^= 1;
+  std::string bad = dir.write("bad.ckpt", corrupt);
+  expect({"corrupt checkpoint", "eval " + cfg + " --checkpoint " + bad, 2, "bad.ckpt: checksum mismatch"});
+  std::string cut = dir.write("cut.ckpt", bytes.substr(0, bytes.size() / 3));
+  expect({"truncated checkpoint resume", "train " + cfg + " --resume " + cut, 2, "cut.ckpt: checksum mismatch"});
+  expect({"checkpoint of another model", "eval " + cfg + " --set model.hidden=32 --checkpoint " + ck, 2,
+          "the config builds mlp"});
+}

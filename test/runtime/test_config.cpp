@@ -1,0 +1,101 @@
+// Config validation: every key checked, errors name the JSON path.
+#include <doctest/doctest.h>
+
+#include "runtime/config.h"
+
+using tether::Config;
+using tether::ConfigError;
+using nlohmann::json;
+
+namespace {
+std::string error_of(const std::string& text) {
+  try {
+    tether::parse_config(json::parse(text));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("config: defaults and a full single-node config") {
+  Config c = tether::parse_config(json::parse(R"({
+    "model": {"name": "resnet", "depth": 2, "width": 8},
+    "data": {"name": "synthetic", "batch_size": 32},
+    "optimizer": {"lr": 0.1, "momentum": 0.9, "nesterov": true, "weight_decay": 5e-4,
+                  "schedule": "cosine", "warmup_epochs": 1},
+    "train": {"epochs": 3, "seed": 7, "threads": 2},
+    "log": {"dir": "runs/x", "every_steps": 10}})"));
+  CHECK(c.model.name == "resnet");
+  CHECK(c.model.depth == 2);
+  CHECK(c.data.batch_size == 32);
+  CHECK(c.optimizer.nesterov);
+  CHECK(c.optimizer.schedule == "cosine");
+  CHECK(c.train.seed == 7);
+  CHECK(c.nodes() == 1);
+  CHECK(c.device == "auto");
+  CHECK(c.algorithm.staleness == 2);
+}
+
+TEST_CASE("config: errors name the path and what was expected") {
+  CHECK(error_of(R"({"optimizer": {"lr": -1}})") == "optimizer.lr: expected a number > 0, got -1");
+  CHECK(error_of(R"({"optimizer": {"lr": 0}})") == "optimizer.lr: expected a number > 0, got 0");
+  CHECK(error_of(R"({"data": {"batch_size": "64"}})") ==
+        "data.batch_size: expected an integer in 1..65536, got \"64\"");
+  CHECK(error_of(R"({"data": {"batch_size": 2.5}})").find("data.batch_size: expected an integer") == 0);
+  CHECK(error_of(R"({"model": {"nme": "lenet"}})").find("model.nme: unknown key") == 0);
+  CHECK(error_of(R"({"modle": {}})").find("modle: unknown key") == 0);
+  CHECK(error_of(R"({"model": {"name": "vgg"}})") ==
+        "model.name: expected one of \"mlp\", \"lenet\", \"resnet\", got \"vgg\"");
+  CHECK(error_of(R"({"model": []})") == "model: expected an object, got []");
+  CHECK(error_of(R"({"optimizer": {"momentum": 1.0}})").find("optimizer.momentum: expected a number in [0, 1)") == 0);
+  CHECK(error_of(R"({"train": {"nesterov": true}})").find("train.nesterov: unknown key") == 0);
+  CHECK(error_of(R"({"optimizer": {"nesterov": true, "momentum": 0}})").find("optimizer.nesterov") == 0);
+  CHECK(error_of(R"({"optimizer": {"schedule": "step"}})").find("optimizer.step_epochs") == 0);
+  CHECK(error_of(R"({"device": "gpu0"})") == "device: expected \"auto\", \"cpu\" or \"cuda:N\", got \"gpu0\"");
+  CHECK(error_of(R"({"log": {"progress": "yes"}})") == "log.progress: expected true or false, got \"yes\"");
+  CHECK(error_of(R"({"monitor": {"bound": -2}})") == "monitor.bound: expected \"auto\" or a number > 0, got -2");
+  CHECK(error_of(R"({"algorithm": {"mixer": "tree"}})").find("algorithm.mixer: expected one of") == 0);
+  CHECK(error_of(R"({"net": {"heartbeat_ms": 500, "peer_timeout_ms": 400}})").find("net.peer_timeout_ms") == 0);
+}
+
+TEST_CASE("config: cluster peers are validated") {
+  CHECK(error_of(R"({"cluster": {"peers": []}})").find("cluster.peers: expected a non-empty array") == 0);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "h", "port": 1}, {"id": 0, "host": "h", "port": 2}]}})") ==
+        "cluster.peers[1].id: duplicate id 0");
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "port": 1}, {"id": 1, "port": 1}]}})")
+            .find("duplicate endpoint 127.0.0.1:1") != std::string::npos);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "port": 1}, {"id": 2, "port": 2}]}})")
+            .find("id 1 is missing") != std::string::npos);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "port": 70000}]}})") ==
+        "cluster.peers[0].port: expected an integer in 1..65535, got 70000");
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "h"}]}})").find("cluster.peers[0].port: missing") == 0);
+  Config c = tether::parse_config(json::parse(
+      R"({"cluster": {"peers": [{"id": 1, "host": "b", "port": 2}, {"id": 0, "host": "a", "port": 1}]}})"));
+  CHECK(c.nodes() == 2);
+}
+
+TEST_CASE("config: --set overrides") {
+  json doc = json::parse(R"({"optimizer": {"lr": 0.05}, "cluster": {"peers": [{"id": 0, "port": 5}]}})");
+  tether::apply_override(doc, "optimizer.lr=0.1");
+  tether::apply_override(doc, "data.name=synthetic");
+  tether::apply_override(doc, "train.epochs=3");
+  tether::apply_override(doc, "cluster.peers.0.port=6000");
+  CHECK(doc["optimizer"]["lr"] == 0.1);
+  CHECK(doc["data"]["name"] == "synthetic");
+  CHECK(doc["train"]["epochs"] == 3);
+  CHECK(doc["cluster"]["peers"][0]["port"] == 6000);
+  CHECK_THROWS_WITH_AS(tether::apply_override(doc, "novalue"), "--set novalue: expected json.path=value", ConfigError);
+  CHECK_THROWS_AS(tether::apply_override(doc, "cluster.peers.3.port=1"), ConfigError);
+  CHECK_THROWS_AS(tether::apply_override(doc, "optimizer.lr.x=1"), ConfigError);
+  Config c = tether::parse_config(doc);
+  CHECK(c.optimizer.lr == doctest::Approx(0.1));
+}
+
+TEST_CASE("config: the hash covers what nodes must share and ignores the rest") {
+  json a = json::parse(R"({"optimizer": {"lr": 0.05}, "log": {"dir": "x"}})");
+  json b = json::parse(R"({"optimizer": {"lr": 0.05}, "log": {"dir": "y"}, "train": {"threads": 1}})");
+  json c = json::parse(R"({"optimizer": {"lr": 0.06}})");
+  CHECK(tether::config_hash(tether::parse_config(a)) == tether::config_hash(tether::parse_config(b)));
+  CHECK(tether::config_hash(tether::parse_config(a)) != tether::config_hash(tether::parse_config(c)));
+}
