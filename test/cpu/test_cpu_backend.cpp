@@ -324,6 +324,35 @@ TEST_CASE("cpu_backend: pool_forward (max, avg, global avg) against a float64 lo
   }
 }
 
+TEST_CASE("cpu_backend: max pooling ties go to the first element, NaN propagates") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int kernel : {2, 3}) {  // 2: the 2x2/stride-2 kernel, 3: the general loop
+    CAPTURE(kernel);
+    const PoolShape sh{1, 1, 2 * kernel, kernel, kernel, kernel, 0};  // two windows
+    std::vector<float> x(sh.in_count(), 1.0f);           // window 0: all tied
+    x[size_t(kernel * kernel + 1)] = nan;                // window 1: NaN second
+    x[size_t(kernel * kernel + 2)] = 5.0f;
+    on_devices(
+        [&](Backend& be) {
+          Arena a(be);
+          float* y = a.zeros<float>(2);
+          int32_t* arg = a.zeros<int32_t>(2);
+          float* dx = a.zeros<float>(x.size());
+          be.pool_forward(PoolKind::kMax, sh, a.put(x), y, arg);
+          be.pool_backward(PoolKind::kMax, sh, a.put(std::vector<float>{2.0f, 3.0f}), arg, dx);
+          return Outputs{a.get(y, 2), a.get(dx, x.size())};
+        },
+        [&](const Outputs& o) {
+          CHECK(o[0][0] == 1.0f);
+          CHECK(std::isnan(o[0][1]));
+          std::vector<float> want(x.size(), 0.0f);
+          want[0] = 2.0f;                              // first of the tied
+          want[size_t(kernel * kernel + 1)] = 3.0f;    // the NaN
+          CHECK(o[1] == want);
+        });
+  }
+}
+
 TEST_CASE("cpu_backend: batchnorm train and eval, running statistics") {
   const BatchNormShape shapes[] = {{4, 3, 5}, {7, 2, 1}, {2, 5, 9}, {64, 16, 49}};
   for (const BatchNormShape& sh : shapes) {
@@ -958,6 +987,24 @@ TEST_CASE("cpu_backend: bad arguments throw std::invalid_argument") {
   BackendOptions bad;
   bad.threads = -1;
   CHECK_THROWS_AS(make_cpu_backend(bad), std::invalid_argument);
+}
+
+TEST_CASE("cpu_backend: threads = 0 uses every core and computes the same values") {
+  const ConvShape sh{3, 4, 9, 9, 5, 3, 3, 1, 1};
+  const auto x = random_floats(sh.in_count(), 191);
+  const auto w = random_floats(sh.weight_count(), 192);
+  auto run = [&](Backend& be) {
+    Arena a(be);
+    float* y = a.zeros<float>(sh.out_count());
+    be.conv2d_forward(sh, a.put(x), a.put(w), nullptr, y);
+    return a.get(y, sh.out_count());
+  };
+  BackendOptions all;
+  all.threads = 0;
+  auto be = make_cpu_backend(all);
+  Vec scale;
+  const Vec want = conv_ref(sh, to_double(x), to_double(w), nullptr, &scale);
+  check_close(run(*be), want, scale, 1e-5, 1e-6, "conv2d y, threads = 0");
 }
 
 }  // namespace
