@@ -24,9 +24,9 @@ double now_s() {
 struct Trainer::Log {
   MetricsLog metrics;
   Progress progress;
-  Log(const Config& cfg, int node)
+  Log(const Config& cfg, int node)  // scripts/local-cluster.sh prefixes node ids
       : metrics(cfg.log.dir, node),
-        progress(cfg.log.progress, cfg.nodes() > 1 ? "[node " + std::to_string(node) + "] " : "") {}
+        progress(cfg.log.progress, "") {}
 };
 
 DatasetSpec dataset_spec(const Config& cfg) {
@@ -85,7 +85,7 @@ void Trainer::setup() {
   schedule_.kind = cfg_.optimizer.schedule;
   schedule_.base_lr = cfg_.optimizer.lr * (cfg_.optimizer.scale_lr ? cfg_.nodes() : 1);
   schedule_.warmup_steps = uint64_t(std::llround(cfg_.optimizer.warmup_epochs * double(spe)));
-  schedule_.total_steps = total_steps_;
+  schedule_.total_steps = spe * uint64_t(cfg_.train.epochs);   // max_steps stops early; it does not reshape the schedule
   schedule_.min_lr = cfg_.optimizer.min_lr;
   schedule_.step_every = uint64_t(std::llround(cfg_.optimizer.step_epochs * double(spe)));
   schedule_.gamma = cfg_.optimizer.gamma;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Starts every node of a config on this machine, one `tether train` each.
+#   scripts/local-cluster.sh CONFIG [extra tether args, e.g. --set train.epochs=2]
+# Each node's output is prefixed with "[node i]". Ctrl-C (SIGINT) or SIGTERM
+# is forwarded to every node (they finish in-flight rounds, write a
+# checkpoint and exit 0). Exits non-zero, naming them, if any node failed.
+# Uses build/tether (TETHER=... overrides).
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TETHER=${TETHER:-$ROOT/build/tether}
+[ $# -ge 1 ] || { echo "usage: $0 CONFIG [tether args...]" >&2; exit 2; }
+CONFIG=$1; shift
+[ -f "$CONFIG" ] || { echo "$0: $CONFIG: no such config" >&2; exit 2; }
+[ -x "$TETHER" ] || { echo "$0: $TETHER not built (run scripts/demo.sh or ninja -C build)" >&2; exit 2; }
+ids=$(python3 -c '
+import json, sys
+try:
+    peers = json.load(open(sys.argv[1])).get("cluster", {}).get("peers", [])
+except Exception as e:
+    sys.exit(f"{sys.argv[1]}: {e}")
+print(" ".join(str(p["id"]) for p in peers) if peers else "0")' "$CONFIG") || exit 2
+
+pids=()
+for id in $ids; do
+  # Process substitution keeps $! the node's own pid; sed prefixes each line.
+  "$TETHER" train "$CONFIG" --node "$id" "$@" > >(sed -u "s/^/[node $id] /") 2> >(sed -u "s/^/[node $id] /" >&2) &
+  pids+=($!)
+done
+forward() { echo "[local-cluster] forwarding SIG$1 to ${#pids[@]} node(s)" >&2; kill -s "$1" "${pids[@]}" 2>/dev/null; }
+trap 'forward INT' INT
+trap 'forward TERM' TERM
+
+failed=()
+i=0
+for id in $ids; do
+  pid=${pids[$i]}
+  while true; do
+    wait "$pid"; rc=$?
+    # wait returns >128 when interrupted by a trapped signal: wait again.
+    if [ $rc -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    break
+  done
+  [ $rc -eq 0 ] || failed+=("node $id (exit $rc)")
+  i=$((i + 1))
+done
+wait 2>/dev/null   # the output filters
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "[local-cluster] failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "[local-cluster] all nodes finished" >&2
