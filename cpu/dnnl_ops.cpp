@@ -223,6 +223,7 @@ DnnlConv::Backward& DnnlConv::backward_plan(const ConvShape& sh, bool want_dx, b
 
 void DnnlConv::forward(const ConvShape& sh, const float* x, const float* w,
                        const float* b, float* y) {
+  std::lock_guard<std::mutex> lock(mu_);
   ThreadScope threads(threads_);
   Forward& p = forward_plan(sh, b != nullptr);
   dnnl::stream& strm = eng_->strm;
@@ -242,6 +243,7 @@ void DnnlConv::forward(const ConvShape& sh, const float* x, const float* w,
 
 void DnnlConv::backward(const ConvShape& sh, const float* x, const float* w,
                         const float* dy, float* dx, float* dw, float* db) {
+  std::lock_guard<std::mutex> lock(mu_);
   ThreadScope threads(threads_);
   Backward& p = backward_plan(sh, dx != nullptr, db != nullptr);
   dnnl::stream& strm = eng_->strm;
@@ -270,6 +272,7 @@ void DnnlConv::backward(const ConvShape& sh, const float* x, const float* w,
 }
 
 std::string DnnlConv::impl_info(const ConvShape& sh) {
+  std::lock_guard<std::mutex> lock(mu_);
   ThreadScope threads(threads_);
   const Forward& f = forward_plan(sh, true);
   const Backward& b = backward_plan(sh, true, true);

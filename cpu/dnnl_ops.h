@@ -7,11 +7,14 @@
 // OpenMP: every entry point sets the calling thread's OpenMP team size to
 // `threads` for the duration of the call (ThreadScope), so the result depends
 // only on the inputs and the thread count (oneDNN's CPU primitives partition
-// work statically and reduce in a fixed order).
+// work statically and reduce in a fixed order). Calls from several threads are
+// serialised (the cached plans hold the bound buffers).
 #pragma once
 
 #include <map>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <tuple>
 
 #include "models/backend.h"
@@ -61,6 +64,7 @@ class DnnlConv {
   Backward& backward_plan(const ConvShape& sh, bool want_dx, bool bias);
 
   int threads_;
+  std::mutex mu_;  // guards the plans and their bound buffers
   struct Engine;
   std::unique_ptr<Engine> eng_;
   std::map<Key, std::unique_ptr<Forward>> fwd_;
