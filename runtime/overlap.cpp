@@ -64,6 +64,7 @@ class OverlapAveraging : public Averaging {
       snap_dir_ = cfg.log.dir + "/snapshots";
       std::filesystem::create_directories(snap_dir_);
     }
+    bound_ = cfg.monitor.bound;   // 0 (auto) until the first merge reports round deltas
     start_ = last_metrics_ = now_s();
   }
 
@@ -124,7 +125,7 @@ class OverlapAveraging : public Averaging {
             {"max_pair_dist", max_pair_dist_},
             {"max_pair_dist_run", max_pair_dist_run_},
             {"bound", bound_},
-            {"throttled", throttled_},
+            {"throttled", throttled_now_},
             {"throttle_count", throttle_count_},
             {"max_delta_norm", max_delta_all_},
             {"bytes_sent", bytes_sent_},
@@ -145,16 +146,33 @@ class OverlapAveraging : public Averaging {
 
   void close_round() {
     close_round_submit();
-    // Staleness bound: at most s rounds may stay in flight while computing.
-    while (in_flight_.size() > size_t(staleness_)) wait_one(cfg_.net.peer_timeout_ms);
-    // Monitor: a node too far from a peer waits for the next merge.
-    if (throttled_ && !in_flight_.empty()) {
-      ++throttle_count_;
-      std::fprintf(stderr, "[node %d] throttled at round %llu: distance %.4g to node %d exceeds bound %.4g\n", node_,
-                   static_cast<unsigned long long>(next_round_), last_self_dist_, last_self_peer_, bound_);
-      size_t target = in_flight_.size() - 1;
-      while (in_flight_.size() > target) wait_one(cfg_.net.peer_timeout_ms);
+    // Staleness bound: at most s rounds stay in flight while computing.
+    // The monitor may lower that to k < s (throttle): with k rounds in
+    // flight two nodes closing the same round differ by at most k+1 rounds'
+    // differences, so 2(k+1)·D_max must stay within the bound; and a node
+    // whose estimated distance to a peer already exceeds the bound waits
+    // for every merge (k = 0) before stepping again.
+    size_t allowed = size_t(staleness_);
+    if (cfg_.monitor.bound > 0) {
+      double d = std::max(max_delta_all_, max_delta_local_);
+      while (allowed > 0 && staleness_bound(int(allowed), d) > cfg_.monitor.bound) --allowed;
     }
+    if (throttled_) allowed = 0;
+    if (allowed < size_t(staleness_) && in_flight_.size() > allowed) {
+      ++throttle_count_;
+      throttled_now_ = true;
+      if (throttle_count_ == 1 || throttle_count_ % 100 == 0) {
+        std::fprintf(stderr,
+                     "[node %d] throttled at round %llu (%llu times so far): %zu round(s) in flight allowed, "
+                     "estimated distance %.4g to node %d, bound %.4g, largest round delta %.4g\n",
+                     node_, static_cast<unsigned long long>(next_round_ - 1),
+                     static_cast<unsigned long long>(throttle_count_), allowed, last_self_dist_, last_self_peer_,
+                     bound_, std::max(max_delta_all_, max_delta_local_));
+      }
+    } else {
+      throttled_now_ = false;
+    }
+    while (in_flight_.size() > allowed) wait_one(cfg_.net.peer_timeout_ms);
   }
 
   void close_round_submit() {
@@ -257,7 +275,7 @@ class OverlapAveraging : public Averaging {
   double disp_norm_ = 0, max_pair_dist_ = 0, max_pair_dist_run_ = 0, bound_ = 0;
   double max_delta_local_ = 0, max_delta_all_ = 0, last_self_dist_ = 0;
   int last_self_peer_ = -1;
-  bool throttled_ = false, finished_ = false;
+  bool throttled_ = false, throttled_now_ = false, finished_ = false;
   uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0;
 };
 

@@ -237,6 +237,7 @@ TrainResult Trainer::run() {
   int epoch = start_epoch_;
   size_t sie = start_step_in_epoch_;
   bool stopped = false;
+  try {
   for (; epoch < cfg_.train.epochs && step_ < total_steps_ && !stopped; ++epoch, sie = 0) {
     for (; sie < spe && step_ < total_steps_; ++sie) {
       if (opts_.stop != nullptr && opts_.stop->load()) {
@@ -271,6 +272,20 @@ TrainResult Trainer::run() {
   log_interval(std::min(epoch, cfg_.train.epochs - 1), sie, true);
   log_->progress.finish();
   if (avg_) avg_->finish();   // drain rounds; ring: every node ends with x̄
+  } catch (const std::exception& e) {
+    // A lost peer or a failed merge: keep this node's work, say why, fail.
+    log_->progress.finish();
+    std::string saved;
+    try {
+      save(checkpoint_path(), epoch, sie);
+      saved = checkpoint_path();
+    } catch (const std::exception& ce) {
+      saved = std::string("none (") + ce.what() + ")";
+    }
+    log_->metrics.write({{"event", "failed"}, {"step", step_}, {"error", e.what()}, {"checkpoint", saved}});
+    log_->progress.line("failed at step " + std::to_string(step_) + ": " + e.what() + "; checkpoint " + saved);
+    throw;
+  }
   int save_epoch = epoch;
   size_t save_sie = sie;
   if (stopped || (opts_.stop != nullptr && opts_.stop->load())) {
