@@ -3,7 +3,8 @@
 //
 // Streams and ordering
 //   compute_  every Backend operation, in issue order.
-//   copy_     upload/download through two pinned staging slots. Before a
+//   copy_     upload/download through four 4 MiB pinned staging slots used
+//             round-robin (chunks of a large transfer pipelined). Before a
 //             transfer the copy stream waits on an event recorded on compute_
 //             (so it sees every write issued before it and does not overwrite
 //             memory still being read); after an upload compute_ waits on an
@@ -41,7 +42,7 @@ namespace tether {
 namespace {
 
 constexpr size_t kStageBytes = size_t(4) << 20;  // one pinned staging slot
-constexpr int kStageSlots = 2;                   // double buffering
+constexpr int kStageSlots = 4;  // used round-robin: small uploads in a row do not wait
 constexpr int kMinComputeMajor = 8;              // sm_80 SASS / compute_90 PTX
 constexpr size_t kActivationChunk = size_t(1) << 30;  // cuDNN descriptor dims are int
 
@@ -166,8 +167,9 @@ class CudaBackend final : public Backend {
     copy_after_compute();
     auto* d = static_cast<char*>(dst);
     const auto* h = static_cast<const char*>(host_src);
-    for (size_t off = 0, i = 0; off < bytes; off += kStageBytes, ++i) {
-      int slot = int(i % kStageSlots);
+    for (size_t off = 0; off < bytes; off += kStageBytes) {
+      int slot = next_slot_;
+      next_slot_ = (next_slot_ + 1) % kStageSlots;
       size_t len = std::min(kStageBytes, bytes - off);
       // The slot's previous DMA must be done before we refill it.
       TETHER_CUDA_CHECK(cudaEventSynchronize(stage_done_[slot]));
@@ -186,11 +188,14 @@ class CudaBackend final : public Backend {
     copy_after_compute();
     const auto* d = static_cast<const char*>(src);
     auto* h = static_cast<char*>(host_dst);
-    // Pipelined: the DMA of chunk i overlaps the host copy of chunk i-1.
+    // Pipelined: the DMA of chunk i overlaps the host copy of chunk i-1. A
+    // slot's earlier upload DMA precedes ours on the same stream.
     size_t chunks = (bytes + kStageBytes - 1) / kStageBytes;
+    const int first = next_slot_;
+    next_slot_ = int((size_t(first) + chunks) % kStageSlots);
     for (size_t i = 0; i <= chunks; ++i) {
       if (i < chunks) {
-        int slot = int(i % kStageSlots);
+        int slot = int((size_t(first) + i) % kStageSlots);
         size_t off = i * kStageBytes;
         size_t len = std::min(kStageBytes, bytes - off);
         TETHER_CUDA_CHECK(
@@ -199,7 +204,7 @@ class CudaBackend final : public Backend {
       }
       if (i > 0) {
         size_t j = i - 1;
-        int slot = int(j % kStageSlots);
+        int slot = int((size_t(first) + j) % kStageSlots);
         size_t off = j * kStageBytes;
         size_t len = std::min(kStageBytes, bytes - off);
         TETHER_CUDA_CHECK(cudaEventSynchronize(stage_done_[slot]));
@@ -795,6 +800,7 @@ class CudaBackend final : public Backend {
   cudaEvent_t copy_done_ = nullptr;     // recorded on copy_, waited on by compute_
   std::array<void*, kStageSlots> stage_{};           // pinned staging slots
   std::array<cudaEvent_t, kStageSlots> stage_done_{};  // last DMA of each slot
+  int next_slot_ = 0;                                  // round-robin over the slots
   void* small_host_ = nullptr;  // pinned: [0, 16) read_back, [32, 40) the bad-label flag
   int* bad_label_ = nullptr;    // device {row + 1, label} of a label softmax_xent rejected
   bool label_check_pending_ = false;

@@ -61,6 +61,11 @@ inline void check_cublas(cublasStatus_t s, const char* call, const char* file, i
 
 // For destructors and other places that must not throw.
 inline void warn_cuda(cudaError_t e, const char* call, const char* file, int line) {
+  // At process exit the runtime may be torn down before a static backend.
+  if (e == cudaErrorCudartUnloading) {
+    (void)cudaGetLastError();
+    return;
+  }
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     std::fprintf(stderr, "tether: %s:%d: %s failed: %s\n", file, line, call,
