@@ -103,7 +103,7 @@ void Communicator::start(float* params, size_t count) {
     if (started_) return;
     error = error_;
   }
-  linger_ms_ = 0;
+  linger_ms_ = 500;  // our hello may still reach a peer we refused: it refuses us too
   io_.stop();
   io_thread_.join();
   stopped_ = true;
@@ -261,7 +261,11 @@ void Communicator::io_main() {
   heartbeat_timer_.reset();
   connect_timer_.reset();
   try {
-    if (transport_) transport_->close(linger_ms_.load());
+    std::vector<int> finished;  // said bye or lost: nothing left to flush to them
+    for (int p = 0; p < nodes_ && static_cast<size_t>(p) < peers_.size(); ++p) {
+      if (peers_[static_cast<size_t>(p)].bye || peers_[static_cast<size_t>(p)].lost) finished.push_back(p);
+    }
+    if (transport_) transport_->close(linger_ms_.load(), finished);
   } catch (...) {
     fail(std::current_exception());
   }
@@ -327,12 +331,12 @@ void Communicator::heartbeat_tick() {
   const Clock::time_point now = Clock::now();
   for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
     PeerState& ps = peers_[static_cast<size_t>(p)];
-    if (p == opts_.self || ps.bye || ps.lost) continue;
-    Header h;
+    if (p == opts_.self || ps.lost) continue;
+    Header h;  // also to peers that said bye: they may be draining, waiting for ours
     h.kind = Kind::kHeartbeat;
     h.round = done_;
     transport_->send(p, h, zmq::message_t(), nullptr);
-    if (!ps.hello) continue;  // start-up: the connect deadline applies instead
+    if (!ps.hello || ps.bye) continue;  // start-up: the connect deadline applies instead
     const double silent = ms_between(ps.last_seen, now);
     if (silent > opts_.peer_timeout_ms) {
       ps.lost = true;

@@ -1,5 +1,7 @@
 #include "net/transport.h"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 
 #include "net/net_check.h"
@@ -178,7 +180,7 @@ void Transport::arm_flush(Clock::time_point at) {
   });
 }
 
-void Transport::close(int linger_ms) {
+void Transport::close(int linger_ms, const std::vector<int>& finished) {
   if (closed_) return;
   closed_ = true;
   flush_timer_.cancel();
@@ -188,11 +190,12 @@ void Transport::close(int linger_ms) {
     router_fd_.reset();
   }
   queue_.clear();  // held-back messages are released (zero-copy callbacks run)
-  for (auto& d : dealers_) {
-    if (d) {
-      d->set(zmq::sockopt::linger, std::max(0, linger_ms));
-      d->close();
-    }
+  for (size_t id = 0; id < dealers_.size(); ++id) {  // id over the peers' sockets
+    auto& d = dealers_[id];
+    if (!d) continue;
+    const bool done = std::find(finished.begin(), finished.end(), static_cast<int>(id)) != finished.end();
+    d->set(zmq::sockopt::linger, done ? 0 : std::max(0, linger_ms));
+    d->close();
   }
   if (router_) router_->close();
   ctx_.close();

@@ -60,9 +60,10 @@ class Transport final : public Outbox {
   void drain();
   // Messages held back by the link emulation or a full socket.
   size_t queued() const { return queue_.size(); }
-  // Closes every socket (linger_ms bounds the flush of what ZeroMQ still holds)
-  // and terminates the ZeroMQ context; pending messages are released.
-  void close(int linger_ms);
+  // Closes every socket (linger_ms bounds the flush of what ZeroMQ still holds;
+  // peers in `finished` get none: they said bye and need nothing more) and
+  // terminates the ZeroMQ context; pending messages are released.
+  void close(int linger_ms, const std::vector<int>& finished = {});
 
   static std::string identity(int id) { return "n" + std::to_string(id); }
 

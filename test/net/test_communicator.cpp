@@ -1,2 +1,396 @@
+// Communicator: hostile frames against a live node, a SIGKILLed peer, peers
+// that never come up, refused configurations, graceful stop, link emulation.
 #include <doctest/doctest.h>
-TEST_CASE("placeholder comm") {}
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <thread>
+
+#include "net/transport.h"
+#include "test/net/net_test_util.h"
+
+using namespace tether::net;
+using namespace tether::net::testing;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+float input(int node, uint64_t round, size_t j) {
+  return static_cast<float>(node * 100 + static_cast<int>(j % 101) + 3 * static_cast<int>(round));
+}
+float expected_mean(int nodes, uint64_t round, size_t j) {
+  double sum = 0;
+  for (int i = 0; i < nodes; ++i) sum += input(i, round, j);
+  return static_cast<float>(sum) / static_cast<float>(nodes);
+}
+
+CommOptions options(int self, const std::vector<int>& ports) {
+  CommOptions o;
+  o.self = self;
+  o.peers = loopback_peers(ports);
+  o.window = 3;
+  o.connect_timeout_ms = 10000;
+  o.heartbeat_ms = 50;
+  o.peer_timeout_ms = 1000;
+  o.config_hash = 42;
+  return o;
+}
+
+// Waits (bounded) for the next round; throws on time-out.
+RoundResult next_round(Communicator& c, int timeout_ms = 10000) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {  // bounded by the deadline
+    if (auto r = c.wait(100)) return std::move(*r);
+  }
+  throw std::runtime_error("no round within the deadline");
+}
+
+size_t count_wrong(const RoundResult& r, int nodes, size_t count) {
+  size_t wrong = r.mixed.size() != count;
+  for (size_t j = 0; j < r.mixed.size() && j < count; ++j) wrong += r.mixed[j] != expected_mean(nodes, r.round, j);
+  return wrong;
+}
+
+// Waits until flag is set, at most timeout_ms.
+bool wait_flag(const std::atomic<bool>& flag, int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!flag.load() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return flag.load();
+}
+
+struct Frame {
+  std::vector<unsigned char> header;
+  std::vector<float> payload;
+  size_t payload_bytes;  // may differ from payload.size() * 4 (truncation)
+};
+
+}  // namespace
+
+TEST_SUITE("communicator") {
+
+TEST_CASE("hostile frames to a live node mid-run: each refused and counted, rounds still exact") {
+  const std::vector<int> ports = free_ports(2);
+  const size_t count = 1000;
+  const int rounds = 8;
+  std::atomic<bool> paused0{false}, paused1{false}, go{false};
+  std::atomic<Communicator*> live0{nullptr};  // node 0, for stats() from this thread
+  std::vector<size_t> wrong(2, 0);
+  std::vector<std::string> errors(2);
+  std::vector<CommStats> stats(2);
+  auto node = [&](int self) {
+    try {
+      CommOptions o = options(self, ports);
+      o.chunk_bytes = 400;  // 100 floats: 5 chunks per segment
+      Communicator c(o);
+      std::vector<float> params(count, 0.0f);
+      c.start(params.data(), count);
+      auto submit = [&](uint64_t r) {
+        std::vector<float> x(count);
+        for (size_t j = 0; j < count; ++j) x[j] = input(self, r, j);
+        c.submit(r, std::move(x), {static_cast<float>(self)});
+      };
+      for (uint64_t r = 0; r < 3; ++r) {
+        submit(r);
+        wrong[static_cast<size_t>(self)] += count_wrong(next_round(c), 2, count);
+      }
+      if (self == 1) submit(3);  // node 0 buffers its frames of round 3 meanwhile
+      if (self == 0) live0 = &c;
+      (self == 0 ? paused0 : paused1) = true;
+      if (!wait_flag(go, 20000)) throw std::runtime_error("never resumed");
+      for (uint64_t r = 3; r < rounds; ++r) {
+        if (self == 0 || r > 3) submit(r);
+        RoundResult res = next_round(c);
+        wrong[static_cast<size_t>(self)] += res.round != r;
+        wrong[static_cast<size_t>(self)] += count_wrong(res, 2, count);
+      }
+      stats[static_cast<size_t>(self)] = c.stats();
+      if (self == 0) live0 = nullptr;
+      c.stop(3000);
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(self)] = e.what();
+    }
+  };
+  std::thread t0(node, 0), t1(node, 1);
+  REQUIRE(wait_flag(paused0, 20000));
+  REQUIRE(wait_flag(paused1, 20000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+
+  // A valid ring frame for node 0, round 3 (in its window), from node 1 (its
+  // predecessor): step 0 carries segment 1 = [500, 1000), 100 floats a chunk.
+  auto make = [&](auto&& edit) {
+    Header h;
+    h.kind = Kind::kRing;
+    h.sender = 1;
+    h.round = 3;
+    h.step = 0;
+    h.chunk = 1;
+    h.offset = 600;
+    h.count = 100;
+    Frame f;
+    f.payload.assign(100, 1.0f);
+    edit(h, f);
+    f.payload_bytes = f.payload.size() * 4;
+    h.payload_bytes = h.count * 4;
+    if (h.payload_hash == 0) h.payload_hash = hash64(f.payload.data(), f.payload_bytes);
+    f.header.resize(kHeaderBytes);
+    encode_header(h, f.header.data());
+    return f;
+  };
+  std::vector<std::pair<std::string, Frame>> frames;
+  frames.push_back({"bad_magic", make([](Header& h, Frame&) { h.magic = 0x0badf00d; })});
+  frames.push_back({"bad_version", make([](Header& h, Frame&) { h.version = 99; })});
+  Frame flipped = make([](Header&, Frame&) {});
+  flipped.header[20] ^= 0x40;
+  frames.push_back({"header_checksum", flipped});
+  Frame truncated = make([](Header&, Frame&) {});
+  truncated.header.resize(50);
+  frames.push_back({"header_size", truncated});
+  frames.push_back({"bad_kind", make([](Header& h, Frame&) { h.kind = static_cast<Kind>(42); })});
+  Frame oversized = make([](Header&, Frame&) {});
+  {
+    Header h;
+    REQUIRE(decode_header(oversized.header.data(), kHeaderBytes, &h) == Reject::kNone);
+    h.count = uint64_t{1} << 29;
+    h.payload_bytes = uint64_t{1} << 31;
+    encode_header(h, oversized.header.data());
+  }
+  frames.push_back({"oversized", oversized});
+  frames.push_back({"length_mismatch", make([](Header&, Frame& f) { f.payload.resize(99); })});
+  frames.push_back({"unknown_sender", make([](Header& h, Frame&) { h.sender = 99; })});
+  frames.push_back({"unknown_sender", make([](Header& h, Frame&) { h.sender = 0; })});  // itself
+  frames.push_back({"round_outside_window", make([](Header& h, Frame&) { h.round = 1000; })});
+  frames.push_back({"round_outside_window", make([](Header& h, Frame&) { h.round = 1; })});  // done
+  frames.push_back({"range_mismatch", make([](Header& h, Frame&) { h.offset = 601; })});
+  frames.push_back({"bad_checksum", make([](Header& h, Frame&) { h.payload_hash = 12345; })});
+  frames.push_back({"non_finite", make([](Header&, Frame& f) { f.payload[7] = std::numeric_limits<float>::quiet_NaN(); })});
+  frames.push_back({"unexpected", make([](Header& h, Frame&) { h.kind = Kind::kParams; h.chunk = 0; h.offset = 0; })});
+  frames.push_back({"identity_mismatch", make([](Header&, Frame&) {})});  // valid, but forged
+
+  zmq::context_t ctx(1);
+  zmq::socket_t evil(ctx, zmq::socket_type::dealer);
+  evil.set(zmq::sockopt::routing_id, "evil");
+  evil.set(zmq::sockopt::linger, 0);
+  evil.connect("tcp://127.0.0.1:" + std::to_string(ports[0]));
+  std::map<std::string, uint64_t> expected;
+  for (auto& [reason, f] : frames) {
+    evil.send(zmq::buffer(f.header), zmq::send_flags::sndmore);
+    evil.send(zmq::buffer(f.payload.data(), f.payload.size() * 4));
+    ++expected[reason];
+  }
+  // wrong frame counts: a header alone, and four frames
+  Frame valid = make([](Header&, Frame&) {});
+  evil.send(zmq::buffer(valid.header));
+  evil.send(zmq::buffer(valid.header), zmq::send_flags::sndmore);
+  evil.send(zmq::buffer(valid.payload.data(), 400), zmq::send_flags::sndmore);
+  evil.send(zmq::buffer(valid.payload.data(), 400));
+  expected["frame_count"] += 2;
+  uint64_t total = 0;
+  for (auto& [k, v] : expected) total += v;
+
+  // node 0 is paused mid-run (round 3 half in flight) and stays alive until
+  // `go`: read its stats from this thread (a thread-safe snapshot)
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  CommStats live;
+  while (Clock::now() < deadline) {  // bounded by the deadline
+    live = live0.load()->stats();
+    if (live.msgs_rejected >= total) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(live.msgs_rejected == total);
+  CHECK(live.rejected_by_reason == expected);
+  go = true;
+  t0.join();
+  t1.join();
+  evil.close();
+  ctx.close();
+  CHECK(errors[0] == "");
+  CHECK(errors[1] == "");
+  CHECK(wrong[0] == 0);
+  CHECK(wrong[1] == 0);
+  CHECK(stats[0].msgs_rejected == total);
+  CHECK(stats[0].rejected_by_reason == expected);
+  CHECK(stats[1].msgs_rejected == 0);
+  CHECK(stats[0].bytes_recv > count * 4);
+  CHECK(stats[1].bytes_sent > count * 4);
+}
+
+TEST_CASE("a SIGKILLed peer surfaces as PeerLost naming it, within peer_timeout_ms") {
+  const int nodes = 3, timeout_ms = 1000;
+  const std::vector<int> ports = free_ports(nodes);
+  const auto res = run_children(nodes, [&](int self) -> std::string {
+    CommOptions o = options(self, ports);
+    o.peer_timeout_ms = timeout_ms;
+    Communicator c(o);
+    std::vector<float> params(16, 0.0f);
+    c.start(params.data(), 16);
+    auto last = Clock::now();
+    for (uint64_t r = 0; r < 100; ++r) {  // bounded: node 2 dies after round 2
+      c.submit(r, std::vector<float>(16, 1.0f), {});
+      try {
+        RoundResult res = next_round(c, 3 * timeout_ms + 5000);
+        last = Clock::now();
+        if (self == 2 && res.round == 2) ::raise(SIGKILL);
+      } catch (const PeerLost& e) {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last).count();
+        return "lost " + std::to_string(e.peer) + " " + std::to_string(ms) + " " + e.what();
+      }
+    }
+    return "no failure seen";
+  }, 60000);
+  CHECK_FALSE(res[2].ok);  // killed
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(res[static_cast<size_t>(i)].out);
+    REQUIRE(res[static_cast<size_t>(i)].ok);
+    std::istringstream in(res[static_cast<size_t>(i)].out);
+    std::string word;
+    int peer = -1;
+    long long ms = -1;
+    in >> word >> peer >> ms;
+    CHECK(word == "lost");
+    CHECK(peer == 2);
+    CHECK(ms < timeout_ms + 1500);  // detected within the time-out plus slack
+    CHECK(res[static_cast<size_t>(i)].out.find("peer 2 (127.0.0.1:" + std::to_string(ports[2]) + ") silent for") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("start-up: peers that never come up are named after connect_timeout_ms") {
+  const std::vector<int> ports = free_ports(3);
+  CommOptions o = options(0, ports);
+  o.connect_timeout_ms = 500;
+  Communicator c(o);
+  std::vector<float> params(10, 1.0f);
+  const auto t0 = Clock::now();
+  bool thrown = false;
+  try {
+    c.start(params.data(), params.size());
+  } catch (const StartFailed& e) {
+    thrown = true;
+    const std::string what = e.what();
+    CAPTURE(what);
+    CHECK(e.peers == std::vector<int>{1, 2});
+    CHECK(what.find("no hello from peer 1 (127.0.0.1:" + std::to_string(ports[1]) + ")") != std::string::npos);
+    CHECK(what.find("peer 2 (127.0.0.1:" + std::to_string(ports[2]) + ")") != std::string::npos);
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  CHECK(thrown);
+  CHECK(ms >= 450);
+  CHECK(ms < 3000);
+}
+
+TEST_CASE("start-up: a peer with another config hash is refused, clearly") {
+  const std::vector<int> ports = free_ports(2);
+  std::vector<std::string> what(2);
+  auto node = [&](int self) {
+    CommOptions o = options(self, ports);
+    o.connect_timeout_ms = 5000;
+    o.config_hash = self == 0 ? 0x1111 : 0x2222;
+    Communicator c(o);
+    std::vector<float> params(4, 0.0f);
+    try {
+      c.start(params.data(), params.size());
+      what[static_cast<size_t>(self)] = "started";
+    } catch (const StartFailed& e) {
+      what[static_cast<size_t>(self)] = e.what();
+    }
+  };
+  const auto t0 = Clock::now();
+  std::thread a(node, 0), b(node, 1);
+  a.join();
+  b.join();
+  CHECK(Clock::now() - t0 < std::chrono::seconds(4));  // refused at once, not timed out
+  CAPTURE(what[0]);
+  CAPTURE(what[1]);
+  CHECK(what[0].find("refuses peer 1") != std::string::npos);
+  CHECK(what[0].find("config hash 0x0000000000002222 differs from ours 0x0000000000001111") != std::string::npos);
+  CHECK(what[1].find("refuses peer 0") != std::string::npos);
+}
+
+TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait out its deadline") {
+  const std::vector<int> ports = free_ports(2);
+  std::vector<std::string> errors(2);
+  std::vector<long long> stop_ms(2, -1);
+  auto node = [&](int self) {
+    try {
+      Communicator c(options(self, ports));
+      std::vector<float> params(8, 0.0f);
+      c.start(params.data(), 8);
+      for (uint64_t r = 0; r < 3; ++r) {
+        c.submit(r, std::vector<float>(8, static_cast<float>(self)), {});
+        RoundResult res = next_round(c);
+        if (res.mixed != std::vector<float>(8, 0.5f)) throw std::runtime_error("wrong mean");
+      }
+      if (self == 1) {  // outlive node 0 by more than the peer time-out
+        const auto until = Clock::now() + std::chrono::milliseconds(1500);
+        while (Clock::now() < until) {
+          if (c.wait(50)) throw std::runtime_error("unexpected round");
+        }
+      }
+      const auto t0 = Clock::now();
+      c.stop(5000);
+      stop_ms[static_cast<size_t>(self)] =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+      if (!c.lost_peers().empty()) throw std::runtime_error("a peer was declared lost");
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(self)] = e.what();
+    }
+  };
+  std::thread a(node, 0), b(node, 1);
+  a.join();
+  b.join();
+  CHECK(errors[0] == "");
+  CHECK(errors[1] == "");
+  CHECK(stop_ms[1] >= 0);
+  CHECK(stop_ms[1] < 1000);  // node 0's bye was already there
+  CHECK(stop_ms[0] < 4000);  // waited for node 1's bye, not the whole drain time
+}
+
+TEST_CASE("link emulation: injected delay and rate slow rounds down, results unchanged") {
+  for (int mode = 0; mode < 2; ++mode) {
+    CAPTURE(mode);
+    const std::vector<int> ports = free_ports(2);
+    const size_t count = mode == 0 ? 64 : 25000;  // rate: 50 KB per node and step
+    std::vector<size_t> wrong(2, 0);
+    std::vector<std::string> errors(2);
+    std::vector<double> round_ms(2, 0);
+    auto node = [&](int self) {
+      try {
+        CommOptions o = options(self, ports);
+        if (mode == 0) o.inject_delay_ms = 30;
+        if (mode == 1) o.inject_rate_mbps = 8;  // 1 MB/s
+        o.peer_timeout_ms = 3000;
+        Communicator c(o);
+        std::vector<float> params(count, 0.0f);
+        c.start(params.data(), count);
+        const auto t0 = Clock::now();
+        for (uint64_t r = 0; r < 3; ++r) {
+          std::vector<float> x(count);
+          for (size_t j = 0; j < count; ++j) x[j] = input(self, r, j);
+          c.submit(r, std::move(x), {1.0f});
+          RoundResult res = next_round(c);
+          wrong[static_cast<size_t>(self)] += count_wrong(res, 2, count);
+        }
+        round_ms[static_cast<size_t>(self)] =
+            std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / 3;
+        c.stop(3000);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(self)] = e.what();
+      }
+    };
+    std::thread a(node, 0), b(node, 1);
+    a.join();
+    b.join();
+    for (int i = 0; i < 2; ++i) {
+      CHECK(errors[static_cast<size_t>(i)] == "");
+      CHECK(wrong[static_cast<size_t>(i)] == 0);
+      // delay: two hops (reduce-scatter, all-gather) of 30 ms each;
+      // rate: 2 x 50 KB through a 1 MB/s link
+      CHECK(round_ms[static_cast<size_t>(i)] >= (mode == 0 ? 58.0 : 95.0));
+      CHECK(round_ms[static_cast<size_t>(i)] < 1000.0);
+    }
+  }
+}
+
+}  // TEST_SUITE

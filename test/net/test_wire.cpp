@@ -35,6 +35,8 @@ std::vector<unsigned char> encoded(const Header& h) {
 
 }  // namespace
 
+TEST_SUITE("wire") {
+
 TEST_CASE("hash64 matches XXH64 reference values") {
   CHECK(hash64("", 0) == 0xEF46DB3751D8E999ull);
   CHECK(hash64("a", 1) == 0xD24EC4F1A98C6E5Bull);
@@ -186,3 +188,5 @@ TEST_CASE("payload checks: length, hash, finite values") {
   CHECK(reject_name(Reject::kNonFinite) == "non_finite");
   CHECK(reject_name(Reject::kRoundOutsideWindow) == "round_outside_window");
 }
+
+}  // TEST_SUITE
