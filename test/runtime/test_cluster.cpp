@@ -1,0 +1,714 @@
+// Multi-process tests of a tether cluster on 127.0.0.1: every node is a real
+// `tether train CONFIG --node i` process (build/tether), ports chosen by the
+// OS. What is checked against what:
+//   - sync (s = 0, H = 1) on 4 nodes against one node with 4x the batch on the
+//     same samples (plain SGD): parameters from the checkpoints, 1e-5 relative;
+//   - every completed ring run: all nodes end with the same params_hash;
+//   - the staleness bound 2(s+1)·D_max against exact distances computed from
+//     the snapshot files (double accumulation), N = 2 and N = 8;
+//   - idle fraction with a merge of about 80% of a step: overlap (s = 2)
+//     against sync;
+//   - a configured bound throttles and holds (exact distances);
+//   - SIGKILL of a peer, peers that never start, SIGINT to every node: exit
+//     codes, messages and files within deadlines.
+// Every wait has a deadline; a node still running past it is killed and the
+// test fails. The machine may have 2 busy cores: the timing tests saturate or
+// measure the step time under the same load before they set delays.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/checkpoint.h"
+#include "test/runtime/process_util.h"
+
+using nlohmann::json;
+using tether::testing::TempDir;
+using tether::testing::tether_bin;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<json> records(const std::string& log_dir, int node) {
+  std::vector<json> out;
+  std::ifstream in(log_dir + "/node-" + std::to_string(node) + ".jsonl");
+  std::string line;
+  for (int n = 0; n < 1000000 && std::getline(in, line); ++n) {   // bounded: a metrics file is small
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// The last record with "event" == `event` (empty json when none).
+json last_event(const std::string& log_dir, int node, const std::string& event) {
+  json last;
+  for (auto& r : records(log_dir, node)) {
+    if (r.value("event", "") == event) last = r;
+  }
+  return last;
+}
+
+size_t line_count(const std::string& path) {
+  std::string s = read_file(path);
+  return size_t(std::count(s.begin(), s.end(), '\n'));
+}
+
+// `count` distinct free TCP ports on 127.0.0.1 (bound together to port 0,
+// then released). Another process may take one before the node binds: the
+// cluster runner retries on "cannot bind".
+std::vector<int> free_ports(int count) {
+  std::vector<int> fds, ports;
+  for (int i = 0; i < count; ++i) {   // i < count: one socket per port
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    fds.push_back(fd);
+    ports.push_back(ntohs(a.sin_port));
+  }
+  for (int fd : fds) ::close(fd);
+  return ports;
+}
+
+// One child process running the tether binary, output (stdout + stderr) to a
+// file. The destructor kills it if it is still running (a failed REQUIRE
+// must not leave nodes behind).
+class Proc {
+ public:
+  Proc(const std::vector<std::string>& args, const std::string& out_path) : out_path_(out_path) {
+    std::vector<std::string> full = {tether_bin()};
+    full.insert(full.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : full) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::string bin = tether_bin();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::close(fd);
+      }
+      ::execv(bin.c_str(), argv.data());
+      ::_exit(127);
+    }
+  }
+  ~Proc() {
+    if (pid_ > 0 && !done_) {
+      ::kill(pid_, SIGKILL);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+    }
+  }
+  Proc(const Proc&) = delete;
+  Proc& operator=(const Proc&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool done() const { return done_; }
+  int exit_code() const { return code_; }
+  double exit_time_s() const { return exit_s_; }   // seconds since `since` passed to poll
+  std::string output() const { return read_file(out_path_); }
+
+  // Non-blocking: reaps the child if it has exited.
+  bool poll(Clock::time_point since) {
+    if (done_ || pid_ <= 0) return done_;
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      done_ = true;
+      code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      exit_s_ = seconds_since(since);
+    }
+    return done_;
+  }
+  void kill_now(int sig) {
+    if (pid_ > 0 && !done_) ::kill(pid_, sig);
+  }
+  // SIGKILL and reap (for a node that overran its deadline or is killed on purpose).
+  void kill_and_reap(Clock::time_point since) {
+    if (pid_ <= 0 || done_) return;
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    done_ = true;
+    code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    exit_s_ = seconds_since(since);
+  }
+
+ private:
+  std::string out_path_;
+  pid_t pid_ = -1;
+  bool done_ = false;
+  int code_ = -1;
+  double exit_s_ = -1;
+};
+
+// Waits (polling, bounded by `deadline`) until every process has exited;
+// kills the ones still running at the deadline. Returns false on a timeout.
+bool wait_all(std::vector<std::unique_ptr<Proc>>& procs, Clock::time_point since, Clock::time_point deadline) {
+  for (int i = 0; i < 1000000; ++i) {   // bounded by the deadline (20 ms sleeps)
+    bool all = true;
+    for (auto& p : procs) all = p->poll(since) && all;
+    if (all) return true;
+    if (Clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto& p : procs) p->kill_and_reap(since);
+  return false;
+}
+
+// A cluster config: `base` plus cluster.peers on 127.0.0.1 with `ports`.
+json with_peers(json base, const std::vector<int>& ports) {
+  json peers = json::array();
+  for (size_t i = 0; i < ports.size(); ++i) peers.push_back({{"id", int(i)}, {"host", "127.0.0.1"}, {"port", ports[i]}});
+  base["cluster"] = {{"peers", peers}};
+  return base;
+}
+
+struct ClusterRun {
+  std::string log_dir;
+  std::vector<int> codes;
+  std::vector<std::string> outputs;
+  double wall_s = 0;
+  bool timed_out = false;
+};
+
+// Runs a whole cluster of `n` nodes to completion (deadline `timeout_s`).
+// Retries (up to 3 attempts) only when a node could not bind its port.
+ClusterRun run_cluster(const TempDir& dir, const std::string& tag, json base, int n, int timeout_s) {
+  ClusterRun r;
+  r.log_dir = dir.file(tag);
+  base["log"]["dir"] = r.log_dir;
+  base["log"]["progress"] = false;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::error_code ec;
+    std::filesystem::remove_all(r.log_dir, ec);
+    std::string cfg = dir.write(tag + ".json", with_peers(base, free_ports(n)).dump(2));
+    std::vector<std::unique_ptr<Proc>> procs;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {   // i < n: one process per node
+      procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", std::to_string(i)},
+                                             dir.file(tag + "-node" + std::to_string(i) + ".out")));
+    }
+    // Wait; stop early when a node failed to bind (the others would wait
+    // for their connect time-out).
+    auto deadline = t0 + std::chrono::seconds(timeout_s);
+    bool bind_failed = false;
+    for (int i = 0; i < 1000000; ++i) {   // bounded by the deadline
+      bool all = true;
+      for (auto& p : procs) {
+        if (p->poll(t0) && p->exit_code() != 0 && p->output().find("cannot bind") != std::string::npos) {
+          bind_failed = true;
+        }
+        all = all && p->done();
+      }
+      if (all || bind_failed || Clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    r.timed_out = false;
+    for (auto& p : procs) {
+      if (!p->done()) {
+        if (!bind_failed) r.timed_out = true;
+        p->kill_and_reap(t0);
+      }
+    }
+    r.wall_s = seconds_since(t0);
+    r.codes.clear();
+    r.outputs.clear();
+    for (auto& p : procs) {
+      r.codes.push_back(p->exit_code());
+      r.outputs.push_back(p->output());
+    }
+    if (!bind_failed) break;
+    MESSAGE("a node could not bind its port (taken meanwhile); retrying with new ports");
+  }
+  return r;
+}
+
+// Completed ring run: every node exited 0 and all final params_hash agree.
+void check_completed_same_hash(const ClusterRun& r, int n) {
+  CAPTURE(r.log_dir);
+  REQUIRE_FALSE(r.timed_out);
+  for (int i = 0; i < n; ++i) {   // i < n: nodes of the run
+    CAPTURE(i);
+    CAPTURE(r.outputs[size_t(i)]);
+    REQUIRE(r.codes[size_t(i)] == 0);
+  }
+  std::string h0 = last_event(r.log_dir, 0, "final").value("params_hash", std::string());
+  REQUIRE_FALSE(h0.empty());
+  for (int i = 1; i < n; ++i) {   // i < n: nodes of the run
+    CAPTURE(i);
+    CHECK(last_event(r.log_dir, i, "final").value("params_hash", std::string()) == h0);
+  }
+}
+
+// A small model on synthetic data (mlp, `hidden` units), plain SGD.
+json small_config(int hidden, int batch, int train_count, double lr) {
+  return json{
+      {"device", "cpu"},
+      {"model", {{"name", "mlp"}, {"hidden", hidden}}},
+      {"data", {{"name", "synthetic"}, {"synthetic_train", train_count}, {"synthetic_test", 64}, {"batch_size", batch}}},
+      {"optimizer", {{"lr", lr}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
+      {"train", {{"epochs", 1}, {"seed", 7}, {"threads", 1}}},
+      {"log", {{"every_steps", 10}, {"progress", false}}},
+      {"net", {{"connect_timeout_ms", 20000}}}};
+}
+
+// ---- snapshots: exact distances ------------------------------------------
+
+struct Snapshot {
+  uint64_t round = 0, dim = 0;
+  double delta_norm = 0;
+  std::vector<float> x;
+};
+
+bool read_snapshot(const std::string& path, Snapshot* s) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  uint64_t h[3];
+  if (!in.read(reinterpret_cast<char*>(h), sizeof h)) return false;
+  s->round = h[0];
+  s->dim = h[1];
+  std::memcpy(&s->delta_norm, &h[2], sizeof(double));
+  if (s->dim == 0 || s->dim > (uint64_t(1) << 28)) return false;
+  s->x.resize(size_t(s->dim));
+  return bool(in.read(reinterpret_cast<char*>(s->x.data()), std::streamsize(s->dim * sizeof(float))));
+}
+
+struct BoundReport {
+  uint64_t rounds = 0;           // rounds with a snapshot from every node
+  double max_dist = 0;           // largest exact pairwise distance over the run
+  double max_ratio = 0;          // largest dist / (2(s+1)·D_max) (or / fixed bound)
+  double d_max = 0;              // largest ‖Δ‖ over the run
+  uint64_t violations = 0;       // rounds where dist > bound
+  uint64_t first_violation = ~uint64_t(0);
+  bool headers_ok = true;
+};
+
+// For every round r that all n nodes snapshotted: exact max_{i<j} ‖x_i − x_j‖
+// (double) against bound(r) = fixed_bound when > 0, else 2(s+1)·D_max(r),
+// D_max(r) = the largest ‖Δ‖ in the headers of rounds ≤ r, all nodes.
+BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fixed_bound) {
+  BoundReport rep;
+  double d_max = 0;
+  for (uint64_t r = 0; r < 100000; ++r) {   // bounded: runs here have < 1000 rounds
+    std::vector<Snapshot> snaps(static_cast<size_t>(n));
+    bool all = true;
+    for (int i = 0; i < n && all; ++i) {   // i < n: nodes of the run
+      all = read_snapshot(log_dir + "/snapshots/node" + std::to_string(i) + "-r" + std::to_string(r) + ".bin",
+                          &snaps[size_t(i)]);
+    }
+    if (!all) break;
+    for (auto& sn : snaps) {
+      if (sn.round != r || sn.dim != snaps[0].dim) rep.headers_ok = false;
+      d_max = std::max(d_max, sn.delta_norm);
+    }
+    if (!rep.headers_ok) break;
+    double dist = 0;
+    for (int i = 0; i < n; ++i) {       // i, j < n: every pair once
+      for (int j = i + 1; j < n; ++j) {
+        const auto& a = snaps[size_t(i)].x;
+        const auto& b = snaps[size_t(j)].x;
+        double acc = 0;
+        for (size_t k = 0; k < a.size(); ++k) {   // k < dim: both hold dim values (checked above)
+          double d = double(a[k]) - double(b[k]);
+          acc += d * d;
+        }
+        dist = std::max(dist, std::sqrt(acc));
+      }
+    }
+    double bound = fixed_bound > 0 ? fixed_bound : 2.0 * (s + 1) * d_max;
+    // Slack for float rounding of the vectors (the distances are ~1e-2..1).
+    if (dist > bound * (1 + 1e-6) + 1e-9) {
+      ++rep.violations;
+      rep.first_violation = std::min(rep.first_violation, r);
+    }
+    if (bound > 0) rep.max_ratio = std::max(rep.max_ratio, dist / bound);
+    rep.max_dist = std::max(rep.max_dist, dist);
+    rep.rounds = r + 1;
+  }
+  rep.d_max = d_max;
+  return rep;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median images/s of a node's interval records, the first (warm-up) left out.
+double steady_ips(const std::string& log_dir, int node) {
+  std::vector<double> ips;
+  auto recs = records(log_dir, node);
+  for (size_t i = 1; i < recs.size(); ++i) {   // i = 0: warm-up interval
+    if (!recs[i].contains("event") && recs[i].contains("images_per_s")) ips.push_back(recs[i]["images_per_s"].get<double>());
+  }
+  return median(ips);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cluster: sync on 4 nodes with batch b equals one node with batch 4b (plain SGD, 50 steps)") {
+  TempDir dir("cl-equiv");
+  const int b = 8, steps = 50, n = 4;
+  // 4·b·steps samples: exactly one epoch of 50 full global batches.
+  json base = small_config(32, b, n * b * steps, 0.1);
+  base["algorithm"] = {{"name", "sync"}, {"staleness", 0}, {"period", 1}, {"mixer", "ring"}};
+  base["train"]["max_steps"] = steps;
+  ClusterRun four = run_cluster(dir, "four", base, n, 180);
+  check_completed_same_hash(four, n);
+
+  json single = small_config(32, n * b, n * b * steps, 0.1);
+  single["train"]["max_steps"] = steps;
+  single["log"]["dir"] = dir.file("one");
+  single["log"]["progress"] = false;
+  auto one = tether::testing::run_command(tether_bin() + " train " + dir.write("one.json", single.dump()), 180);
+  REQUIRE(one.exit_code == 0);
+
+  tether::Checkpoint c4 = tether::load_checkpoint(four.log_dir + "/node-0.ckpt");
+  tether::Checkpoint c1 = tether::load_checkpoint(dir.file("one/node-0.ckpt"));
+  CHECK(c4.meta.value("step", 0) == steps);
+  CHECK(c1.meta.value("step", 0) == steps);
+  REQUIRE(c4.params.size() == c1.params.size());
+  REQUIRE(!c1.params.empty());
+  double diff = 0, ref = 0, moved = 0;
+  tether::Checkpoint c4n3 = tether::load_checkpoint(four.log_dir + "/node-3.ckpt");
+  REQUIRE(c4n3.params == c4.params);   // every node ends with x̄
+  // The initial parameters (same seed) to make sure training moved them.
+  json init = single;
+  init["train"]["max_steps"] = 1;
+  init["optimizer"]["lr"] = 1e-30;
+  init["log"]["dir"] = dir.file("init");
+  auto in = tether::testing::run_command(tether_bin() + " train " + dir.write("init.json", init.dump()), 120);
+  REQUIRE(in.exit_code == 0);
+  tether::Checkpoint c0 = tether::load_checkpoint(dir.file("init/node-0.ckpt"));
+  REQUIRE(c0.params.size() == c1.params.size());
+  for (size_t i = 0; i < c1.params.size(); ++i) {   // i < size: sizes checked equal above
+    double d = double(c4.params[i]) - double(c1.params[i]);
+    diff += d * d;
+    ref += double(c1.params[i]) * double(c1.params[i]);
+    double m = double(c1.params[i]) - double(c0.params[i]);
+    moved += m * m;
+  }
+  double rel = std::sqrt(diff / ref);
+  double rel_moved = std::sqrt(moved / ref);
+  MESSAGE("sync N=4 b=8 vs 1 node b=32, 50 steps: ||x4-x1||/||x1|| = " << rel << " (training moved x by "
+          << rel_moved << " relative)");
+  CHECK(rel < 1e-5);
+  CHECK(rel_moved > 1e-2);   // a non-trivial trajectory, 1000x the tolerance
+}
+
+TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow with N (2 -> 8)") {
+  TempDir dir("cl-bound");
+  const int s = 2;
+  // Saturated window: one ring hop costs 8 ms, a round 2(N−1) hops (≥ 16 ms),
+  // a local step well under 1 ms: every node runs s rounds ahead of the last
+  // merge most of the time, for N = 2 and N = 8 alike. Small lr, no momentum:
+  // the gradient scale stays about the same over the run.
+  json base = small_config(16, 64, 64 * 8 * 90, 0.02);
+  base["train"]["max_steps"] = 90;
+  base["algorithm"] = {{"name", "overlap"}, {"staleness", s}, {"period", 1}, {"mixer", "ring"}};
+  base["monitor"] = {{"bound", "auto"}, {"sketch_buckets", 256}, {"snapshots", true}};
+  base["net"]["inject_delay_ms"] = 8;
+  base["net"]["peer_timeout_ms"] = 10000;
+  double max_dist[2] = {0, 0};
+  int ns[2] = {2, 8};
+  for (int k = 0; k < 2; ++k) {
+    const int n = ns[k];
+    CAPTURE(n);
+    ClusterRun run = run_cluster(dir, "n" + std::to_string(n), base, n, 240);
+    check_completed_same_hash(run, n);
+    BoundReport rep = check_snapshots(run.log_dir, n, s, 0);
+    double in_flight = 0;
+    int in_flight_records = 0;
+    for (int i = 0; i < n; ++i) {   // i < n: nodes of the run
+      for (auto& rec : records(run.log_dir, i)) {
+        if (!rec.contains("event") && rec.contains("rounds_in_flight")) {
+          in_flight += rec["rounds_in_flight"].get<double>();
+          ++in_flight_records;
+        }
+      }
+    }
+    double est = 0;
+    for (int i = 0; i < n; ++i) est = std::max(est, last_event(run.log_dir, i, "final").value("max_pair_dist_run", 0.0));
+    MESSAGE("N=" << n << " s=" << s << ": " << rep.rounds << " rounds, exact max pair distance " << rep.max_dist
+                 << ", sketch estimate " << est << ", D_max " << rep.d_max << ", bound 2(s+1)D_max "
+                 << 2.0 * (s + 1) * rep.d_max << ", largest dist/bound " << rep.max_ratio << ", mean rounds in flight "
+                 << (in_flight_records ? in_flight / in_flight_records : 0.0) << ", wall " << run.wall_s << " s");
+    CHECK(rep.headers_ok);
+    CHECK(rep.rounds == 90);
+    CHECK(rep.violations == 0);
+    CHECK(rep.max_dist > 0);
+    max_dist[k] = rep.max_dist;
+  }
+  double growth = max_dist[1] / max_dist[0];
+  MESSAGE("exact max distance N=8 / N=2: " << growth);
+  CHECK(growth < 1.3);
+}
+
+TEST_CASE("cluster: a merge of ~80% of a step is hidden by s = 2 (idle < 5%) and not by sync (idle > 35%)") {
+  TempDir dir("cl-overlap");
+  // A model whose step takes milliseconds (timer noise stays small against it).
+  json base = small_config(256, 64, 64 * 2 * 400, 0.01);
+  base["train"]["max_steps"] = 300;
+  base["log"]["every_steps"] = 25;
+  base["net"]["peer_timeout_ms"] = 10000;
+  bool passed = false;
+  for (int attempt = 0; attempt < 2 && !passed; ++attempt) {   // one retry when the machine's load changed
+    CAPTURE(attempt);
+    // Step time under the same load as the cluster: two single-node runs at once.
+    std::vector<std::unique_ptr<Proc>> solo;
+    auto t0 = Clock::now();
+    for (int i = 0; i < 2; ++i) {
+      json c = base;
+      c["log"]["dir"] = dir.file("solo" + std::to_string(i));
+      c["train"]["max_steps"] = 200;
+      c["data"]["synthetic_train"] = 64 * 400;
+      solo.push_back(std::make_unique<Proc>(
+          std::vector<std::string>{"train", dir.write("solo" + std::to_string(i) + ".json", c.dump())},
+          dir.file("solo" + std::to_string(i) + ".out")));
+    }
+    REQUIRE(wait_all(solo, t0, t0 + std::chrono::seconds(180)));
+    double ips = std::min(steady_ips(dir.file("solo0"), 0), steady_ips(dir.file("solo1"), 0));
+    REQUIRE(ips > 0);
+    double step_ms = 64.0 / ips * 1000.0;
+    double delay_ms = 0.8 * step_ms / 2.0;   // ring, N = 2: two hops per round
+    base["net"]["inject_delay_ms"] = delay_ms;
+
+    json sync = base;
+    sync["algorithm"] = {{"name", "sync"}, {"staleness", 0}, {"period", 1}, {"mixer", "ring"}};
+    ClusterRun rs = run_cluster(dir, "sync" + std::to_string(attempt), sync, 2, 240);
+    check_completed_same_hash(rs, 2);
+    json over = base;
+    over["algorithm"] = {{"name", "overlap"}, {"staleness", 2}, {"period", 1}, {"mixer", "ring"}};
+    ClusterRun ro = run_cluster(dir, "over" + std::to_string(attempt), over, 2, 240);
+    check_completed_same_hash(ro, 2);
+    double idle_sync = 1, idle_over = 0, ips_sync = 0, ips_over = 0;
+    for (int i = 0; i < 2; ++i) {
+      idle_sync = std::min(idle_sync, last_event(rs.log_dir, i, "final").value("idle_frac_total", 0.0));
+      idle_over = std::max(idle_over, last_event(ro.log_dir, i, "final").value("idle_frac_total", 1.0));
+      ips_sync += steady_ips(rs.log_dir, i);
+      ips_over += steady_ips(ro.log_dir, i);
+    }
+    MESSAGE("attempt " << attempt << ": step " << step_ms << " ms (2 solo nodes at once), inject_delay_ms " << delay_ms
+                       << ": idle_frac_total sync (lowest node) " << idle_sync << ", s=2 (highest node) " << idle_over
+                       << "; images/s summed: sync " << ips_sync << ", s=2 " << ips_over << ", solo " << 2 * ips);
+    passed = idle_over < 0.05 && idle_sync > 0.35;
+    if (!passed && attempt == 0) MESSAGE("outside the margins; measuring the step time again and retrying once");
+    if (attempt == 1 || passed) {
+      CHECK(idle_over < 0.05);
+      CHECK(idle_sync > 0.35);
+    }
+  }
+}
+
+TEST_CASE("cluster: a configured bound below 2(s+1)·D throttles and holds on exact distances") {
+  TempDir dir("cl-throttle");
+  const int s = 2, n = 3;
+  json base = small_config(16, 32, 32 * n * 80, 0.05);
+  base["train"]["max_steps"] = 80;
+  base["algorithm"] = {{"name", "overlap"}, {"staleness", s}, {"period", 1}, {"mixer", "ring"}};
+  base["monitor"] = {{"bound", "auto"}, {"sketch_buckets", 256}, {"snapshots", true}};
+  base["net"]["inject_delay_ms"] = 3;   // merges slower than a step: rounds pile up to s
+  base["net"]["peer_timeout_ms"] = 10000;
+  ClusterRun first = run_cluster(dir, "auto", base, n, 180);
+  check_completed_same_hash(first, n);
+  double d = 0;
+  for (int i = 0; i < n; ++i) d = std::max(d, last_event(first.log_dir, i, "final").value("max_delta_norm", 0.0));
+  REQUIRE(d > 0);
+  BoundReport auto_rep = check_snapshots(first.log_dir, n, s, 0);
+  CHECK(auto_rep.violations == 0);
+
+  // Between 2·D and 2(s+1)·D = 6·D: at most 0 rounds may stay in flight
+  // while D_max stays under 1.5·D.
+  const double bound = 3.0 * d;
+  json low = base;
+  low["monitor"]["bound"] = bound;
+  ClusterRun second = run_cluster(dir, "low", low, n, 180);
+  check_completed_same_hash(second, n);
+  uint64_t throttles = 0;
+  bool said = false;
+  for (int i = 0; i < n; ++i) {
+    json f = last_event(second.log_dir, i, "final");
+    throttles += f.value("throttle_count", uint64_t(0));
+    CHECK(f.value("bound", 0.0) == doctest::Approx(bound));
+    said = said || second.outputs[size_t(i)].find("throttled") != std::string::npos;
+  }
+  BoundReport rep = check_snapshots(second.log_dir, n, s, bound);
+  MESSAGE("D (auto run max_delta_norm) " << d << ", auto run exact max distance " << auto_rep.max_dist
+                                         << "; configured bound " << bound << ": throttle_count (all nodes) "
+                                         << throttles << ", exact max distance " << rep.max_dist << " (ratio "
+                                         << rep.max_ratio << "), D_max of the run " << rep.d_max);
+  CHECK(throttles > 0);
+  CHECK(said);
+  CHECK(rep.headers_ok);
+  CHECK(rep.rounds == 80);
+  CHECK(rep.violations == 0);
+}
+
+TEST_CASE("cluster: SIGKILL of a peer: survivors fail fast, name it, checkpoint and log the failure") {
+  TempDir dir("cl-kill");
+  const int n = 3, victim = 2, peer_timeout_ms = 1500;
+  json base = small_config(32, 32, 32 * n * 2000, 0.05);
+  base["train"]["epochs"] = 50;   // far longer than the test: only the kill ends it
+  base["net"]["peer_timeout_ms"] = peer_timeout_ms;
+  base["net"]["heartbeat_ms"] = 100;
+  base["log"]["dir"] = dir.file("log");
+  base["log"]["every_steps"] = 10;
+  std::string cfg = dir.write("kill.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", std::to_string(i)},
+                                           dir.file("node" + std::to_string(i) + ".out")));
+  }
+  // Mid-run: every node has written a few metric records.
+  bool running = false;
+  for (int i = 0; i < 3000 && seconds_since(t0) < 60; ++i) {   // bounded: 60 s
+    running = true;
+    for (int k = 0; k < n; ++k) running = running && line_count(dir.file("log/node-" + std::to_string(k) + ".jsonl")) >= 3;
+    for (auto& p : procs) REQUIRE_FALSE(p->poll(t0));
+    if (running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(running);
+  auto t_kill = Clock::now();
+  procs[victim]->kill_and_reap(t_kill);
+  std::vector<std::unique_ptr<Proc>> survivors;
+  for (int i = 0; i < n; ++i) {
+    if (i != victim) survivors.push_back(std::move(procs[size_t(i)]));
+  }
+  const double limit_s = peer_timeout_ms / 1000.0 + 5.0;
+  bool all_exited = wait_all(survivors, t_kill, t_kill + std::chrono::milliseconds(int(limit_s * 1000)));
+  CHECK(all_exited);
+  for (size_t k = 0; k < survivors.size(); ++k) {
+    int id = k == 0 ? 0 : 1;
+    CAPTURE(id);
+    std::string out = survivors[k]->output();
+    CAPTURE(out);
+    MESSAGE("survivor node " << id << " exited " << survivors[k]->exit_code() << " after "
+                             << survivors[k]->exit_time_s() << " s");
+    CHECK(survivors[k]->exit_code() != 0);
+    CHECK(survivors[k]->exit_code() < 128);   // it exited, it was not killed
+    CHECK(survivors[k]->exit_time_s() < limit_s);
+    CHECK(out.find("peer " + std::to_string(victim)) != std::string::npos);
+    json failed = last_event(dir.file("log"), id, "failed");
+    CHECK(failed.is_object());
+    CHECK_FALSE(failed.value("error", std::string()).empty());
+    std::string ckpt = dir.file("log/node-" + std::to_string(id) + ".ckpt");
+    CHECK(std::filesystem::exists(ckpt));
+    if (std::filesystem::exists(ckpt)) {
+      tether::Checkpoint c = tether::load_checkpoint(ckpt);   // complete and checksummed
+      CHECK(c.meta.value("step", 0) > 0);
+    }
+  }
+}
+
+TEST_CASE("cluster: a node whose peers never come up fails after connect_timeout_ms naming them") {
+  TempDir dir("cl-alone");
+  const int n = 3, connect_timeout_ms = 1500;
+  json base = small_config(16, 16, 1024, 0.05);
+  base["net"]["connect_timeout_ms"] = connect_timeout_ms;
+  base["log"]["dir"] = dir.file("log");
+  std::vector<int> ports = free_ports(n);
+  std::string cfg = dir.write("alone.json", with_peers(base, ports).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  auto t0 = Clock::now();
+  procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", "1"}, dir.file("node1.out")));
+  bool exited = wait_all(procs, t0, t0 + std::chrono::milliseconds(connect_timeout_ms + 10000));
+  REQUIRE(exited);
+  std::string out = procs[0]->output();
+  CAPTURE(out);
+  MESSAGE("lonely node exited " << procs[0]->exit_code() << " after " << procs[0]->exit_time_s() << " s");
+  CHECK(procs[0]->exit_code() != 0);
+  CHECK(procs[0]->exit_code() < 128);
+  CHECK(procs[0]->exit_time_s() >= connect_timeout_ms / 1000.0 * 0.9);
+  CHECK(procs[0]->exit_time_s() < connect_timeout_ms / 1000.0 + 8.0);
+  CHECK(out.find("peer 0") != std::string::npos);
+  CHECK(out.find("peer 2") != std::string::npos);
+  CHECK(out.find(std::to_string(ports[0])) != std::string::npos);
+}
+
+TEST_CASE("cluster: SIGINT to every node: all exit 0 in time with checkpoints") {
+  TempDir dir("cl-sigint");
+  const int n = 2, shutdown_timeout_ms = 3000;
+  json base = small_config(32, 32, 32 * n * 2000, 0.05);
+  base["train"]["epochs"] = 50;
+  base["algorithm"] = {{"name", "overlap"}, {"staleness", 2}, {"period", 1}, {"mixer", "ring"}};
+  base["net"]["shutdown_timeout_ms"] = shutdown_timeout_ms;
+  base["net"]["inject_delay_ms"] = 2;   // rounds in flight when the signal comes
+  base["log"]["dir"] = dir.file("log");
+  std::string cfg = dir.write("int.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", std::to_string(i)},
+                                           dir.file("node" + std::to_string(i) + ".out")));
+  }
+  bool running = false;
+  for (int i = 0; i < 3000 && seconds_since(t0) < 60; ++i) {   // bounded: 60 s
+    running = true;
+    for (int k = 0; k < n; ++k) running = running && line_count(dir.file("log/node-" + std::to_string(k) + ".jsonl")) >= 3;
+    for (auto& p : procs) REQUIRE_FALSE(p->poll(t0));
+    if (running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(running);
+  auto t_int = Clock::now();
+  for (auto& p : procs) p->kill_now(SIGINT);
+  const double limit_s = shutdown_timeout_ms / 1000.0 + 5.0;
+  bool all_exited = wait_all(procs, t_int, t_int + std::chrono::milliseconds(int(limit_s * 1000)));
+  CHECK(all_exited);
+  for (int i = 0; i < n; ++i) {
+    CAPTURE(i);
+    std::string out = procs[size_t(i)]->output();
+    CAPTURE(out);
+    MESSAGE("node " << i << " exited " << procs[size_t(i)]->exit_code() << " " << procs[size_t(i)]->exit_time_s()
+                    << " s after SIGINT");
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+    std::string ckpt = dir.file("log/node-" + std::to_string(i) + ".ckpt");
+    REQUIRE(std::filesystem::exists(ckpt));
+    tether::Checkpoint c = tether::load_checkpoint(ckpt);
+    CHECK(c.meta.value("step", 0) > 0);
+    CHECK(c.anchor.size() == c.params.size());
+    json fin = last_event(dir.file("log"), i, "final");
+    CHECK(fin.value("interrupted", false) == true);
+  }
+}
