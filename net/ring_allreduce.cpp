@@ -85,15 +85,23 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data) {
     return;
   }
   // reduce-scatter step 0: own segment, zero-copy from the submitted buffer.
-  // Values this node adds later are checked in apply(): peers would refuse a
-  // non-finite frame and the round would stall, so fail here, loudly.
-  const uint64_t own_begin = segment_begin(self_);
-  if (!all_finite(st.buf->data.data() + own_begin, segment_end(self_) - own_begin))
-    throw std::invalid_argument("ring round " + std::to_string(round) +
-                                ": non-finite value in this node's vector");
+  // Hashed and checked for finite values in the same pass: peers would refuse
+  // a non-finite frame and the round would stall, so fail here, loudly.
   for (uint32_t c = 0; c < chunks_in(self_); ++c) {  // c over this segment's chunks
     const ChunkRange r = chunk(self_, c);
-    send(round, 0, self_, c, zero_copy(st.buf, r.offset, r.count), nullptr);
+    const float* x = st.buf->data.data() + r.offset;
+    PayloadHasher hasher;
+    bool finite = true;
+    for (uint64_t b = 0; b < r.count; b += kBlockFloats) {  // b over the blocks
+      const uint64_t n = std::min<uint64_t>(kBlockFloats, r.count - b);
+      hasher.update(x + b, n * sizeof(float));
+      finite &= all_finite(x + b, n);
+    }
+    if (!finite)
+      throw std::invalid_argument("ring round " + std::to_string(round) +
+                                  ": non-finite value in this node's vector");
+    const uint64_t hash = hasher.finish();
+    send(round, 0, self_, c, zero_copy(st.buf, r.offset, r.count), &hash);
   }
   std::vector<Pending> pending = std::move(st.pending);
   for (Pending& p : pending) apply(round, st, p.h, std::move(p.payload));
@@ -120,20 +128,29 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
   float* own = st.buf->data.data() + h.offset;
   const uint64_t n = h.count;
   if (h.step < n1) {  // reduce-scatter: partial sum of segment seg arrives
-    for (uint64_t j = 0; j < n; ++j) in[j] += own[j];
-    if (!all_finite(in, n))
+    // add own values in place, block by block; the hash of what goes out and
+    // the finite check run on each block while it is in L1
+    const bool owner = h.step + 1 == n1;  // the chain of segment seg ends here
+    const auto divisor = static_cast<float>(nodes_);
+    PayloadHasher hasher;
+    bool finite = true;
+    for (uint64_t b = 0; b < n; b += kBlockFloats) {  // b over the blocks
+      const uint64_t e = std::min<uint64_t>(n, b + kBlockFloats);
+      for (uint64_t j = b; j < e; ++j) in[j] += own[j];
+      if (owner) {
+        for (uint64_t j = b; j < e; ++j) in[j] /= divisor;
+        std::memcpy(own + b, in + b, (e - b) * sizeof(float));
+      }
+      hasher.update(in + b, (e - b) * sizeof(float));
+      finite &= all_finite(in + b, e - b);
+    }
+    if (!finite)
       throw std::invalid_argument("ring round " + std::to_string(round) +
                                   ": non-finite partial sum (this node's vector or overflow)");
-    if (h.step + 1 < n1) {
-      send(round, h.step + 1, seg, h.chunk, std::move(payload), nullptr);
-      return;
-    }
-    // the chain of segment seg (= self + 1) ends here: this node owns it
-    const auto divisor = static_cast<float>(nodes_);
-    for (uint64_t j = 0; j < n; ++j) in[j] /= divisor;
-    std::memcpy(own, in, n * sizeof(float));
-    ++st.chunks_done;
-    send(round, n1, seg, h.chunk, std::move(payload), nullptr);
+    const uint64_t hash = hasher.finish();
+    if (owner) ++st.chunks_done;
+    // owner: the mean starts the all-gather; otherwise the sum moves on
+    send(round, owner ? n1 : h.step + 1, seg, h.chunk, std::move(payload), &hash);
     return;
   }
   // all-gather: the mean of segment seg, final bits

@@ -121,7 +121,7 @@ void Transport::send(int peer, Header h, zmq::message_t payload, const uint64_t*
   h.version = kProtocolVersion;
   h.sender = static_cast<uint32_t>(self_);
   h.payload_bytes = payload.size();
-  h.payload_hash = known_hash ? *known_hash : hash64(payload.data(), payload.size());
+  h.payload_hash = known_hash ? *known_hash : payload_hash(payload.data(), payload.size());
   zmq::message_t header(kHeaderBytes);
   encode_header(h, static_cast<unsigned char*>(header.data()));
   const Clock::time_point now = Clock::now();

@@ -14,7 +14,7 @@
 //       32    8 offset           first element (float) of the range carried
 //       40    8 count            number of elements carried
 //       48    8 payload_bytes    length of the payload frame
-//       56    8 payload_hash     hash64 of the payload frame
+//       56    8 payload_hash     payload_hash() of the payload frame
 //       64    8 header_hash      hash64 of bytes 0..63
 //                                 (72 bytes in all)
 //
@@ -88,8 +88,31 @@ struct Header {
   uint64_t header_hash = 0;  // filled by encode_header
 };
 
-// 64-bit payload hash (the XXH64 algorithm, seed 0; own implementation).
+// 64-bit hash of the header bytes (the XXH64 algorithm; own implementation).
 uint64_t hash64(const void* data, size_t bytes, uint64_t seed = 0);
+
+// Streaming 64-bit payload hash, xxhash-like but built for bandwidth: 16
+// independent 32-bit lanes (XXH32 rounds over 64-byte stripes, which the
+// compiler vectorizes; AVX2/AVX-512 clones chosen at run time), folded with
+// XXH64 steps, the tail and the length, then avalanched. Feeding the bytes in
+// any split gives the same value as payload_hash() over the whole.
+class PayloadHasher {
+ public:
+  PayloadHasher();
+  void update(const void* data, size_t bytes);
+  uint64_t finish() const;
+
+ private:
+  uint32_t acc_[16];
+  unsigned char tail_[64];
+  size_t tail_bytes_ = 0;
+  uint64_t total_bytes_ = 0;
+};
+uint64_t payload_hash(const void* data, size_t bytes);
+
+// Bytes processed per block by the fused loops (hash + check, add + hash):
+// small enough that the second touch of a block hits L1.
+inline constexpr size_t kBlockFloats = 4096;
 
 // Writes h into out (kHeaderBytes), little-endian, computing header_hash.
 void encode_header(const Header& h, unsigned char* out);
@@ -99,8 +122,8 @@ void encode_header(const Header& h, unsigned char* out);
 // (sender, round, range) are the receiver's.
 Reject decode_header(const void* frame, size_t frame_bytes, Header* out);
 
-// Payload frame against its header: length, hash, and (for float kinds)
-// count * 4 == length and every value finite.
+// Payload frame against its header: length, payload_hash, and (for float
+// kinds) every value finite — one pass over the payload, block by block.
 Reject check_payload(const Header& h, const void* payload, size_t payload_bytes);
 
 // True when every one of the count floats is finite.

@@ -133,7 +133,7 @@ TEST_CASE("hostile frames to a live node mid-run: each refused and counted, roun
     edit(h, f);
     f.payload_bytes = f.payload.size() * 4;
     h.payload_bytes = h.count * 4;
-    if (h.payload_hash == 0) h.payload_hash = hash64(f.payload.data(), f.payload_bytes);
+    if (h.payload_hash == 0) h.payload_hash = payload_hash(f.payload.data(), f.payload_bytes);
     f.header.resize(kHeaderBytes);
     encode_header(h, f.header.data());
     return f;

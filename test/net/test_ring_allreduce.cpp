@@ -45,7 +45,7 @@ struct FakeNet {
     void send(int peer, Header h, zmq::message_t payload, const uint64_t* known) override {
       h.sender = static_cast<uint32_t>(self);
       h.payload_bytes = payload.size();
-      h.payload_hash = known ? *known : hash64(payload.data(), payload.size());
+      h.payload_hash = known ? *known : payload_hash(payload.data(), payload.size());
       net->queue.push_back({peer, h, zmq::message_t(payload.data(), payload.size())});
     }
   };

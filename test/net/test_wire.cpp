@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -52,6 +53,32 @@ TEST_CASE("hash64 matches XXH64 reference values") {
     CHECK(hash64(buf.data(), buf.size()) != base);
     buf[i] ^= 0x10;
   }
+}
+
+TEST_CASE("payload hash: any split gives the same value; every bit matters") {
+  std::vector<unsigned char> buf(5000);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<unsigned char>((i * 131 + 17) ^ (i >> 7));
+  for (size_t n : {size_t{0}, size_t{1}, size_t{63}, size_t{64}, size_t{65}, size_t{1000}, size_t{5000}}) {
+    const uint64_t whole = payload_hash(buf.data(), n);
+    for (size_t split : {size_t{0}, size_t{1}, size_t{7}, size_t{64}, size_t{100}}) {
+      if (split > n) continue;
+      PayloadHasher h;
+      h.update(buf.data(), split);
+      for (size_t off = split; off < n; off += 37) h.update(buf.data() + off, std::min<size_t>(37, n - off));
+      CHECK(h.finish() == whole);
+    }
+    if (n) CHECK(payload_hash(buf.data(), n) != payload_hash(buf.data(), n - 1));
+  }
+  const uint64_t base = payload_hash(buf.data(), buf.size());
+  for (size_t i = 0; i < buf.size(); i += 7) {  // a flipped bit anywhere changes it
+    buf[i] ^= 0x04;
+    CHECK(payload_hash(buf.data(), buf.size()) != base);
+    buf[i] ^= 0x04;
+  }
+  // swapping two 64-byte stripes changes it (lanes see position through order)
+  std::vector<unsigned char> swapped(buf);
+  std::swap_ranges(swapped.begin(), swapped.begin() + 64, swapped.begin() + 64);
+  CHECK(payload_hash(swapped.data(), swapped.size()) != base);
 }
 
 TEST_CASE("header round trip, little-endian layout") {
@@ -171,7 +198,7 @@ TEST_CASE("payload checks: length, hash, finite values") {
   Header h = sample();
   h.payload_bytes = x.size() * 4;
   h.count = x.size();
-  h.payload_hash = hash64(x.data(), h.payload_bytes);
+  h.payload_hash = payload_hash(x.data(), h.payload_bytes);
   CHECK(check_payload(h, x.data(), h.payload_bytes) == Reject::kNone);
   CHECK(check_payload(h, x.data(), h.payload_bytes - 4) == Reject::kLengthMismatch);
   x[1] = -2.0f;  // corrupted in transit
@@ -179,7 +206,7 @@ TEST_CASE("payload checks: length, hash, finite values") {
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                     -std::numeric_limits<float>::infinity()}) {
     x[2] = bad;  // a correct hash over a non-finite value
-    h.payload_hash = hash64(x.data(), h.payload_bytes);
+    h.payload_hash = payload_hash(x.data(), h.payload_bytes);
     CHECK(check_payload(h, x.data(), h.payload_bytes) == Reject::kNonFinite);
   }
   CHECK(all_finite(nullptr, 0));
