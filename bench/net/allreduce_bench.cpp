@@ -9,6 +9,8 @@
 // usage: allreduce_bench [--nodes 4] [--numel 11000000] [--iters 20] [--warmup 3]
 //                        [--chunk-bytes 1048576] [--sweep]
 // --sweep adds sizes 4 KB .. 64 MB (x4) with time, algbw and busbw.
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -155,6 +157,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bad arguments\n");
     return 2;
   }
+  // ZeroMQ allocates every received message (a chunk: chunk_bytes); keep
+  // glibc from serving and returning those through mmap/munmap and heap trims,
+  // which page-faults and zeroes every chunk again (the runtime's main does
+  // the same). Process-wide, so set here, never inside net/.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   const double bus = 2.0 * (a.nodes - 1) / a.nodes;
   int status = 0;
   auto report = [&](const char* tag, size_t numel, int iters) {
