@@ -51,8 +51,7 @@ fi
 
 if [ -n "$sweep" ]; then
   echo "## tether size sweep"
-  "$build/bench/net/allreduce_bench" --nodes $nodes --numel $numel --iters $iters --warmup $warmup \
-    --sweep | grep -v '^TETHER'
+  "$build/bench/net/allreduce_bench" --nodes $nodes --sweep-only
 fi
 
 tether_ms="$(median_of "$tmp/tether.txt")"

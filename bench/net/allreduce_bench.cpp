@@ -7,8 +7,10 @@
 // against the closed-form mean ("wrong" counts the mismatches).
 //
 // usage: allreduce_bench [--nodes 4] [--numel 11000000] [--iters 20] [--warmup 3]
-//                        [--chunk-bytes 1048576] [--sweep]
-// --sweep adds sizes 4 KB .. 64 MB (x4) with time, algbw and busbw.
+//                        [--chunk-bytes 1048576] [--sweep | --sweep-only]
+// --sweep adds sizes 4 KB .. 64 MB (x4) with time, algbw and busbw;
+// --sweep-only skips the --numel measurement. TETHER_BENCH_VERBOSE=1 prints
+// every iteration's time (slowest node) to stderr.
 #include <malloc.h>
 
 #include <algorithm>
@@ -33,7 +35,7 @@ struct Args {
   size_t numel = 11000000;
   int iters = 20, warmup = 3;
   size_t chunk_bytes = 1 << 20;
-  bool sweep = false;
+  bool sweep = false, main_size = true;
 };
 
 float input(int node, size_t j) { return static_cast<float>(node + 1 + static_cast<int>(j % 3)); }
@@ -116,6 +118,10 @@ Measure measure(const Args& a, size_t numel, int iters) {
       worst[static_cast<size_t>(k)] = std::max(worst[static_cast<size_t>(k)], t);
     }
   }
+  if (std::getenv("TETHER_BENCH_VERBOSE")) {  // bench-only diagnostics
+    for (double t : worst) std::fprintf(stderr, " %.0f", t);
+    std::fprintf(stderr, "\n");
+  }
   std::sort(worst.begin(), worst.end());
   m.median_ms = worst[worst.size() / 2];
   m.min_ms = worst.front();
@@ -139,6 +145,9 @@ int main(int argc, char** argv) {
     const char* v = nullptr;
     if (k == "--sweep") {
       a.sweep = true;
+    } else if (k == "--sweep-only") {
+      a.sweep = true;
+      a.main_size = false;
     } else if ((k == "--nodes" || k == "--numel" || k == "--iters" || k == "--warmup" ||
                 k == "--chunk-bytes") && (v = next()) != nullptr) {
       const long long n = std::atoll(v);
@@ -149,7 +158,7 @@ int main(int argc, char** argv) {
       if (k == "--chunk-bytes") a.chunk_bytes = static_cast<size_t>(n);
     } else {
       std::fprintf(stderr, "usage: %s [--nodes N] [--numel n] [--iters k] [--warmup w] "
-                           "[--chunk-bytes b] [--sweep]\n", argv[0]);
+                           "[--chunk-bytes b] [--sweep | --sweep-only]\n", argv[0]);
       return 2;
     }
   }
@@ -176,7 +185,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     if (!m.ok || m.wrong) status = 1;
   };
-  report("TETHER", a.numel, a.iters);
+  if (a.main_size) report("TETHER", a.numel, a.iters);
   if (a.sweep) {
     std::printf("# sweep: size, median time, algbw = bytes/time, busbw = algbw*2(N-1)/N\n");
     for (size_t bytes = 4096; bytes <= (size_t{64} << 20); bytes *= 4) {  // 4 KB .. 64 MB
