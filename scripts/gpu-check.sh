@@ -21,6 +21,7 @@
 #   --bundle DIR     bundle folder (default gpu-bundle)
 #   --build DIR      run the programs of this build folder instead of a bundle
 #   --no-bench       tests only
+#   --only A,B       only these tests (meson test names: gpu, cpu_backend, ...)
 #   --allow-no-gpu   exit 0 even when cuda:0 was not exercised (smoke runs on
 #                    machines without a GPU)
 # Output: one log per program under $OUT/gpu-check when $OUT is set (the
@@ -34,13 +35,15 @@ BUNDLE=$ROOT/gpu-bundle
 BUILD=""
 BENCH=1
 ALLOW_NO_GPU=0
+ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) BUNDLE=$(realpath -m "$2"); shift 2 ;;
     --build) BUILD=$(realpath -m "$2"); shift 2 ;;
     --no-bench) BENCH=0; shift ;;
+    --only) ONLY=$2; shift 2 ;;
     --allow-no-gpu) ALLOW_NO_GPU=1; shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -129,11 +132,14 @@ echo "  LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
 # ---- run --------------------------------------------------------------------------
 say "running tests$([ "$BENCH" = 1 ] && echo " and benchmarks")"
-python3 - "$MANIFEST" "$PROGRAMS" "$ROOT" "$LOGS" "$BENCH" "$ALLOW_NO_GPU" "$missing_any" <<'PY'
+python3 - "$MANIFEST" "$PROGRAMS" "$ROOT" "$LOGS" "$BENCH" "$ALLOW_NO_GPU" "$missing_any" "$ONLY" <<'PY'
 import json, os, re, subprocess, sys, time
 
-manifest, programs, source, logs, bench, allow_no_gpu, missing_any = sys.argv[1:8]
+manifest, programs, source, logs, bench, allow_no_gpu, missing_any, only = sys.argv[1:9]
 m = json.load(open(manifest))
+if only:
+    names = set(only.split(","))
+    m["tests"] = [t for t in m["tests"] if t["name"] in names]
 SUMMARY = re.compile(r"\[doctest\] test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed")
 
 def subst(s):
