@@ -209,6 +209,8 @@ Config parse_config(const json& doc) {
         t.integer("checkpoint_every_steps", c.train.checkpoint_every_steps, 0, std::numeric_limits<int64_t>::max(), ">= 0");
     c.train.checkpoint = t.get("checkpoint") != nullptr ? t.string("checkpoint", "") : "";
     c.train.tf32 = t.boolean("tf32", c.train.tf32);
+    c.train.compute = t.choice("compute", c.train.compute, {"real", "synthetic"});
+    c.train.synthetic_step_ms = t.number("synthetic_step_ms", c.train.synthetic_step_ms, 0.0, 600000.0, "in [0, 600000]");
     t.finish();
   }
   {

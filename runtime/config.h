@@ -63,6 +63,11 @@ struct Config {
     int64_t checkpoint_every_steps = 0; // 0 = only at the end
     std::string checkpoint;             // file; empty = <log.dir>/node-<id>.ckpt
     bool tf32 = false;
+    // "real" trains the model; "synthetic" replaces each step by a sleep of
+    // synthetic_step_ms (no CPU) and a random update of the model's size:
+    // it measures the runtime's own scaling on machines with few cores.
+    std::string compute = "real";
+    double synthetic_step_ms = 50.0;
   } train;
 
   struct Log {

@@ -126,8 +126,9 @@ int main(int argc, char** argv) {
       std::printf("interrupted after %llu steps; checkpoint %s\n", static_cast<unsigned long long>(r.steps),
                   r.checkpoint.c_str());
     } else {
-      std::printf("done: %llu steps, test_acc %.4f, params_hash %s, checkpoint %s\n",
-                  static_cast<unsigned long long>(r.steps), r.test_acc, r.params_hash.c_str(), r.checkpoint.c_str());
+      std::string acc = r.test_acc < 0 ? std::string("n/a") : std::to_string(r.test_acc).substr(0, 6);
+      std::printf("done: %llu steps, test_acc %s, params_hash %s, checkpoint %s\n",
+                  static_cast<unsigned long long>(r.steps), acc.c_str(), r.params_hash.c_str(), r.checkpoint.c_str());
     }
     return 0;
   } catch (const tether::ConfigError& e) {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <stdexcept>
+#include <thread>
 
 #include "models/kernel_math.h"
 #include "models/zoo.h"
@@ -136,7 +137,31 @@ void Trainer::setup() {
                       " of " + std::to_string(cfg_.nodes()));
 }
 
+// compute "synthetic": a step that costs a set time without using the CPU
+// and changes the parameters by a random update of the model's size (a slice
+// of a pre-drawn pool at a pseudo-random offset, scaled by the learning rate).
+void Trainer::synthetic_step(uint64_t step) {
+  constexpr size_t kSlack = 4096;
+  const size_t d = model_->trainable_count();
+  if (synthetic_pool_.size() == 0) {
+    std::vector<float> pool(d + kSlack);
+    uint64_t stream = kmath::mix64(cfg_.train.seed ^ (uint64_t(opts_.node) << 32));
+    for (size_t i = 0; i < pool.size(); ++i) pool[i] = 2.0f * kmath::uniform01(stream, i) - 1.0f;
+    synthetic_pool_ = DeviceBuffer<float>(be_.get(), pool.size());
+    be_->upload(synthetic_pool_.get(), pool.data(), pool.size() * sizeof(float));
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(cfg_.train.synthetic_step_ms));
+  size_t offset = kmath::mix64(step ^ (uint64_t(opts_.node) << 40)) % kSlack;
+  be_->axpy(d, -float(schedule_.at(step)) * 1e-3f, synthetic_pool_.get() + offset, model_->params());
+  interval_images_ += uint64_t(cfg_.data.batch_size);
+  interval_steps_ += 1;
+}
+
 void Trainer::train_step(uint64_t step, int epoch, size_t step_in_epoch) {
+  if (cfg_.train.compute == "synthetic") {
+    synthetic_step(step);
+    return;
+  }
   sampler_->batch(epoch, step_in_epoch, &indices_);
   const int n = int(indices_.size());
   gather_batch(data_.train, indices_.data(), indices_.size(), host_images_.data(), host_labels_.data());
@@ -259,7 +284,8 @@ TrainResult Trainer::run() {
     if (sie < spe) break;   // max_steps ended the epoch early
     log_interval(epoch, sie, true);
     bool last = epoch + 1 == cfg_.train.epochs || step_ >= total_steps_;
-    if (cfg_.train.eval_every_epochs > 0 && ((epoch + 1) % cfg_.train.eval_every_epochs == 0 || last) && !avg_) {
+    if (cfg_.train.eval_every_epochs > 0 && ((epoch + 1) % cfg_.train.eval_every_epochs == 0 || last) && !avg_ &&
+        cfg_.train.compute == "real") {
       double loss = 0;
       last_test_acc_ = evaluate(&loss);
       log_->metrics.write({{"event", "eval"}, {"step", step_}, {"epoch", epoch + 1}, {"test_acc", last_test_acc_},
@@ -295,7 +321,8 @@ TrainResult Trainer::run() {
     log_->progress.line("interrupted at step " + std::to_string(step_) + "; checkpoint " + result.checkpoint);
   } else {
     double loss = 0;
-    if (avg_ || last_test_acc_ < 0 || step_ % spe != 0) last_test_acc_ = evaluate(&loss);
+    bool stale = avg_ || last_test_acc_ < 0 || step_ % spe != 0;
+    if (stale && cfg_.train.compute == "real") last_test_acc_ = evaluate(&loss);
     result.test_loss = loss;
     save(checkpoint_path(), save_epoch, save_sie);
     result.checkpoint = checkpoint_path();
@@ -307,7 +334,7 @@ TrainResult Trainer::run() {
   nlohmann::json fin = {{"event", "final"}, {"steps", step_}, {"params_hash", result.params_hash},
                         {"interrupted", result.interrupted}, {"checkpoint", result.checkpoint},
                         {"wall_s", now_s() - run_start_}};
-  fin["test_acc"] = result.interrupted ? nlohmann::json(nullptr) : nlohmann::json(result.test_acc);
+  fin["test_acc"] = result.interrupted || result.test_acc < 0 ? nlohmann::json(nullptr) : nlohmann::json(result.test_acc);
   if (avg_) fin.update(avg_->metrics());
   log_->metrics.write(fin);
   return result;

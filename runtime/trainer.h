@@ -66,6 +66,7 @@ class Trainer {
  private:
   void setup();
   void train_step(uint64_t step, int epoch, size_t step_in_epoch);
+  void synthetic_step(uint64_t step);
   double evaluate(double* loss);
   void save(const std::string& path, int epoch, size_t step_in_epoch);
   void log_interval(int epoch, size_t step_in_epoch, bool force);
@@ -81,6 +82,7 @@ class Trainer {
   std::unique_ptr<Averaging> avg_;
   LrSchedule schedule_;
   DeviceBuffer<float> x_, stats_;
+  DeviceBuffer<float> synthetic_pool_;   // compute "synthetic": random updates
   DeviceBuffer<int32_t> y_;
   std::vector<uint32_t> indices_;
   std::vector<uint8_t> host_images_;
