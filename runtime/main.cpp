@@ -1,6 +1,8 @@
 // tether: one binary per machine.
 //   tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]
 //   tether eval CONFIG --checkpoint FILE [--set ...]
+//   tether dashboard LOGDIR [--once] [--interval-ms N]
+//   tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]
 // Exit codes: 0 done (also after SIGINT/SIGTERM with a checkpoint written),
 // 1 run-time failure (a peer lost, I/O), 2 bad usage, config, data or checkpoint.
 #include <csignal>
@@ -12,6 +14,7 @@
 #include "models/dataset.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
+#include "runtime/dashboard.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -26,6 +29,8 @@ const char* kUsage =
     "usage:\n"
     "  tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
     "  tether eval CONFIG --checkpoint FILE [--set json.path=value]...\n"
+    "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
+    "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
     "  tether --help\n"
     "\n"
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
@@ -34,6 +39,11 @@ const char* kUsage =
     "        <log.dir>/node-<ID>.ckpt (train.checkpoint overrides).\n"
     "        SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n"
     "eval    test accuracy of a checkpoint on the config's test split.\n"
+    "dashboard  live table of a run's nodes from LOGDIR/node-*.jsonl (step, loss,\n"
+    "        test acc, img/s, idle, distance vs bound); refreshes every N ms (1000)\n"
+    "        until every node finished or Ctrl-C; --once (or no terminal): one frame.\n"
+    "report  writes a self-contained HTML page with plots and a summary of LOGDIR;\n"
+    "        --link-mbps (or the config's net.inject_rate_mbps) draws the link rate.\n"
     "--set   overrides one config value, e.g. --set optimizer.lr=0.1\n"
     "        --set data.name=synthetic (values are JSON, bare words are strings)\n"
     "\n"
@@ -53,6 +63,12 @@ int main(int argc, char** argv) {
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::fputs(kUsage, stdout);
     return 0;
+  }
+  if (args[0] == "dashboard" || args[0] == "report") {
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    return args[0] == "dashboard" ? tether::dashboard_command(rest, &g_stop) : tether::report_command(rest);
   }
   const std::string cmd = args[0];
   if (cmd != "train" && cmd != "eval") return usage_error("unknown command \"" + cmd + "\"");

@@ -1,0 +1,276 @@
+// The terminal view of `tether dashboard` and its command line; the HTML
+// report is in report.cpp.
+#include "runtime/dashboard.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <thread>
+
+namespace tether {
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// A number in at most `width` characters: 3, then 2, then 1 significant
+// digits, exponents without padding ("1.2e-5").
+std::string compact(double v, size_t width) {
+  if (!std::isfinite(v)) return "nan";
+  if (v == 0) return "0";
+  for (int digits = 3; digits >= 1; --digits) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    std::string s = buf;
+    size_t e = s.find('e');
+    if (e != std::string::npos) {
+      // "1.23e-05" -> "1.23e-5"
+      size_t d = e + 2;
+      while (d + 1 < s.size() && s[d] == '0') s.erase(d, 1);
+    }
+    if (s.size() <= width) return s;
+  }
+  return std::string(width, '#');
+}
+
+std::string right(const std::string& s, size_t width) {
+  return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
+}
+
+// Cuts `s` to `width` columns (ASCII), ending in "~" when cut.
+std::string clip(const std::string& s, size_t width) {
+  return s.size() <= width ? s : s.substr(0, width - 1) + "~";
+}
+
+std::string local_clock(double t) {
+  if (t <= 0) return "--:--:--";
+  std::time_t tt = std::time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+// Column widths; separated by one space: 3+7+3+6+5+6+5+4+7+7+7+3+5 + 12 = 79.
+struct Col {
+  const char* head;
+  size_t width;
+};
+constexpr Col kCols[] = {{"id", 3},    {"step", 7},  {"ep", 3},    {"loss", 6},  {"test%", 5},
+                         {"img/s", 6}, {"idle%", 5}, {"infl", 4},  {"disp", 7},  {"dist", 7},
+                         {"bound", 7}, {"thr", 3},   {"state", 5}};
+
+std::string row(const std::vector<std::string>& cells) {
+  std::string line;
+  for (size_t i = 0; i < cells.size(); ++i) {   // cells.size() == size of kCols
+    if (i > 0) line += ' ';
+    line += right(clip(cells[i], kCols[i].width), kCols[i].width);
+  }
+  return line;
+}
+
+std::string images_per_s(double v) {
+  if (v < 999999.5) return fmt("%.0f", v);
+  return fmt("%.0fk", v / 1000);
+}
+
+const char* short_state(NodeState s) {
+  switch (s) {
+    case NodeState::kRunning: return "run";
+    case NodeState::kDone: return "done";
+    case NodeState::kInterrupted: return "intr";
+    case NodeState::kFailed: return "FAIL";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::string render_frame(const RunLog& log, const FrameOptions& opts) {
+  const size_t width = kDashboardColumns;
+  std::vector<std::string> lines;
+  const auto& nodes = log.nodes();
+  const double last = log.end_time();
+
+  std::string right_head = std::to_string(nodes.size()) + (nodes.size() == 1 ? " node" : " nodes") + "  last " +
+                           local_clock(last);
+  if (opts.now > 0 && last > 0) right_head += " (" + compact(std::max(0.0, opts.now - last), 5) + "s ago)";
+  std::string left_head = "tether dashboard  ";
+  size_t room = width > left_head.size() + right_head.size() + 2 ? width - left_head.size() - right_head.size() - 2 : 0;
+  std::string dir = log.dir();
+  if (dir.size() > room) dir = room > 3 ? "..." + dir.substr(dir.size() - (room - 3)) : "";
+  std::string head = left_head + dir;
+  head += std::string(width > head.size() + right_head.size() ? width - head.size() - right_head.size() : 1, ' ');
+  lines.push_back(clip(head + right_head, width));
+
+  std::vector<std::string> heads;
+  for (const Col& c : kCols) heads.push_back(c.head);
+  lines.push_back(row(heads));
+
+  double total_ips = 0, running_ips = 0, dist = 0, bound = 0, dist_run = 0;
+  size_t running = 0, done = 0, interrupted = 0, failed = 0, throttled = 0;
+  uint64_t throttle_count = 0;
+  for (const auto& [id, n] : nodes) {
+    const NodeSample* s = n.last();
+    const NodeState st = n.state();
+    std::vector<std::string> cells(std::size(kCols), "-");
+    cells[0] = std::to_string(id);
+    if (s != nullptr) {
+      cells[1] = std::to_string(s->step);
+      cells[2] = std::to_string(s->epoch);
+      cells[3] = compact(s->loss, 6);
+      cells[5] = images_per_s(s->images_per_s);
+      cells[6] = fmt("%.1f", s->idle_frac * 100);
+      cells[7] = std::to_string(s->rounds_in_flight);
+      cells[8] = compact(s->disp_norm, 7);
+      cells[9] = compact(s->max_pair_dist, 7);
+      cells[10] = compact(s->bound, 7);
+      cells[11] = s->throttled ? "YES" : "no";
+      total_ips += s->images_per_s;
+      if (st == NodeState::kRunning) running_ips += s->images_per_s;
+      if (s->max_pair_dist >= dist) {
+        dist = s->max_pair_dist;
+        bound = s->bound;
+      }
+      dist_run = std::max(dist_run, s->max_pair_dist_run);
+      throttle_count = std::max(throttle_count, s->throttle_count);
+      if (s->throttled && st == NodeState::kRunning) ++throttled;
+    }
+    if (n.final) {
+      cells[1] = std::to_string(std::max<uint64_t>(n.final->steps, s != nullptr ? s->step : 0));
+      dist_run = std::max(dist_run, n.final->max_pair_dist_run);
+      throttle_count = std::max(throttle_count, n.final->throttle_count);
+    }
+    if (auto acc = n.last_test_acc()) cells[4] = fmt(*acc * 100 < 99.995 ? "%.2f" : "%.1f", *acc * 100);
+    cells[12] = short_state(st);
+    switch (st) {
+      case NodeState::kRunning: ++running; break;
+      case NodeState::kDone: ++done; break;
+      case NodeState::kInterrupted: ++interrupted; break;
+      case NodeState::kFailed: ++failed; break;
+    }
+    lines.push_back(row(cells));
+  }
+
+  // Summary: throughput of the running nodes (of all, once none runs).
+  std::string sum = "total " + images_per_s(running > 0 ? running_ips : total_ips) + " img/s";
+  if (bound > 0) {
+    sum += "  dist " + compact(dist, 7) + " / bound " + compact(bound, 7) + " (" + fmt("%.0f", dist / bound * 100) + "%)";
+  } else {
+    sum += "  dist " + compact(dist, 7) + " (no bound)";
+  }
+  if (dist_run > 0) sum += "  run max " + compact(dist_run, 7);
+  lines.push_back(clip(sum, width));
+
+  std::string status = "nodes: " + std::to_string(running) + " running, " + std::to_string(done) + " finished, " +
+                       std::to_string(failed) + " failed";
+  if (interrupted > 0) status += ", " + std::to_string(interrupted) + " interrupted";
+  if (throttled > 0) status += "  " + std::to_string(throttled) + " throttled";
+  if (throttle_count > 0) status += "  throttles " + std::to_string(throttle_count);
+  if (size_t bad = log.malformed(); bad > 0)
+    status += "  " + std::to_string(bad) + (bad == 1 ? " bad line" : " bad lines");
+  lines.push_back(clip(status, width));
+
+  for (const auto& [id, n] : nodes) {
+    if (!n.failed) continue;
+    std::string err = n.failed->error;
+    std::replace(err.begin(), err.end(), '\n', ' ');
+    lines.push_back(clip("node " + std::to_string(id) + " failed at step " + std::to_string(n.failed->step) + ": " + err,
+                         width));
+  }
+
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+namespace {
+
+int usage(const std::string& msg) {
+  std::fprintf(stderr, "tether: dashboard: %s\n(run `tether --help` for usage)\n", msg.c_str());
+  return 2;
+}
+
+double wall_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int dashboard_command(const std::vector<std::string>& args, const std::atomic<bool>* stop) {
+  std::string dir;
+  bool once = false;
+  long interval_ms = -1;   // -1: not given
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--once") {
+      once = true;
+    } else if (a == "--interval-ms") {
+      if (i + 1 >= args.size()) return usage("--interval-ms needs a value");
+      const std::string& v = args[++i];
+      char* end = nullptr;
+      interval_ms = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || interval_ms < 10 || interval_ms > 3600000)
+        return usage("--interval-ms: expected an integer in [10, 3600000], got " + v);
+    } else if (!a.empty() && a[0] == '-') {
+      return usage("unknown option " + a);
+    } else if (dir.empty()) {
+      dir = a;
+    } else {
+      return usage("unexpected argument " + a);
+    }
+  }
+  if (dir.empty()) return usage("missing LOGDIR");
+
+  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  if (!tty && interval_ms < 0) once = true;   // scripts and pipes get one frame
+  if (interval_ms < 0) interval_ms = 1000;
+
+  try {
+    RunLog log(dir);
+    log.refresh();
+    if (log.nodes().empty()) {
+      std::fprintf(stderr, "tether: dashboard: %s: no node-*.jsonl files (is it a run's log.dir?)\n", dir.c_str());
+      return 2;
+    }
+    if (once) {
+      std::fputs(render_frame(log).c_str(), stdout);
+      return 0;
+    }
+    bool changed = true;
+    while (true) {
+      if (tty) {
+        FrameOptions fo;
+        fo.now = wall_now();
+        std::string frame = "\033[H\033[J" + render_frame(log, fo);
+        std::fputs(frame.c_str(), stdout);
+      } else if (changed) {
+        std::fputs((render_frame(log) + "\n").c_str(), stdout);
+      }
+      std::fflush(stdout);
+      if (log.all_finished()) return 0;
+      // Sleep in short slices so that Ctrl-C ends the view promptly.
+      auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
+      while (std::chrono::steady_clock::now() < until) {
+        if (stop != nullptr && stop->load()) return 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min<long>(50, interval_ms)));
+      }
+      if (stop != nullptr && stop->load()) return 0;
+      changed = log.refresh();
+    }
+  } catch (const RunLogError& e) {
+    std::fprintf(stderr, "tether: dashboard: %s\n", e.what());
+    return 2;
+  }
+}
+
+}  // namespace tether

@@ -1,0 +1,655 @@
+// `tether report`: a run's metrics as one self-contained HTML page. The plots
+// are SVG drawn here (they show without the script); the inline script adds
+// legend toggles and a hover readout and marks <body> once it ran. Nothing on
+// the page refers to the network.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "runtime/config.h"
+#include "runtime/dashboard.h"
+
+namespace tether {
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string esc(const std::string& s) {
+  std::string o;
+  o.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      case '\'': o += "&#39;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+// Ten colours that stay apart (Tableau 10); node i gets kPalette[i % 10].
+constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+
+struct Point {
+  double x, y;
+};
+
+struct Series {
+  std::string name, color;
+  std::vector<Point> pts;
+  bool dashed = false;
+  bool markers = false;   // points only (test accuracy)
+  double width = 1.6;
+};
+
+struct Plot {
+  std::string title, ylabel;
+  std::vector<Series> series;
+  std::optional<double> ymin, ymax;   // fixed ends; absent: from the data
+};
+
+// Plot area inside a kW × kH view box.
+constexpr double kW = 640, kH = 300, kLeft = 62, kRight = 14, kTop = 12, kBottom = 42;
+
+// A step of 1, 2 or 5 × 10^k giving about `target` intervals over `span`.
+double nice_step(double span, int target) {
+  double raw = span / target;
+  double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double norm = raw / mag;
+  double m = norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10;
+  return m * mag;
+}
+
+// A tick label with as many decimals as the step needs; k and M for large values.
+std::string tick_label(double v, double step) {
+  if (std::fabs(v) < step * 1e-6) v = 0;
+  double scale = 1;
+  const char* suffix = "";
+  if (step >= 1e6) {
+    scale = 1e6;
+    suffix = "M";
+  } else if (step >= 1e3 && std::fabs(v) >= 1e4) {
+    scale = 1e3;
+    suffix = "k";
+  }
+  double s = step / scale;
+  int decimals = s >= 1 ? 0 : std::min(9, int(std::ceil(-std::log10(s) - 1e-9)));
+  if (s < 1e-4 || std::fabs(v / scale) >= 1e7) return fmt("%.2g", v);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f%s", decimals, v / scale, suffix);
+  return buf;
+}
+
+// At most `max_points` points: every k-th, the last kept (the curve's shape
+// at a report's width needs no more).
+std::vector<Point> thin(const std::vector<Point>& pts, size_t max_points = 1500) {
+  if (pts.size() <= max_points) return pts;
+  size_t k = (pts.size() + max_points - 1) / max_points;
+  std::vector<Point> out;
+  for (size_t i = 0; i < pts.size(); i += k) out.push_back(pts[i]);   // i < pts.size(): indices of pts
+  if (out.back().x != pts.back().x) out.push_back(pts.back());
+  return out;
+}
+
+struct Axis {
+  double lo, hi, step;
+};
+
+Axis axis(double lo, double hi, int target, bool snap) {
+  if (!(hi > lo)) {
+    double pad = lo == 0 ? 1 : std::fabs(lo) * 0.1;
+    lo -= pad;
+    hi += pad;
+  }
+  double step = nice_step(hi - lo, target);
+  if (snap) {
+    lo = std::floor(lo / step + 1e-9) * step;
+    hi = std::ceil(hi / step - 1e-9) * step;
+  }
+  return {lo, hi, step};
+}
+
+// The x axis: seconds since the run started, in s, min or h.
+struct TimeAxis {
+  double t0, span_s, scale;   // x value = (time - t0) / scale
+  const char* unit;
+};
+
+TimeAxis time_axis(double t0, double t1) {
+  double span = std::max(1e-3, t1 - t0);
+  if (span > 3 * 3600) return {t0, span, 3600, "h"};
+  if (span > 600) return {t0, span, 60, "min"};
+  return {t0, span, 1, "s"};
+}
+
+std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
+  const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
+  double ylo = INFINITY, yhi = -INFINITY;
+  bool any = false;
+  for (const Series& s : p.series)
+    for (const Point& q : s.pts) {
+      if (!std::isfinite(q.y)) continue;
+      ylo = std::min(ylo, q.y);
+      yhi = std::max(yhi, q.y);
+      any = true;
+    }
+  if (!any) ylo = yhi = 0;
+  if (p.ymin) ylo = std::min(ylo, *p.ymin);
+  if (p.ymax) yhi = std::max(yhi, *p.ymax);
+  Axis ya = axis(ylo, yhi, 5, true);
+  Axis xa = axis(0, ta.span_s / ta.scale, 6, false);
+  auto px = [&](double x) { return kLeft + (x - xa.lo) / (xa.hi - xa.lo) * pw; };
+  auto py = [&](double y) { return kTop + ph - (y - ya.lo) / (ya.hi - ya.lo) * ph; };
+
+  std::string o;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "<svg class=\"plot\" id=\"plot-%d\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+                "data-x0=\"%.9g\" data-x1=\"%.9g\" data-y0=\"%.9g\" data-y1=\"%.9g\" "
+                "data-px0=\"%.1f\" data-px1=\"%.1f\" data-py0=\"%.1f\" data-py1=\"%.1f\" data-unit=\"%s\">\n",
+                index, kW, kH, xa.lo, xa.hi, ya.lo, ya.hi, kLeft, kLeft + pw, kTop + ph, kTop, ta.unit);
+  o += buf;
+  o += "<title>" + esc(p.title) + "</title>\n";
+  // Grid and tick labels; tick counts come from the nice steps (about 5-6 each).
+  o += "<g class=\"grid\">\n";
+  for (double y = ya.lo; y <= ya.hi + ya.step * 1e-6; y += ya.step) {
+    std::snprintf(buf, sizeof buf, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>", kLeft, kLeft + pw, py(y),
+                  py(y));
+    o += buf;
+    std::snprintf(buf, sizeof buf, "<text class=\"yt\" x=\"%.1f\" y=\"%.1f\">", kLeft - 6, py(y) + 4);
+    o += buf + tick_label(y, ya.step) + "</text>\n";
+  }
+  double x0 = std::ceil(xa.lo / xa.step - 1e-9) * xa.step;
+  for (double x = x0; x <= xa.hi + xa.step * 1e-6; x += xa.step) {
+    std::snprintf(buf, sizeof buf, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>", px(x), px(x), kTop,
+                  kTop + ph);
+    o += buf;
+    std::snprintf(buf, sizeof buf, "<text class=\"xt\" x=\"%.1f\" y=\"%.1f\">", px(x), kTop + ph + 16);
+    o += buf + tick_label(x, xa.step) + "</text>\n";
+  }
+  o += "</g>\n";
+  std::snprintf(buf, sizeof buf, "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n", kLeft,
+                kTop, pw, ph);
+  o += buf;
+  std::snprintf(buf, sizeof buf, "<text class=\"xl\" x=\"%.1f\" y=\"%.1f\">time since start (%s)</text>\n",
+                kLeft + pw / 2, kH - 6, ta.unit);
+  o += buf;
+  std::snprintf(buf, sizeof buf, "<text class=\"yl\" transform=\"translate(14 %.1f) rotate(-90)\">", kTop + ph / 2);
+  o += buf + esc(p.ylabel) + "</text>\n";
+  if (!any) {
+    std::snprintf(buf, sizeof buf, "<text class=\"nodata\" x=\"%.1f\" y=\"%.1f\">no data</text>\n", kLeft + pw / 2,
+                  kTop + ph / 2);
+    o += buf;
+  }
+  for (size_t si = 0; si < p.series.size(); ++si) {   // si: index into p.series (legend order)
+    const Series& s = p.series[si];
+    std::vector<Point> pts = thin(s.pts);
+    std::snprintf(buf, sizeof buf, "<g class=\"series\" data-i=\"%zu\" data-name=\"%s\" style=\"color:%s\">", si,
+                  esc(s.name).c_str(), s.color.c_str());
+    o += buf;
+    auto finite = [](const Point& q) { return std::isfinite(q.x) && std::isfinite(q.y); };
+    if (s.markers || std::count_if(pts.begin(), pts.end(), finite) == 1) {
+      for (const Point& q : pts) {
+        if (!finite(q)) continue;
+        std::snprintf(buf, sizeof buf, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\"/>", px(q.x), py(q.y),
+                      s.markers ? 3.5 : 2.5);
+        o += buf;
+      }
+    }
+    if (!s.markers) {
+      std::string d;
+      bool pen = false;
+      for (const Point& q : pts) {
+        if (!finite(q)) {
+          pen = false;   // a gap
+          continue;
+        }
+        std::snprintf(buf, sizeof buf, "%c%.1f,%.1f", pen ? 'L' : 'M', px(q.x), py(q.y));
+        d += buf;
+        pen = true;
+      }
+      if (!d.empty()) {
+        std::snprintf(buf, sizeof buf, "<path d=\"%s\" stroke-width=\"%.1f\"%s/>", d.c_str(), s.width,
+                      s.dashed ? " stroke-dasharray=\"6 4\"" : "");
+        o += buf;
+      }
+    }
+    o += "</g>\n";
+  }
+  o += "</svg>\n";
+  return o;
+}
+
+std::string figure(const Plot& p, const TimeAxis& ta, int index) {
+  std::string o = "<figure class=\"fig\">\n<figcaption>" + esc(p.title) + "</figcaption>\n";
+  o += svg_plot(p, ta, index);
+  o += "<div class=\"legend\">";
+  for (size_t si = 0; si < p.series.size(); ++si) {   // si: index into p.series, as data-i above
+    const Series& s = p.series[si];
+    const char* kind = s.markers ? "dot" : s.dashed ? "dash" : "line";
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "<span class=\"item\" data-i=\"%zu\"><i class=\"%s\" style=\"color:%s\"></i>", si,
+                  kind, s.color.c_str());
+    o += buf + esc(s.name) + "</span>";
+  }
+  o += "</div>\n</figure>\n";
+  return o;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000 && u < 4) {
+    b /= 1000;
+    ++u;
+  }
+  return u == 0 ? fmt("%.0f B", b) : fmt("%.2f ", b) + units[u];
+}
+
+std::string local_time(double t) {
+  if (t <= 0) return "-";
+  std::time_t tt = std::time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+const char* kStyle = R"CSS(
+body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 20px 28px; color: #222; background: #fff; }
+h1 { font-size: 20px; margin: 0 0 4px; word-break: break-all; }
+.sub { color: #555; margin-bottom: 14px; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px 22px; }
+.fig { margin: 0; position: relative; }
+figcaption { font-weight: 600; margin-bottom: 2px; }
+svg.plot { width: 100%; height: auto; display: block; font-size: 11px; }
+svg.plot .grid line { stroke: #e4e4e4; stroke-width: 1; }
+svg.plot .frame { fill: none; stroke: #999; stroke-width: 1; }
+svg.plot text { fill: #444; }
+svg.plot .yt { text-anchor: end; }
+svg.plot .xt, svg.plot .xl, svg.plot .yl, svg.plot .nodata { text-anchor: middle; }
+svg.plot .xl, svg.plot .yl { font-size: 12px; fill: #222; }
+svg.plot .nodata { fill: #999; font-size: 14px; }
+svg.plot .series path { fill: none; stroke: currentColor; stroke-linejoin: round; }
+svg.plot .series circle { fill: currentColor; stroke: #fff; stroke-width: 0.8; }
+svg.plot .cross { stroke: #555; stroke-width: 1; stroke-dasharray: 3 3; }
+.legend { font-size: 12px; margin: 2px 0 0 62px; }
+.legend .item { margin-right: 12px; cursor: pointer; white-space: nowrap; user-select: none; }
+.legend .item.off { opacity: 0.35; }
+.legend i { display: inline-block; width: 18px; height: 0; border-top: 2px solid currentColor; vertical-align: middle; margin-right: 4px; }
+.legend i.dash { border-top-style: dashed; }
+.legend i.dot { width: 8px; height: 8px; border: 0; border-radius: 50%; background: currentColor; }
+.tip { position: absolute; pointer-events: none; background: rgba(255,255,255,0.95); border: 1px solid #bbb; border-radius: 4px; padding: 4px 6px; font-size: 12px; white-space: nowrap; display: none; z-index: 2; }
+table { border-collapse: collapse; margin: 6px 0 18px; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; }
+td.l, th.l { text-align: left; }
+td.err { color: #b00; text-align: left; max-width: 420px; }
+code { font-size: 12px; }
+.ok { color: #070; } .bad { color: #b00; }
+)CSS";
+
+// Legend toggles, a crosshair with each visible series' value at the nearest
+// point, and the marker a headless browser checks.
+const char* kScript = R"JS(
+(function () {
+  var errors = 0;
+  window.addEventListener('error', function () {
+    errors++;
+    document.body.setAttribute('data-errors', String(errors));
+  });
+  function num(el, k) { return parseFloat(el.getAttribute('data-' + k)); }
+  function pathPoints(path) {
+    var d = path.getAttribute('d') || '', out = [], re = /[ML](-?[\d.]+),(-?[\d.]+)/g, m;
+    while ((m = re.exec(d)) !== null) out.push([parseFloat(m[1]), parseFloat(m[2])]);
+    return out;
+  }
+  function fmt(v) {
+    var a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
+    return String(Math.round(v * 1e4) / 1e4);
+  }
+  function setup(fig) {
+    var svg = fig.querySelector('svg.plot');
+    var groups = svg.querySelectorAll('g.series');
+    fig.querySelectorAll('.legend .item').forEach(function (item) {
+      item.addEventListener('click', function () {
+        var g = svg.querySelector('g.series[data-i="' + item.getAttribute('data-i') + '"]');
+        var off = item.classList.toggle('off');
+        if (g) g.style.display = off ? 'none' : '';
+      });
+    });
+    var x0 = num(svg, 'x0'), x1 = num(svg, 'x1'), y0 = num(svg, 'y0'), y1 = num(svg, 'y1');
+    var px0 = num(svg, 'px0'), px1 = num(svg, 'px1'), py0 = num(svg, 'py0'), py1 = num(svg, 'py1');
+    var unit = svg.getAttribute('data-unit');
+    var data = [];
+    groups.forEach(function (g) {
+      var pts = [];
+      g.querySelectorAll('path').forEach(function (p) { pts = pts.concat(pathPoints(p)); });
+      g.querySelectorAll('circle').forEach(function (c) { pts.push([num(c, 'cx') || parseFloat(c.getAttribute('cx')), parseFloat(c.getAttribute('cy'))]); });
+      data.push({ g: g, name: g.getAttribute('data-name'), color: g.style.color, pts: pts });
+    });
+    var ns = svg.namespaceURI;
+    var cross = document.createElementNS(ns, 'line');
+    cross.setAttribute('class', 'cross');
+    cross.setAttribute('y1', py1);
+    cross.setAttribute('y2', py0);
+    cross.style.display = 'none';
+    svg.appendChild(cross);
+    var tip = document.createElement('div');
+    tip.className = 'tip';
+    fig.appendChild(tip);
+    svg.addEventListener('mousemove', function (ev) {
+      var r = svg.getBoundingClientRect(), vb = svg.viewBox.baseVal;
+      var sx = (ev.clientX - r.left) / r.width * vb.width;
+      if (sx < px0 || sx > px1) { cross.style.display = 'none'; tip.style.display = 'none'; return; }
+      cross.setAttribute('x1', sx);
+      cross.setAttribute('x2', sx);
+      cross.style.display = '';
+      var rows = ['t = ' + fmt(x0 + (sx - px0) / (px1 - px0) * (x1 - x0)) + ' ' + unit];
+      data.forEach(function (s) {
+        if (s.g.style.display === 'none' || s.pts.length === 0) return;
+        var best = s.pts[0];
+        s.pts.forEach(function (p) { if (Math.abs(p[0] - sx) < Math.abs(best[0] - sx)) best = p; });
+        if (Math.abs(best[0] - sx) > (px1 - px0) * 0.05) return;
+        var y = y0 + (py0 - best[1]) / (py0 - py1) * (y1 - y0);
+        rows.push('<span style="color:' + s.color + '">\u25cf</span> ' + s.name + ': ' + fmt(y));
+      });
+      tip.innerHTML = rows.join('<br>');
+      tip.style.display = 'block';
+      var fr = fig.getBoundingClientRect();
+      var left = ev.clientX - fr.left + 14;
+      if (left + tip.offsetWidth > fr.width) left = ev.clientX - fr.left - tip.offsetWidth - 14;
+      tip.style.left = left + 'px';
+      tip.style.top = (ev.clientY - fr.top + 10) + 'px';
+    });
+    svg.addEventListener('mouseleave', function () { cross.style.display = 'none'; tip.style.display = 'none'; });
+  }
+  var plots = document.querySelectorAll('svg.plot'), drawn = 0;
+  try {
+    document.querySelectorAll('figure.fig').forEach(setup);
+    plots.forEach(function (svg) {
+      var visible = false;
+      svg.querySelectorAll('g.series path, g.series circle').forEach(function (el) {
+        var b = el.getBBox();
+        if (b.width > 0 || b.height > 0) visible = true;
+      });
+      if (visible) drawn++;
+    });
+  } catch (e) {
+    errors++;
+  }
+  document.body.setAttribute('data-plots', String(plots.length));
+  document.body.setAttribute('data-plots-drawn', String(drawn));
+  document.body.setAttribute('data-errors', String(errors));
+})();
+)JS";
+
+}  // namespace
+
+std::string render_report(const RunLog& log, const ReportOptions& opts) {
+  const auto& nodes = log.nodes();
+  const double t0 = log.start_time(), t1 = log.end_time();
+  const TimeAxis ta = time_axis(t0, t1);
+  auto xof = [&](double t) { return (t - ta.t0) / ta.scale; };
+  auto color = [](int node) { return std::string(kPalette[size_t(node) % std::size(kPalette)]); };
+  auto label = [](int node) { return "node " + std::to_string(node); };
+
+  Plot loss{"Training loss", "loss", {}, 0.0, std::nullopt};
+  Plot acc{"Accuracy (lines: train, dots: test)", "accuracy (%)", {}, std::nullopt, std::nullopt};
+  Plot ips{"Throughput", "images/s", {}, 0.0, std::nullopt};
+  Plot idle{"Idle fraction (waiting for rounds)", "idle (%)", {}, 0.0, std::nullopt};
+  Plot dist{"Largest pairwise distance and its bound", "distance (L2)", {}, 0.0, std::nullopt};
+  Plot wire{"Bytes on the wire (sent)", "Mbit/s", {}, 0.0, std::nullopt};
+  Plot disp{"Displacement norm", "||displacement||", {}, 0.0, std::nullopt};
+
+  // Merged in time order, for the total throughput and the bound.
+  struct Event {
+    double time;
+    int node;
+    double ips, bound;
+    bool end;   // the node finished: it adds nothing from here on
+  };
+  std::vector<Event> events;
+  for (const auto& [id, n] : nodes) {
+    Series l{label(id), color(id), {}}, a{label(id) + " train", color(id), {}}, t{label(id) + " test", color(id), {}};
+    t.markers = true;
+    Series th{label(id), color(id), {}}, id_{label(id), color(id), {}}, di{label(id), color(id), {}};
+    Series wi{label(id), color(id), {}}, dn{label(id), color(id), {}};
+    const NodeSample* prev = nullptr;
+    for (const NodeSample& s : n.samples) {
+      double x = xof(s.time);
+      l.pts.push_back({x, s.loss});
+      a.pts.push_back({x, s.train_acc * 100});
+      th.pts.push_back({x, s.images_per_s});
+      id_.pts.push_back({x, s.idle_frac * 100});
+      di.pts.push_back({x, s.max_pair_dist});
+      dn.pts.push_back({x, s.disp_norm});
+      // Rate from the counter's growth since the previous record (a counter
+      // that went back — a restart — gives no point).
+      if (prev != nullptr && s.time > prev->time && s.bytes_sent >= prev->bytes_sent)
+        wi.pts.push_back({x, double(s.bytes_sent - prev->bytes_sent) * 8 / 1e6 / (s.time - prev->time)});
+      prev = &s;
+      events.push_back({s.time, id, s.images_per_s, s.bound, false});
+    }
+    for (const EvalPoint& e : n.evals) t.pts.push_back({xof(e.time), e.test_acc * 100});
+    if (n.finished()) events.push_back({n.last_time(), id, 0, 0, true});
+    loss.series.push_back(std::move(l));
+    acc.series.push_back(std::move(a));
+    if (!t.pts.empty()) acc.series.push_back(std::move(t));
+    ips.series.push_back(std::move(th));
+    idle.series.push_back(std::move(id_));
+    dist.series.push_back(std::move(di));
+    wire.series.push_back(std::move(wi));
+    disp.series.push_back(std::move(dn));
+  }
+  std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
+  Series total{"total", "#000", {}};
+  total.width = 2.2;
+  Series bound{"bound", "#000", {}};
+  bound.dashed = true;
+  {
+    std::map<int, double> cur_ips, cur_bound;   // each node's latest value
+    for (const Event& e : events) {
+      if (e.end) {
+        cur_ips.erase(e.node);
+      } else {
+        cur_ips[e.node] = e.ips;
+        cur_bound[e.node] = e.bound;
+      }
+      double sum = 0, b = 0;
+      for (const auto& kv : cur_ips) sum += kv.second;
+      for (const auto& kv : cur_bound) b = std::max(b, kv.second);
+      total.pts.push_back({xof(e.time), sum});
+      if (!e.end) bound.pts.push_back({xof(e.time), b});
+    }
+  }
+  if (nodes.size() > 1) ips.series.push_back(std::move(total));
+  bool any_bound = std::any_of(bound.pts.begin(), bound.pts.end(), [](const Point& p) { return p.y > 0; });
+  if (any_bound) dist.series.push_back(std::move(bound));
+  if (opts.link_mbps > 0) {
+    Series link{fmt("link %g Mbit/s", opts.link_mbps), "#000", {}};
+    link.dashed = true;
+    link.pts = {{0, opts.link_mbps}, {ta.span_s / ta.scale, opts.link_mbps}};
+    wire.series.push_back(std::move(link));
+  }
+
+  const std::string title = opts.title.empty() ? log.dir() : opts.title;
+  std::string o;
+  o += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+  o += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+  o += "<title>tether report: " + esc(title) + "</title>\n<style>" + std::string(kStyle) + "</style>\n</head>\n<body>\n";
+  o += "<h1>tether run report: " + esc(title) + "</h1>\n";
+  size_t running = 0, done = 0, failed = 0, interrupted = 0;
+  for (const auto& [id, n] : nodes) {
+    switch (n.state()) {
+      case NodeState::kRunning: ++running; break;
+      case NodeState::kDone: ++done; break;
+      case NodeState::kInterrupted: ++interrupted; break;
+      case NodeState::kFailed: ++failed; break;
+    }
+  }
+  o += "<div class=\"sub\">" + std::to_string(nodes.size()) + (nodes.size() == 1 ? " node" : " nodes") + ": " +
+       std::to_string(done) + " finished, " + std::to_string(failed) + " failed, " + std::to_string(interrupted) +
+       " interrupted, " + std::to_string(running) + " running &middot; from " + local_time(t0) + " for " +
+       fmt("%.1f s", t1 - t0) + " &middot; log dir <code>" + esc(log.dir()) + "</code>";
+  if (size_t bad = log.malformed(); bad > 0) o += " &middot; " + std::to_string(bad) + " malformed lines skipped";
+  o += "</div>\n";
+
+  // Summary table.
+  o += "<table class=\"summary\">\n<tr><th>node</th><th class=\"l\">state</th><th>steps</th><th>epoch</th>"
+       "<th>loss</th><th>test acc</th><th class=\"l\">params_hash</th><th>mean img/s</th><th>idle</th>"
+       "<th>max dist (run)</th><th>throttles</th><th>sent</th><th>received</th><th>rejected</th>"
+       "<th>bad lines</th><th class=\"l\">error</th></tr>\n";
+  std::set<std::string> hashes;
+  size_t with_hash = 0;
+  for (const auto& [id, n] : nodes) {
+    const NodeSample* s = n.last();
+    double mean_ips = 0;
+    for (const NodeSample& q : n.samples) mean_ips += q.images_per_s;
+    if (!n.samples.empty()) mean_ips /= double(n.samples.size());
+    uint64_t steps = s != nullptr ? s->step : 0;
+    double idle_total = s != nullptr ? s->idle_frac_total : 0, dist_run = s != nullptr ? s->max_pair_dist_run : 0;
+    uint64_t throttles = s != nullptr ? s->throttle_count : 0, sent = s != nullptr ? s->bytes_sent : 0,
+             recv = s != nullptr ? s->bytes_recv : 0, rejected = s != nullptr ? s->msgs_rejected : 0;
+    std::string hash = "-";
+    if (n.final) {
+      steps = std::max(steps, n.final->steps);
+      idle_total = std::max(idle_total, n.final->idle_frac_total);
+      dist_run = std::max(dist_run, n.final->max_pair_dist_run);
+      throttles = std::max(throttles, n.final->throttle_count);
+      sent = std::max(sent, n.final->bytes_sent);
+      recv = std::max(recv, n.final->bytes_recv);
+      rejected = std::max(rejected, n.final->msgs_rejected);
+      if (!n.final->params_hash.empty()) {
+        hash = n.final->params_hash;
+        hashes.insert(hash);
+        ++with_hash;
+      }
+    }
+    auto acc_v = n.last_test_acc();
+    const char* st_class = n.state() == NodeState::kFailed ? "bad" : n.state() == NodeState::kDone ? "ok" : "";
+    o += "<tr><td>" + std::to_string(id) + "</td><td class=\"l " + st_class + "\">" + node_state_name(n.state()) +
+         "</td><td>" + std::to_string(steps) + "</td><td>" + (s != nullptr ? std::to_string(s->epoch) : "-") +
+         "</td><td>" + (s != nullptr ? fmt("%.4f", s->loss) : "-") + "</td><td>" +
+         (acc_v ? fmt("%.2f%%", *acc_v * 100) : "-") + "</td><td class=\"l\"><code>" + esc(hash) +
+         "</code></td><td>" + fmt("%.0f", mean_ips) + "</td><td>" + fmt("%.1f%%", idle_total * 100) + "</td><td>" +
+         fmt("%.4g", dist_run) + "</td><td>" + std::to_string(throttles) + "</td><td>" + human_bytes(double(sent)) +
+         "</td><td>" + human_bytes(double(recv)) + "</td><td>" + std::to_string(rejected) + "</td><td>" +
+         std::to_string(n.malformed) + "</td><td class=\"err\">" + (n.failed ? esc(n.failed->error) : "") +
+         "</td></tr>\n";
+  }
+  o += "</table>\n";
+  if (with_hash > 1) {
+    o += hashes.size() == 1
+             ? "<p class=\"ok\">All " + std::to_string(with_hash) + " final params_hash values agree.</p>\n"
+             : "<p>" + std::to_string(hashes.size()) + " distinct final params_hash values over " +
+                   std::to_string(with_hash) + " nodes.</p>\n";
+  }
+
+  o += "<div class=\"grid2\">\n";
+  int index = 0;
+  for (const Plot* p : {&loss, &acc, &ips, &idle, &dist, &wire, &disp}) o += figure(*p, ta, index++);
+  o += "</div>\n<script>" + std::string(kScript) + "</script>\n</body>\n</html>\n";
+  return o;
+}
+
+namespace {
+
+int report_usage(const std::string& msg) {
+  std::fprintf(stderr, "tether: report: %s\n(run `tether --help` for usage)\n", msg.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int report_command(const std::vector<std::string>& args) {
+  std::string dir, out, config;
+  ReportOptions opts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::optional<std::string> {
+      if (i + 1 >= args.size()) return std::nullopt;
+      return args[++i];
+    };
+    if (a == "-o" || a == "--output") {
+      auto v = value();
+      if (!v) return report_usage(a + " needs a file name");
+      out = *v;
+    } else if (a == "--link-mbps") {
+      auto v = value();
+      if (!v) return report_usage("--link-mbps needs a value");
+      char* end = nullptr;
+      opts.link_mbps = std::strtod(v->c_str(), &end);
+      if (v->empty() || *end != '\0' || !(opts.link_mbps > 0) || !std::isfinite(opts.link_mbps))
+        return report_usage("--link-mbps: expected a number > 0, got " + *v);
+    } else if (a == "--config") {
+      auto v = value();
+      if (!v) return report_usage("--config needs a file name");
+      config = *v;
+    } else if (a == "--title") {
+      auto v = value();
+      if (!v) return report_usage("--title needs a value");
+      opts.title = *v;
+    } else if (!a.empty() && a[0] == '-') {
+      return report_usage("unknown option " + a);
+    } else if (dir.empty()) {
+      dir = a;
+    } else {
+      return report_usage("unexpected argument " + a);
+    }
+  }
+  if (dir.empty()) return report_usage("missing LOGDIR");
+  if (out.empty()) return report_usage("missing -o FILE");
+  if (!config.empty() && opts.link_mbps == 0) {
+    try {
+      Config cfg = load_config(config, {});
+      opts.link_mbps = cfg.net.inject_rate_mbps;
+    } catch (const ConfigError& e) {
+      std::fprintf(stderr, "tether: config error: %s\n", e.what());
+      return 2;
+    }
+  }
+  std::string html;
+  size_t node_count = 0;
+  try {
+    RunLog log(dir);
+    log.refresh();
+    if (log.nodes().empty()) {
+      std::fprintf(stderr, "tether: report: %s: no node-*.jsonl files (is it a run's log.dir?)\n", dir.c_str());
+      return 2;
+    }
+    node_count = log.nodes().size();
+    html = render_report(log, opts);
+  } catch (const RunLogError& e) {
+    std::fprintf(stderr, "tether: report: %s\n", e.what());
+    return 2;
+  }
+  std::ofstream f(out, std::ios::binary | std::ios::trunc);
+  f << html;
+  f.close();
+  if (!f) {
+    std::fprintf(stderr, "tether: report: %s: cannot write\n", out.c_str());
+    return 1;
+  }
+  std::printf("wrote %s (%zu nodes, %zu bytes)\n", out.c_str(), node_count, html.size());
+  return 0;
+}
+
+}  // namespace tether

@@ -1,0 +1,289 @@
+#include "runtime/run_log.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+namespace tether {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Field readers: a missing field or one of the wrong type reads as `dflt`.
+double num(const nlohmann::json& j, const char* key, double dflt = 0) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : dflt;
+}
+uint64_t count(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return 0;
+  if (it->is_number_unsigned()) return it->get<uint64_t>();
+  if (it->is_number_integer()) return uint64_t(std::max<int64_t>(0, it->get<int64_t>()));
+  double d = it->get<double>();
+  return d > 0 ? uint64_t(d) : 0;
+}
+bool flag(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return false;
+  if (it->is_boolean()) return it->get<bool>();
+  return it->is_number() && it->get<double>() != 0;
+}
+std::string text(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return "";
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+// "node-12.jsonl" -> 12; -1 for any other name.
+int node_of_file(const std::string& name) {
+  const std::string pre = "node-", suf = ".jsonl";
+  if (name.size() <= pre.size() + suf.size() || name.compare(0, pre.size(), pre) != 0 ||
+      name.compare(name.size() - suf.size(), suf.size(), suf) != 0)
+    return -1;
+  std::string digits = name.substr(pre.size(), name.size() - pre.size() - suf.size());
+  if (digits.empty() || digits.size() > 6 || !std::all_of(digits.begin(), digits.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      }))
+    return -1;
+  return std::stoi(digits);
+}
+
+void reset_node(NodeLog& n) {
+  n.samples.clear();
+  n.evals.clear();
+  n.final.reset();
+  n.failed.reset();
+}
+
+}  // namespace
+
+const char* node_state_name(NodeState s) {
+  switch (s) {
+    case NodeState::kRunning: return "running";
+    case NodeState::kDone: return "done";
+    case NodeState::kInterrupted: return "interrupted";
+    case NodeState::kFailed: return "failed";
+  }
+  return "?";
+}
+
+NodeState NodeLog::state() const {
+  if (failed) return NodeState::kFailed;
+  if (final) return final->interrupted ? NodeState::kInterrupted : NodeState::kDone;
+  return NodeState::kRunning;
+}
+
+std::optional<double> NodeLog::last_test_acc() const {
+  if (final && final->test_acc) return final->test_acc;
+  if (!evals.empty()) return evals.back().test_acc;
+  return std::nullopt;
+}
+
+double NodeLog::last_time() const {
+  double t = 0;
+  if (!samples.empty()) t = std::max(t, samples.back().time);
+  if (!evals.empty()) t = std::max(t, evals.back().time);
+  if (final) t = std::max(t, final->time);
+  if (failed) t = std::max(t, failed->time);
+  return t;
+}
+
+void RunLog::parse_line(NodeLog& node, const std::string& line) {
+  if (line.find_first_not_of(" \t\r") == std::string::npos) return;   // blank: nothing to count
+  ++node.lines;
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    ++node.malformed;
+    return;
+  }
+  const double time = num(j, "time");
+  auto ev = j.find("event");
+  if (ev == j.end()) {
+    if (j.find("step") == j.end()) {
+      ++node.malformed;   // neither a periodic record nor an event
+      return;
+    }
+    NodeSample s;
+    s.time = time;
+    s.step = count(j, "step");
+    // A new run in a reused directory: steps start over.
+    if (!node.samples.empty() && s.step < node.samples.back().step) reset_node(node);
+    // A resumed run (steps go on) is running again.
+    if (node.finished()) {
+      node.final.reset();
+      node.failed.reset();
+    }
+    s.round = count(j, "round");
+    s.epoch = int(count(j, "epoch"));
+    s.loss = num(j, "loss");
+    s.train_acc = num(j, "train_acc");
+    s.images_per_s = num(j, "images_per_s");
+    s.lr = num(j, "lr");
+    s.idle_frac = num(j, "idle_frac");
+    s.idle_frac_total = num(j, "idle_frac_total");
+    s.rounds_in_flight = int64_t(count(j, "rounds_in_flight"));
+    s.disp_norm = num(j, "disp_norm");
+    s.max_pair_dist = num(j, "max_pair_dist");
+    s.max_pair_dist_run = num(j, "max_pair_dist_run");
+    s.bound = num(j, "bound");
+    s.max_delta_norm = num(j, "max_delta_norm");
+    s.throttled = flag(j, "throttled");
+    s.throttle_count = count(j, "throttle_count");
+    s.bytes_sent = count(j, "bytes_sent");
+    s.bytes_recv = count(j, "bytes_recv");
+    s.msgs_rejected = count(j, "msgs_rejected");
+    node.samples.push_back(s);
+    return;
+  }
+  const std::string event = ev->is_string() ? ev->get<std::string>() : "";
+  if (event == "eval") {
+    EvalPoint e;
+    e.time = time;
+    e.step = count(j, "step");
+    e.epoch = int(count(j, "epoch"));
+    e.test_acc = num(j, "test_acc");
+    e.test_loss = num(j, "test_loss");
+    node.evals.push_back(e);
+  } else if (event == "final") {
+    NodeFinal f;
+    f.time = time;
+    f.steps = count(j, "steps");
+    auto acc = j.find("test_acc");
+    if (acc != j.end() && acc->is_number()) f.test_acc = acc->get<double>();
+    f.params_hash = text(j, "params_hash");
+    f.checkpoint = text(j, "checkpoint");
+    f.interrupted = flag(j, "interrupted");
+    f.wall_s = num(j, "wall_s");
+    f.idle_frac_total = num(j, "idle_frac_total");
+    f.max_pair_dist_run = num(j, "max_pair_dist_run");
+    f.throttle_count = count(j, "throttle_count");
+    f.bytes_sent = count(j, "bytes_sent");
+    f.bytes_recv = count(j, "bytes_recv");
+    f.msgs_rejected = count(j, "msgs_rejected");
+    if (f.test_acc) {
+      EvalPoint e;
+      e.time = time;
+      e.step = f.steps;
+      e.epoch = node.samples.empty() ? 0 : node.samples.back().epoch;
+      e.test_acc = *f.test_acc;
+      e.test_loss = num(j, "test_loss");
+      node.evals.push_back(e);
+    }
+    node.final = std::move(f);
+  } else if (event == "failed") {
+    NodeFailure f;
+    f.time = time;
+    f.step = count(j, "step");
+    f.error = text(j, "error");
+    f.checkpoint = text(j, "checkpoint");
+    node.failed = std::move(f);
+  } else {
+    ++node.unknown;
+  }
+}
+
+RunLog::RunLog(std::string dir) : dir_(std::move(dir)) {
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) {
+    throw RunLogError(dir_ + ": " + (fs::exists(dir_, ec) ? "not a directory" : "no such directory"));
+  }
+}
+
+bool RunLog::refresh() {
+  std::error_code ec;
+  fs::directory_iterator it(dir_, ec);
+  if (ec) throw RunLogError(dir_ + ": cannot list: " + ec.message());
+  std::map<int, std::string> found;
+  for (const auto& entry : it) {
+    int id = node_of_file(entry.path().filename().string());
+    if (id >= 0 && entry.is_regular_file(ec)) found[id] = entry.path().string();
+  }
+  bool changed = false;
+  for (const auto& [id, path] : found) {
+    if (nodes_.find(id) == nodes_.end()) {
+      NodeLog n;
+      n.node = id;
+      n.path = path;
+      nodes_.emplace(id, std::move(n));
+      changed = true;
+    }
+    changed |= read_file(id, path);
+  }
+  return changed;
+}
+
+bool RunLog::read_file(int node, const std::string& path) {
+  FileState& fst = files_[node];
+  NodeLog& n = nodes_.at(node);
+  std::error_code ec;
+  uint64_t size = fs::file_size(path, ec);
+  if (ec) return false;   // removed between listing and reading: try again next time
+  if (size < fst.offset) {   // rewritten: start over
+    fst = FileState{};
+    NodeLog fresh;
+    fresh.node = n.node;
+    fresh.path = n.path;
+    n = std::move(fresh);
+  }
+  if (size == fst.offset) return false;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  bool changed = false;
+  if (std::fseek(f, long(fst.offset), SEEK_SET) == 0) {
+    char buf[1 << 16];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) {
+      fst.offset += got;
+      size_t start = 0;
+      // Each '\n' in this chunk ends a line that began in `pending` or here.
+      for (size_t i = 0; i < got; ++i) {
+        if (buf[i] != '\n') continue;
+        fst.pending.append(buf + start, i - start);
+        parse_line(n, fst.pending);
+        fst.pending.clear();
+        start = i + 1;
+        changed = true;
+      }
+      fst.pending.append(buf + start, got - start);
+    }
+  }
+  std::fclose(f);
+  return changed;
+}
+
+bool RunLog::all_finished() const {
+  if (nodes_.empty()) return false;
+  return std::all_of(nodes_.begin(), nodes_.end(), [](const auto& kv) { return kv.second.finished(); });
+}
+
+size_t RunLog::malformed() const {
+  size_t m = 0;
+  for (const auto& [id, n] : nodes_) m += n.malformed;
+  return m;
+}
+
+double RunLog::start_time() const {
+  double t = 0;
+  for (const auto& [id, n] : nodes_) {
+    double first = 0;
+    if (!n.samples.empty()) first = n.samples.front().time;
+    if (!n.evals.empty() && (first == 0 || n.evals.front().time < first)) first = n.evals.front().time;
+    if (n.final && (first == 0 || n.final->time < first)) first = n.final->time;
+    if (n.failed && (first == 0 || n.failed->time < first)) first = n.failed->time;
+    if (first > 0 && (t == 0 || first < t)) t = first;
+  }
+  return t;
+}
+
+double RunLog::end_time() const {
+  double t = 0;
+  for (const auto& [id, n] : nodes_) t = std::max(t, n.last_time());
+  return t;
+}
+
+}  // namespace tether

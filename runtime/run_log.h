@@ -1,0 +1,127 @@
+// RunLog: the metrics of a run as the nodes wrote them — every
+// `<log dir>/node-<id>.jsonl` (records listed in DESIGN.md, "Metrics and
+// dashboard") — read incrementally, for `tether dashboard` (terminal) and
+// `tether report` (HTML).
+//
+// Reading contract:
+//   - refresh() picks up files that appeared since the last call and the
+//     lines appended to known ones; it reads only the new bytes.
+//   - A last line without its '\n' is being written: it stays pending until
+//     the rest arrives (never counted, never an error).
+//   - Blank lines are ignored; a line that is not a JSON object is skipped and counted in
+//     NodeLog::malformed; fields of the wrong type read as absent.
+//   - A file that got shorter was rewritten: that node is read again from 0.
+//   - A periodic record whose step is lower than the node's last one starts a
+//     new run in the same directory (log.dir reused): the node's earlier
+//     records are dropped. A resumed run (steps go on) keeps them.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tether {
+
+// Bad input the caller reports and exits 2 on: a missing directory, no node files.
+class RunLogError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One periodic record (absent numeric fields read as 0).
+struct NodeSample {
+  double time = 0;   // seconds since the Unix epoch
+  uint64_t step = 0, round = 0;
+  int epoch = 0;
+  double loss = 0, train_acc = 0, images_per_s = 0, lr = 0;
+  double idle_frac = 0, idle_frac_total = 0;
+  int64_t rounds_in_flight = 0;
+  double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
+  bool throttled = false;
+  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
+};
+
+// {"event": "eval"} records, and the final record's test accuracy.
+struct EvalPoint {
+  double time = 0;
+  uint64_t step = 0;
+  int epoch = 0;
+  double test_acc = 0, test_loss = 0;
+};
+
+struct NodeFinal {
+  double time = 0;
+  uint64_t steps = 0;
+  std::optional<double> test_acc;   // null when interrupted
+  std::string params_hash, checkpoint;
+  bool interrupted = false;
+  double wall_s = 0;
+  // Network totals of the final record (0 on a single node).
+  double idle_frac_total = 0, max_pair_dist_run = 0;
+  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
+};
+
+struct NodeFailure {
+  double time = 0;
+  uint64_t step = 0;
+  std::string error, checkpoint;
+};
+
+enum class NodeState { kRunning, kDone, kInterrupted, kFailed };
+const char* node_state_name(NodeState s);   // "running", "done", "interrupted", "failed"
+
+struct NodeLog {
+  int node = 0;
+  std::string path;
+  std::vector<NodeSample> samples;
+  std::vector<EvalPoint> evals;   // in file order; the final's test_acc included
+  std::optional<NodeFinal> final;
+  std::optional<NodeFailure> failed;
+  size_t lines = 0;       // complete lines read
+  size_t malformed = 0;   // skipped lines
+  size_t unknown = 0;     // objects with an event this reader does not know
+
+  NodeState state() const;
+  bool finished() const { return final.has_value() || failed.has_value(); }
+  const NodeSample* last() const { return samples.empty() ? nullptr : &samples.back(); }
+  std::optional<double> last_test_acc() const;
+  double last_time() const;   // of any record; 0 if none
+};
+
+class RunLog {
+ public:
+  // Throws RunLogError if `dir` is not a directory.
+  explicit RunLog(std::string dir);
+
+  // Reads new files and appended lines; true if anything changed.
+  // Throws RunLogError if the directory disappeared.
+  bool refresh();
+
+  const std::string& dir() const { return dir_; }
+  // Ordered by node id.
+  const std::map<int, NodeLog>& nodes() const { return nodes_; }
+  bool all_finished() const;   // false when there are no nodes
+  size_t malformed() const;    // over all nodes
+  double start_time() const;   // earliest record time; 0 if none
+  double end_time() const;     // latest record time; 0 if none
+
+  // Feeds one complete line (no '\n') to `node` as if read from its file.
+  // refresh() uses it; tests may too.
+  static void parse_line(NodeLog& node, const std::string& line);
+
+ private:
+  struct FileState {
+    uint64_t offset = 0;    // bytes consumed, pending included
+    std::string pending;    // an unfinished last line
+  };
+  bool read_file(int node, const std::string& path);
+
+  std::string dir_;
+  std::map<int, NodeLog> nodes_;
+  std::map<int, FileState> files_;
+};
+
+}  // namespace tether
