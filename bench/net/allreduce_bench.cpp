@@ -48,7 +48,7 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
   o.window = 1;
   o.connect_timeout_ms = 30000;
   o.peer_timeout_ms = 10000;
-  o.heartbeat_ms = 20;
+  o.heartbeat_ms = 200;
   for (int i = 0; i < a.nodes; ++i) o.peers.push_back({i, "127.0.0.1", ports[static_cast<size_t>(i)]});
   CommOptions ob = o;  // the barrier: its own ports
   for (int i = 0; i < a.nodes; ++i) ob.peers[static_cast<size_t>(i)].port = ports[static_cast<size_t>(a.nodes + i)];
