@@ -21,24 +21,42 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-// A number in at most `width` characters: 3, then 2, then 1 significant
-// digits, exponents without padding ("1.2e-5").
+// A number in at most `width` characters, with as many significant digits
+// as fit (3 at most); exponents without padding ("1.2e-5").
 std::string compact(double v, size_t width) {
   if (!std::isfinite(v)) return "nan";
   if (v == 0) return "0";
-  for (int digits = 3; digits >= 1; --digits) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
-    std::string s = buf;
+  auto trim = [](std::string s) {
     size_t e = s.find('e');
     if (e != std::string::npos) {
-      // "1.23e-05" -> "1.23e-5"
-      size_t d = e + 2;
-      while (d + 1 < s.size() && s[d] == '0') s.erase(d, 1);
+      if (s[e + 1] == '+') s.erase(e + 1, 1);           // "1.2e+07" -> "1.2e07"
+      size_t d = s[e + 1] == '-' ? e + 2 : e + 1;
+      while (d + 1 < s.size() && s[d] == '0') s.erase(d, 1);   // "1.2e-05" -> "1.2e-5"
     }
-    if (s.size() <= width) return s;
+    return s;
+  };
+  for (int digits = 3; digits >= 1; --digits) {
+    char g[64], e[64];
+    std::snprintf(g, sizeof g, "%.*g", digits, v);
+    std::snprintf(e, sizeof e, "%.*e", digits - 1, v);
+    for (const std::string& s : {trim(g), trim(e)})
+      if (s.size() <= width) return s;
   }
   return std::string(width, '#');
+}
+
+// A counter in `width` characters: exact, else in k, M or G.
+std::string counter(uint64_t v, size_t width) {
+  std::string s = std::to_string(v);
+  if (s.size() <= width) return s;
+  const char* units[] = {"k", "M", "G", "T", "P"};
+  double d = double(v);
+  for (const char* u : units) {
+    d /= 1000;
+    std::string c = compact(d, width - 1) + u;
+    if (c.size() <= width && c.find('e') == std::string::npos) return c;
+  }
+  return compact(double(v), width);
 }
 
 std::string right(const std::string& s, size_t width) {
@@ -60,12 +78,12 @@ std::string local_clock(double t) {
   return buf;
 }
 
-// Column widths; separated by one space: 3+7+3+6+5+6+5+4+7+7+7+3+5 + 12 = 79.
+// Column widths; separated by one space: 2+6+3+7+5+6+5+4+7+7+7+3+5 = 67, + 12 = 79.
 struct Col {
   const char* head;
   size_t width;
 };
-constexpr Col kCols[] = {{"id", 3},    {"step", 7},  {"ep", 3},    {"loss", 6},  {"test%", 5},
+constexpr Col kCols[] = {{"id", 2},    {"step", 6},  {"ep", 3},    {"loss", 7},  {"test%", 5},
                          {"img/s", 6}, {"idle%", 5}, {"infl", 4},  {"disp", 7},  {"dist", 7},
                          {"bound", 7}, {"thr", 3},   {"state", 5}};
 
@@ -79,8 +97,8 @@ std::string row(const std::vector<std::string>& cells) {
 }
 
 std::string images_per_s(double v) {
-  if (v < 999999.5) return fmt("%.0f", v);
-  return fmt("%.0fk", v / 1000);
+  if (!(v >= 0)) return "-";
+  return v < 999999.5 ? fmt("%.0f", v) : counter(uint64_t(std::min(v, 1e18)), 6);
 }
 
 const char* short_state(NodeState s) {
@@ -125,12 +143,12 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
     std::vector<std::string> cells(std::size(kCols), "-");
     cells[0] = std::to_string(id);
     if (s != nullptr) {
-      cells[1] = std::to_string(s->step);
-      cells[2] = std::to_string(s->epoch);
-      cells[3] = compact(s->loss, 6);
+      cells[1] = counter(s->step, 6);
+      cells[2] = counter(uint64_t(s->epoch), 3);
+      cells[3] = compact(s->loss, 7);
       cells[5] = images_per_s(s->images_per_s);
-      cells[6] = fmt("%.1f", s->idle_frac * 100);
-      cells[7] = std::to_string(s->rounds_in_flight);
+      cells[6] = fmt("%.1f", std::clamp(s->idle_frac, 0.0, 1.0) * 100);
+      cells[7] = counter(uint64_t(std::max<int64_t>(0, s->rounds_in_flight)), 4);
       cells[8] = compact(s->disp_norm, 7);
       cells[9] = compact(s->max_pair_dist, 7);
       cells[10] = compact(s->bound, 7);
@@ -146,7 +164,7 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
       if (s->throttled && st == NodeState::kRunning) ++throttled;
     }
     if (n.final) {
-      cells[1] = std::to_string(std::max<uint64_t>(n.final->steps, s != nullptr ? s->step : 0));
+      cells[1] = counter(std::max<uint64_t>(n.final->steps, s != nullptr ? s->step : 0), 6);
       dist_run = std::max(dist_run, n.final->max_pair_dist_run);
       throttle_count = std::max(throttle_count, n.final->throttle_count);
     }
