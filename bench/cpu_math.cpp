@@ -410,7 +410,7 @@ int run(int argc, char** argv) {
                           {"im2col+dnnl", im2col_ops(&dgemm), {}, 0.0}};
 
   cpu::DnnlConv probe(threads);
-  std::printf("cpu_math: lenet step ops, batch %d, %d threads, %d runs x %d steps (median)\n",
+  std::printf("cpu_math: lenet step ops, batch %d, %d threads, %d x %d steps per variant\n",
               batch, threads, runs, steps);
   std::printf("oneDNN conv1: %s\noneDNN conv2: %s\nOpenBLAS: %s\n",
               probe.impl_info(Lenet(b, batch).c1).c_str(),
@@ -431,17 +431,16 @@ int run(int argc, char** argv) {
                             rel_err(m.arena.data(), ref.arena.data(), m.params)});
     }
   }
-  // Timing: runs interleaved across variants so drift hits all of them.
+  // Timing: steps interleaved across variants so other load on the machine
+  // hits all of them alike.
   std::vector<Lenet> nets;
   nets.reserve(vs.size());
   for (size_t v = 0; v < vs.size(); ++v) nets.emplace_back(b, batch);
   for (size_t v = 0; v < vs.size(); ++v) {
     for (int s = 0; s < 10; ++s) step(nets[v], vs[v].ops, nullptr);  // warm-up
   }
-  for (int r = 0; r < runs; ++r) {
-    for (size_t v = 0; v < vs.size(); ++v) {
-      for (int s = 0; s < steps; ++s) step(nets[v], vs[v].ops, &vs[v].times);
-    }
+  for (int s = 0; s < runs * steps; ++s) {
+    for (size_t v = 0; v < vs.size(); ++v) step(nets[v], vs[v].ops, &vs[v].times);
   }
   for (const char* stat : {"median", "min"}) {
     std::printf("\n%-14s", (std::string("op ms ") + stat).c_str());
