@@ -5,6 +5,8 @@
 //   tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]
 // Exit codes: 0 done (also after SIGINT/SIGTERM with a checkpoint written),
 // 1 run-time failure (a peer lost, I/O), 2 bad usage, config, data or checkpoint.
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -65,7 +67,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (args[0] == "dashboard" || args[0] == "report") {
-    std::signal(SIGINT, on_signal);
+    // Round buffers and ZeroMQ's receive chunks are megabytes each: keep glibc
+  // from mapping and unmapping them on every round (process-wide, so here).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     std::vector<std::string> rest(args.begin() + 1, args.end());
     return args[0] == "dashboard" ? tether::dashboard_command(rest, &g_stop) : tether::report_command(rest);
