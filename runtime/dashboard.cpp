@@ -54,7 +54,7 @@ std::string counter(uint64_t v, size_t width) {
   for (const char* u : units) {
     d /= 1000;
     std::string c = compact(d, width - 1) + u;
-    if (c.size() <= width && c.find('e') == std::string::npos) return c;
+    if (c.size() <= width && c.find_first_of("e#") == std::string::npos) return c;
   }
   return compact(double(v), width);
 }
@@ -182,7 +182,7 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
   // Summary: throughput of the running nodes (of all, once none runs).
   std::string sum = "total " + images_per_s(running > 0 ? running_ips : total_ips) + " img/s";
   if (bound > 0) {
-    sum += "  dist " + compact(dist, 7) + " / bound " + compact(bound, 7) + " (" + fmt("%.0f", dist / bound * 100) + "%)";
+    sum += "  dist " + compact(dist, 7) + " / bound " + compact(bound, 7) + " (" + (dist / bound < 9.995 ? fmt("%.0f", dist / bound * 100) : std::string(">999")) + "%)";
   } else {
     sum += "  dist " + compact(dist, 7) + " (no bound)";
   }

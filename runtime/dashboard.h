@@ -42,8 +42,8 @@ struct ReportOptions {
 // The HTML page: inline SVG plots drawn here, a small inline script for
 // legends and hover readouts; nothing fetched from the network. After the
 // script ran, <body> carries data-plots (plots on the page),
-// data-plots-drawn (plots with a visible series) and data-errors (script
-// errors seen).
+// data-plots-drawn (plots with a visible series), data-figures-whole (figures
+// with caption, plot and legend as written) and data-errors (script errors).
 std::string render_report(const RunLog& log, const ReportOptions& opts = {});
 
 // `tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG]`: exit 0,

@@ -157,7 +157,7 @@ std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
   auto py = [&](double y) { return kTop + ph - (y - ya.lo) / (ya.hi - ya.lo) * ph; };
 
   std::string o;
-  char buf[256];
+  char buf[640];   // the longest formatted piece (the <svg> tag) is under 400 characters
   std::snprintf(buf, sizeof buf,
                 "<svg class=\"plot\" id=\"plot-%d\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
                 "data-x0=\"%.9g\" data-x1=\"%.9g\" data-y0=\"%.9g\" data-y1=\"%.9g\" "
@@ -199,9 +199,8 @@ std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
   for (size_t si = 0; si < p.series.size(); ++si) {   // si: index into p.series (legend order)
     const Series& s = p.series[si];
     std::vector<Point> pts = thin(s.pts);
-    std::snprintf(buf, sizeof buf, "<g class=\"series\" data-i=\"%zu\" data-name=\"%s\" style=\"color:%s\">", si,
-                  esc(s.name).c_str(), s.color.c_str());
-    o += buf;
+    o += "<g class=\"series\" data-i=\"" + std::to_string(si) + "\" data-name=\"" + esc(s.name) +
+         "\" style=\"color:" + s.color + "\">";
     auto finite = [](const Point& q) { return std::isfinite(q.x) && std::isfinite(q.y); };
     if (s.markers || std::count_if(pts.begin(), pts.end(), finite) == 1) {
       for (const Point& q : pts) {
@@ -224,9 +223,9 @@ std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
         pen = true;
       }
       if (!d.empty()) {
-        std::snprintf(buf, sizeof buf, "<path d=\"%s\" stroke-width=\"%.1f\"%s/>", d.c_str(), s.width,
-                      s.dashed ? " stroke-dasharray=\"6 4\"" : "");
-        o += buf;
+        // `d` may be long: appended, not formatted into `buf`.
+        o += "<path d=\"" + d + "\" stroke-width=\"" + fmt("%.1f", s.width) + "\"" +
+             (s.dashed ? " stroke-dasharray=\"6 4\"" : "") + "/>";
       }
     }
     o += "</g>\n";
@@ -381,7 +380,7 @@ const char* kScript = R"JS(
     });
     svg.addEventListener('mouseleave', function () { cross.style.display = 'none'; tip.style.display = 'none'; });
   }
-  var plots = document.querySelectorAll('svg.plot'), drawn = 0;
+  var plots = document.querySelectorAll('svg.plot'), drawn = 0, whole = 0;
   try {
     document.querySelectorAll('figure.fig').forEach(setup);
     plots.forEach(function (svg) {
@@ -392,11 +391,18 @@ const char* kScript = R"JS(
       });
       if (visible) drawn++;
     });
+    // Each figure as written: a caption, its plot, its legend (a truncated
+    // tag would have swallowed the rest).
+    document.querySelectorAll('figure.fig').forEach(function (fig) {
+      if (fig.querySelector(':scope > figcaption') && fig.querySelector(':scope > svg.plot') &&
+          fig.querySelector(':scope > div.legend .item')) whole++;
+    });
   } catch (e) {
     errors++;
   }
   document.body.setAttribute('data-plots', String(plots.length));
   document.body.setAttribute('data-plots-drawn', String(drawn));
+  document.body.setAttribute('data-figures-whole', String(whole));
   document.body.setAttribute('data-errors', String(errors));
 })();
 )JS";

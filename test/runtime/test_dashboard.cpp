@@ -5,6 +5,7 @@
 // record or node shows.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -314,6 +315,32 @@ TEST_CASE("report: self-contained HTML with the plots, the table and escaped tex
   CHECK(contains(html, "data-plots-drawn"));                     // the script's marker
   CHECK(contains(html, "<th>sent</th>"));
   CHECK(contains(html, "200.00 MB"));   // node 0's counter at step 200
+}
+
+TEST_CASE("report: long series are written whole and thinned") {
+  TempDir dir("dash");
+  std::string n0, n1;
+  for (uint64_t s = 1; s <= 4000; ++s) n0 += sample(0, s) + "\n";
+  for (uint64_t s = 1; s <= 300; ++s) n1 += sample(1, s) + "\n";
+  dir.write("node-0.jsonl", n0);
+  dir.write("node-1.jsonl", n1);
+  tether::RunLog log(dir.path());
+  log.refresh();
+  std::string html = tether::render_report(log);
+  // Every path's d attribute ends where the next attribute starts.
+  size_t paths = 0;
+  for (size_t p = html.find("<path d=\""); p != std::string::npos; p = html.find("<path d=\"", p + 1)) {
+    size_t end = html.find('"', p + 9);
+    REQUIRE(end != std::string::npos);
+    CHECK(html.compare(end, 15, "\" stroke-width=") == 0);
+    size_t points = size_t(std::count(html.begin() + long(p), html.begin() + long(end), ','));
+    CHECK(points <= 1501);   // at most 1500 points (+ the last) per series
+    ++paths;
+  }
+  CHECK(paths >= 7 * 2);
+  CHECK(count_of(html, "<svg class=\"plot\"") == count_of(html, "</svg>"));
+  CHECK(count_of(html, "<g class=\"series\"") + 7 == count_of(html, "</g>"));   // + 7 grids
+  CHECK(count_of(html, "<figure") == count_of(html, "</figure>"));
 }
 
 TEST_CASE("report: a single node without network fields still draws every plot") {
