@@ -90,6 +90,12 @@ const Perf* pick_algo(const Perf* perf, int returned, bool tf32) {
     }
     return &perf[i];
   }
+  // Nothing ran in exact fp32: the first result that ran at all (its math
+  // type is then forced to CUDNN_FMA_MATH, and the call falls back to the
+  // plain algorithm if cuDNN refuses that).
+  for (int i = 0; i < returned; ++i) {
+    if (perf[i].status == CUDNN_STATUS_SUCCESS) return &perf[i];
+  }
   return nullptr;
 }
 
@@ -283,10 +289,21 @@ class CudaBackend final : public Backend {
     if (sh.out_count() == 0) return;
     use();
     ConvPlan& p = plan(sh);
-    TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd_math));
-    void* ws = p.fwd_ws > 0 ? scratch(kWorkspace, p.fwd_ws) : nullptr;
-    TETHER_CUDNN_CHECK(cudnnConvolutionForward(cudnn_, &kOne, p.x, x, p.w, w, p.conv, p.fwd, ws,
-                                               p.fwd_ws, &kZero, p.y, y));
+    auto run = [&] {
+      TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd_math));
+      void* ws = p.fwd_ws > 0 ? scratch(kWorkspace, p.fwd_ws) : nullptr;
+      return cudnnConvolutionForward(cudnn_, &kOne, p.x, x, p.w, w, p.conv, p.fwd, ws, p.fwd_ws,
+                                     &kZero, p.y, y);
+    };
+    cudnnStatus_t st = run();
+    if (not_supported(st) && p.fwd != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM) {
+      note_fallback("forward", sh);
+      p.fwd = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+      TETHER_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(cudnn_, p.x, p.w, p.conv, p.y,
+                                                                 p.fwd, &p.fwd_ws));
+      st = run();
+    }
+    gpu::check_cudnn(st, "cudnnConvolutionForward", __FILE__, __LINE__);
     if (b != nullptr) TETHER_CUDNN_CHECK(cudnnAddTensor(cudnn_, &kOne, p.bias, b, &kOne, p.y, y));
   }
 
@@ -304,18 +321,38 @@ class CudaBackend final : public Backend {
     ConvPlan& p = plan(sh);
     if (!p.have_bwd) find_backward(p);
     if (dx != nullptr) {
-      TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data_math));
-      void* ws = p.bwd_data_ws > 0 ? scratch(kWorkspace, p.bwd_data_ws) : nullptr;
-      TETHER_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_, &kOne, p.w, w, p.y, dy, p.conv,
-                                                      p.bwd_data, ws, p.bwd_data_ws, &kZero, p.x,
-                                                      dx));
+      auto run = [&] {
+        TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data_math));
+        void* ws = p.bwd_data_ws > 0 ? scratch(kWorkspace, p.bwd_data_ws) : nullptr;
+        return cudnnConvolutionBackwardData(cudnn_, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data,
+                                            ws, p.bwd_data_ws, &kZero, p.x, dx);
+      };
+      cudnnStatus_t st = run();
+      if (not_supported(st) && p.bwd_data != CUDNN_CONVOLUTION_BWD_DATA_ALGO_0) {
+        note_fallback("backward-data", sh);
+        p.bwd_data = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+        TETHER_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+            cudnn_, p.w, p.y, p.conv, p.x, p.bwd_data, &p.bwd_data_ws));
+        st = run();
+      }
+      gpu::check_cudnn(st, "cudnnConvolutionBackwardData", __FILE__, __LINE__);
     }
     if (dw != nullptr) {
-      TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter_math));
-      void* ws = p.bwd_filter_ws > 0 ? scratch(kWorkspace, p.bwd_filter_ws) : nullptr;
-      TETHER_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_, &kOne, p.x, x, p.y, dy, p.conv,
-                                                        p.bwd_filter, ws, p.bwd_filter_ws, &kZero,
-                                                        p.w, dw));
+      auto run = [&] {
+        TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter_math));
+        void* ws = p.bwd_filter_ws > 0 ? scratch(kWorkspace, p.bwd_filter_ws) : nullptr;
+        return cudnnConvolutionBackwardFilter(cudnn_, &kOne, p.x, x, p.y, dy, p.conv,
+                                              p.bwd_filter, ws, p.bwd_filter_ws, &kZero, p.w, dw);
+      };
+      cudnnStatus_t st = run();
+      if (not_supported(st) && p.bwd_filter != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0) {
+        note_fallback("backward-filter", sh);
+        p.bwd_filter = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
+        TETHER_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            cudnn_, p.x, p.y, p.conv, p.w, p.bwd_filter, &p.bwd_filter_ws));
+        st = run();
+      }
+      gpu::check_cudnn(st, "cudnnConvolutionBackwardFilter", __FILE__, __LINE__);
     }
     if (db != nullptr) {
       TETHER_CUDNN_CHECK(
@@ -708,6 +745,18 @@ class CudaBackend final : public Backend {
     return p;
   }
 
+  static bool not_supported(cudnnStatus_t st) {
+    return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED;
+  }
+  // The algorithm cuDNN's search chose refused to run with the math type we
+  // need: the plan switches to the plain, workspace-free algorithm.
+  void note_fallback(const char* what, const ConvShape& sh) {
+    std::fprintf(stderr,
+                 "tether: %s: cuDNN %s algorithm not supported for conv n=%d c=%d h=%d w=%d k=%d "
+                 "r=%d s=%d stride=%d pad=%d; using the implicit-GEMM algorithm\n",
+                 name().c_str(), what, sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad);
+  }
+
   cudnnMathType_t search_math() const { return tf32_ ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
   cudnnMathType_t run_math(cudnnMathType_t found) const { return tf32_ ? found : CUDNN_FMA_MATH; }
 
@@ -725,9 +774,9 @@ class CudaBackend final : public Backend {
           cudnn_, p.x, p.w, p.conv, p.y, int(perf.size()), &returned, perf.data()));
       best = pick_algo(perf.data(), returned, tf32_);
     }
-    if (best == nullptr) throw std::runtime_error(name() + ": cuDNN found no forward algorithm");
-    p.fwd = best->algo;
-    p.fwd_math = run_math(best->mathType);
+    // No ranked algorithm: the plain one, which supports every float convolution.
+    p.fwd = best != nullptr ? best->algo : CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+    p.fwd_math = best != nullptr ? run_math(best->mathType) : search_math();
     TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd_math));
     TETHER_CUDNN_CHECK(
         cudnnGetConvolutionForwardWorkspaceSize(cudnn_, p.x, p.w, p.conv, p.y, p.fwd, &p.fwd_ws));
@@ -749,11 +798,8 @@ class CudaBackend final : public Backend {
             cudnn_, p.w, p.y, p.conv, p.x, int(perf.size()), &returned, perf.data()));
         best = pick_algo(perf.data(), returned, tf32_);
       }
-      if (best == nullptr) {
-        throw std::runtime_error(name() + ": cuDNN found no backward-data algorithm");
-      }
-      p.bwd_data = best->algo;
-      p.bwd_data_math = run_math(best->mathType);
+      p.bwd_data = best != nullptr ? best->algo : CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+      p.bwd_data_math = best != nullptr ? run_math(best->mathType) : search_math();
       TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data_math));
       TETHER_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
           cudnn_, p.w, p.y, p.conv, p.x, p.bwd_data, &p.bwd_data_ws));
@@ -774,11 +820,8 @@ class CudaBackend final : public Backend {
             cudnn_, p.x, p.y, p.conv, p.w, int(perf.size()), &returned, perf.data()));
         best = pick_algo(perf.data(), returned, tf32_);
       }
-      if (best == nullptr) {
-        throw std::runtime_error(name() + ": cuDNN found no backward-filter algorithm");
-      }
-      p.bwd_filter = best->algo;
-      p.bwd_filter_math = run_math(best->mathType);
+      p.bwd_filter = best != nullptr ? best->algo : CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
+      p.bwd_filter_math = best != nullptr ? run_math(best->mathType) : search_math();
       TETHER_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter_math));
       TETHER_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
           cudnn_, p.x, p.y, p.conv, p.w, p.bwd_filter, &p.bwd_filter_ws));
