@@ -604,17 +604,17 @@ class CudaBackend final : public Backend {
       s = {};
     }
     for (auto& [key, p] : plans_) {
-      if (p.w != nullptr) cudnnDestroyFilterDescriptor(p.w);
-      if (p.conv != nullptr) cudnnDestroyConvolutionDescriptor(p.conv);
+      if (p.w != nullptr) TETHER_CUDNN_WARN(cudnnDestroyFilterDescriptor(p.w));
+      if (p.conv != nullptr) TETHER_CUDNN_WARN(cudnnDestroyConvolutionDescriptor(p.conv));
     }
     plans_.clear();
-    for (auto& [key, d] : tensors_) cudnnDestroyTensorDescriptor(d);
+    for (auto& [key, d] : tensors_) TETHER_CUDNN_WARN(cudnnDestroyTensorDescriptor(d));
     tensors_.clear();
-    if (relu_ != nullptr) cudnnDestroyActivationDescriptor(relu_);
+    if (relu_ != nullptr) TETHER_CUDNN_WARN(cudnnDestroyActivationDescriptor(relu_));
     relu_ = nullptr;
-    if (cudnn_ != nullptr) cudnnDestroy(cudnn_);
+    if (cudnn_ != nullptr) TETHER_CUDNN_WARN(cudnnDestroy(cudnn_));
     cudnn_ = nullptr;
-    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (cublas_ != nullptr) TETHER_CUBLAS_WARN(cublasDestroy(cublas_));
     cublas_ = nullptr;
     if (compute_ != nullptr) TETHER_CUDA_WARN(cudaStreamSynchronize(compute_));
     for (int i = 0; i < kStageSlots; ++i) {
@@ -706,7 +706,7 @@ class CudaBackend final : public Backend {
     TETHER_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
     cudnnStatus_t s = cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w);
     if (s != CUDNN_STATUS_SUCCESS) {
-      cudnnDestroyTensorDescriptor(d);
+      TETHER_CUDNN_WARN(cudnnDestroyTensorDescriptor(d));
       TETHER_CUDNN_CHECK(s);
     }
     tensors_.emplace(key, d);
@@ -737,8 +737,8 @@ class CudaBackend final : public Backend {
       }
       find_forward(p);
     } catch (...) {
-      if (p.w != nullptr) cudnnDestroyFilterDescriptor(p.w);
-      if (p.conv != nullptr) cudnnDestroyConvolutionDescriptor(p.conv);
+      if (p.w != nullptr) TETHER_CUDNN_WARN(cudnnDestroyFilterDescriptor(p.w));
+      if (p.conv != nullptr) TETHER_CUDNN_WARN(cudnnDestroyConvolutionDescriptor(p.conv));
       plans_.erase(key);
       throw;
     }

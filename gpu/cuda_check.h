@@ -9,7 +9,7 @@
 //   gpu/cuda_backend.cpp:212: cudaMalloc(&p, bytes) failed: out of memory
 //   (cudaErrorMemoryAllocation)
 // Kernel launches are checked with TETHER_CUDA_CHECK(cudaGetLastError()).
-// Destructors use TETHER_CUDA_WARN, which prints instead of throwing.
+// Destructors use the *_WARN forms, which print instead of throwing.
 // Bad arguments: TETHER_GPU_ARG throws std::invalid_argument.
 #pragma once
 
@@ -73,6 +73,19 @@ inline void warn_cuda(cudaError_t e, const char* call, const char* file, int lin
   }
 }
 
+inline void warn_cudnn(cudnnStatus_t s, const char* call, const char* file, int line) {
+  if (s != CUDNN_STATUS_SUCCESS) {
+    std::fprintf(stderr, "tether: %s:%d: %s failed: %s\n", file, line, call, cudnnGetErrorString(s));
+  }
+}
+
+inline void warn_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "tether: %s:%d: %s failed: %s\n", file, line, call,
+                 cublasGetStatusString(s));
+  }
+}
+
 [[noreturn]] inline void throw_invalid(const char* file, int line, const char* cond,
                                        const std::string& what) {
   std::ostringstream os;
@@ -87,6 +100,8 @@ inline void warn_cuda(cudaError_t e, const char* call, const char* file, int lin
 #define TETHER_CUDNN_CHECK(call) ::tether::gpu::check_cudnn((call), #call, __FILE__, __LINE__)
 #define TETHER_CUBLAS_CHECK(call) ::tether::gpu::check_cublas((call), #call, __FILE__, __LINE__)
 #define TETHER_CUDA_WARN(call) ::tether::gpu::warn_cuda((call), #call, __FILE__, __LINE__)
+#define TETHER_CUDNN_WARN(call) ::tether::gpu::warn_cudnn((call), #call, __FILE__, __LINE__)
+#define TETHER_CUBLAS_WARN(call) ::tether::gpu::warn_cublas((call), #call, __FILE__, __LINE__)
 
 // TETHER_GPU_ARG(cond, "name " << value ...): std::invalid_argument on a bad
 // argument (the same checks, wording and exception as the CPU backend's).
