@@ -42,7 +42,11 @@ Backend* gpu() {
     if (tether::cuda_device_count(&why) > 0) b = tether::make_cuda_backend(0, BackendOptions{});
     return b;
   }();
-  if (be == nullptr) MESSAGE("skipped, no CUDA device: " << why);
+  static bool said = false;
+  if (be == nullptr && !said) {
+    said = true;
+    MESSAGE("cuda cases skipped, no CUDA device: " << why);
+  }
   return be.get();
 }
 
