@@ -1,0 +1,560 @@
+#!/usr/bin/env bash
+# Runs a config's cluster over ssh: one `tether train CONFIG --node ID` per
+# entry of cluster.peers, on that peer's host.
+#
+#   scripts/cluster.sh CONFIG start [--wait] [--push-binary] [--tether PATH] [--set k=v]...
+#   scripts/cluster.sh CONFIG run   [same options]      # = start --wait
+#   scripts/cluster.sh CONFIG status
+#   scripts/cluster.sh CONFIG logs  [--out DIR]
+#   scripts/cluster.sh CONFIG stop  [--deadline SECONDS]
+#
+# Per peer the config may name (besides id, host, port):
+#   ssh_user   login on the host (default: ssh's default, i.e. ~/.ssh/config or $USER)
+#   ssh_port   sshd's port (default 22)
+#   workdir    the node's working directory on the host (default: this checkout's
+#              path, i.e. the same path on every host; "~/x" and relative paths
+#              are taken from the remote home). Relative log.dir / data.path in
+#              the config resolve against it.
+# On each host, under <workdir>/tether-run/: config.json (the config, copied
+# over ssh with every --set applied), node-<id>.log (stdout+stderr),
+# node-<id>.pid (the tether process), node-<id>.sup (its supervisor, which
+# records the exit code), node-<id>.exit (exit code once it ended).
+# The metrics stay where the config says: <workdir>/<log.dir>/node-<id>.jsonl.
+#
+# The remote binary is <workdir>/build/tether unless --tether PATH (absolute, or
+# relative to workdir) names another: build tether there first (scripts/demo.sh
+# or meson setup build && ninja -C build), or pass --push-binary to copy the
+# local binary ($TETHER, default build/tether) to <workdir>/tether-run/tether
+# (the host then needs the same shared libraries: libzmq5, libdnnl, openblas).
+#
+# Commands:
+#   start    starts every node in the background (setsid + nohup) and returns;
+#            if any node cannot be started, the ones already started are stopped.
+#   run      starts, then streams every node's output prefixed "[node i]" and
+#            waits for all. Ctrl-C/SIGTERM stops every node (SIGTERM: they write
+#            a checkpoint and exit 0; exit status 130); a node that fails
+#            (non-zero exit, or its host lost) stops the others, and the exit
+#            status is 1 with "node I failed: exit N ...: <its last log line>".
+#            At the end the logs are collected as by `logs`.
+#   status   one line per node: running (pid) / exited(code) / lost (pid file,
+#            no process, no exit code) / not started / unreachable, and the last
+#            line of its log. Exit 0 when every node is running or exited 0.
+#   logs     copies every node's node-<id>.log, node-<id>.exit and metrics
+#            node-<id>.jsonl into one local directory (--out, default
+#            runs/<config file name>/).
+#   stop     SIGTERM to every node at once, SIGKILL after --deadline seconds
+#            (default 20), then removes the pid files.
+#
+# Environment (options of this script only; tether itself reads none):
+#   TETHER               local binary pushed by --push-binary (default build/tether)
+#   TETHER_SSH_KEY       identity file for ssh (-i KEY -o IdentitiesOnly=yes)
+#   SSH_OPTS             extra ssh options, word-split (e.g. "-o UserKnownHostsFile=/x")
+#   SSH_CONNECT_TIMEOUT  seconds (default 10)
+# ssh always runs with BatchMode=yes (keys only, never a password prompt) and
+# StrictHostKeyChecking=accept-new.
+#
+# Exit codes: 0 ok, 1 a node failed / could not be started / is unreachable,
+# 2 bad usage or config, 130 interrupted.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=cluster.sh
+TETHER_LOCAL=${TETHER:-$ROOT/build/tether}
+SSH_CONNECT_TIMEOUT=${SSH_CONNECT_TIMEOUT:-10}
+
+usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+die() { echo "$PROG: $*" >&2; exit 2; }
+say() { echo "[cluster] $*" >&2; }
+
+case "${1:-}" in -h|--help|help) usage; exit 0;; "") usage >&2; exit 2;; esac
+[ $# -ge 2 ] || die "usage: $PROG CONFIG start|run|status|logs|stop [options] (--help for details)"
+CONFIG=$1; CMD=$2; shift 2
+case "$CMD" in start|run|status|logs|stop) ;; *) die "unknown command \"$CMD\" (start|run|status|logs|stop)";; esac
+
+WAIT=0; PUSH=0; REMOTE_BIN=""; OUT=""; DEADLINE=20; SETS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --wait) WAIT=1;;
+    --push-binary) PUSH=1;;
+    --tether) [ $# -ge 2 ] || die "--tether needs a PATH"; REMOTE_BIN=$2; shift;;
+    --set) [ $# -ge 2 ] || die "--set needs k=v"; SETS+=("$2"); shift;;
+    --out) [ $# -ge 2 ] || die "--out needs a DIR"; OUT=$2; shift;;
+    --deadline) [ $# -ge 2 ] || die "--deadline needs SECONDS"; DEADLINE=$2; shift
+                [[ $DEADLINE =~ ^[0-9]+$ ]] || die "--deadline: expected whole seconds, got $DEADLINE";;
+    -h|--help) usage; exit 0;;
+    *) die "unknown option $1 for $CMD";;
+  esac
+  shift
+done
+[ "$CMD" = run ] && { CMD=start; WAIT=1; }
+[ $PUSH = 1 ] && [ -n "$REMOTE_BIN" ] && die "--push-binary and --tether exclude each other"
+[ -f "$CONFIG" ] || die "$CONFIG: no such config file"
+[[ $SSH_CONNECT_TIMEOUT =~ ^[0-9]+$ ]] || die "SSH_CONNECT_TIMEOUT: expected seconds, got $SSH_CONNECT_TIMEOUT"
+command -v ssh >/dev/null || die "ssh not found (apt-get install openssh-client)"
+command -v python3 >/dev/null || die "python3 not found"
+if [ $PUSH = 1 ]; then
+  [ -x "$TETHER_LOCAL" ] || die "--push-binary: $TETHER_LOCAL not built (ninja -C build, or set TETHER=...)"
+fi
+NAME=$(basename "$CONFIG"); NAME=${NAME%.json}
+[ -n "$OUT" ] || OUT=runs/$NAME
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-cluster.XXXXXX") || die "cannot create a temp dir"
+trap 'rm -rf "$TMP"' EXIT
+
+# --- the config: validated, --set applied, one line per peer ----------------
+python3 - "$CONFIG" "$TMP/config.json" "$ROOT" "${SETS[@]}" > "$TMP/peers" <<'EOF' || exit 2
+import json, re, sys
+src, dst, root, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def fail(msg):
+    sys.exit(f"cluster.sh: {src}: {msg}")
+try:
+    doc = json.load(open(src))
+except OSError as e:
+    fail(e.strerror)
+except json.JSONDecodeError as e:
+    fail(f"invalid JSON: {e}")
+if not isinstance(doc, dict):
+    fail("expected a JSON object")
+for s in sets:                        # same rule as tether --set: JSON, else a string
+    key, eq, val = s.partition("=")
+    if not eq or not key:
+        sys.exit(f"cluster.sh: --set {s}: expected json.path=value")
+    try:
+        v = json.loads(val)
+    except json.JSONDecodeError:
+        v = val
+    node = doc
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.setdefault(p, {}), dict):
+            sys.exit(f"cluster.sh: --set {s}: {p} is not an object")
+        node = node[p]
+    node[parts[-1]] = v
+peers = (doc.get("cluster") or {}).get("peers") if isinstance(doc.get("cluster"), dict) else None
+if not isinstance(peers, list) or not peers:
+    fail("cluster.peers: absent or empty; cluster.sh needs one entry (id, host, port) per node")
+name_ok = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
+seen = set()
+lines = []
+for k, p in enumerate(peers):
+    where = f"cluster.peers[{k}]"
+    if not isinstance(p, dict):
+        fail(f"{where}: expected an object")
+    i = p.get("id", k)
+    if not isinstance(i, int) or isinstance(i, bool) or i < 0 or i in seen:
+        fail(f"{where}.id: expected a distinct integer >= 0, got {i!r}")
+    seen.add(i)
+    host = p.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not name_ok.match(host):
+        fail(f"{where}.host: expected a host name or address, got {host!r}")
+    port = p.get("port", 0)
+    user = p.get("ssh_user", "")
+    if not isinstance(user, str) or (user and not re.match(r"^[A-Za-z0-9._-]+$", user)):
+        fail(f"{where}.ssh_user: expected a login name, got {user!r}")
+    sport = p.get("ssh_port", 22)
+    if not isinstance(sport, int) or isinstance(sport, bool) or not 0 < sport < 65536:
+        fail(f"{where}.ssh_port: expected a port 1..65535, got {sport!r}")
+    wd = p.get("workdir", "") or root
+    if not isinstance(wd, str) or "\t" in wd or "\n" in wd:
+        fail(f"{where}.workdir: expected a path, got {wd!r}")
+    lines.append(f"{i}\t{host}\t{port}\t{user}\t{sport}\t{wd}")
+log = doc.get("log") if isinstance(doc.get("log"), dict) else {}
+logdir = log.get("dir", "runs/default")
+if not isinstance(logdir, str) or not logdir or "\n" in logdir:
+    fail("log.dir: expected a path")
+json.dump(doc, open(dst, "w"), indent=1)
+print(logdir)
+print("\n".join(lines))
+EOF
+LOGDIR=$(head -n 1 "$TMP/peers")
+IDS=(); HOSTS=(); PORTS=(); USERS=(); SPORTS=(); WDS=()
+while IFS=$'\t' read -r id host port user sport wd; do
+  IDS+=("$id"); HOSTS+=("$host"); PORTS+=("$port"); USERS+=("$user"); SPORTS+=("$sport"); WDS+=("$wd")
+done < <(tail -n +2 "$TMP/peers")
+N=${#IDS[@]}
+
+# --- ssh ---------------------------------------------------------------------
+SSH_BASE=(ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o LogLevel=ERROR
+          -o ConnectTimeout="$SSH_CONNECT_TIMEOUT" -o ServerAliveInterval=5 -o ServerAliveCountMax=3)
+[ -n "${TETHER_SSH_KEY:-}" ] && SSH_BASE+=(-i "$TETHER_SSH_KEY" -o IdentitiesOnly=yes)
+read -r -a _extra <<< "${SSH_OPTS:-}"
+SSH_BASE+=("${_extra[@]}")
+
+target() { local k=$1; [ -n "${USERS[$k]}" ] && printf '%s@%s' "${USERS[$k]}" "${HOSTS[$k]}" || printf '%s' "${HOSTS[$k]}"; }
+where() { printf '%s (ssh port %s)' "$(target "$1")" "${SPORTS[$1]}"; }
+# sq WORD: quoted for any POSIX login shell on the remote side.
+sq() { local q="'\\''"; printf "'%s'" "${1//\'/$q}"; }
+
+# The part every remote action shares: paths of node K, helpers.
+remote_prelude() {
+  local k=$1
+  cat <<EOF
+W=$(sq "${WDS[$k]}"); ID=$(sq "${IDS[$k]}"); BIN=$(sq "$REMOTE_BIN"); LOGDIR=$(sq "$LOGDIR"); DEADLINE=$DEADLINE
+EOF
+  cat <<'EOF'
+set -u
+case $W in "~") W=$HOME;; "~/"*) W=$HOME/${W#"~/"};; /*) ;; *) W=$HOME/$W;; esac
+RUN=$W/tether-run
+case $BIN in "") BIN=$W/build/tether;; /*) ;; *) BIN=$W/$BIN;; esac
+case $LOGDIR in /*) ;; *) LOGDIR=$W/$LOGDIR;; esac
+PIDF=$RUN/node-$ID.pid; SUPF=$RUN/node-$ID.sup; EXITF=$RUN/node-$ID.exit; LOGF=$RUN/node-$ID.log
+HOST=$(hostname 2>/dev/null || echo remote)
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+# is_node PID: PID is this node's tether (guards against a reused pid).
+is_node() {
+  alive "$1" || return 1
+  [ -r "/proc/$1/cmdline" ] || return 0
+  tr '\0' ' ' < "/proc/$1/cmdline" | grep -qF -- "train $RUN/config.json --node $ID "
+}
+last_line() { tail -c 4096 "$LOGF" 2>/dev/null | tr '\r' '\n' | grep -v '^[[:space:]]*$' | tail -n 1; }
+EOF
+}
+
+# remote K ACTION_SCRIPT [STDIN_FILE]: runs the prelude + script on node K's
+# host; stdout -> $TMP/out-K, stderr -> $TMP/err-K; returns ssh's status
+# (255: ssh itself failed).
+remote() {
+  local k=$1 body=$2 in=${3:-/dev/null} script
+  script="$(remote_prelude "$k")"$'\n'"$body"
+  "${SSH_BASE[@]}" -p "${SPORTS[$k]}" "$(target "$k")" "bash -c $(sq "$script")" \
+    < "$in" > "$TMP/out-$k" 2> "$TMP/err-$k"
+}
+ssh_error() {   # ssh_error K: one line on why ssh failed
+  local msg; msg=$(grep -v '^[[:space:]]*$' "$TMP/err-$1" 2>/dev/null | tail -n 1)
+  printf 'cannot reach %s: %s' "$(where "$1")" "${msg:-ssh failed}"
+}
+# on_all FUNC: FUNC K for every node at once; waits for all.
+on_all() {
+  local f=$1 k pids=()
+  for ((k = 0; k < N; k++)); do "$f" "$k" & pids+=($!); done
+  for k in "${pids[@]}"; do wait "$k"; done
+}
+describe_rc() {   # exit code -> words
+  local rc=$1
+  case $rc in
+    0) echo "exit 0";;
+    1) echo "exit 1 (run-time failure)";;
+    2) echo "exit 2 (bad usage, config or data)";;
+    *) if [ "$rc" -gt 128 ] 2>/dev/null; then echo "exit $rc (killed by SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128))))"
+       else echo "exit $rc"; fi;;
+  esac
+}
+
+# --- actions (each K runs in its own background job) --------------------------
+START_BODY=$(cat <<'EOF'
+mkdir -p "$RUN" || { echo "ERR cannot create $RUN on $HOST"; exit 3; }
+pid=$(cat "$PIDF" 2>/dev/null)
+if is_node "$pid"; then echo "ERR node $ID already runs on $HOST (pid $pid): stop it first"; exit 3; fi
+if [ ! -x "$BIN" ]; then
+  echo "ERR no tether binary at $BIN on $HOST: build it there (meson setup build && ninja -C build in $W), or pass --push-binary"; exit 3
+fi
+cat > "$RUN/config.json.$$" && mv -f "$RUN/config.json.$$" "$RUN/config.json" || { echo "ERR cannot write $RUN/config.json"; exit 3; }
+rm -f "$EXITF" "$PIDF" "$SUPF"
+cd "$W" || { echo "ERR cannot enter $W"; exit 3; }
+# The supervisor: own session (no terminal, no SIGHUP from ssh), records the
+# pid of tether and, when it ends, its exit code; forwards TERM/INT.
+setsid nohup bash -c '
+  BIN=$1 CFG=$2 ID=$3 PIDF=$4 EXITF=$5 SUPF=$6
+  echo $$ > "$SUPF"
+  exec 3>&2 2>/dev/null   # tether keeps the log; bash'"'"'s own job messages go nowhere
+  "$BIN" train "$CFG" --node "$ID" 2>&3 3>&- &
+  child=$!
+  echo "$child" > "$PIDF.tmp" && mv -f "$PIDF.tmp" "$PIDF"
+  trap "kill -TERM $child 2>/dev/null" TERM
+  trap "kill -INT $child 2>/dev/null" INT
+  trap "" HUP
+  while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
+  echo "$rc" > "$EXITF.tmp" && mv -f "$EXITF.tmp" "$EXITF"
+' tether-supervisor "$BIN" "$RUN/config.json" "$ID" "$PIDF" "$EXITF" "$SUPF" > "$LOGF" 2>&1 < /dev/null &
+for i in $(seq 100); do [ -s "$PIDF" ] && break; sleep 0.05; done
+pid=$(cat "$PIDF" 2>/dev/null)
+[ -n "$pid" ] || { echo "ERR node $ID did not start on $HOST: $(last_line)"; exit 3; }
+sleep 0.5   # catch an immediate failure (bad config, missing library)
+if [ -f "$EXITF" ] && [ "$(cat "$EXITF")" != 0 ]; then
+  echo "ERR node $ID exited with code $(cat "$EXITF") right away on $HOST: $(last_line)"; rm -f "$PIDF" "$SUPF"; exit 3
+fi
+echo "OK $pid $LOGF"
+EOF
+)
+
+PUSH_BODY=$(cat <<'EOF'
+mkdir -p "$RUN" && cat > "$RUN/tether.$$" && chmod 755 "$RUN/tether.$$" && mv -f "$RUN/tether.$$" "$RUN/tether" \
+  && echo "OK $RUN/tether" || { rm -f "$RUN/tether.$$"; echo "ERR cannot write $RUN/tether on $HOST"; exit 3; }
+EOF
+)
+
+STATUS_BODY=$(cat <<'EOF'
+pid=$(cat "$PIDF" 2>/dev/null)
+if [ -f "$EXITF" ]; then echo "exited $(cat "$EXITF")"
+elif is_node "$pid"; then echo "running $pid"
+elif [ -n "$pid" ]; then echo "lost $pid"
+else echo "none"; fi
+echo "$(last_line)"
+EOF
+)
+
+STOP_BODY=$(cat <<'EOF'
+pid=$(cat "$PIDF" 2>/dev/null); sup=$(cat "$SUPF" 2>/dev/null)
+how="was not running"
+# Connected: wait for the local "go AT_MS" (or stdin's end), then for the
+# wall-clock time AT_MS (at most 1 s away), so that every node of the cluster
+# gets its SIGTERM at the same moment (clocks in sync) rather than one ssh
+# handshake after another: a node that stops early looks lost to the others.
+echo READY
+go=""; at=""
+read -r go at || true
+if [[ ${at:-} =~ ^[0-9]+$ ]]; then
+  now=$(date +%s%3N 2>/dev/null)
+  if [[ $now =~ ^[0-9]+$ ]] && [ "$at" -gt "$now" ]; then
+    d=$((at - now)); [ $d -gt 1000 ] && d=1000
+    sleep "$((d / 1000)).$(printf '%03d' $((d % 1000)))"
+  fi
+fi
+if is_node "$pid"; then
+  kill -TERM "$pid" 2>/dev/null
+  t=0
+  while is_node "$pid" && [ $t -lt $((DEADLINE * 10)) ]; do sleep 0.1; t=$((t + 1)); done
+  if is_node "$pid"; then kill -KILL "$pid" 2>/dev/null; how="killed (SIGKILL) after ${DEADLINE}s"; else how="stopped"; fi
+fi
+# The supervisor records the exit code and ends; give it a moment.
+for i in $(seq 30); do alive "$sup" || break; sleep 0.1; done
+if alive "$sup"; then kill -KILL "$sup" 2>/dev/null; fi
+for i in $(seq 30); do is_node "$pid" || break; sleep 0.1; done
+rm -f "$PIDF" "$SUPF" "$PIDF.tmp"
+[ -f "$EXITF" ] && how="$how, exit code $(cat "$EXITF")"
+echo "OK $how"
+EOF
+)
+
+LOGS_BODY=$(cat <<'EOF'
+a=(); b=()
+for f in "node-$ID.log" "node-$ID.exit"; do [ -f "$RUN/$f" ] && a+=("$f"); done
+[ -f "$LOGDIR/node-$ID.jsonl" ] && b+=("node-$ID.jsonl")
+if [ ${#a[@]} -eq 0 ] && [ ${#b[@]} -eq 0 ]; then echo "no logs of node $ID under $RUN or $LOGDIR on $HOST" >&2; exit 3; fi
+args=()
+[ ${#a[@]} -gt 0 ] && args+=(-C "$RUN" "${a[@]}")
+[ ${#b[@]} -gt 0 ] && args+=(-C "$LOGDIR" "${b[@]}")
+[ ${#b[@]} -gt 0 ] || echo "node $ID has no metrics yet ($LOGDIR/node-$ID.jsonl)" >&2
+tar -cf - "${args[@]}"
+EOF
+)
+
+WATCH_BODY=$(cat <<'EOF'
+sup=$(cat "$SUPF" 2>/dev/null)
+if alive "$sup"; then tail -n +1 -F --pid="$sup" "$LOGF" 2>/dev/null; else cat "$LOGF" 2>/dev/null; fi
+if [ -f "$EXITF" ]; then echo "__TETHER_EXIT__ $(cat "$EXITF")"; else echo "__TETHER_EXIT__ lost"; fi
+EOF
+)
+
+start_one() {
+  local k=$1 rc
+  remote "$k" "$START_BODY" "$TMP/config.json"; rc=$?
+  if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"; return; fi
+  local line; line=$(grep -E '^(OK|ERR) ' "$TMP/out-$k" | tail -n 1)
+  case $line in
+    OK*) set -- $line; echo "OK" > "$TMP/res-$k"
+         say "node ${IDS[$k]} started on $(where "$k"): pid $2, log $3";;
+    ERR*) echo "node ${IDS[$k]}: ${line#ERR }" > "$TMP/res-$k";;
+    *) echo "node ${IDS[$k]}: start failed on $(where "$k") (exit $rc): $(tail -n 1 "$TMP/err-$k" 2>/dev/null)" > "$TMP/res-$k";;
+  esac
+}
+
+push_one() {
+  local k=$1 rc
+  remote "$k" "$PUSH_BODY" "$TETHER_LOCAL"; rc=$?
+  if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"
+  elif grep -q '^OK' "$TMP/out-$k"; then echo OK > "$TMP/res-$k"
+  else echo "node ${IDS[$k]}: $(cat "$TMP/out-$k" "$TMP/err-$k" | tail -n 1)" > "$TMP/res-$k"; fi
+}
+
+status_one() {
+  local k=$1 rc state detail last
+  remote "$k" "$STATUS_BODY"; rc=$?
+  if [ $rc -ne 0 ]; then
+    printf 'node %-3s %-28s unreachable  %s\n' "${IDS[$k]}" "${HOSTS[$k]}:${PORTS[$k]}" "$(ssh_error "$k")" > "$TMP/res-$k"
+    echo bad > "$TMP/ok-$k"; return
+  fi
+  read -r state detail < "$TMP/out-$k"; last=$(sed -n 2p "$TMP/out-$k")
+  local ok=good
+  case $state in
+    running) state="running (pid $detail)";;
+    exited) [ "$detail" = 0 ] || ok=bad; state="exited($detail)"
+            [ "$detail" -gt 128 ] 2>/dev/null && state="exited($detail, SIG$(kill -l $((detail - 128)) 2>/dev/null))";;
+    lost) ok=bad; state="lost (pid $detail gone, no exit code)";;
+    *) ok=bad; state="not started";;
+  esac
+  printf 'node %-3s %-28s %-24s | %s\n' "${IDS[$k]}" "${HOSTS[$k]}:${PORTS[$k]}" "$state" "$last" > "$TMP/res-$k"
+  echo $ok > "$TMP/ok-$k"
+}
+
+stop_one() {
+  local k=$1 rc
+  remote "$k" "$STOP_BODY" "$TMP/go-$k"; rc=$?
+  if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"; echo bad > "$TMP/ok-$k"; return; fi
+  echo "node ${IDS[$k]}: $(grep '^OK' "$TMP/out-$k" | sed 's/^OK //')" > "$TMP/res-$k"; echo good > "$TMP/ok-$k"
+}
+
+logs_one() {
+  local k=$1 rc
+  remote "$k" "$LOGS_BODY"; rc=$?
+  if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"; echo bad > "$TMP/ok-$k"; return; fi
+  if [ $rc -ne 0 ]; then echo "node ${IDS[$k]}: $(tail -n 1 "$TMP/err-$k")" > "$TMP/res-$k"; echo bad > "$TMP/ok-$k"; return; fi
+  if tar -xf "$TMP/out-$k" -C "$OUT" 2> "$TMP/tar-$k"; then
+    echo "node ${IDS[$k]}: $(tar -tf "$TMP/out-$k" | tr '\n' ' ')$(grep -v '^$' "$TMP/err-$k" | tail -n 1 | sed 's/^/ — /')" > "$TMP/res-$k"
+    echo good > "$TMP/ok-$k"
+  else
+    echo "node ${IDS[$k]}: cannot unpack: $(tail -n 1 "$TMP/tar-$k")" > "$TMP/res-$k"; echo bad > "$TMP/ok-$k"
+  fi
+}
+
+report() {   # prints every res-K; returns 1 if any ok-K is "bad"
+  local k bad=0
+  for ((k = 0; k < N; k++)); do
+    cat "$TMP/res-$k" 2>/dev/null
+    [ "$(cat "$TMP/ok-$k" 2>/dev/null)" = bad ] && bad=1
+  done
+  return $bad
+}
+
+do_stop() {
+  say "stopping $N node(s) (SIGTERM, SIGKILL after ${DEADLINE}s)"
+  local k pids=() fds=() fd t0
+  rm -f "$TMP"/res-* "$TMP"/ok-* "$TMP"/out-*
+  for ((k = 0; k < N; k++)); do
+    rm -f "$TMP/go-$k"; mkfifo "$TMP/go-$k" || die "mkfifo failed in $TMP"
+    stop_one "$k" & pids+=($!)
+    exec {fd}> "$TMP/go-$k"; fds+=("$fd")   # unblocks the job's open of its stdin
+  done
+  # Every connection that can be made says READY (bounded by the ssh timeout).
+  t0=$SECONDS
+  while [ $((SECONDS - t0)) -le $((SSH_CONNECT_TIMEOUT + 5)) ]; do
+    local waiting=0
+    for ((k = 0; k < N; k++)); do
+      grep -q '^READY' "$TMP/out-$k" 2>/dev/null || [ -e "$TMP/res-$k" ] || waiting=1
+    done
+    [ $waiting = 0 ] && break
+    sleep 0.05
+  done
+  local at=$(( $(date +%s%3N) + 300 ))
+  for fd in "${fds[@]}"; do ( trap '' PIPE; echo "go $at" >&"$fd" ) 2>/dev/null; exec {fd}>&-; done
+  for k in "${pids[@]}"; do wait "$k"; done
+  report
+}
+do_status() { on_all status_one; report; }
+do_logs() {
+  mkdir -p "$OUT" || die "cannot create $OUT"
+  on_all logs_one; report; local rc=$?
+  say "logs of $N node(s) in $OUT/"
+  return $rc
+}
+
+do_start() {
+  local k failed=()
+  if [ $PUSH = 1 ]; then
+    # One copy per (host, ssh port, user, workdir).
+    declare -A seen=(); local pk=()
+    for ((k = 0; k < N; k++)); do
+      local key="$(target "$k")|${SPORTS[$k]}|${WDS[$k]}"
+      [ -n "${seen[$key]:-}" ] && continue; seen[$key]=1; pk+=("$k")
+    done
+    say "pushing $TETHER_LOCAL to ${#pk[@]} host(s)"
+    local pids=()
+    for k in "${pk[@]}"; do push_one "$k" & pids+=($!); done
+    for k in "${pids[@]}"; do wait "$k"; done
+    for k in "${pk[@]}"; do [ "$(cat "$TMP/res-$k")" = OK ] || failed+=("$(cat "$TMP/res-$k")"); done
+    if [ ${#failed[@]} -gt 0 ]; then printf '%s: %s\n' "$PROG" "${failed[@]}" >&2; return 1; fi
+    REMOTE_BIN=tether-run/tether
+  fi
+  rm -f "$TMP"/res-*
+  on_all start_one
+  local started=()
+  for ((k = 0; k < N; k++)); do
+    if [ "$(cat "$TMP/res-$k" 2>/dev/null)" = OK ]; then started+=("$k"); else failed+=("$(cat "$TMP/res-$k" 2>/dev/null || echo "node ${IDS[$k]}: no answer")"); fi
+  done
+  if [ ${#failed[@]} -gt 0 ]; then
+    printf '%s: %s\n' "$PROG" "${failed[@]}" >&2
+    if [ ${#started[@]} -gt 0 ]; then say "stopping the ${#started[@]} node(s) already started"; do_stop >&2; fi
+    return 1
+  fi
+  say "$N node(s) running; scripts/cluster.sh $CONFIG status|logs|stop"
+}
+
+# --- foreground: stream, wait, stop all on a failure or Ctrl-C -----------------
+watch_one() {   # runs in the background: prefixed output; result in wres-K
+  local k=$1 id=${IDS[$1]} line rc
+  trap '' INT TERM   # Ctrl-C reaches the whole process group: the main shell stops the nodes
+  : > "$TMP/last-$k"
+  {
+    "${SSH_BASE[@]}" -p "${SPORTS[$k]}" "$(target "$k")" \
+      "bash -c $(sq "$(remote_prelude "$k")"$'\n'"$WATCH_BODY")" < /dev/null 2> "$TMP/werr-$k"
+    echo "__SSH_RC__ $?"
+  } | while IFS= read -r line; do
+    case $line in
+      "__TETHER_EXIT__ "*) echo "${line#__TETHER_EXIT__ }" > "$TMP/wres-$k";;
+      "__SSH_RC__ "*) rc=${line#__SSH_RC__ }
+                      [ -s "$TMP/wres-$k" ] || echo "ssh $rc" > "$TMP/wres-$k";;
+      *) line=${line//$'\r'/}; printf '[node %s] %s\n' "$id" "$line"
+         [ -n "${line//[[:space:]]/}" ] && printf '%s\n' "$line" > "$TMP/last-$k";;
+    esac
+  done
+}
+
+do_run() {
+  do_start || return 1
+  local k wpids=() interrupted=0 stopping=0 first=""
+  declare -A node_of=()
+  for ((k = 0; k < N; k++)); do rm -f "$TMP/wres-$k"; watch_one "$k" & wpids+=($!); node_of[$!]=$k; done
+  stop_all_once() { [ $stopping = 1 ] && return; stopping=1; do_stop >&2; }
+  trap 'interrupted=1; say "interrupted: stopping every node"; stop_all_once' INT TERM
+  local done_pid res wrc p
+  while [ ${#wpids[@]} -gt 0 ]; do
+    done_pid=""
+    wait -n -p done_pid "${wpids[@]}" 2>/dev/null; wrc=$?
+    if [ -z "${done_pid:-}" ]; then        # interrupted by a trapped signal (or no child left)
+      [ $wrc -eq 127 ] && break
+      continue
+    fi
+    local rest=()
+    for p in "${wpids[@]}"; do [ "$p" = "$done_pid" ] || rest+=("$p"); done
+    wpids=("${rest[@]}")
+    k=${node_of[$done_pid]}
+    res=$(cat "$TMP/wres-$k" 2>/dev/null || echo "ssh ?")
+    if [ "$res" != 0 ] && [ $stopping = 0 ] && [ -z "$first" ]; then
+      first=$k
+      say "node ${IDS[$k]} failed ($(describe_res "$k" "$res")): stopping the others"
+      stop_all_once
+    fi
+  done
+  trap - INT TERM
+  local failed=()
+  for ((k = 0; k < N; k++)); do
+    res=$(cat "$TMP/wres-$k" 2>/dev/null || echo "ssh ?")
+    [ "$res" = 0 ] || failed+=("$k")
+  done
+  do_logs >&2 || true
+  if [ $interrupted = 1 ]; then say "interrupted; nodes stopped"; return 130; fi
+  if [ ${#failed[@]} -gt 0 ]; then
+    [ -n "$first" ] || first=${failed[0]}
+    echo "$PROG: node ${IDS[$first]} failed on $(where "$first"): $(describe_res "$first" "$(cat "$TMP/wres-$first" 2>/dev/null)"): $(cat "$TMP/last-$first" 2>/dev/null)" >&2
+    for k in "${failed[@]}"; do
+      [ "$k" = "$first" ] && continue
+      echo "$PROG:   then node ${IDS[$k]}: $(describe_res "$k" "$(cat "$TMP/wres-$k" 2>/dev/null)"): $(cat "$TMP/last-$k" 2>/dev/null)" >&2
+    done
+    return 1
+  fi
+  say "all $N node(s) finished"
+}
+describe_res() {   # describe_res K RESULT: words for a watcher's result
+  local k=$1 res=$2
+  case $res in
+    lost) echo "lost: its process vanished without an exit code";;
+    "ssh "*) echo "lost contact with $(where "$k") ($(grep -v '^$' "$TMP/werr-$k" 2>/dev/null | tail -n 1 || echo "ssh ${res#ssh }"))";;
+    *) describe_rc "$res";;
+  esac
+}
+
+case $CMD in
+  start) if [ $WAIT = 1 ]; then do_run; else do_start; fi;;
+  status) do_status;;
+  logs) do_logs;;
+  stop) do_stop;;
+esac

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# scripts/cluster.sh for real: a private sshd on loopback (its own host key,
+# client key, authorized_keys and config in a temp dir; two ports), three
+# peers on 127.0.0.1 with their own workdirs, all reached over ssh.
+#   1. errors: a missing config, an unreachable host (named)
+#   2. `run --push-binary`: a small 3-node training finishes, the collected
+#      metrics show one params_hash; `logs` collects them again
+#   3. `start` a longer run, kill -9 one remote tether: `status` reports it
+#      exited(137) and fails; `stop` leaves no process and no pid file
+#   4. `run` in the foreground: a node killed -9 stops the others, exit 1
+#      naming the node; Ctrl-C (SIGINT) stops every node, exit 130
+# Prints a doctest-style summary line; exit status non-zero on failure.
+# Needs root (or sudo) to install openssh-server when it is missing.
+set -uo pipefail
+SRC=${TETHER_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${TETHER_BUILD_ROOT:-$SRC/build}
+TETHER_BIN=$BUILD/tether
+CLUSTER=$SRC/scripts/cluster.sh
+
+CASES=0 PASSED=0 FAILED=0 SKIPPED=0
+summary() {
+  echo "[doctest] test cases: $CASES | $PASSED passed | $FAILED failed | $SKIPPED skipped"
+}
+ok() { CASES=$((CASES + 1)); PASSED=$((PASSED + 1)); echo "ok    $1"; }
+bad() { CASES=$((CASES + 1)); FAILED=$((FAILED + 1)); echo "FAIL  $1"; shift; [ $# -gt 0 ] && printf '      %s\n' "$@"; }
+skip_all() { echo "SKIP  $1"; CASES=1; SKIPPED=1; summary; exit 0; }
+# check NAME CMD...: a test case passes when CMD succeeds; its output is shown on failure.
+check() {
+  local name=$1; shift
+  local out; out=$("$@" 2>&1); local rc=$?
+  if [ $rc -eq 0 ]; then ok "$name"; else bad "$name" "(exit $rc)"; printf '%s\n' "$out" | tail -n 25 | sed 's/^/      | /'; fi
+  return $rc
+}
+now() { date +%s; }
+
+[ -x "$TETHER_BIN" ] || { bad "tether binary at $TETHER_BIN" "build it first"; summary; exit 1; }
+
+# --- sshd -----------------------------------------------------------------------
+if [ ! -x /usr/sbin/sshd ]; then
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+    skip_all "openssh-server is not installed and this user cannot install it (not root, no sudo)"
+  fi
+  (source "$SRC/scripts/common.sh" && ensure_packages openssh-server openssh-client) \
+    || { bad "install openssh-server"; summary; exit 1; }
+fi
+command -v ssh-keygen >/dev/null || { bad "ssh-keygen available"; summary; exit 1; }
+
+T=$(mktemp -d /tmp/tether-ssh-test.XXXXXX) || exit 1
+chmod 700 "$T"
+SSHD_PID=""; MADE_RUN_SSHD=0
+cleanup() {
+  # Best effort: every process this test started, by pid.
+  local f p
+  for f in "$T"/host*/tether-run/*.pid "$T"/host*/tether-run/*.sup; do
+    [ -f "$f" ] && p=$(cat "$f") && [ -n "$p" ] && kill -KILL "$p" 2>/dev/null
+  done
+  [ -n "${BG_PID:-}" ] && kill -KILL "$BG_PID" 2>/dev/null
+  [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null && wait "$SSHD_PID" 2>/dev/null
+  [ $MADE_RUN_SSHD = 1 ] && rmdir /run/sshd 2>/dev/null
+  rm -rf "$T"
+}
+trap 'cleanup; summary' EXIT
+trap 'exit 1' INT TERM
+
+free_ports() {   # free_ports N: N distinct free TCP ports on 127.0.0.1
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+read -r SP1 SP2 TP0 TP1 TP2 BADPORT <<< "$(free_ports 6)"
+USER_NAME=$(id -un)
+
+ssh-keygen -q -t ed25519 -N '' -f "$T/host_key" -C tether-test-host || exit 1
+ssh-keygen -q -t ed25519 -N '' -f "$T/client_key" -C tether-test-client || exit 1
+cp "$T/client_key.pub" "$T/authorized_keys"; chmod 600 "$T/authorized_keys"
+cat > "$T/sshd_config" <<EOF
+ListenAddress 127.0.0.1:$SP1
+ListenAddress 127.0.0.1:$SP2
+HostKey $T/host_key
+PidFile $T/sshd.pid
+AuthorizedKeysFile $T/authorized_keys
+PermitRootLogin yes
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowUsers $USER_NAME
+MaxStartups 64
+MaxSessions 64
+LogLevel VERBOSE
+EOF
+if [ ! -d /run/sshd ] && [ "$(id -u)" -eq 0 ]; then mkdir -p /run/sshd && chmod 755 /run/sshd && MADE_RUN_SSHD=1; fi
+/usr/sbin/sshd -D -e -f "$T/sshd_config" 2> "$T/sshd.log" &
+SSHD_PID=$!
+
+export TETHER_SSH_KEY=$T/client_key
+export SSH_OPTS="-o UserKnownHostsFile=$T/known_hosts -o GlobalKnownHostsFile=/dev/null"
+export SSH_CONNECT_TIMEOUT=5
+export TETHER=$TETHER_BIN
+ssh_ok() {
+  ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=3 -i "$T/client_key" \
+      -o IdentitiesOnly=yes $SSH_OPTS -p "$1" "$USER_NAME@127.0.0.1" true 2>/dev/null
+}
+sshd_up() {
+  local t0; t0=$(now)
+  while [ $(( $(now) - t0 )) -lt 30 ]; do
+    kill -0 "$SSHD_PID" 2>/dev/null || { cat "$T/sshd.log"; return 1; }
+    ssh_ok "$SP1" && ssh_ok "$SP2" && return 0
+    sleep 0.5
+  done
+  echo "sshd did not accept a key login within 30 s"; tail -n 20 "$T/sshd.log"; return 1
+}
+check "sshd on 127.0.0.1:$SP1 and :$SP2 accepts key logins" sshd_up || exit 1
+
+# --- configs ---------------------------------------------------------------------
+# make_config FILE EPOCHS: 20 steps per epoch and node
+make_config() {
+  python3 - "$@" "$T" "$USER_NAME" "$SP1" "$SP2" "$TP0" "$TP1" "$TP2" <<'EOF'
+import json, sys
+path, epochs = sys.argv[1], int(sys.argv[2])
+t, user, sp1, sp2, *tps = sys.argv[3:]
+peers = [{"id": i, "host": "127.0.0.1", "port": int(tps[i]), "ssh_user": user,
+          "ssh_port": int(sp1 if i % 2 == 0 else sp2), "workdir": f"{t}/host{i}"} for i in range(3)]
+json.dump({
+    "device": "cpu",
+    "cluster": {"peers": peers},
+    "model": {"name": "mlp", "hidden": 16},
+    "data": {"name": "synthetic", "synthetic_train": 960, "synthetic_test": 64, "batch_size": 16},
+    "optimizer": {"lr": 0.05, "momentum": 0.0},
+    "algorithm": {"name": "overlap", "staleness": 1, "period": 1, "mixer": "ring"},
+    "train": {"epochs": epochs, "seed": 3, "threads": 1},
+    "log": {"dir": "runs/ssh3", "every_steps": 5, "progress": False},
+    "net": {"connect_timeout_ms": 30000, "peer_timeout_ms": 5000, "shutdown_timeout_ms": 5000},
+}, open(path, "w"), indent=1)
+EOF
+}
+make_config "$T/small.json" 1       # 20 steps
+make_config "$T/long.json" 5000     # far more than the test waits for
+
+# --- 1. errors --------------------------------------------------------------------
+missing_config() {
+  local out; out=$("$CLUSTER" "$T/nope.json" status 2>&1); local rc=$?
+  echo "$out"; [ $rc -eq 2 ] && grep -q "nope.json" <<< "$out"
+}
+check "missing config: exit 2 naming the file" missing_config
+
+unreachable() {
+  python3 - "$T/small.json" "$T/bad.json" "$BADPORT" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1])); d["cluster"]["peers"][2]["ssh_port"] = int(sys.argv[3])
+json.dump(d, open(sys.argv[2], "w"))
+EOF
+  local out; out=$(timeout 60 "$CLUSTER" "$T/bad.json" start --tether "$TETHER_BIN" 2>&1); local rc=$?
+  echo "$out"
+  [ $rc -ne 0 ] && grep -q "node 2: cannot reach .*127.0.0.1 (ssh port $BADPORT)" <<< "$out" \
+    && grep -q "stopping the 2 node(s) already started" <<< "$out" || return 1
+  # status names it as unreachable too, and fails
+  out=$(timeout 60 "$CLUSTER" "$T/bad.json" status 2>&1); rc=$?
+  echo "$out"
+  [ $rc -ne 0 ] && grep -q "^node 2 .*unreachable.*$BADPORT" <<< "$out"
+}
+check "unreachable host: start fails naming it, stops the started nodes; status says unreachable" unreachable
+pids_gone() {   # no process of this test's nodes is left
+  local left; left=$(pgrep -f "$T/host" | tr '\n' ' ')
+  [ -z "$left" ] || { echo "left: $left"; ps -o pid,args -p ${left// /,} 2>/dev/null; return 1; }
+}
+check "no node process left after the failed start" pids_gone
+
+# --- 2. a small run, to the end -----------------------------------------------------
+t0=$(now)
+small_run() {
+  timeout 300 "$CLUSTER" "$T/small.json" run --push-binary --out "$T/collected"
+}
+check "run --push-binary: 3 nodes over ssh finish (exit 0)" small_run
+echo "      (small run: $(( $(now) - t0 )) s)"
+same_hash() {   # same_hash DIR: every node's final params_hash is the same
+  python3 - "$1" <<'EOF'
+import json, sys
+hashes = []
+for i in range(3):
+    final = [r for r in map(json.loads, open(f"{sys.argv[1]}/node-{i}.jsonl")) if r.get("event") == "final"]
+    assert final, f"node {i}: no final event"
+    hashes.append(final[-1].get("params_hash"))
+print(hashes)
+assert hashes[0] and len(set(hashes)) == 1, "params_hash differs"
+EOF
+}
+check "collected metrics: 3 nodes end with the same params_hash" same_hash "$T/collected"
+check "binary pushed to every workdir" test -x "$T/host0/tether-run/tether" -a -x "$T/host1/tether-run/tether" -a -x "$T/host2/tether-run/tether"
+logs_cmd() {
+  timeout 60 "$CLUSTER" "$T/small.json" logs --out "$T/logs2" || return 1
+  ls -l "$T/logs2"
+  for i in 0 1 2; do
+    [ -s "$T/logs2/node-$i.jsonl" ] && [ -f "$T/logs2/node-$i.log" ] && [ "$(cat "$T/logs2/node-$i.exit")" = 0 ] || return 1
+  done
+  same_hash "$T/logs2"
+}
+check "logs: node-i.log, node-i.exit (0) and node-i.jsonl of every node in one directory" logs_cmd
+status_done() {
+  local out; out=$(timeout 60 "$CLUSTER" "$T/small.json" status 2>&1); local rc=$?
+  echo "$out"; [ $rc -eq 0 ] && [ "$(grep -c 'exited(0)' <<< "$out")" = 3 ]
+}
+check "status after the run: 3 x exited(0), exit 0" status_done
+
+# --- 3. start, kill -9 one node, status, stop ------------------------------------------
+# wait_for SECONDS CMD...: polls CMD every 0.5 s until it succeeds or time is up.
+wait_for() {
+  local limit=$1; shift; local t0; t0=$(now)
+  while [ $(( $(now) - t0 )) -lt "$limit" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  "$@"
+}
+all_stepping() {  # every node has written a metrics line
+  local i; for i in 0 1 2; do [ -s "$T/host$i/runs/ssh3/node-$i.jsonl" ] || return 1; done
+}
+long_start() {
+  rm -f "$T"/host*/runs/ssh3/*.jsonl
+  timeout 60 "$CLUSTER" "$T/long.json" start --tether "$TETHER_BIN" || return 1
+  local out; out=$(timeout 60 "$CLUSTER" "$T/long.json" status 2>&1); echo "$out"
+  [ "$(grep -c 'running (pid' <<< "$out")" = 3 ] || return 1
+  wait_for 120 all_stepping
+}
+check "start (background, remote --tether path): status shows 3 running, all training" long_start
+PIDS=$(cat "$T"/host*/tether-run/node-*.pid 2>/dev/null | tr '\n' ' ')
+kill_and_status() {
+  local victim; victim=$(cat "$T/host1/tether-run/node-1.pid") || return 1
+  echo "kill -9 $victim (node 1)"
+  kill -KILL "$victim" || return 1
+  node1_dead() {
+    local out; out=$(timeout 60 "$CLUSTER" "$T/long.json" status 2>&1); local rc=$?
+    echo "$out"; [ $rc -ne 0 ] && grep -q '^node 1 .*exited(137, SIGKILL)' <<< "$out"
+  }
+  wait_for 20 node1_dead
+}
+check "kill -9 of node 1's tether: status reports exited(137, SIGKILL) and exits non-zero" kill_and_status
+stop_clean() {
+  timeout 120 "$CLUSTER" "$T/long.json" stop --deadline 10 || return 1
+  local p; for p in $PIDS; do kill -0 "$p" 2>/dev/null && { echo "pid $p still alive"; return 1; }; done
+  pids_gone || return 1
+  local left; left=$(ls "$T"/host*/tether-run/*.pid "$T"/host*/tether-run/*.sup 2>/dev/null)
+  [ -z "$left" ] || { echo "pid files left: $left"; return 1; }
+}
+check "stop: no tether process left, pid files removed" stop_clean
+
+# --- 4. foreground run: a failed node stops all; Ctrl-C stops all ------------------------
+bg_run() {  # bg_run LOG: `run` in the background with SIGINT at its default (as in a terminal)
+  python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+    timeout 300 "$CLUSTER" "$T/long.json" run --tether "$TETHER_BIN" --out "$T/fg" > "$1" 2>&1 &
+  BG_PID=$!
+}
+wait_bg() {  # wait_bg SECONDS: exit status of the background run, 124 if it is still running
+  local t0; t0=$(now)
+  while kill -0 "$BG_PID" 2>/dev/null && [ $(( $(now) - t0 )) -lt "$1" ]; do sleep 0.5; done
+  kill -0 "$BG_PID" 2>/dev/null && return 124
+  wait "$BG_PID"
+}
+fg_failure() {
+  rm -f "$T"/host*/runs/ssh3/*.jsonl
+  bg_run "$T/fg1.log"
+  wait_for 120 all_stepping || { cat "$T/fg1.log"; return 1; }
+  local victim; victim=$(cat "$T/host2/tether-run/node-2.pid")
+  echo "kill -9 $victim (node 2)"; kill -KILL "$victim"
+  wait_bg 90; local rc=$?
+  tail -n 15 "$T/fg1.log"
+  [ $rc -eq 1 ] && grep -q "cluster.sh: node 2 failed on .*exit 137 (killed by SIGKILL)" "$T/fg1.log" && pids_gone
+}
+t0=$(now)
+check "run: node 2 killed -9 stops the others; exit 1 naming node 2 and its exit code" fg_failure
+echo "      (failure run: $(( $(now) - t0 )) s)"
+fg_interrupt() {
+  rm -f "$T"/host*/runs/ssh3/*.jsonl "$T"/host*/runs/ssh3/*.ckpt
+  bg_run "$T/fg2.log"
+  wait_for 120 all_stepping || { cat "$T/fg2.log"; return 1; }
+  echo "SIGINT to the run script (Ctrl-C)"; kill -INT "$BG_PID"
+  wait_bg 90; local rc=$?
+  tail -n 15 "$T/fg2.log"
+  [ $rc -eq 130 ] || return 1
+  pids_gone || return 1
+  # Every node got SIGTERM (none needed SIGKILL) and exited by itself; the
+  # ones that exit 0 wrote a checkpoint. All 0 is not asserted: a node that
+  # is a round ahead when its peers stop fails with "peer left (bye)" — the
+  # runtime's stop protocol, not the launcher (see the ops report).
+  grep -q "killed (SIGKILL)" "$T/fg2.log" && { echo "a node needed SIGKILL"; return 1; }
+  local i code zeros=0; for i in 0 1 2; do
+    code=$(cat "$T/fg/node-$i.exit" 2>/dev/null)
+    echo "node $i: exit ${code:-none}"
+    case $code in
+      0) zeros=$((zeros + 1))
+         [ -f "$T/host$i/runs/ssh3/node-$i.ckpt" ] || { echo "node $i: no checkpoint"; return 1; };;
+      1) grep -q "left (bye" "$T/fg/node-$i.log" || { echo "node $i: exit 1 for another reason"; return 1; };;
+      *) return 1;;
+    esac
+  done
+  [ $zeros -ge 1 ]
+}
+t0=$(now)
+check "run: Ctrl-C stops every node by SIGTERM (exit 0 + checkpoint, or 1: peer left), exit 130" fg_interrupt
+echo "      (interrupted run: $(( $(now) - t0 )) s)"
+
+[ $FAILED -eq 0 ]
