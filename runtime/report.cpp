@@ -296,10 +296,11 @@ svg.plot .cross { stroke: #555; stroke-width: 1; stroke-dasharray: 3 3; }
 .legend i.dot { width: 8px; height: 8px; border: 0; border-radius: 50%; background: currentColor; }
 .tip { position: absolute; pointer-events: none; background: rgba(255,255,255,0.95); border: 1px solid #bbb; border-radius: 4px; padding: 4px 6px; font-size: 12px; white-space: nowrap; display: none; z-index: 2; }
 table { border-collapse: collapse; margin: 6px 0 18px; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+.tablewrap { overflow-x: auto; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; }
 td.l, th.l { text-align: left; }
-td.err { color: #b00; text-align: left; max-width: 420px; }
+td.err { color: #b00; text-align: left; max-width: 420px; white-space: normal; }
 code { font-size: 12px; }
 .ok { color: #070; } .bad { color: #b00; }
 )CSS";
@@ -425,12 +426,11 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
   Plot wire{"Bytes on the wire (sent)", "Mbit/s", {}, 0.0, std::nullopt};
   Plot disp{"Displacement norm", "||displacement||", {}, 0.0, std::nullopt};
 
-  // Merged in time order, for the total throughput and the bound.
+  // Every node's bound, merged in time order.
   struct Event {
     double time;
     int node;
-    double ips, bound;
-    bool end;   // the node finished: it adds nothing from here on
+    double bound;
   };
   std::vector<Event> events;
   for (const auto& [id, n] : nodes) {
@@ -452,10 +452,9 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
       if (prev != nullptr && s.time > prev->time && s.bytes_sent >= prev->bytes_sent)
         wi.pts.push_back({x, double(s.bytes_sent - prev->bytes_sent) * 8 / 1e6 / (s.time - prev->time)});
       prev = &s;
-      events.push_back({s.time, id, s.images_per_s, s.bound, false});
+      events.push_back({s.time, id, s.bound});
     }
     for (const EvalPoint& e : n.evals) t.pts.push_back({xof(e.time), e.test_acc * 100});
-    if (n.finished()) events.push_back({n.last_time(), id, 0, 0, true});
     loss.series.push_back(std::move(l));
     acc.series.push_back(std::move(a));
     if (!t.pts.empty()) acc.series.push_back(std::move(t));
@@ -466,24 +465,50 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
     disp.series.push_back(std::move(dn));
   }
   std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
+  // Total throughput: each node's images/s interpolated linearly between its
+  // records, 0 outside its first..last record, summed on a common grid.
   Series total{"total", "#000", {}};
   total.width = 2.2;
+  {
+    double lo = INFINITY, hi = -INFINITY;
+    size_t count = 0;
+    for (const auto& [id, n] : nodes) {
+      if (n.samples.empty()) continue;
+      lo = std::min(lo, n.samples.front().time);
+      hi = std::max(hi, n.samples.back().time);
+      count += n.samples.size();
+    }
+    const size_t grid = std::min<size_t>(400, count);
+    for (size_t g = 0; g < grid && hi > lo; ++g) {   // grid points 0..grid-1 span lo..hi
+      double t = lo + (hi - lo) * double(g) / double(grid - 1);
+      double sum = 0;
+      for (const auto& [id, n] : nodes) {
+        const auto& ss = n.samples;
+        if (ss.empty() || t < ss.front().time || t > ss.back().time) continue;
+        auto it = std::lower_bound(ss.begin(), ss.end(), t,
+                                   [](const NodeSample& a, double v) { return a.time < v; });
+        if (it == ss.begin() || it->time == t) {
+          sum += it->images_per_s;
+          continue;
+        }
+        const NodeSample& b = *it;
+        const NodeSample& a = *(it - 1);
+        double w = b.time > a.time ? (t - a.time) / (b.time - a.time) : 1;
+        sum += a.images_per_s + w * (b.images_per_s - a.images_per_s);
+      }
+      total.pts.push_back({xof(t), sum});
+    }
+  }
+  // The bound: the largest of the nodes' latest values, over time.
   Series bound{"bound", "#000", {}};
   bound.dashed = true;
   {
-    std::map<int, double> cur_ips, cur_bound;   // each node's latest value
+    std::map<int, double> cur_bound;   // each node's latest value
     for (const Event& e : events) {
-      if (e.end) {
-        cur_ips.erase(e.node);
-      } else {
-        cur_ips[e.node] = e.ips;
-        cur_bound[e.node] = e.bound;
-      }
-      double sum = 0, b = 0;
-      for (const auto& kv : cur_ips) sum += kv.second;
+      cur_bound[e.node] = e.bound;
+      double b = 0;
       for (const auto& kv : cur_bound) b = std::max(b, kv.second);
-      total.pts.push_back({xof(e.time), sum});
-      if (!e.end) bound.pts.push_back({xof(e.time), b});
+      bound.pts.push_back({xof(e.time), b});
     }
   }
   if (nodes.size() > 1) ips.series.push_back(std::move(total));
@@ -519,10 +544,12 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
   o += "</div>\n";
 
   // Summary table.
-  o += "<table class=\"summary\">\n<tr><th>node</th><th class=\"l\">state</th><th>steps</th><th>epoch</th>"
-       "<th>loss</th><th>test acc</th><th class=\"l\">params_hash</th><th>mean img/s</th><th>idle</th>"
+  const bool any_failed = failed > 0;   // the error column only when a node failed
+  o += "<div class=\"tablewrap\"><table class=\"summary\">\n<tr><th>node</th><th class=\"l\">state</th><th>steps</th>"
+       "<th>epoch</th><th>loss</th><th>test acc</th><th class=\"l\">params_hash</th><th>mean img/s</th><th>idle</th>"
        "<th>max dist (run)</th><th>throttles</th><th>sent</th><th>received</th><th>rejected</th>"
-       "<th>bad lines</th><th class=\"l\">error</th></tr>\n";
+       "<th>bad lines</th>";
+  o += any_failed ? "<th class=\"l\">error</th></tr>\n" : "</tr>\n";
   std::set<std::string> hashes;
   size_t with_hash = 0;
   for (const auto& [id, n] : nodes) {
@@ -558,10 +585,11 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
          "</code></td><td>" + fmt("%.0f", mean_ips) + "</td><td>" + fmt("%.1f%%", idle_total * 100) + "</td><td>" +
          fmt("%.4g", dist_run) + "</td><td>" + std::to_string(throttles) + "</td><td>" + human_bytes(double(sent)) +
          "</td><td>" + human_bytes(double(recv)) + "</td><td>" + std::to_string(rejected) + "</td><td>" +
-         std::to_string(n.malformed) + "</td><td class=\"err\">" + (n.failed ? esc(n.failed->error) : "") +
-         "</td></tr>\n";
+         std::to_string(n.malformed) + "</td>" +
+         (any_failed ? "<td class=\"err\">" + (n.failed ? esc(n.failed->error) : std::string()) + "</td>" : "") +
+         "</tr>\n";
   }
-  o += "</table>\n";
+  o += "</table></div>\n";
   if (with_hash > 1) {
     o += hashes.size() == 1
              ? "<p class=\"ok\">All " + std::to_string(with_hash) + " final params_hash values agree.</p>\n"
