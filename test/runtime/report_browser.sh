@@ -168,12 +168,47 @@ t_detects_errors() {
   [ -n "$e" ] && [ "$e" != 0 ] && grep -q 'Uncaught' "$WORK/broken.dom.err"
 }
 
+t_hover_and_legend() {
+  # A mouse move to the middle of the loss plot shows the time and each
+  # node's value there; a click on a legend item hides its series.
+  cat >"$WORK/probe.js" <<'EOF'
+<script>
+(function () {
+  var svg = document.querySelector('svg.plot');
+  var r = svg.getBoundingClientRect();
+  var px0 = parseFloat(svg.getAttribute('data-px0')), px1 = parseFloat(svg.getAttribute('data-px1'));
+  var vb = svg.viewBox.baseVal;
+  var x = r.left + (px0 + px1) / 2 / vb.width * r.width;
+  svg.dispatchEvent(new MouseEvent('mousemove', { clientX: x, clientY: r.top + r.height / 2, bubbles: true }));
+  var tip = svg.parentNode.querySelector('.tip');
+  document.body.setAttribute('data-hover', tip.style.display + '|' + tip.textContent);
+  svg.parentNode.querySelector('.legend .item[data-i="1"]').click();
+  var g = svg.querySelector('g.series[data-i="1"]');
+  document.body.setAttribute('data-toggle', g.style.display === 'none' ? 'hidden' : 'shown');
+})();
+</script>
+EOF
+  sed '/<\/body>/{
+r '"$WORK/probe.js"'
+}' "$REPORT" >"$WORK/probe.html"
+  browse "file://$WORK/probe.html" "$WORK/probe.dom" --dump-dom
+  local hover toggle
+  hover=$(body_attr "$WORK/probe.dom" data-hover)
+  toggle=$(body_attr "$WORK/probe.dom" data-toggle)
+  echo "  hover: $hover; toggle: $toggle"
+  # Mid-plot is t = 30 s: node 0 near step 145, loss 2.3 exp(-145/60) + 0.05 = 0.25.
+  [ "$toggle" = hidden ] && [ "$(body_attr "$WORK/probe.dom" data-errors)" = 0 ] &&
+    echo "$hover" | grep -Eq '^block\|t = (29|30|31)(\.[0-9]+)? s' &&
+    echo "$hover" | grep -Eo 'node 0: [0-9.]+' | awk '{ exit !($3 > 0.2 && $3 < 0.3) }'
+}
+
 check "report opens and its script runs" t_script_ran
 check "no script errors, no console errors" t_no_errors
 check "all 7 plots drawn, each figure whole" t_plots_drawn
 check "table and escaped error text in the DOM" t_content
 check "screenshot is a non-blank PNG" t_screenshot
 check "a broken script is detected (negative control)" t_detects_errors
+check "hover readout and legend toggle" t_hover_and_legend
 if [ -n "${REPORT_BROWSER_KEEP:-}" ]; then
   cp "$REPORT" "$WORK/report.png" "$REPORT_BROWSER_KEEP"/ 2>/dev/null && echo "kept in $REPORT_BROWSER_KEEP"
 fi
