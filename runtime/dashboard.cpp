@@ -11,6 +11,8 @@
 #include <ctime>
 #include <thread>
 
+#include "runtime/metrics.h"
+
 namespace tether {
 
 namespace {
@@ -121,7 +123,10 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
 
   std::string right_head = std::to_string(nodes.size()) + (nodes.size() == 1 ? " node" : " nodes") + "  last " +
                            local_clock(last);
-  if (opts.now > 0 && last > 0) right_head += " (" + compact(std::max(0.0, opts.now - last), 5) + "s ago)";
+  if (opts.now > 0 && last > 0) {
+    double age_s = std::max(0.0, opts.now - last);
+    right_head += " (" + (age_s < 100 ? fmt("%.0fs", age_s) : format_duration(age_s)) + " ago)";
+  }
   std::string left_head = "tether dashboard  ";
   size_t room = width > left_head.size() + right_head.size() + 2 ? width - left_head.size() - right_head.size() - 2 : 0;
   std::string dir = log.dir();
