@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <iterator>
 #include <thread>
 
 #include "runtime/metrics.h"
