@@ -50,7 +50,7 @@ done
 log "PyTorch: $TORCH_MODEL batch $BATCH threads $THREADS device $DEVICE"
 torch_args=(--model "$TORCH_MODEL" --batch "$BATCH" --threads "$THREADS" --warmup $WARM --steps "$STEPS" --runs "$RUNS")
 if [ "$DEVICE" = cuda ]; then
-  out=$(python3 "$TETHER_ROOT/bench/peak_rss.py" "$PY" "$TETHER_ROOT/bench/torch_cuda_train.py" "${torch_args[@]}" 2>&1)
+  out=$(python3 "$TETHER_ROOT/bench/peak_rss.py" "$PY" "$TETHER_ROOT/test/gpu/torch_cuda_train.py" "${torch_args[@]}" 2>&1)
 else
   out=$(python3 "$TETHER_ROOT/bench/peak_rss.py" "$PY" "$PEERS/bench_train.py" "${torch_args[@]}" 2>&1)
 fi
