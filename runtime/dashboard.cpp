@@ -237,7 +237,14 @@ int dashboard_command(const std::vector<std::string>& args, const std::atomic<bo
   long interval_ms = -1;   // -1: not given
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a == "--once") {
+    if (a == "--help" || a == "-h") {
+      std::fputs("usage: tether dashboard LOGDIR [--once] [--interval-ms N]\n"
+                 "  a live table of LOGDIR/node-*.jsonl, refreshed every N ms (default 1000) until\n"
+                 "  every node finished or failed, or Ctrl-C; --once, or stdout not a terminal\n"
+                 "  without --interval-ms: one frame. Columns: see README.md, \"Dashboard\".\n",
+                 stdout);
+      return 0;
+    } else if (a == "--once") {
       once = true;
     } else if (a == "--interval-ms") {
       if (i + 1 >= args.size()) return usage("--interval-ms needs a value");

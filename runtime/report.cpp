@@ -626,7 +626,14 @@ int report_command(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) return std::nullopt;
       return args[++i];
     };
-    if (a == "-o" || a == "--output") {
+    if (a == "--help" || a == "-h") {
+      std::fputs("usage: tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
+                 "  one self-contained HTML page (inline SVG, no network) with plots over time and\n"
+                 "  a summary table of LOGDIR/node-*.jsonl; --link-mbps, or the config's\n"
+                 "  net.inject_rate_mbps, draws the link rate on the bytes-on-the-wire plot.\n",
+                 stdout);
+      return 0;
+    } else if (a == "-o" || a == "--output") {
       auto v = value();
       if (!v) return report_usage(a + " needs a file name");
       out = *v;

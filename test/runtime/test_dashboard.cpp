@@ -403,6 +403,12 @@ TEST_CASE("dashboard and report through the binary") {
   auto unwritable = run_command(bin + " report " + dir.path() + " -o " + dir.file("no/such/dir/r.html"), 60);
   CHECK(unwritable.exit_code == 1);
 
+  auto dash_help = run_command(bin + " dashboard --help", 60);
+  CHECK(dash_help.exit_code == 0);
+  CHECK(contains(dash_help.output, "usage: tether dashboard LOGDIR"));
+  auto report_help = run_command(bin + " report -h", 60);
+  CHECK(report_help.exit_code == 0);
+  CHECK(contains(report_help.output, "usage: tether report LOGDIR"));
   auto help = run_command(bin + " --help", 60);
   CHECK(contains(help.output, "tether dashboard LOGDIR"));
   CHECK(contains(help.output, "tether report LOGDIR"));
