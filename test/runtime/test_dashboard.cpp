@@ -397,6 +397,14 @@ TEST_CASE("dashboard and report through the binary") {
   CHECK(contains(html, "link 250 Mbit/s"));
   CHECK_FALSE(contains(html, "http://"));
   CHECK_FALSE(contains(html, "https://"));
+  // The link rate from a config's net.inject_rate_mbps; a bad config is exit 2.
+  std::string cfg = dir.write("cfg.json", "{\"net\": {\"inject_rate_mbps\": 75}}");
+  CHECK(run_command(bin + " report " + dir.path() + " -o " + out + " --config " + cfg, 60).exit_code == 0);
+  CHECK(contains(read_all(out), "link 75 Mbit/s"));
+  std::string bad_cfg = dir.write("bad.json", "{\"net\": {\"inject_rate_mbps\": \"x\"}}");
+  auto bad = run_command(bin + " report " + dir.path() + " -o " + out + " --config " + bad_cfg, 60);
+  CHECK(bad.exit_code == 2);
+  CHECK(contains(bad.output, "net.inject_rate_mbps"));
   CHECK(run_command(bin + " report " + dir.path(), 60).exit_code == 2);   // no -o
   CHECK(run_command(bin + " report " + dir.path() + " -o " + out + " --link-mbps -3", 60).exit_code == 2);
   CHECK(run_command(bin + " report " + empty.path() + " -o " + out, 60).exit_code == 2);
