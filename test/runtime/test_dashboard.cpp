@@ -422,34 +422,54 @@ TEST_CASE("dashboard and report through the binary") {
   CHECK(contains(help.output, "tether report LOGDIR"));
 }
 
+// Polls `path` until it contains `needle` or `timeout_ms` passed.
+bool wait_for_text(const std::string& path, const std::string& needle, int timeout_ms = 30000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (contains(read_all(path), needle)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 TEST_CASE("dashboard: live refresh picks up appended lines and exits when every node is done") {
   TempDir dir("dash");
+  TempDir out_dir("dash-out");
   dir.write("node-0.jsonl", sample(0, 10) + "\n");
   dir.write("node-1.jsonl", sample(1, 10) + "\n");
+  const std::string out = out_dir.file("frames.txt");
   tether::testing::CommandResult live;
   std::thread viewer([&] {
-    live = run_command(tether_bin() + " dashboard " + dir.path() + " --interval-ms 50", 60);
+    live = run_command(tether_bin() + " dashboard " + dir.path() + " --interval-ms 50 > " + out, 60);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // Each step waits for the frame showing the previous one (no fixed sleeps).
+  bool first = wait_for_text(out, "2 running, 0 finished");
   append(dir.file("node-0.jsonl"), sample(0, 20) + "\n" + final_rec(0, 20, 0.625, "aa") + "\n");
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  bool second = wait_for_text(out, "62.50");
   append(dir.file("node-1.jsonl"), sample(1, 20) + "\n{\"event\": \"failed\", \"step\": 20, \"error\": \"boom\"}\n");
   viewer.join();
+  std::string frames = read_all(out);
+  INFO(frames);
   INFO(live.output);
+  CHECK(first);
+  CHECK(second);
   CHECK(live.exit_code == 0);   // ended on its own: every node finished or failed
-  CHECK(count_of(live.output, "tether dashboard") >= 2);
-  CHECK(contains(live.output, "62.50"));
-  CHECK(contains(live.output, "0 running, 1 finished, 1 failed"));
-  CHECK(contains(live.output, "node 1 failed at step 20: boom"));
+  CHECK(count_of(frames, "tether dashboard") >= 3);
+  CHECK(contains(frames, "1 running, 1 finished, 0 failed"));
+  CHECK(contains(frames, "0 running, 1 finished, 1 failed"));
+  CHECK(contains(frames, "node 1 failed at step 20: boom"));
 }
 
 TEST_CASE("dashboard: SIGINT ends the live view with exit 0") {
   TempDir dir("dash");
   dir.write("node-0.jsonl", sample(0, 10) + "\n");
-  auto r = run_command("sh -c '" + tether_bin() + " dashboard " + dir.path() +
-                           " --interval-ms 100 & pid=$!; sleep 0.5; kill -INT $pid; wait $pid'",
+  const std::string out = dir.file("frames.txt");
+  // The signal goes once the first frame is out (the handler is set before it).
+  auto r = run_command("sh -c '" + tether_bin() + " dashboard " + dir.path() + " --interval-ms 100 > " + out +
+                           " & pid=$!; until grep -q \"tether dashboard\" " + out +
+                           "; do sleep 0.05; done; kill -INT $pid; wait $pid'",
                        60);
   INFO(r.output);
   CHECK(r.exit_code == 0);
-  CHECK(contains(r.output, "tether dashboard"));
+  CHECK(contains(read_all(out), "1 running"));
 }
