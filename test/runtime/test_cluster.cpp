@@ -203,6 +203,7 @@ struct ClusterRun {
   std::string log_dir;
   std::vector<int> codes;
   std::vector<std::string> outputs;
+  std::vector<double> exit_s;   // per node, seconds after the start
   double wall_s = 0;
   bool timed_out = false;
 };
@@ -249,7 +250,9 @@ ClusterRun run_cluster(const TempDir& dir, const std::string& tag, json base, in
     r.wall_s = seconds_since(t0);
     r.codes.clear();
     r.outputs.clear();
+    r.exit_s.clear();
     for (auto& p : procs) {
+      r.exit_s.push_back(p->exit_time_s());
       r.codes.push_back(p->exit_code());
       r.outputs.push_back(p->output());
     }
@@ -730,5 +733,26 @@ TEST_CASE("cluster: SIGINT to every node: all exit 0 in time with checkpoints") 
     CHECK(c.anchor.size() == c.params.size());
     json fin = last_event(dir.file("log"), i, "final");
     CHECK(fin.value("interrupted", false) == true);
+  }
+}
+
+TEST_CASE("cluster: with an injected link delay every node exits promptly after the last round") {
+  // Nodes that finish the same rounds must not wait out shutdown_timeout_ms
+  // for each other. Three short runs (the failure seen depends on timing).
+  TempDir dir("cl-exit");
+  const int n = 2, shutdown_timeout_ms = 4000;
+  json base = small_config(16, 32, 32 * n * 40, 0.05);
+  base["train"]["max_steps"] = 40;
+  base["algorithm"] = {{"name", "overlap"}, {"staleness", 2}, {"period", 1}, {"mixer", "ring"}};
+  base["net"]["inject_delay_ms"] = 5;
+  base["net"]["shutdown_timeout_ms"] = shutdown_timeout_ms;
+  for (int k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    ClusterRun run = run_cluster(dir, "run" + std::to_string(k), base, n, 120);
+    check_completed_same_hash(run, n);
+    double spread = std::abs(run.exit_s[0] - run.exit_s[1]);
+    MESSAGE("run " << k << ": nodes exited at " << run.exit_s[0] << " s and " << run.exit_s[1]
+                   << " s (shutdown_timeout_ms " << shutdown_timeout_ms << ")");
+    CHECK(spread < 2.0);
   }
 }
