@@ -80,7 +80,7 @@ struct NodeLog {
   std::vector<EvalPoint> evals;   // in file order; the final's test_acc included
   std::optional<NodeFinal> final;
   std::optional<NodeFailure> failed;
-  size_t lines = 0;       // complete lines read
+  size_t lines = 0;       // complete non-blank lines read
   size_t malformed = 0;   // skipped lines
   size_t unknown = 0;     // objects with an event this reader does not know
 
