@@ -226,7 +226,15 @@ ssh_error() {   # ssh_error K: one line on why ssh failed
 on_all() {
   local f=$1 k pids=()
   for ((k = 0; k < N; k++)); do "$f" "$k" & pids+=($!); done
-  for k in "${pids[@]}"; do wait "$k"; done
+  wait_jobs "${pids[@]}"
+}
+# wait_jobs PID...: waits for each, also through trapped signals.
+wait_jobs() {
+  local p
+  for p in "$@"; do
+    wait "$p" 2>/dev/null
+    while kill -0 "$p" 2>/dev/null; do wait "$p" 2>/dev/null; done
+  done
 }
 describe_rc() {   # exit code -> words
   local rc=$1
@@ -436,7 +444,7 @@ do_stop() {
   done
   local at=$(( $(date +%s%3N) + 300 ))
   for fd in "${fds[@]}"; do ( trap '' PIPE; echo "go $at" >&"$fd" ) 2>/dev/null; exec {fd}>&-; done
-  for k in "${pids[@]}"; do wait "$k"; done
+  wait_jobs "${pids[@]}"
   report
 }
 do_status() { on_all status_one; report; }
@@ -459,7 +467,7 @@ do_start() {
     say "pushing $TETHER_LOCAL to ${#pk[@]} host(s)"
     local pids=()
     for k in "${pk[@]}"; do push_one "$k" & pids+=($!); done
-    for k in "${pids[@]}"; do wait "$k"; done
+    wait_jobs "${pids[@]}"
     for k in "${pk[@]}"; do [ "$(cat "$TMP/res-$k")" = OK ] || failed+=("$(cat "$TMP/res-$k")"); done
     if [ ${#failed[@]} -gt 0 ]; then printf '%s: %s\n' "$PROG" "${failed[@]}" >&2; return 1; fi
     REMOTE_BIN=tether-run/tether
@@ -499,9 +507,12 @@ watch_one() {   # runs in the background: prefixed output; result in wres-K
 }
 
 do_run() {
-  do_start || return 1
   local k wpids=() interrupted=0 stopping=0 first=""
   declare -A node_of=()
+  # Ctrl-C while starting: finish starting, then stop what runs.
+  trap 'interrupted=1; say "interrupted: the nodes will be stopped once started"' INT TERM
+  do_start || { trap - INT TERM; [ $interrupted = 1 ] && return 130; return 1; }
+  if [ $interrupted = 1 ]; then do_stop >&2; trap - INT TERM; say "interrupted; nodes stopped"; return 130; fi
   for ((k = 0; k < N; k++)); do rm -f "$TMP/wres-$k"; watch_one "$k" & wpids+=($!); node_of[$!]=$k; done
   stop_all_once() { [ $stopping = 1 ] && return; stopping=1; do_stop >&2; }
   trap 'interrupted=1; say "interrupted: stopping every node"; stop_all_once' INT TERM
@@ -552,8 +563,17 @@ describe_res() {   # describe_res K RESULT: words for a watcher's result
   esac
 }
 
+start_background() {
+  local interrupted=0
+  trap 'interrupted=1; say "interrupted: the nodes will be stopped once started"' INT TERM
+  do_start; local rc=$?
+  trap - INT TERM
+  if [ $interrupted = 1 ]; then [ $rc -eq 0 ] && do_stop >&2; say "interrupted; nodes stopped"; return 130; fi
+  return $rc
+}
+
 case $CMD in
-  start) if [ $WAIT = 1 ]; then do_run; else do_start; fi;;
+  start) if [ $WAIT = 1 ]; then do_run; else start_background; fi;;
   status) do_status;;
   logs) do_logs;;
   stop) do_stop;;

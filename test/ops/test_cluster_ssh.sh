@@ -274,7 +274,8 @@ echo "      (failure run: $(( $(now) - t0 )) s)"
 fg_interrupt() {
   rm -f "$T"/host*/runs/ssh3/*.jsonl "$T"/host*/runs/ssh3/*.ckpt
   bg_run "$T/fg2.log"
-  wait_for 120 all_stepping || { cat "$T/fg2.log"; return 1; }
+  started() { grep -q "3 node(s) running" "$T/fg2.log"; }
+  wait_for 120 started && wait_for 120 all_stepping || { cat "$T/fg2.log"; return 1; }
   echo "SIGINT to the run script (Ctrl-C)"; kill -INT "$BG_PID"
   wait_bg 90; local rc=$?
   tail -n 15 "$T/fg2.log"
