@@ -29,7 +29,7 @@
 #
 # Commands:
 #   start    starts every node in the background (setsid + nohup) and returns;
-#            if any node cannot be started, the ones already started are stopped.
+#            if any node cannot be started, the ones it started are stopped.
 #   run      starts, then streams every node's output prefixed "[node i]" and
 #            waits for all. Ctrl-C/SIGTERM stops every node (SIGTERM: they write
 #            a checkpoint and exit 0; exit status 130); a node that fails
@@ -42,8 +42,10 @@
 #   logs     copies every node's node-<id>.log, node-<id>.exit and metrics
 #            node-<id>.jsonl into one local directory (--out, default
 #            runs/<config file name>/).
-#   stop     SIGTERM to every node at once, SIGKILL after --deadline seconds
-#            (default 20), then removes the pid files.
+#   stop     SIGTERM to every node at once (one ssh connection per node is
+#            opened first; each delivers the signal at the same wall-clock
+#            moment, 0.3 s later), SIGKILL after --deadline seconds (default
+#            20), then removes the pid files.
 #
 # Environment (options of this script only; tether itself reads none):
 #   TETHER               local binary pushed by --push-binary (default build/tether)
@@ -414,20 +416,23 @@ logs_one() {
   fi
 }
 
-report() {   # prints every res-K; returns 1 if any ok-K is "bad"
-  local k bad=0
-  for ((k = 0; k < N; k++)); do
+all_nodes() { seq 0 $((N - 1)); }
+report() {   # report [K...]: prints res-K (default: every node); returns 1 if any ok-K is "bad"
+  local k bad=0 ks=("$@")
+  [ $# -gt 0 ] || ks=($(all_nodes))
+  for k in "${ks[@]}"; do
     cat "$TMP/res-$k" 2>/dev/null
     [ "$(cat "$TMP/ok-$k" 2>/dev/null)" = bad ] && bad=1
   done
   return $bad
 }
 
-do_stop() {
-  say "stopping $N node(s) (SIGTERM, SIGKILL after ${DEADLINE}s)"
-  local k pids=() fds=() fd t0
+do_stop() {   # do_stop [K...]: those nodes (default: every node)
+  local k pids=() fds=() fd t0 ks=("$@")
+  [ $# -gt 0 ] || ks=($(all_nodes))
+  say "stopping ${#ks[@]} node(s) (SIGTERM, SIGKILL after ${DEADLINE}s)"
   rm -f "$TMP"/res-* "$TMP"/ok-* "$TMP"/out-*
-  for ((k = 0; k < N; k++)); do
+  for k in "${ks[@]}"; do
     rm -f "$TMP/go-$k"; mkfifo "$TMP/go-$k" || die "mkfifo failed in $TMP"
     stop_one "$k" & pids+=($!)
     exec {fd}> "$TMP/go-$k"; fds+=("$fd")   # unblocks the job's open of its stdin
@@ -436,7 +441,7 @@ do_stop() {
   t0=$SECONDS
   while [ $((SECONDS - t0)) -le $((SSH_CONNECT_TIMEOUT + 5)) ]; do
     local waiting=0
-    for ((k = 0; k < N; k++)); do
+    for k in "${ks[@]}"; do
       grep -q '^READY' "$TMP/out-$k" 2>/dev/null || [ -e "$TMP/res-$k" ] || waiting=1
     done
     [ $waiting = 0 ] && break
@@ -445,7 +450,7 @@ do_stop() {
   local at=$(( $(date +%s%3N) + 300 ))
   for fd in "${fds[@]}"; do ( trap '' PIPE; echo "go $at" >&"$fd" ) 2>/dev/null; exec {fd}>&-; done
   wait_jobs "${pids[@]}"
-  report
+  report "${ks[@]}"
 }
 do_status() { on_all status_one; report; }
 do_logs() {
@@ -480,7 +485,7 @@ do_start() {
   done
   if [ ${#failed[@]} -gt 0 ]; then
     printf '%s: %s\n' "$PROG" "${failed[@]}" >&2
-    if [ ${#started[@]} -gt 0 ]; then say "stopping the ${#started[@]} node(s) already started"; do_stop >&2; fi
+    if [ ${#started[@]} -gt 0 ]; then say "stopping the ${#started[@]} node(s) it started"; do_stop "${started[@]}" >&2; fi
     return 1
   fi
   say "$N node(s) running; scripts/cluster.sh $CONFIG status|logs|stop"

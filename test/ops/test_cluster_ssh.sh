@@ -158,7 +158,7 @@ EOF
   local out; out=$(timeout 60 "$CLUSTER" "$T/bad.json" start --tether "$TETHER_BIN" 2>&1); local rc=$?
   echo "$out"
   [ $rc -ne 0 ] && grep -q "node 2: cannot reach .*127.0.0.1 (ssh port $BADPORT)" <<< "$out" \
-    && grep -q "stopping the 2 node(s) already started" <<< "$out" || return 1
+    && grep -q "stopping the 2 node(s) it started" <<< "$out" || return 1
   # status names it as unreachable too, and fails
   out=$(timeout 60 "$CLUSTER" "$T/bad.json" status 2>&1); rc=$?
   echo "$out"
@@ -258,10 +258,11 @@ wait_bg() {  # wait_bg SECONDS: exit status of the background run, 124 if it is 
   kill -0 "$BG_PID" 2>/dev/null && return 124
   wait "$BG_PID"
 }
+started() { grep -q "3 node(s) running" "$1"; }   # start is over: the run is watching
 fg_failure() {
   rm -f "$T"/host*/runs/ssh3/*.jsonl
   bg_run "$T/fg1.log"
-  wait_for 120 all_stepping || { cat "$T/fg1.log"; return 1; }
+  wait_for 120 started "$T/fg1.log" && wait_for 120 all_stepping || { cat "$T/fg1.log"; return 1; }
   local victim; victim=$(cat "$T/host2/tether-run/node-2.pid")
   echo "kill -9 $victim (node 2)"; kill -KILL "$victim"
   wait_bg 90; local rc=$?
@@ -274,8 +275,7 @@ echo "      (failure run: $(( $(now) - t0 )) s)"
 fg_interrupt() {
   rm -f "$T"/host*/runs/ssh3/*.jsonl "$T"/host*/runs/ssh3/*.ckpt
   bg_run "$T/fg2.log"
-  started() { grep -q "3 node(s) running" "$T/fg2.log"; }
-  wait_for 120 started && wait_for 120 all_stepping || { cat "$T/fg2.log"; return 1; }
+  wait_for 120 started "$T/fg2.log" && wait_for 120 all_stepping || { cat "$T/fg2.log"; return 1; }
   echo "SIGINT to the run script (Ctrl-C)"; kill -INT "$BG_PID"
   wait_bg 90; local rc=$?
   tail -n 15 "$T/fg2.log"
