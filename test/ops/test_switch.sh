@@ -34,16 +34,19 @@ fi
 ip netns del "tswprobe$$"
 [ -x "$TETHER" ] || { bad "tether binary at $TETHER"; summary; exit 1; }
 
+# The default names when no one else uses them (a lock keeps two runs of this
+# test apart), else names of its own.
 export TETHER_SWITCH_PREFIX=tether
-if ip link show tether-br0 >/dev/null 2>&1 || ip netns list | grep -q '^tether-ns'; then
+exec 9> /tmp/tether-switch-test.lock
+if ! flock -n 9 || ip link show tether-br0 >/dev/null 2>&1 || ip netns list | grep -q '^tether-ns'; then
   TETHER_SWITCH_PREFIX=t$(( $$ % 1000000 ))
-  echo "note: a tether switch is already up; this test uses the prefix $TETHER_SWITCH_PREFIX"
+  echo "note: a tether switch is up or being tested; this test uses the prefix $TETHER_SWITCH_PREFIX"
 fi
 P=$TETHER_SWITCH_PREFIX
 T=$(mktemp -d /tmp/tether-switch-test.XXXXXX) || exit 1
 cleanup() {
   [ -n "${SRV_PID:-}" ] && kill "$SRV_PID" 2>/dev/null
-  timeout 60 "$SWITCH" down >/dev/null 2>&1
+  [ "${MADE:-0}" = 1 ] && timeout 60 "$SWITCH" down >/dev/null 2>&1
   rm -rf "$T"
 }
 trap 'cleanup; summary' EXIT
@@ -68,6 +71,7 @@ check "up failing half-way (tc error) undoes what it made" half_way
 
 # --- up ----------------------------------------------------------------------------
 check "up 3 ${RATE_MBIT}mbit" timeout 60 "$SWITCH" up 3 ${RATE_MBIT}mbit || exit 1
+MADE=1   # from here on, the EXIT trap takes it down
 check "status: up, 3 ports" bash -c "timeout 30 '$SWITCH' status | tee /dev/stderr | grep -q '3 port(s) at ${RATE_MBIT}mbit'"
 check "up again while up: refused" bash -c "! timeout 30 '$SWITCH' up 3 ${RATE_MBIT}mbit"
 shaped() {   # both ends of every port carry tbf at the rate; addresses in place
