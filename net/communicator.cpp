@@ -332,10 +332,15 @@ void Communicator::heartbeat_tick() {
   for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
     PeerState& ps = peers_[static_cast<size_t>(p)];
     if (p == opts_.self || ps.lost) continue;
-    Header h;  // also to peers that said bye: they may be draining, waiting for ours
-    h.kind = Kind::kHeartbeat;
-    h.round = done_;
-    transport_->send(p, h, zmq::message_t(), nullptr);
+    // Once stopping, our bye is out and peers no longer judge our silence:
+    // more heartbeats would only keep the (delay-emulating) send queue from
+    // ever draining, and check_stop_ready waits for it to drain.
+    if (phase_ != Phase::kStopping) {
+      Header h;  // also to peers that said bye: they may be draining, waiting for ours
+      h.kind = Kind::kHeartbeat;
+      h.round = done_;
+      transport_->send(p, h, zmq::message_t(), nullptr);
+    }
     if (!ps.hello || ps.bye) continue;  // start-up: the connect deadline applies instead
     const double silent = ms_between(ps.last_seen, now);
     if (silent > opts_.peer_timeout_ms) {
@@ -533,7 +538,7 @@ void Communicator::handle_bye(const Header& h) {
       std::lock_guard<std::mutex> lk(mu_);
       lost_.push_back(peer);
     }
-    fail(std::make_exception_ptr(PeerLost(peer, 0.0, what)));
+    fail(std::make_exception_ptr(PeerLost(peer, 0.0, what, true)));
   }
   check_stop_ready();
 }
@@ -551,7 +556,8 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
       fail(std::make_exception_ptr(PeerLost(p, 0.0,
                                             peer_name(p) + " left (bye after " +
                                                 std::to_string(ps.bye_rounds) + " rounds); round " +
-                                                std::to_string(round) + " cannot complete")));
+                                                std::to_string(round) + " cannot complete",
+                                            true)));
       return;
     }
   }

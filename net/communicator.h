@@ -81,8 +81,9 @@ struct NetError : std::runtime_error {
 struct PeerLost : NetError {
   int peer;
   double silent_ms;
-  PeerLost(int peer_id, double silent, const std::string& what)
-      : NetError(what), peer(peer_id), silent_ms(silent) {}
+  bool graceful;   // the peer said bye (it was stopped) rather than fell silent
+  PeerLost(int peer_id, double silent, const std::string& what, bool said_bye = false)
+      : NetError(what), peer(peer_id), silent_ms(silent), graceful(said_bye) {}
 };
 // start() failed: unreachable peers, refused configuration, bind failure.
 struct StartFailed : NetError {

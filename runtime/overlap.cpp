@@ -77,13 +77,21 @@ class OverlapAveraging : public Averaging {
   }
 
   void after_step(uint64_t steps_done) override {
-    apply_finished(false);
     steps_done_ = steps_done;
-    if (steps_done % uint64_t(period_) == 0) close_round();
+    if (peer_left_) return;   // the run is ending: no more rounds
+    try {
+      apply_finished(false);
+      if (steps_done % uint64_t(period_) == 0) close_round();
+    } catch (const net::PeerLost& e) {
+      note_peer_left(e);
+    }
   }
 
+  bool stop_requested() const override { return peer_left_; }
+  std::string stop_reason() const override { return peer_left_why_; }
+
   void finish() override {
-    bool interrupted = stop_ != nullptr && stop_->load();
+    bool interrupted = (stop_ != nullptr && stop_->load()) || peer_left_;
     // A partial round holds local updates that must be merged too. Every
     // node runs the same number of steps, so all close the same rounds.
     if (!interrupted && steps_done_ % uint64_t(period_) != 0) close_round_submit();
@@ -94,7 +102,13 @@ class OverlapAveraging : public Averaging {
                      in_flight_.size(), cfg_.net.shutdown_timeout_ms);
         break;
       }
-      wait_one(interrupted ? 100 : cfg_.net.peer_timeout_ms);
+      try {
+        wait_one(interrupted ? 100 : cfg_.net.peer_timeout_ms);
+      } catch (const net::PeerLost& e) {
+        if (!interrupted) throw;
+        note_peer_left(e);   // a peer stopped too: what is in flight cannot complete
+        break;
+      }
     }
     if (!interrupted && !gossip_) model_.upload_params(anchor_);   // identical bits on every node
     comm_->stop(cfg_.net.shutdown_timeout_ms);
@@ -139,6 +153,15 @@ class OverlapAveraging : public Averaging {
   }
 
  private:
+  // A graceful departure (the peer was stopped and said bye) stops this
+  // node as if interrupted; a silent peer stays a failure (PeerLost).
+  void note_peer_left(const net::PeerLost& e) {
+    if (!e.graceful) throw e;
+    if (!peer_left_) std::fprintf(stderr, "[node %d] %s: stopping\n", node_, e.what());
+    peer_left_ = true;
+    peer_left_why_ = e.what();
+  }
+
   struct InFlight {
     uint64_t round;
     std::vector<float> submitted;   // Δ (ring) or the snapshot x_i (gossip)
@@ -275,7 +298,8 @@ class OverlapAveraging : public Averaging {
   double disp_norm_ = 0, max_pair_dist_ = 0, max_pair_dist_run_ = 0, bound_ = 0;
   double max_delta_local_ = 0, max_delta_all_ = 0, last_self_dist_ = 0;
   int last_self_peer_ = -1;
-  bool throttled_ = false, throttled_now_ = false, finished_ = false;
+  bool throttled_ = false, throttled_now_ = false, finished_ = false, peer_left_ = false;
+  std::string peer_left_why_;
   uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0;
 };
 

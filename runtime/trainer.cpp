@@ -265,7 +265,7 @@ TrainResult Trainer::run() {
   try {
   for (; epoch < cfg_.train.epochs && step_ < total_steps_ && !stopped; ++epoch, sie = 0) {
     for (; sie < spe && step_ < total_steps_; ++sie) {
-      if (opts_.stop != nullptr && opts_.stop->load()) {
+      if ((opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
         stopped = true;
         break;
       }
@@ -314,11 +314,12 @@ TrainResult Trainer::run() {
   }
   int save_epoch = epoch;
   size_t save_sie = sie;
-  if (stopped || (opts_.stop != nullptr && opts_.stop->load())) {
+  if (stopped || (opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
     result.interrupted = true;
     save(checkpoint_path(), save_epoch, save_sie);
     result.checkpoint = checkpoint_path();
-    log_->progress.line("interrupted at step " + std::to_string(step_) + "; checkpoint " + result.checkpoint);
+    std::string why = avg_ && avg_->stop_requested() ? " (" + avg_->stop_reason() + ")" : "";
+    log_->progress.line("interrupted at step " + std::to_string(step_) + why + "; checkpoint " + result.checkpoint);
   } else {
     double loss = 0;
     bool stale = avg_ || last_test_acc_ < 0 || step_ % spe != 0;

@@ -36,6 +36,10 @@ class Averaging {
   // x̄ for checkpoints (empty when the algorithm keeps none).
   virtual std::vector<float> anchor() const = 0;
   virtual void restore_anchor(const std::vector<float>& anchor) = 0;
+  // A peer left the run gracefully (it was stopped): this node should stop
+  // too, as if interrupted. stop_reason() says who and why.
+  virtual bool stop_requested() const { return false; }
+  virtual std::string stop_reason() const { return ""; }
 };
 
 struct TrainOptions {
