@@ -23,6 +23,12 @@ class CountSketch {
   int buckets() const { return buckets_; }
   // out[b] = Σ_{i: h(i)=b} sign(i)·x[i]  (out: buckets floats)
   void apply(const float* x, float* out) const;
+  // One coordinate's contribution, for callers that fuse the sketch into a
+  // pass they make anyway: acc[h(i)] += sign(i)·v  (acc: buckets doubles).
+  void accumulate(size_t i, double v, double* acc) const {
+    uint32_t c = code_[i];
+    acc[c & 0x7fffffffu] += (c & 0x80000000u) ? -v : v;
+  }
 
  private:
   size_t dim_;

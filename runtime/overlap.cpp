@@ -19,12 +19,6 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-double norm2(const std::vector<float>& v) {
-  double s = 0;
-  for (float x : v) s += double(x) * double(x);
-  return std::sqrt(s);
-}
-
 class OverlapAveraging : public Averaging {
  public:
   OverlapAveraging(const Config& cfg, int node, Model& model, const std::atomic<bool>* stop)
@@ -199,22 +193,27 @@ class OverlapAveraging : public Averaging {
   }
 
   void close_round_submit() {
-    x_ = model_.download_params();
+    model_.backend()->download(x_.data(), model_.params(), dim_ * sizeof(float));
+    // One pass over the arena: the round's delta, its norm, the
+    // displacement from the anchor, the CountSketch of x_i, and x_prev.
     std::vector<float> delta(dim_);
-    for (size_t i = 0; i < dim_; ++i) delta[i] = x_[i] - x_prev_[i];   // i < dim_: all three share the arena size
-    double dnorm = norm2(delta);
-    max_delta_local_ = std::max(max_delta_local_, dnorm);
-    if (!gossip_) {
-      double s = 0;
-      for (size_t i = 0; i < dim_; ++i) {
-        double d = double(x_[i]) - double(anchor_[i]);
-        s += d * d;
-      }
-      disp_norm_ = std::sqrt(s);
+    std::vector<double> acc(size_t(sketch_.buckets()), 0.0);
+    double dn = 0, disp = 0;
+    for (size_t i = 0; i < dim_; ++i) {   // i < dim_: x_, x_prev_, anchor_ share the arena size
+      const float x = x_[i];
+      const float d = x - x_prev_[i];
+      delta[i] = d;
+      dn += double(d) * double(d);
+      const double p = double(x) - double(anchor_[i]);
+      disp += p * p;
+      sketch_.accumulate(i, double(x), acc.data());
+      x_prev_[i] = x;
     }
-    x_prev_ = x_;
-    std::vector<float> sk(size_t(sketch_.buckets()) + 1);
-    sketch_.apply(x_.data(), sk.data());
+    const double dnorm = std::sqrt(dn);
+    max_delta_local_ = std::max(max_delta_local_, dnorm);
+    if (!gossip_) disp_norm_ = std::sqrt(disp);
+    std::vector<float> sk(acc.size() + 1);
+    for (size_t b = 0; b < acc.size(); ++b) sk[b] = float(acc[b]);
     sk.back() = float(max_delta_local_);   // peers derive the bound from it
     if (!snap_dir_.empty() && next_round_ % uint64_t(cfg_.monitor.snapshot_every) == 0) write_snapshot(dnorm);
     uint64_t r = next_round_++;
@@ -256,15 +255,14 @@ class OverlapAveraging : public Averaging {
     InFlight f = std::move(in_flight_.front());
     in_flight_.pop_front();
     std::vector<float>& c = f.submitted;   // reused as the correction
-    for (size_t i = 0; i < dim_; ++i) {
+    const bool ring = !gossip_;
+    for (size_t i = 0; i < dim_; ++i) {   // i < dim_: every vector here spans the arena
       c[i] = res.mixed[i] - c[i];
       x_prev_[i] += c[i];
+      if (ring) anchor_[i] += res.mixed[i];
     }
     be_->upload(correction_dev_.get(), c.data(), dim_ * sizeof(float));
     be_->axpy(dim_, 1.0f, correction_dev_.get(), model_.params());
-    if (!gossip_) {
-      for (size_t i = 0; i < dim_; ++i) anchor_[i] += res.mixed[i];
-    }
     // Monitor: the largest round delta any node reported bounds the distance.
     for (const auto& [id, sk] : res.sketches) {
       if (!sk.empty()) max_delta_all_ = std::max(max_delta_all_, double(sk.back()));
