@@ -139,6 +139,11 @@ inline std::vector<ChildResult> run_children(int n, const std::function<std::str
     ::waitpid(pids[ui], &status, 0);
     res[ui].status = fds[ui] >= 0 ? -1 : status;
     res[ui].ok = fds[ui] < 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (fds[ui] >= 0) {
+      res[ui].out += "[killed at the " + std::to_string(timeout_ms) + " ms deadline]";
+    } else if (WIFSIGNALED(status)) {   // say how a child died: a crash must be diagnosable
+      res[ui].out += "[child " + std::to_string(i) + " died of signal " + std::to_string(WTERMSIG(status)) + "]";
+    }
   }
   return res;
 }
