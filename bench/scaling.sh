@@ -2,7 +2,7 @@
 # Data-parallel scaling on one machine: lenet on Fashion-MNIST, 1 node against
 # 2 nodes (1 thread each, overlap s = 2, ring, 127.0.0.1), and PyTorch DDP
 # (gloo, ../shared/peers/bench_ddp.py --world 2 --threads 1) in the same run.
-#   bench/scaling.sh [--runs 3] [--staleness 2] [--warmup-epochs 0.2] [--no-scale-lr] [--ddp-steps 150]
+#   bench/scaling.sh [--runs 3] [--staleness 2] [--period 1] [--warmup-epochs 0.2] [--no-scale-lr] [--ddp-steps 150]
 # Throughput: images/s summed over nodes at steady state, from the metrics
 #   files (interval records; the first interval, warm-up, and the last, partial,
 #   left out), median over --runs runs. Run 1 trains one full epoch on each
@@ -15,10 +15,10 @@
 # Ends with one line:
 #   RESULT speedup=... acc_1=... acc_2=... tether_2_ips=... ddp_2_ips=... ratio_vs_ddp=...
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
-RUNS=3 STALENESS=2 WARMUP_EPOCHS=0.2 SCALE_LR=true DDP_STEPS=150 TP_STEPS=250 SEED=1
+RUNS=3 STALENESS=2 PERIOD=1 WARMUP_EPOCHS=0.2 SCALE_LR=true DDP_STEPS=150 TP_STEPS=250 SEED=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --runs) RUNS=$2; shift 2;; --staleness) STALENESS=$2; shift 2;;
+    --runs) RUNS=$2; shift 2;; --staleness) STALENESS=$2; shift 2;; --period) PERIOD=$2; shift 2;;
     --warmup-epochs) WARMUP_EPOCHS=$2; shift 2;; --no-scale-lr) SCALE_LR=false; shift;;
     --ddp-steps) DDP_STEPS=$2; shift 2;; --tp-steps) TP_STEPS=$2; shift 2;; --seed) SEED=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
@@ -48,13 +48,13 @@ PY
 
 # cluster_config OUT PORT0 PORT1: the 2-node config.
 cluster_config() {
-  python3 - "$@" "$TETHER_ROOT/configs/fmnist-lenet.json" "$STALENESS" "$SCALE_LR" "$WARMUP_EPOCHS" <<'PY'
+  python3 - "$@" "$TETHER_ROOT/configs/fmnist-lenet.json" "$STALENESS" "$SCALE_LR" "$WARMUP_EPOCHS" "$PERIOD" <<'PY'
 import json, sys
-out, p0, p1, base, s, scale, warm = sys.argv[1:8]
+out, p0, p1, base, s, scale, warm, period = sys.argv[1:9]
 c = json.load(open(base))
 c["cluster"] = {"peers": [{"id": 0, "host": "127.0.0.1", "port": int(p0)},
                           {"id": 1, "host": "127.0.0.1", "port": int(p1)}]}
-c["algorithm"] = {"name": "overlap", "staleness": int(s), "period": 1, "mixer": "ring"}
+c["algorithm"] = {"name": "overlap", "staleness": int(s), "period": int(period), "mixer": "ring"}
 c["optimizer"]["scale_lr"] = scale == "true"
 c["optimizer"]["warmup_epochs"] = float(warm) if scale == "true" else 0.0
 json.dump(c, open(out, "w"), indent=1)
@@ -127,6 +127,6 @@ done
 m1=$(med "${ips1[@]}"); m2=$(med "${ips2[@]}"); md=$(med "${ddp[@]}")
 a1=$(python3 -c "print(f'{$acc1 * 100:.2f}')"); a2=$(python3 -c "print(f'{$acc2 * 100:.2f}')")
 speedup=$(python3 -c "print(f'{$m2 / $m1:.3f}')"); ratio=$(python3 -c "print(f'{$m2 / $md:.3f}')")
-echo "2-node settings: overlap s=$STALENESS ring, batch 64 per node, scale_lr=$SCALE_LR (lr 0.05 x 2), warmup_epochs=$([ "$SCALE_LR" = true ] && echo "$WARMUP_EPOCHS" || echo 0); 2-node idle_frac_total (run 1, node 0) $idle"
+echo "2-node settings: overlap s=$STALENESS H=$PERIOD ring, batch 64 per node, scale_lr=$SCALE_LR (lr 0.05 x 2), warmup_epochs=$([ "$SCALE_LR" = true ] && echo "$WARMUP_EPOCHS" || echo 0); 2-node idle_frac_total (run 1, node 0) $idle"
 echo "accuracy after 1 epoch: 1 node $a1%, 2 nodes $a2% (diff $(python3 -c "print(f'{$a2 - $a1:+.2f}')") points)"
 echo "RESULT speedup=$speedup acc_1=$a1 acc_2=$a2 tether_2_ips=$m2 ddp_2_ips=$md ratio_vs_ddp=$ratio"
