@@ -464,11 +464,26 @@ int run(int argc, char** argv) {
   const double t_dgemm = median(vs[2].times["total"]);
   const double t_torch = peer ? run_peer(script, threads, batch) : 0.0;
   bool ok = vs[1].err < 1e-3 && vs[2].err < 1e-3;
+  // Other load on the machine shows as medians far above the fastest steps.
+  double spread = 0.0;
+  for (auto& v : vs) {
+    const auto& t = v.times["total"];
+    spread = std::max(spread, median(t) / *std::min_element(t.begin(), t.end()));
+  }
+  const bool busy = spread > 1.3;
+  std::ifstream loadavg("/proc/loadavg");
+  std::string load1 = "?";
+  loadavg >> load1;
+  if (busy) {
+    std::printf("WARNING: the machine is busy (load %s, median/min step time %.2f): medians "
+                "are unreliable, compare the min table\n", load1.c_str(), spread);
+  }
   std::printf("RESULT cpu_math threads=%d batch=%d onednn_ms=%.2f im2col_openblas_ms=%.2f "
               "im2col_dnnl_ms=%.2f onednn_vs_openblas=%.2fx torch_ms=%.2f "
-              "torch_over_onednn=%.2fx images_per_s=%.0f correct=%s\n",
+              "torch_over_onednn=%.2fx images_per_s=%.0f correct=%s busy=%s load=%s\n",
               threads, batch, t_dnnl, t_blas, t_dgemm, t_blas / t_dnnl, t_torch,
-              t_torch > 0 ? t_torch / t_dnnl : 0.0, 1e3 * batch / t_dnnl, ok ? "yes" : "NO");
+              t_torch > 0 ? t_torch / t_dnnl : 0.0, 1e3 * batch / t_dnnl, ok ? "yes" : "NO",
+              busy ? "yes" : "no", load1.c_str());
   return ok ? 0 : 1;
 }
 
