@@ -378,6 +378,11 @@ int run(int argc, char** argv) {
   if (threads <= 0 || batch <= 0 || steps <= 0 || runs <= 0) {
     throw std::invalid_argument("--threads, --batch, --steps and --runs must be positive");
   }
+  double load_at_start = 0.0;  // 1-minute load average before we add ours
+  {
+    std::ifstream loadavg("/proc/loadavg");
+    loadavg >> load_at_start;
+  }
   BackendOptions opts;
   opts.threads = threads;
   auto be = make_cpu_backend(opts);
@@ -470,10 +475,8 @@ int run(int argc, char** argv) {
     const auto& t = v.times["total"];
     spread = std::max(spread, median(t) / *std::min_element(t.begin(), t.end()));
   }
-  const bool busy = spread > 1.3;
-  std::ifstream loadavg("/proc/loadavg");
-  std::string load1 = "?";
-  loadavg >> load1;
+  const bool busy = spread > 1.3 || load_at_start > 1.0;
+  const std::string load1 = std::to_string(load_at_start).substr(0, 4);
   if (busy) {
     std::printf("WARNING: the machine is busy (load %s, median/min step time %.2f): medians "
                 "are unreliable, compare the min table\n", load1.c_str(), spread);
