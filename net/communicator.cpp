@@ -151,16 +151,17 @@ std::optional<RoundResult> Communicator::wait(int timeout_ms) {
   return std::nullopt;
 }
 
-void Communicator::stop(int drain_timeout_ms) {
+void Communicator::stop(int drain_timeout_ms, bool failed) {
   if (!io_thread_.joinable()) return;
   const auto deadline = Clock::now() + std::chrono::milliseconds(std::max(0, drain_timeout_ms));
-  asio::post(io_, [this] {
+  asio::post(io_, [this, failed] {
     if (phase_ == Phase::kDone || !transport_) return;
     phase_ = Phase::kStopping;
     for (int p = 0; p < nodes_; ++p) {  // p over the peers still there
       if (p == opts_.self || peers_[static_cast<size_t>(p)].lost) continue;
       Header h;
       h.kind = Kind::kBye;
+      h.flags = failed ? kByeFailed : 0;
       h.round = submitted_io_;
       transport_->send(p, h, zmq::message_t(), nullptr);
     }
@@ -530,15 +531,18 @@ void Communicator::handle_bye(const Header& h) {
   const int peer = static_cast<int>(h.sender);
   PeerState& ps = peers_[static_cast<size_t>(peer)];
   ps.bye = true;
+  ps.bye_failed = (h.flags & kByeFailed) != 0;
   ps.bye_rounds = h.round;
-  if (phase_ == Phase::kRunning && submitted_io_ > h.round) {
-    const std::string what = peer_name(peer) + " left (bye after " + std::to_string(h.round) +
-                             " rounds); round " + std::to_string(h.round) + " cannot complete";
+  if (phase_ == Phase::kRunning && (ps.bye_failed || submitted_io_ > h.round)) {
+    const std::string what = ps.bye_failed
+        ? peer_name(peer) + " stopped after a failure (bye after " + std::to_string(h.round) + " rounds)"
+        : peer_name(peer) + " left (bye after " + std::to_string(h.round) + " rounds); round " +
+              std::to_string(h.round) + " cannot complete";
     {
       std::lock_guard<std::mutex> lk(mu_);
       lost_.push_back(peer);
     }
-    fail(std::make_exception_ptr(PeerLost(peer, 0.0, what, true)));
+    fail(std::make_exception_ptr(PeerLost(peer, 0.0, what, !ps.bye_failed)));
   }
   check_stop_ready();
 }
@@ -557,7 +561,7 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
                                             peer_name(p) + " left (bye after " +
                                                 std::to_string(ps.bye_rounds) + " rounds); round " +
                                                 std::to_string(round) + " cannot complete",
-                                            true)));
+                                            !ps.bye_failed)));
       return;
     }
   }

@@ -116,7 +116,9 @@ class Communicator {
   std::optional<RoundResult> wait(int timeout_ms);  // blocks up to timeout_ms
   // Graceful: send bye, wait (up to drain_timeout_ms) for every peer's bye and
   // for our queued messages to leave, then join the I/O thread.
-  void stop(int drain_timeout_ms);
+  // failed: this node stops because of a failure; its bye says so and the
+  // peers fail too (PeerLost, not graceful) instead of stopping cleanly.
+  void stop(int drain_timeout_ms, bool failed = false);
   CommStats stats() const;  // thread-safe snapshot
 
   // Rounds submitted and not yet returned (what the window bounds).
@@ -130,7 +132,7 @@ class Communicator {
   using Clock = std::chrono::steady_clock;
   enum class Phase { kIdle, kStarting, kRunning, kStopping, kDone };
   struct PeerState {
-    bool hello = false, bye = false, lost = false;
+    bool hello = false, bye = false, lost = false, bye_failed = false;
     uint64_t bye_rounds = 0;  // rounds the peer submitted before its bye
     Clock::time_point last_seen{};
   };

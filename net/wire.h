@@ -5,7 +5,7 @@
 //        0    4 magic            'TTHR' (0x52485454 little-endian)
 //        4    2 version          kProtocolVersion
 //        6    1 kind             Kind
-//        7    1 flags            reserved, must be 0
+//        7    1 flags            0, or kByeFailed on a bye
 //        8    4 sender           node id of the sender, 0..N-1
 //       12    4 step             mixer step (ring: 0..2N-3), 0 otherwise
 //       16    8 round            averaging round (hello/heartbeat/bye: see Kind)
@@ -70,6 +70,10 @@ enum class Reject : uint8_t {
   kCount
 };
 std::string_view reject_name(Reject r);
+
+// Header flags: only a bye may carry one, saying that its sender stops
+// because of a failure (a lost peer, an error) rather than being stopped.
+constexpr uint8_t kByeFailed = 1;
 
 struct Header {
   uint32_t magic = kMagic;

@@ -64,7 +64,8 @@ class OverlapAveraging : public Averaging {
 
   ~OverlapAveraging() override {
     try {
-      if (comm_) comm_->stop(200);
+      // Not finished: the trainer is failing; the bye tells peers so.
+      if (comm_ && !finished_) comm_->stop(200, true);
     } catch (...) {
       // Destructors must not throw; the run already reported its failure.
     }
