@@ -3,14 +3,15 @@
 # synchronous data-parallel SGD on a commodity switch, N = 1, 2, 4 nodes.
 #
 #   bench/paper.sh [--rate 500mbit] [--real "1 2 4"] [--synthetic "1 2 4 8 16"]
-#                  [--step-ms 100] [--steps 100] [--epochs 1]
+#                  [--step-ms 100] [--steps 100] [--epochs 1] [--scale-lr]
 #
 # Every case runs on the emulated switch of scripts/switch.sh (N network
 # namespaces on one bridge, every port shaped to RATE with tc tbf), lenet,
 # ring mixer, `sync` (s = 0) against `overlap` (s = 2), H = 1.
 # - real rows: lenet on Fashion-MNIST for --epochs epochs (same total
-#   epochs for every N; each node 1 thread; N > 1 uses the linear scaling
-#   rule, lr x N with 0.2 epochs of warm-up). This machine has 2 cores: the
+#   epochs for every N; each node 1 thread; lr 0.05 everywhere, or with
+#   --scale-lr the linear scaling rule, lr x N with 0.2 epochs of warm-up).
+#   This machine has 2 cores: the
 #   nodes of one case share them, so real rows show accuracy and idle time
 #   more than speed-up.
 # - synthetic rows (train.compute = synthetic): each step sleeps --step-ms
@@ -24,11 +25,12 @@
 # Needs root (network namespaces); falls back to loopback with the rate
 # emulated in tether's transport (net.inject_rate_mbps) otherwise, and says so.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
-RATE=400mbit REAL="1 2 4" SYNTH="1 2 4 8 16" STEP_MS=100 STEPS=100 EPOCHS=1
+RATE=400mbit REAL="1 2 4" SYNTH="1 2 4 8 16" STEP_MS=100 STEPS=100 EPOCHS=1 SCALE_LR=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) RATE=$2; shift 2;; --real) REAL=$2; shift 2;; --synthetic) SYNTH=$2; shift 2;;
     --step-ms) STEP_MS=$2; shift 2;; --steps) STEPS=$2; shift 2;; --epochs) EPOCHS=$2; shift 2;;
+    --scale-lr) SCALE_LR=1; shift;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -52,7 +54,7 @@ log "switch: $MODE, $RATE per port; real rows N = $REAL; synthetic rows N = $SYN
 make_config() {
   python3 - "$@" <<'PY'
 import json, sys
-n, algo, kind, tmp, rate, mode, step_ms, steps, epochs = sys.argv[1:10]
+n, algo, kind, tmp, rate, mode, step_ms, steps, epochs, scale_lr = sys.argv[1:11]
 n = int(n)
 host = (lambda i: f"10.77.0.{i + 1}") if mode == "netns" else (lambda i: "127.0.0.1")
 port = (lambda i: 5550) if mode == "netns" else (lambda i: 25550 + i)
@@ -66,7 +68,7 @@ cfg = {
 }
 if n > 1:
     cfg["cluster"] = {"peers": [{"id": i, "host": host(i), "port": port(i)} for i in range(n)]}
-    if kind == "real":
+    if kind == "real" and scale_lr == "1":
         cfg["optimizer"].update({"scale_lr": True, "warmup_epochs": 0.2})
 if mode == "loopback" and n > 1:
     cfg["net"]["inject_rate_mbps"] = float(rate)
@@ -85,7 +87,7 @@ PY
 # run_case N ALGO KIND: runs it and appends a summary line to $results
 run_case() {
   local n=$1 algo=$2 kind=$3 cfg rc
-  cfg=$(make_config "$n" "$algo" "$kind" "$tmp" "$rate_mbps" "$MODE" "$STEP_MS" "$STEPS" "$EPOCHS")
+  cfg=$(make_config "$n" "$algo" "$kind" "$tmp" "$rate_mbps" "$MODE" "$STEP_MS" "$STEPS" "$EPOCHS" "$SCALE_LR")
   local start; start=$(date +%s.%N)
   if [ "$n" -eq 1 ]; then
     "$TETHER" train "$cfg" >"$tmp/out" 2>&1; rc=$?
