@@ -127,6 +127,6 @@ done
 m1=$(med "${ips1[@]}"); m2=$(med "${ips2[@]}"); md=$(med "${ddp[@]}")
 a1=$(python3 -c "print(f'{$acc1 * 100:.2f}')"); a2=$(python3 -c "print(f'{$acc2 * 100:.2f}')")
 speedup=$(python3 -c "print(f'{$m2 / $m1:.3f}')"); ratio=$(python3 -c "print(f'{$m2 / $md:.3f}')")
-echo "2-node settings: overlap s=$STALENESS H=$PERIOD ring, batch 64 per node, scale_lr=$SCALE_LR (lr 0.05$([ "$SCALE_LR" = true ] \&\& echo " x 2")), warmup_epochs=$([ "$SCALE_LR" = true ] && echo "$WARMUP_EPOCHS" || echo 0); 2-node idle_frac_total (run 1, node 0) $idle"
+echo "2-node settings: overlap s=$STALENESS H=$PERIOD ring, batch 64 per node, scale_lr=$SCALE_LR (lr 0.05$([ "$SCALE_LR" = true ] && echo " x 2")), warmup_epochs=$([ "$SCALE_LR" = true ] && echo "$WARMUP_EPOCHS" || echo 0); 2-node idle_frac_total (run 1, node 0) $idle"
 echo "accuracy after 1 epoch: 1 node $a1%, 2 nodes $a2% (diff $(python3 -c "print(f'{$a2 - $a1:+.2f}')") points)"
 echo "RESULT speedup=$speedup acc_1=$a1 acc_2=$a2 tether_2_ips=$m2 ddp_2_ips=$md ratio_vs_ddp=$ratio"
