@@ -117,7 +117,11 @@ TEST_CASE("train: SIGINT writes a checkpoint, exits 0, and resuming matches the 
   ::kill(pid, SIGINT);
   int status = 0;
   REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
+  if (!WIFEXITED(status)) {   // say how it died, with its output: a crash must be diagnosable
+    std::ifstream in(dir.file("run.out"));
+    std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    FAIL("tether died of signal " << WTERMSIG(status) << "; its output:\n" << out);
+  }
   CHECK(WEXITSTATUS(status) == 0);
   json fi = final_record(dir.file("log"));
   CHECK(fi["interrupted"] == true);
