@@ -6,6 +6,7 @@
 # checkpoint and exit 0). Exits non-zero, naming them, if any node failed.
 # Uses build/tether (TETHER=... overrides).
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/wait_nodes.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TETHER=${TETHER:-$ROOT/build/tether}
 [ $# -ge 1 ] || { echo "usage: $0 CONFIG [tether args...]" >&2; exit 2; }
@@ -30,22 +31,9 @@ forward() { echo "[local-cluster] forwarding SIG$1 to ${#pids[@]} node(s)" >&2; 
 trap 'forward INT' INT
 trap 'forward TERM' TERM
 
-failed=()
-i=0
-for id in $ids; do
-  pid=${pids[$i]}
-  while true; do
-    wait "$pid"; rc=$?
-    # wait returns >128 when interrupted by a trapped signal: wait again.
-    if [ $rc -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
-    break
-  done
-  [ $rc -eq 0 ] || failed+=("node $id (exit $rc)")
-  i=$((i + 1))
-done
-wait 2>/dev/null   # the output filters
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "[local-cluster] failed: ${failed[*]}" >&2
+wait_nodes "$ids" "${pids[@]}"
+if [ ${#NODE_FAILURES[@]} -gt 0 ]; then
+  echo "[local-cluster] failed: ${NODE_FAILURES[*]}" >&2
   exit 1
 fi
 echo "[local-cluster] all nodes finished" >&2

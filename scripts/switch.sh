@@ -35,6 +35,7 @@
 # at most 7 characters), SWITCH_BURST (tbf burst, default RATE x 4 ms, at
 # least 64kb), SWITCH_LATENCY (tbf queue latency, default 50ms).
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/wait_nodes.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TETHER=${TETHER:-$ROOT/build/tether}
 P=${TETHER_SWITCH_PREFIX:-tether}
@@ -195,20 +196,8 @@ EOF
   forward() { say "forwarding SIG$1 to ${#pids[@]} node(s)"; kill -s "$1" "${pids[@]}" 2>/dev/null; }
   trap 'forward INT' INT
   trap 'forward TERM' TERM
-  local failed=() i=0 pid rc
-  for id in $ids; do
-    pid=${pids[$i]}
-    while true; do
-      wait "$pid"; rc=$?
-      # wait returns > 128 when a trapped signal interrupts it: wait again.
-      if [ $rc -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
-      break
-    done
-    [ $rc -eq 0 ] || failed+=("node $id (exit $rc)")
-    i=$((i + 1))
-  done
-  wait 2>/dev/null   # the output filters
-  if [ ${#failed[@]} -gt 0 ]; then echo "switch.sh: failed: ${failed[*]}" >&2; return 1; fi
+  wait_nodes "$ids" "${pids[@]}"
+  if [ ${#NODE_FAILURES[@]} -gt 0 ]; then echo "switch.sh: failed: ${NODE_FAILURES[*]}" >&2; return 1; fi
   say "all nodes finished"
 }
 
