@@ -252,6 +252,10 @@ void Communicator::io_main() {
     connect_timer_->async_wait([this](const boost::system::error_code& ec) {
       if (!ec) connect_deadline();
     });
+    // Read only now: a hello already queued starts the node (maybe_started
+    // broadcasts the parameters and cancels the connect timer), so every
+    // piece of start-up state must exist before the first message is handled.
+    transport_->drain();
     maybe_started();
     io_.run();
   } catch (...) {

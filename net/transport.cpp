@@ -70,7 +70,8 @@ void Transport::open() {
     }
   }
   router_fd_.emplace(io_, router_->get(zmq::sockopt::fd));
-  drain();
+  // No read here: the owner calls drain() once it can handle messages (a
+  // peer's hello may already be queued, and handling it starts the node).
 }
 
 void Transport::arm_read() {

@@ -51,8 +51,8 @@ class Transport final : public Outbox {
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Binds the ROUTER, connects the DEALERs, starts reading. Throws
-  // std::runtime_error naming the address that failed.
+  // Binds the ROUTER and connects the DEALERs. Throws std::runtime_error
+  // naming the address that failed. Reading starts with the first drain().
   void open();
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
   // Receives everything ZeroMQ holds now (also called by timers before they

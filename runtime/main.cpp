@@ -66,12 +66,12 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  if (args[0] == "dashboard" || args[0] == "report") {
-    // Round buffers and ZeroMQ's receive chunks are megabytes each: keep glibc
+  // Round buffers and ZeroMQ's receive chunks are megabytes each: keep glibc
   // from mapping and unmapping them on every round (process-wide, so here).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
-  std::signal(SIGINT, on_signal);
+  if (args[0] == "dashboard" || args[0] == "report") {
+    std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     std::vector<std::string> rest(args.begin() + 1, args.end());
     return args[0] == "dashboard" ? tether::dashboard_command(rest, &g_stop) : tether::report_command(rest);
