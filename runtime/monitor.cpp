@@ -16,13 +16,23 @@ CountSketch::CountSketch(size_t dim, int buckets, uint64_t seed) : dim_(dim), bu
   }
 }
 
+void CountSketch::accumulate(const float* x, size_t begin, size_t n, double* acc) const {
+  const uint32_t* code = code_.data() + begin;
+  for (size_t i = 0; i < n; ++i) {   // i < n: the caller's block lies within dim_
+    const uint32_t c = code[i];
+    // the sign bit of the code flips the value's sign bit: no branch
+    uint32_t bits;
+    std::memcpy(&bits, &x[i], sizeof bits);
+    bits ^= c & 0x80000000u;
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    acc[c & 0x7fffffffu] += double(v);
+  }
+}
+
 void CountSketch::apply(const float* x, float* out) const {
   std::vector<double> acc(size_t(buckets_), 0.0);
-  for (size_t i = 0; i < dim_; ++i) {   // i < dim_: the table covers every coordinate
-    uint32_t c = code_[i];
-    double v = double(x[i]);
-    acc[c & 0x7fffffffu] += (c & 0x80000000u) ? -v : v;
-  }
+  accumulate(x, 0, dim_, acc.data());
   for (int b = 0; b < buckets_; ++b) out[b] = float(acc[size_t(b)]);
 }
 

@@ -23,12 +23,10 @@ class CountSketch {
   int buckets() const { return buckets_; }
   // out[b] = Σ_{i: h(i)=b} sign(i)·x[i]  (out: buckets floats)
   void apply(const float* x, float* out) const;
-  // One coordinate's contribution, for callers that fuse the sketch into a
-  // pass they make anyway: acc[h(i)] += sign(i)·v  (acc: buckets doubles).
-  void accumulate(size_t i, double v, double* acc) const {
-    uint32_t c = code_[i];
-    acc[c & 0x7fffffffu] += (c & 0x80000000u) ? -v : v;
-  }
+  // Coordinates [begin, begin + n) of x added in: acc[h(i)] += sign(i)·x[i]
+  // (acc: buckets doubles; x indexed from 0 = coordinate begin). Callers fuse
+  // it, block by block, into a pass they make anyway while x is in cache.
+  void accumulate(const float* x, size_t begin, size_t n, double* acc) const;
 
  private:
   size_t dim_;

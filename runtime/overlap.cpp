@@ -1,8 +1,10 @@
 #include "runtime/overlap.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,61 @@ namespace {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Coordinates per block of the round-close pass: the block's slices of the
+// five vectors it touches stay in L1/L2 between the vectorized part and the
+// sketch that reads x again.
+constexpr size_t kCloseBlock = 2048;
+
+// One block of the round close: delta = x − x_prev, x_prev = x; adds Σ delta²
+// and Σ (x − anchor)² to *dn and *disp. 16 float lanes (vectorized), folded
+// into doubles once per block.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void close_block(
+    const float* __restrict x, float* __restrict x_prev, const float* __restrict anchor,
+    float* __restrict delta, size_t n, double* dn, double* disp) {
+  constexpr size_t kLanes = 16;
+  float sd[kLanes] = {}, sp[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {   // whole groups of 16
+    for (size_t l = 0; l < kLanes; ++l) {  // l over the lanes
+      const float xv = x[i + l];
+      const float d = xv - x_prev[i + l];
+      const float p = xv - anchor[i + l];
+      delta[i + l] = d;
+      x_prev[i + l] = xv;
+      sd[l] += d * d;
+      sp[l] += p * p;
+    }
+  }
+  double a = 0, b = 0;
+  for (; i < n; ++i) {   // the tail, < 16 coordinates
+    const float d = x[i] - x_prev[i];
+    const float p = x[i] - anchor[i];
+    delta[i] = d;
+    x_prev[i] = x[i];
+    a += double(d) * double(d);
+    b += double(p) * double(p);
+  }
+  for (size_t l = 0; l < kLanes; ++l) {
+    a += double(sd[l]);
+    b += double(sp[l]);
+  }
+  *dn += a;
+  *disp += b;
+}
+
+// A merge: c = mixed − c (the correction, in place), x_prev += c, and for the
+// ring anchor += mixed.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void merge_pass(
+    const float* __restrict mixed, float* __restrict c, float* __restrict x_prev, float* __restrict anchor,
+    size_t n) {
+  for (size_t i = 0; i < n; ++i) {   // i < n: every vector spans the arena
+    const float ci = mixed[i] - c[i];
+    c[i] = ci;
+    x_prev[i] += ci;
+    if (anchor) anchor[i] += mixed[i];
+  }
 }
 
 class OverlapAveraging : public Averaging {
@@ -195,20 +252,15 @@ class OverlapAveraging : public Averaging {
 
   void close_round_submit() {
     model_.backend()->download(x_.data(), model_.params(), dim_ * sizeof(float));
-    // One pass over the arena: the round's delta, its norm, the
-    // displacement from the anchor, the CountSketch of x_i, and x_prev.
-    std::vector<float> delta(dim_);
+    // One pass over the arena, block by block: the round's delta, its norm,
+    // the displacement from the anchor, x_prev, and the CountSketch of x_i.
+    std::vector<float> delta = take_buffer();
     std::vector<double> acc(size_t(sketch_.buckets()), 0.0);
     double dn = 0, disp = 0;
-    for (size_t i = 0; i < dim_; ++i) {   // i < dim_: x_, x_prev_, anchor_ share the arena size
-      const float x = x_[i];
-      const float d = x - x_prev_[i];
-      delta[i] = d;
-      dn += double(d) * double(d);
-      const double p = double(x) - double(anchor_[i]);
-      disp += p * p;
-      sketch_.accumulate(i, double(x), acc.data());
-      x_prev_[i] = x;
+    for (size_t b = 0; b < dim_; b += kCloseBlock) {   // b over the blocks
+      const size_t n = std::min(kCloseBlock, dim_ - b);
+      close_block(x_.data() + b, x_prev_.data() + b, anchor_.data() + b, delta.data() + b, n, &dn, &disp);
+      sketch_.accumulate(x_.data() + b, b, n, acc.data());
     }
     const double dnorm = std::sqrt(dn);
     max_delta_local_ = std::max(max_delta_local_, dnorm);
@@ -218,8 +270,26 @@ class OverlapAveraging : public Averaging {
     sk.back() = float(max_delta_local_);   // peers derive the bound from it
     if (!snap_dir_.empty() && next_round_ % uint64_t(cfg_.monitor.snapshot_every) == 0) write_snapshot(dnorm);
     uint64_t r = next_round_++;
-    comm_->submit(r, gossip_ ? x_ : delta, std::move(sk));
-    in_flight_.push_back({r, gossip_ ? x_ : std::move(delta)});
+    // The mixer keeps (and may overwrite) what it is given; this node keeps
+    // its own copy to form the correction when the round comes back:
+    // Δ (ring) or the snapshot x_i (gossip).
+    std::vector<float> sent = take_buffer();
+    if (gossip_) delta = x_;   // same size: no allocation
+    std::memcpy(sent.data(), delta.data(), dim_ * sizeof(float));
+    comm_->submit(r, std::move(sent), std::move(sk));
+    in_flight_.push_back({r, std::move(delta)});
+  }
+
+  // Arena-sized float vectors are recycled (deltas, corrections, the mixer's
+  // results): a fresh one per round would be zero-filled and faulted in.
+  std::vector<float> take_buffer() {
+    if (spare_.empty()) return std::vector<float>(dim_);
+    std::vector<float> v = std::move(spare_.back());
+    spare_.pop_back();
+    return v;
+  }
+  void recycle(std::vector<float>&& v) {
+    if (v.size() == dim_ && spare_.size() < size_t(staleness_) + 4) spare_.push_back(std::move(v));
   }
 
   // Debug snapshots: x_i as this node closes a round, for exact distances.
@@ -243,7 +313,7 @@ class OverlapAveraging : public Averaging {
     while (auto res = comm_->poll()) apply(*res);
   }
 
-  void apply(const net::RoundResult& res) {
+  void apply(net::RoundResult& res) {
     if (in_flight_.empty() || in_flight_.front().round != res.round) {
       throw std::runtime_error("mixer delivered round " + std::to_string(res.round) + " but round " +
                                (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front().round)) +
@@ -256,14 +326,11 @@ class OverlapAveraging : public Averaging {
     InFlight f = std::move(in_flight_.front());
     in_flight_.pop_front();
     std::vector<float>& c = f.submitted;   // reused as the correction
-    const bool ring = !gossip_;
-    for (size_t i = 0; i < dim_; ++i) {   // i < dim_: every vector here spans the arena
-      c[i] = res.mixed[i] - c[i];
-      x_prev_[i] += c[i];
-      if (ring) anchor_[i] += res.mixed[i];
-    }
+    merge_pass(res.mixed.data(), c.data(), x_prev_.data(), gossip_ ? nullptr : anchor_.data(), dim_);
     be_->upload(correction_dev_.get(), c.data(), dim_ * sizeof(float));
     be_->axpy(dim_, 1.0f, correction_dev_.get(), model_.params());
+    recycle(std::move(c));
+    recycle(std::move(res.mixed));
     // Monitor: the largest round delta any node reported bounds the distance.
     for (const auto& [id, sk] : res.sketches) {
       if (!sk.empty()) max_delta_all_ = std::max(max_delta_all_, double(sk.back()));
@@ -291,6 +358,7 @@ class OverlapAveraging : public Averaging {
   std::unique_ptr<net::Communicator> comm_;
   std::vector<float> x_, x_prev_, anchor_;
   std::deque<InFlight> in_flight_;
+  std::vector<std::vector<float>> spare_;   // recycled arena-sized vectors
   uint64_t next_round_ = 0, steps_done_ = 0;
   std::string snap_dir_;
   double start_ = 0, last_metrics_ = 0, idle_s_ = 0, idle_at_last_ = 0;

@@ -562,6 +562,45 @@ TEST_CASE("cluster: a merge of ~80% of a step is hidden by s = 2 (idle < 5%) and
   }
 }
 
+TEST_CASE("cluster: timed steps (no CPU contention): s = 2 hides a merge of 80% of a step (idle < 5%), sync idles > 35%") {
+  // train.compute = synthetic: every step sleeps 30 ms and applies a random
+  // update, so the two nodes' steps take the same time whatever the machine's
+  // load, and idle time measures the algorithm alone. One ring merge of N = 2
+  // is two hops, each delayed 12 ms in our transport: 24 ms, 80% of a step.
+  // Sync must wait it out every step (24 / 54 = 44% idle); s = 2 overlaps it
+  // with the next steps. The final drain of the last rounds counts as idle
+  // too (about 2 merges over a 4.5 s run).
+  TempDir dir("cl-overlap-timed");
+  json base = small_config(16, 16, 16 * 2 * 200, 0.01);
+  base["train"]["compute"] = "synthetic";
+  base["train"]["synthetic_step_ms"] = 30.0;
+  base["train"]["max_steps"] = 150;
+  base["log"]["every_steps"] = 50;
+  base["net"]["inject_delay_ms"] = 12.0;
+  base["net"]["peer_timeout_ms"] = 10000;
+  base["net"]["shutdown_timeout_ms"] = 2000;
+  double idle[2][2] = {};   // [sync, s = 2][node]
+  const char* names[2] = {"sync", "over"};
+  for (int k = 0; k < 2; ++k) {
+    json c = base;
+    c["algorithm"] = {{"name", k == 0 ? "sync" : "overlap"}, {"staleness", k == 0 ? 0 : 2}, {"period", 1}, {"mixer", "ring"}};
+    ClusterRun r = run_cluster(dir, names[k], c, 2, 120);
+    check_completed_same_hash(r, 2);
+    for (int i = 0; i < 2; ++i) {
+      json f = last_event(r.log_dir, i, "final");
+      CHECK(f.value("steps", 0) == 150);
+      idle[k][i] = f.value("idle_frac_total", -1.0);
+    }
+    MESSAGE(std::string(names[k]) << ": idle_frac_total node 0 " << idle[k][0] << ", node 1 " << idle[k][1] << ", wall " << r.wall_s << " s");
+  }
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CHECK(idle[0][i] > 0.35);
+    CHECK(idle[1][i] >= 0.0);
+    CHECK(idle[1][i] < 0.05);
+  }
+}
+
 TEST_CASE("cluster: a configured bound below 2(s+1)·D throttles and holds on exact distances") {
   TempDir dir("cl-throttle");
   const int s = 2, n = 3;
