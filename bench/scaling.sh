@@ -2,7 +2,8 @@
 # Data-parallel scaling on one machine: lenet on Fashion-MNIST, 1 node against
 # 2 nodes (1 thread each, overlap s = 2, ring, 127.0.0.1), and PyTorch DDP
 # (gloo, ../shared/peers/bench_ddp.py --world 2 --threads 1) in the same run.
-#   bench/scaling.sh [--runs 3] [--staleness 2] [--period 1] [--warmup-epochs 0.2] [--no-scale-lr] [--ddp-steps 150]
+#   bench/scaling.sh [--runs 3] [--seeds "1 2 3"] [--staleness 2] [--period 1] [--warmup-epochs 0.2]
+#                    [--no-scale-lr] [--ddp-steps 150] [--tp-steps 250]
 # Throughput: images/s summed over nodes at steady state, from the metrics
 #   files (interval records; the first interval, warm-up, and the last, partial,
 #   left out), median over --runs runs. Run 1 trains one full epoch on each
@@ -15,12 +16,12 @@
 # Ends with one line:
 #   RESULT speedup=... acc_1=... acc_2=... tether_2_ips=... ddp_2_ips=... ratio_vs_ddp=...
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
-RUNS=3 STALENESS=2 PERIOD=1 WARMUP_EPOCHS=0.2 SCALE_LR=true DDP_STEPS=150 TP_STEPS=250 SEED=1
+RUNS=3 STALENESS=2 PERIOD=1 WARMUP_EPOCHS=0.2 SCALE_LR=true DDP_STEPS=150 TP_STEPS=250 SEEDS="1 2 3"
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2;; --staleness) STALENESS=$2; shift 2;; --period) PERIOD=$2; shift 2;;
     --warmup-epochs) WARMUP_EPOCHS=$2; shift 2;; --no-scale-lr) SCALE_LR=false; shift;;
-    --ddp-steps) DDP_STEPS=$2; shift 2;; --tp-steps) TP_STEPS=$2; shift 2;; --seed) SEED=$2; shift 2;;
+    --ddp-steps) DDP_STEPS=$2; shift 2;; --tp-steps) TP_STEPS=$2; shift 2;; --seeds) SEEDS=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -81,16 +82,21 @@ final_field() {   # final_field LOGDIR NODE FIELD
 }
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-common=(--set train.threads=1 --set log.progress=false --set log.every_steps=25 --set train.seed="$SEED")
-ips1=() ips2=() ddp=()
-acc1="" acc2="" hashes_equal=""
-for r in $(seq 1 "$RUNS"); do
-  limit=(); [ "$r" -gt 1 ] && limit=(--set train.max_steps="$TP_STEPS")
+common=(--set train.threads=1 --set log.progress=false --set log.every_steps=25)
+read -r -a seeds <<< "$SEEDS"
+[ "${#seeds[@]}" -ge 1 ] || { echo "--seeds: give at least one seed" >&2; exit 2; }
+total=$RUNS; [ "${#seeds[@]}" -gt "$total" ] && total=${#seeds[@]}
+ips1=() ips2=() ddp=() accs1=() accs2=() idles=()
+for r in $(seq 1 "$total"); do
+  if [ "$r" -le "${#seeds[@]}" ]; then   # a full epoch: accuracy and throughput
+    seed=${seeds[$((r - 1))]}; limit=(); what="1 epoch, seed $seed"
+  else                                   # throughput only
+    seed=${seeds[0]}; limit=(--set train.max_steps="$TP_STEPS"); what="$TP_STEPS steps"
+  fi
   # ---- 1 node
-  "$TETHER" train "$TETHER_ROOT/configs/fmnist-lenet.json" "${common[@]}" "${limit[@]}" \
+  "$TETHER" train "$TETHER_ROOT/configs/fmnist-lenet.json" "${common[@]}" --set train.seed="$seed" "${limit[@]}" \
       --set log.dir="$tmp/one$r" > "$tmp/one$r.out" 2>&1 || { echo "1-node run failed:"; tail "$tmp/one$r.out"; exit 1; }
   ips1+=("$(steady_ips "$tmp/one$r" 1)")
-  [ "$r" = 1 ] && acc1=$(final_field "$tmp/one1" 0 test_acc)
   # ---- 2 nodes (a port taken meanwhile: retry with new ones)
   ok=0
   for attempt in 1 2 3; do
@@ -99,8 +105,8 @@ for r in $(seq 1 "$RUNS"); do
     rm -rf "$tmp/two$r"
     pids=()
     for id in 0 1; do
-      "$TETHER" train "$tmp/two$r.json" --node $id "${common[@]}" "${limit[@]}" --set log.dir="$tmp/two$r" \
-          > "$tmp/two$r.node$id.out" 2>&1 &
+      "$TETHER" train "$tmp/two$r.json" --node $id "${common[@]}" --set train.seed="$seed" "${limit[@]}" \
+          --set log.dir="$tmp/two$r" > "$tmp/two$r.node$id.out" 2>&1 &
       pids+=($!)
     done
     rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
@@ -111,9 +117,11 @@ for r in $(seq 1 "$RUNS"); do
   ips2+=("$(steady_ips "$tmp/two$r" 2)")
   h0=$(final_field "$tmp/two$r" 0 params_hash); h1=$(final_field "$tmp/two$r" 1 params_hash)
   [ "$h0" = "$h1" ] || { echo "2-node run $r: params_hash differs between nodes ($h0 vs $h1)"; exit 1; }
-  if [ "$r" = 1 ]; then
-    acc2=$(final_field "$tmp/two1" 0 test_acc)
-    idle=$(final_field "$tmp/two1" 0 idle_frac_total)
+  acc_note=""
+  if [ -z "${limit[*]}" ]; then
+    a1=$(final_field "$tmp/one$r" 0 test_acc); a2=$(final_field "$tmp/two$r" 0 test_acc)
+    accs1+=("$a1"); accs2+=("$a2"); idles+=("$(final_field "$tmp/two$r" 0 idle_frac_total)")
+    acc_note=", test acc 1 node $a1, 2 nodes $a2"
   fi
   # ---- PyTorch DDP, 2 processes x 1 thread
   port=$(free_ports 1)
@@ -122,11 +130,12 @@ for r in $(seq 1 "$RUNS"); do
   d=$(echo "$out" | sed -n 's/.*total=\([0-9.]*\).*/\1/p')
   [ -n "$d" ] || { echo "DDP run failed: $out"; exit 1; }
   ddp+=("$d")
-  echo "run $r$([ "$r" = 1 ] && echo " (1 epoch)" || echo " ($TP_STEPS steps)"): tether 1 node ${ips1[-1]} img/s, 2 nodes ${ips2[-1]} img/s (sum), DDP 2 procs $d img/s"
+  echo "run $r ($what): tether 1 node ${ips1[-1]} img/s, 2 nodes ${ips2[-1]} img/s (sum), DDP 2 procs $d img/s$acc_note"
 done
+acc1=$(med "${accs1[@]}"); acc2=$(med "${accs2[@]}"); idle=$(med "${idles[@]}")
 m1=$(med "${ips1[@]}"); m2=$(med "${ips2[@]}"); md=$(med "${ddp[@]}")
 a1=$(python3 -c "print(f'{$acc1 * 100:.2f}')"); a2=$(python3 -c "print(f'{$acc2 * 100:.2f}')")
 speedup=$(python3 -c "print(f'{$m2 / $m1:.3f}')"); ratio=$(python3 -c "print(f'{$m2 / $md:.3f}')")
-echo "2-node settings: overlap s=$STALENESS H=$PERIOD ring, batch 64 per node, scale_lr=$SCALE_LR (lr 0.05$([ "$SCALE_LR" = true ] && echo " x 2")), warmup_epochs=$([ "$SCALE_LR" = true ] && echo "$WARMUP_EPOCHS" || echo 0); 2-node idle_frac_total (run 1, node 0) $idle"
-echo "accuracy after 1 epoch: 1 node $a1%, 2 nodes $a2% (diff $(python3 -c "print(f'{$a2 - $a1:+.2f}')") points)"
+echo "2-node settings: overlap s=$STALENESS H=$PERIOD ring, batch 64 per node, scale_lr=$SCALE_LR (lr 0.05$([ "$SCALE_LR" = true ] && echo " x 2")), warmup_epochs=$([ "$SCALE_LR" = true ] && echo "$WARMUP_EPOCHS" || echo 0); 2-node idle_frac_total (median of the epoch runs, node 0) $idle"
+echo "accuracy after 1 epoch, median over seeds ${SEEDS}: 1 node $a1%, 2 nodes $a2% (diff $(python3 -c "print(f'{$a2 - $a1:+.2f}')") points)"
 echo "RESULT speedup=$speedup acc_1=$a1 acc_2=$a2 tether_2_ips=$m2 ddp_2_ips=$md ratio_vs_ddp=$ratio"

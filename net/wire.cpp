@@ -253,7 +253,9 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
   return Reject::kNone;
 }
 
-bool all_finite(const float* x, size_t count) {
+// Cloned like lane_stripes: every received float frame and every partial sum
+// goes through it.
+__attribute__((target_clones("avx512f", "avx2", "default"))) bool all_finite(const float* x, size_t count) {
   // read as bytes: payloads in ZeroMQ's receive buffers need not be aligned
   const auto* p = reinterpret_cast<const unsigned char*>(x);
   uint32_t bad = 0;
