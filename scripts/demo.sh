@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the main job: four tether nodes
 # on this machine training lenet on Fashion-MNIST together over ZeroMQ
-# (configs/local-4.json: overlap averaging, staleness 2, ring all-reduce).
+# (configs/local-4.json: overlap averaging, staleness 2, a round every 4
+# local steps, ring all-reduce).
 # Ends with each node's test accuracy, the run's idle fraction and its
 # largest pairwise parameter distance against the bound.
 #   scripts/demo.sh [extra tether args, e.g. --set train.epochs=2]
