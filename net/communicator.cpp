@@ -1,5 +1,8 @@
 #include "net/communicator.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -93,7 +96,18 @@ void Communicator::start(float* params, size_t count) {
   started_called_ = true;
   count_ = count;
   params_ = params;
-  io_thread_ = std::thread([this] { io_main(); });
+  {
+    // The I/O thread takes no asynchronous signals (ZeroMQ's threads block
+    // them too): a ZeroMQ call on it is never interrupted (EINTR would
+    // surface as a failed call), whatever the embedding program does with
+    // signals (the tether binary takes them on a thread of its own). The
+    // thread inherits this mask.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    io_thread_ = std::thread([this] { io_main(); });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   const auto deadline =
       Clock::now() + std::chrono::milliseconds(opts_.connect_timeout_ms) + std::chrono::seconds(5);
   std::exception_ptr error;

@@ -7,10 +7,15 @@
 // 1 run-time failure (a peer lost, I/O), 2 bad usage, config, data or checkpoint.
 #include <malloc.h>
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "models/dataset.h"
@@ -23,7 +28,26 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
-void on_signal(int) { g_stop.store(true); }
+// SIGINT/SIGTERM are blocked in every thread and taken by one thread that
+// waits for them (sigwait) and sets the stop flag. No signal is ever delivered
+// to a compute thread: oneDNN's JIT kernels may use RSP as a general register
+// while they run, and a signal frame pushed there lands in the heap (seen:
+// "corrupted size vs. prev_size", a sigcontext written over malloc's chunk
+// headers next to a GEMM scratch buffer). Call before any thread exists, so
+// that every thread inherits the mask.
+void start_signal_thread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    for (;;) {  // for the process's lifetime; every signal only sets the flag
+      int sig = 0;
+      if (sigwait(&set, &sig) == 0) g_stop.store(true);
+    }
+  }).detach();
+}
 
 const char* kUsage =
     "tether — peer-to-peer asynchronous SGD without gradient delay\n"
@@ -70,9 +94,8 @@ int main(int argc, char** argv) {
   // from mapping and unmapping them on every round (process-wide, so here).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  start_signal_thread();
   if (args[0] == "dashboard" || args[0] == "report") {
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
     std::vector<std::string> rest(args.begin() + 1, args.end());
     return args[0] == "dashboard" ? tether::dashboard_command(rest, &g_stop) : tether::report_command(rest);
   }
@@ -128,8 +151,6 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   try {
     if (cmd == "eval") {
       double loss = 0;
