@@ -179,16 +179,7 @@ small_run() {
 check "run --push-binary: 3 nodes over ssh finish (exit 0)" small_run
 echo "      (small run: $(( $(now) - t0 )) s)"
 same_hash() {   # same_hash DIR: every node's final params_hash is the same
-  python3 - "$1" <<'EOF'
-import json, sys
-hashes = []
-for i in range(3):
-    final = [r for r in map(json.loads, open(f"{sys.argv[1]}/node-{i}.jsonl")) if r.get("event") == "final"]
-    assert final, f"node {i}: no final event"
-    hashes.append(final[-1].get("params_hash"))
-print(hashes)
-assert hashes[0] and len(set(hashes)) == 1, "params_hash differs"
-EOF
+  python3 "$SRC/test/ops/same_hash.py" "$1" 3
 }
 check "collected metrics: 3 nodes end with the same params_hash" same_hash "$T/collected"
 check "binary pushed to every workdir" test -x "$T/host0/tether-run/tether" -a -x "$T/host1/tether-run/tether" -a -x "$T/host2/tether-run/tether"

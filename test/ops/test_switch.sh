@@ -184,16 +184,7 @@ SENT_BEFORE=($(sent_bytes 0) $(sent_bytes 1) $(sent_bytes 2))
 t0=$SECONDS
 tiny_run() {
   timeout 300 "$SWITCH" run "$T/sw3.json" || return 1
-  python3 - "$T/log" <<'EOF'
-import json, sys
-hashes = []
-for i in range(3):
-    final = [r for r in map(json.loads, open(f"{sys.argv[1]}/node-{i}.jsonl")) if r.get("event") == "final"]
-    assert final, f"node {i}: no final event"
-    hashes.append(final[-1].get("params_hash"))
-print(hashes)
-assert hashes[0] and len(set(hashes)) == 1, "params_hash differs"
-EOF
+  python3 "$SRC/test/ops/same_hash.py" "$T/log" 3
 }
 check "run: 3 nodes in the namespaces train and end with one params_hash" tiny_run
 echo "      (run: $((SECONDS - t0)) s)"

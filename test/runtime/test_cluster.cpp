@@ -291,6 +291,21 @@ json small_config(int hidden, int batch, int train_count, double lr) {
       {"net", {{"connect_timeout_ms", 20000}}}};
 }
 
+// The initial parameters of `cfg` (same seed, no cluster): one step of a
+// single node with lr 1e-30, read back from its checkpoint. Lets a test
+// measure how far training moved the model.
+std::vector<float> initial_params(const TempDir& dir, json cfg) {
+  cfg.erase("cluster");
+  cfg.erase("algorithm");
+  cfg["train"]["max_steps"] = 1;
+  cfg["optimizer"]["lr"] = 1e-30;
+  cfg["log"]["dir"] = dir.file("init");
+  cfg["log"]["progress"] = false;
+  auto run = tether::testing::run_command(tether_bin() + " train " + dir.write("init.json", cfg.dump()), 120);
+  REQUIRE(run.exit_code == 0);
+  return tether::load_checkpoint(dir.file("init/node-0.ckpt")).params;
+}
+
 // ---- snapshots: exact distances ------------------------------------------
 
 struct Snapshot {
@@ -406,19 +421,13 @@ TEST_CASE("cluster: sync on 4 nodes with batch b equals one node with batch 4b (
   tether::Checkpoint c4n3 = tether::load_checkpoint(four.log_dir + "/node-3.ckpt");
   REQUIRE(c4n3.params == c4.params);   // every node ends with x̄
   // The initial parameters (same seed) to make sure training moved them.
-  json init = single;
-  init["train"]["max_steps"] = 1;
-  init["optimizer"]["lr"] = 1e-30;
-  init["log"]["dir"] = dir.file("init");
-  auto in = tether::testing::run_command(tether_bin() + " train " + dir.write("init.json", init.dump()), 120);
-  REQUIRE(in.exit_code == 0);
-  tether::Checkpoint c0 = tether::load_checkpoint(dir.file("init/node-0.ckpt"));
-  REQUIRE(c0.params.size() == c1.params.size());
+  const std::vector<float> x0 = initial_params(dir, single);
+  REQUIRE(x0.size() == c1.params.size());
   for (size_t i = 0; i < c1.params.size(); ++i) {   // i < size: sizes checked equal above
     double d = double(c4.params[i]) - double(c1.params[i]);
     diff += d * d;
     ref += double(c1.params[i]) * double(c1.params[i]);
-    double m = double(c1.params[i]) - double(c0.params[i]);
+    double m = double(c1.params[i]) - double(x0[i]);
     moved += m * m;
   }
   double rel = std::sqrt(diff / ref);
@@ -671,18 +680,8 @@ TEST_CASE("cluster: gossip through the binary: 4 nodes train, mixing keeps them 
     ck.push_back(tether::load_checkpoint(run.log_dir + "/node-" + std::to_string(i) + ".ckpt"));
     REQUIRE(ck.back().params.size() == ck[0].params.size());
   }
-  // Initial parameters: the same seed, one step of lr 1e-30.
-  json init = base;
-  init.erase("cluster");
-  init.erase("algorithm");
-  init["train"]["max_steps"] = 1;
-  init["optimizer"]["lr"] = 1e-30;
-  init["log"]["dir"] = dir.file("init");
-  init["log"]["progress"] = false;
-  auto in = tether::testing::run_command(tether_bin() + " train " + dir.write("init.json", init.dump()), 120);
-  REQUIRE(in.exit_code == 0);
-  tether::Checkpoint c0 = tether::load_checkpoint(dir.file("init/node-0.ckpt"));
-  REQUIRE(c0.params.size() == ck[0].params.size());
+  const std::vector<float> x0 = initial_params(dir, base);
+  REQUIRE(x0.size() == ck[0].params.size());
   auto dist = [](const std::vector<float>& a, const std::vector<float>& b) {
     double acc = 0;
     for (size_t k = 0; k < a.size(); ++k) {   // k < size: sizes checked equal above
@@ -693,7 +692,7 @@ TEST_CASE("cluster: gossip through the binary: 4 nodes train, mixing keeps them 
   };
   double moved = 0, spread = 0;
   for (int i = 0; i < n; ++i) {
-    moved = std::max(moved, dist(ck[size_t(i)].params, c0.params));
+    moved = std::max(moved, dist(ck[size_t(i)].params, x0));
     for (int j = i + 1; j < n; ++j) spread = std::max(spread, dist(ck[size_t(i)].params, ck[size_t(j)].params));
   }
   MESSAGE("gossip N=4, 60 steps: largest distance from the initial model " << moved << ", largest pairwise distance "
