@@ -30,7 +30,7 @@
 namespace tether::net {
 
 inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;  // 2: 64-lane payload hash
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
 inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;
@@ -95,20 +95,24 @@ struct Header {
 // 64-bit hash of the header bytes (the XXH64 algorithm; own implementation).
 uint64_t hash64(const void* data, size_t bytes, uint64_t seed = 0);
 
-// Streaming 64-bit payload hash, xxhash-like but built for bandwidth: 16
-// independent 32-bit lanes (XXH32 rounds over 64-byte stripes, which the
-// compiler vectorizes; AVX2/AVX-512 clones chosen at run time), folded with
-// XXH64 steps, the tail and the length, then avalanched. Feeding the bytes in
-// any split gives the same value as payload_hash() over the whole.
+// Streaming 64-bit payload hash, xxhash-like but built for bandwidth: 64
+// independent 32-bit lanes (XXH32 rounds over 256-byte stripes, lane l takes
+// word l of each stripe; the compiler vectorizes them into four independent
+// AVX-512 chains, AVX2/AVX-512 clones chosen at run time), folded with XXH64
+// steps, then the tail (< 256 bytes) and the length, then avalanched. Feeding
+// the bytes in any split gives the same value as payload_hash() over the whole.
 class PayloadHasher {
  public:
+  static constexpr size_t kLanes = 64;
+  static constexpr size_t kStripeBytes = kLanes * sizeof(uint32_t);
+
   PayloadHasher();
   void update(const void* data, size_t bytes);
   uint64_t finish() const;
 
  private:
-  uint32_t acc_[16];
-  unsigned char tail_[64];
+  uint32_t acc_[kLanes];
+  unsigned char tail_[kStripeBytes];
   size_t tail_bytes_ = 0;
   uint64_t total_bytes_ = 0;
 };
