@@ -336,6 +336,7 @@ struct BoundReport {
   uint64_t first_violation = ~uint64_t(0);
   bool headers_ok = true;
   double median_pair = 0;        // median over every pair and round
+  double pair_run_max = 0;       // each pair's largest distance over the run, median over pairs
 };
 
 // For every round r that all n nodes snapshotted: exact max_{i<j} ‖x_i − x_j‖
@@ -345,6 +346,7 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
   BoundReport rep;
   double d_max = 0;
   std::vector<double> pairs;
+  std::vector<double> pair_max(size_t(n) * size_t(n - 1) / 2, 0.0);   // [pair index], over the run
   for (uint64_t r = 0; r < 100000; ++r) {   // bounded: runs here have < 1000 rounds
     std::vector<Snapshot> snaps(static_cast<size_t>(n));
     bool all = true;
@@ -359,8 +361,9 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
     }
     if (!rep.headers_ok) break;
     double dist = 0;
+    size_t pair = 0;
     for (int i = 0; i < n; ++i) {       // i, j < n: every pair once
-      for (int j = i + 1; j < n; ++j) {
+      for (int j = i + 1; j < n; ++j, ++pair) {
         const auto& a = snaps[size_t(i)].x;
         const auto& b = snaps[size_t(j)].x;
         double acc = 0;
@@ -370,6 +373,7 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
         }
         dist = std::max(dist, std::sqrt(acc));
         pairs.push_back(std::sqrt(acc));
+        pair_max[pair] = std::max(pair_max[pair], std::sqrt(acc));
       }
     }
     double bound = fixed_bound > 0 ? fixed_bound : 2.0 * (s + 1) * d_max;
@@ -386,6 +390,8 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
   if (!pairs.empty()) {
     std::nth_element(pairs.begin(), pairs.begin() + std::ptrdiff_t(pairs.size() / 2), pairs.end());
     rep.median_pair = pairs[pairs.size() / 2];
+    std::nth_element(pair_max.begin(), pair_max.begin() + std::ptrdiff_t(pair_max.size() / 2), pair_max.end());
+    rep.pair_run_max = pair_max[pair_max.size() / 2];
   }
   return rep;
 }
@@ -474,7 +480,8 @@ TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow w
     double est = 0;
     for (int i = 0; i < n; ++i) est = std::max(est, last_event(run.log_dir, i, "final").value("max_pair_dist_run", 0.0));
     MESSAGE("N=" << n << " s=" << s << ": " << rep.rounds << " rounds, exact max pair distance " << rep.max_dist
-                 << " (median pair " << rep.median_pair << "), sketch estimate of the max " << est << ", D_max "
+                 << " (median pair " << rep.median_pair << ", a pair's own maximum: median over pairs "
+                 << rep.pair_run_max << "), sketch estimate of the max " << est << ", D_max "
                  << rep.d_max << ", bound 2(s+1)D_max " << 2.0 * (s + 1) * rep.d_max << ", largest dist/bound "
                  << rep.max_ratio << ", mean rounds in flight after the wait "
                  << (in_flight_records ? in_flight / in_flight_records : 0.0) << ", wall " << run.wall_s << " s");
@@ -486,20 +493,26 @@ TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow w
     reps[k] = rep;
   }
   double growth_max = reps[1].max_dist / reps[0].max_dist;
+  double growth_pair = reps[1].pair_run_max / reps[0].pair_run_max;
   double growth_median = reps[1].median_pair / reps[0].median_pair;
   double growth_bound = reps[1].d_max / reps[0].d_max;
-  MESSAGE("N=8 / N=2: exact max distance x" << growth_max << ", median pair distance x" << growth_median
+  MESSAGE("N=8 / N=2: exact max distance x" << growth_max << ", a pair's maximum over the run x" << growth_pair
+                                            << ", median pair distance x" << growth_median
                                             << ", bound 2(s+1)D_max x" << growth_bound);
-  // What the design promises: the distance scale does not grow with N (a
-  // Downpour-style displacement would grow like N). The typical pair and the
-  // bound stay within 30%.
+  // What the design promises: the distance between two nodes does not grow
+  // with N (a Downpour-style displacement would grow like N). A pair's
+  // maximum over the run (the issue's "< 30%" read per pair), the typical
+  // pair and the bound all stay within 30%.
+  CHECK(growth_pair < 1.3);
   CHECK(growth_median < 1.3);
   CHECK(growth_bound < 1.3);
   // The largest distance is the maximum over N(N−1)/2 pairs (28 at N = 8, 1
-  // at N = 2) of a noise-driven quantity with a pair-to-pair spread of
-  // 15-20% on this data: that extreme-value factor alone is ~1.25-1.45 here
-  // (measured), so "< 30%" on the maximum is not a property the algorithm can
-  // keep; it is held to 1.6 (well under √N-like growth, x2).
+  // at N = 2) of a noise-driven quantity: that extreme-value factor alone
+  // grows it. bench/distance_growth.py measures it against s = 0, where no
+  // round is ever in flight: medians over 5 seeds x1.12 at s = 2 and x1.21 at
+  // s = 0 (single runs x1.03-1.41 and x1.16-1.27), while a pair's maximum
+  // grows x0.97. Single runs cross 1.3 about one time in three, so the test
+  // holds the largest distance to 1.6.
   CHECK(growth_max < 1.6);
 }
 

@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""How the largest pairwise distance between nodes grows from N = 2 to N = 8.
+
+Runs the configuration of the cluster bound test (test/runtime/test_cluster.cpp:
+mlp on synthetic data, ring, H = 1, lr 0.02, a 10 ms injected delay per ring hop
+so that every node keeps its staleness window full) for N = 2 and N = 8, for
+each staleness s and seed, with parameter snapshots at every round close, and
+computes exact distances from the snapshots (float64):
+
+  all_pairs  max over rounds of max over the N(N-1)/2 pairs   (the largest distance)
+  per_pair   max over rounds for each pair, then the median over pairs
+             (N = 2 has one pair: both figures are that pair's maximum)
+  median     median over every pair and round
+
+and prints each one's growth N=8 / N=2. s = 0 is the control: no rounds in
+flight, so whatever growth it shows comes from taking the maximum over 28
+pairs instead of 1, not from staleness.
+
+usage: bench/distance_growth.py [--staleness 2,0] [--seeds 7,8,9] [--rounds 120]
+Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/). Ends with one line:
+  RESULT s2_all_pairs=... s2_per_pair=... s0_all_pairs=... ...   (medians over seeds)
+"""
+import argparse, itertools, json, os, shutil, socket, statistics, struct, subprocess, sys, tempfile, time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_cluster(binary, workdir, n, s, seed, a):
+    logdir = os.path.join(workdir, f"s{s}-seed{seed}-n{n}")
+    shutil.rmtree(logdir, ignore_errors=True)
+    os.makedirs(logdir)
+    cfg = {
+        "device": "cpu",
+        "model": {"name": "mlp", "hidden": a.hidden},
+        "data": {"name": "synthetic", "synthetic_train": 5120, "synthetic_test": 64, "batch_size": a.batch},
+        "optimizer": {"lr": a.lr, "momentum": 0.0, "weight_decay": 0.0},
+        "train": {"epochs": 1000, "seed": seed, "threads": 1, "max_steps": a.rounds},
+        "log": {"every_steps": 10, "progress": False, "dir": logdir},
+        "net": {"connect_timeout_ms": 20000, "inject_delay_ms": a.delay_ms, "peer_timeout_ms": 10000,
+                "shutdown_timeout_ms": 2000},
+        "algorithm": {"name": "overlap", "staleness": s, "period": 1, "mixer": "ring"},
+        "monitor": {"bound": "auto", "sketch_buckets": 256, "snapshots": True},
+        "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(n))]},
+    }
+    path = os.path.join(logdir, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    procs = [subprocess.Popen([binary, "train", path, "--node", str(i)], stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(logdir, f"node{i}.err"), "w")) for i in range(n)]
+    deadline = time.time() + a.timeout_s
+    for i, p in enumerate(procs):
+        try:
+            code = p.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            sys.exit(f"N={n} s={s} seed={seed}: timed out after {a.timeout_s} s (logs in {logdir})")
+        if code != 0:
+            sys.exit(f"N={n} s={s} seed={seed}: node {i} exited {code}: "
+                     + open(os.path.join(logdir, f"node{i}.err")).read()[-500:])
+    return logdir
+
+
+def pair_distances(logdir, n):
+    """[{(i, j): exact distance}] for every round all n nodes snapshotted."""
+    rounds = []
+    for r in itertools.count():
+        xs = []
+        for i in range(n):
+            path = os.path.join(logdir, "snapshots", f"node{i}-r{r}.bin")
+            if not os.path.exists(path):
+                return rounds
+            with open(path, "rb") as f:
+                raw = f.read()
+            rnd, dim = struct.unpack("<QQ", raw[:16])
+            if rnd != r or len(raw) != 24 + 4 * dim:
+                sys.exit(f"{path}: malformed snapshot (round {rnd}, dim {dim}, {len(raw)} bytes)")
+            xs.append(np.frombuffer(raw, dtype=np.float32, offset=24).astype(np.float64))
+        rounds.append({(i, j): float(np.linalg.norm(xs[i] - xs[j])) for i, j in itertools.combinations(range(n), 2)})
+
+
+def summary(rounds):
+    pairs = rounds[0].keys()
+    per_pair = [max(r[p] for r in rounds) for p in pairs]
+    return {"all_pairs": max(per_pair), "per_pair": statistics.median(per_pair),
+            "median": statistics.median(d for r in rounds for d in r.values()), "rounds": len(rounds)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--staleness", default="2,0")
+    ap.add_argument("--seeds", default="7,8,9")
+    ap.add_argument("--rounds", type=int, default=120)
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--delay-ms", type=int, default=10)
+    ap.add_argument("--timeout-s", type=int, default=300)
+    a = ap.parse_args()
+    binary = os.path.join(os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")), "tether")
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary}: not built (meson setup build && ninja -C build)")
+    seeds = [int(x) for x in a.seeds.split(",")]
+    stalenesses = [int(x) for x in a.staleness.split(",")]
+    print(f"# commit {subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}, "
+          f"{os.cpu_count()} cores; mlp hidden {a.hidden}, batch {a.batch}, lr {a.lr}, H 1, {a.rounds} rounds, "
+          f"delay {a.delay_ms} ms/hop", flush=True)
+    growth = {}
+    with tempfile.TemporaryDirectory(prefix="tether-growth-") as work:
+        for s in stalenesses:
+            for seed in seeds:
+                res = {n: summary(pair_distances(run_cluster(binary, work, n, s, seed, a), n)) for n in (2, 8)}
+                for n in (2, 8):
+                    if res[n]["rounds"] != a.rounds:
+                        sys.exit(f"s={s} seed={seed} N={n}: {res[n]['rounds']} rounds snapshotted, expected {a.rounds}")
+                g = {k: res[8][k] / res[2][k] for k in ("all_pairs", "per_pair", "median")}
+                for k, v in g.items():
+                    growth.setdefault((s, k), []).append(v)
+                print(f"s={s} seed={seed}: largest distance {res[2]['all_pairs']:.4f} -> {res[8]['all_pairs']:.4f} "
+                      f"x{g['all_pairs']:.3f} | per pair x{g['per_pair']:.3f} | median x{g['median']:.3f}", flush=True)
+    print("RESULT " + " ".join(f"s{s}_{k}={statistics.median(v):.3f}" for (s, k), v in growth.items()))
+
+
+if __name__ == "__main__":
+    main()
