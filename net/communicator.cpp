@@ -413,19 +413,60 @@ void Communicator::reject(Reject why, const Header* h) {
   std::fprintf(stderr, "%s\n", os.str().c_str());
 }
 
+bool corrupts_stream(Reject r) {
+  switch (r) {
+    case Reject::kFrameCount:
+    case Reject::kHeaderSize:
+    case Reject::kBadMagic:
+    case Reject::kBadVersion:
+    case Reject::kHeaderChecksum:
+    case Reject::kBadKind:
+    case Reject::kBadFlags:
+    case Reject::kOversized:
+    case Reject::kLengthMismatch:
+    case Reject::kRangeMismatch:
+    case Reject::kBadChecksum:
+    case Reject::kNonFinite:
+      return true;
+    default:  // unknown sender, identity, window, duplicate, unexpected: not this peer's bytes, or harmless
+      return false;
+  }
+}
+
 void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated) {
   if (truncated || parts.size() != 3) {  // [identity][header][payload]
     reject(Reject::kFrameCount, nullptr);
+    if (!parts.empty()) check_corrupt(parts[0], Reject::kFrameCount, nullptr);
     return;
   }
   Header h;
   Reject r = decode_header(parts[1].data(), parts[1].size(), &h);
   if (r != Reject::kNone) {
     reject(r, nullptr);
+    check_corrupt(parts[0], r, nullptr);
     return;
   }
   r = handle(h, parts);
-  if (r != Reject::kNone) reject(r, &h);
+  if (r != Reject::kNone) {
+    reject(r, &h);
+    check_corrupt(parts[0], r, &h);
+  }
+}
+
+void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, const Header* h) {
+  if (!corrupts_stream(why) || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return;
+  int peer = -1;
+  for (int p = 0; p < nodes_ && peer < 0; ++p)  // p over the nodes: whose connection it came on
+    if (p != opts_.self && identity.to_string_view() == Transport::identity(p)) peer = p;
+  if (peer < 0) return;  // not a peer's connection: refused and counted, nothing lost
+  std::ostringstream os;
+  os << "node " << opts_.self << ": a frame from " << peer_name(peer)
+     << " failed validation (" << reject_name(why);
+  if (h) os << "; kind " << static_cast<int>(h->kind) << ", round " << h->round << ", step " << h->step
+            << ", chunk " << h->chunk;
+  os << "): what it carried is lost and cannot be sent again, so this run stops";
+  std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, os.str().c_str());
+  fail(std::make_exception_ptr(PeerCorrupt(peer, why, os.str())));
 }
 
 Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts) {

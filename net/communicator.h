@@ -16,6 +16,11 @@
 // Failure: heartbeats every heartbeat_ms; any valid frame counts as a sign of
 // life; a peer silent for peer_timeout_ms (or one that said bye before the
 // rounds this node still needs) raises PeerLost from poll/wait/submit.
+// A frame that fails validation is refused, counted and logged. When it came
+// on a peer's own connection and its bytes are broken (checksum, finite
+// values, length, layout, header: see corrupts_stream), what that peer sent
+// is lost and there is no retransmission, so a round would wait for it
+// forever: PeerCorrupt is raised instead, naming the peer and the reason.
 #pragma once
 
 #include <atomic>
@@ -85,6 +90,17 @@ struct PeerLost : NetError {
   PeerLost(int peer_id, double silent, const std::string& what, bool said_bye = false)
       : NetError(what), peer(peer_id), silent_ms(silent), graceful(said_bye) {}
 };
+// A frame on a peer's own connection failed validation in a way no correct
+// peer produces (see corrupts_stream): what it carried is lost.
+struct PeerCorrupt : NetError {
+  int peer;
+  Reject reason;
+  PeerCorrupt(int peer_id, Reject why, const std::string& what)
+      : NetError(what), peer(peer_id), reason(why) {}
+};
+// True for the reasons that mean a frame's bytes are broken (as opposed to a
+// valid frame that came late, twice, or from somebody else).
+bool corrupts_stream(Reject r);
 // start() failed: unreachable peers, refused configuration, bind failure.
 struct StartFailed : NetError {
   std::vector<int> peers;  // the peers responsible, when known
@@ -157,6 +173,9 @@ class Communicator {
   void connect_deadline();
   void check_stop_ready();
   void reject(Reject why, const Header* h);
+  // After a refused frame: PeerCorrupt when it came on a peer's own
+  // connection (routing identity) and corrupts_stream(why).
+  void check_corrupt(const zmq::message_t& identity, Reject why, const Header* h);
   void fail(std::exception_ptr e);
   std::string peer_name(int id) const;
   std::shared_ptr<RoundBuffer> make_buffer(std::vector<float> v);

@@ -216,6 +216,106 @@ TEST_CASE("hostile frames to a live node mid-run: each refused and counted, roun
   CHECK(stats[1].bytes_sent > count * 4);
 }
 
+TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, naming the peer and the reason") {
+  // Node 0 is real; node 1 is played by raw sockets: a DEALER with node 1's
+  // routing identity (hello, then frames) and a ROUTER on node 1's port that
+  // takes node 0's traffic. A bad frame from another identity is refused and
+  // the run goes on; the same frame on node 1's connection cannot be
+  // refused quietly (nothing sends it again: round 0 would wait forever), so
+  // node 0 raises PeerCorrupt long before peer_timeout_ms.
+  const std::vector<int> ports = free_ports(2);
+  const size_t count = 100;
+  CommOptions o = options(0, ports);
+  o.peer_timeout_ms = 20000;
+  std::atomic<bool> started{false}, done{false};
+  std::string error, type;
+  int error_peer = -1;
+  Reject error_reason = Reject::kNone;
+  double failed_after_s = -1;
+  Clock::time_point sent_bad{};
+  std::atomic<bool> bad_sent{false};
+  std::thread node([&] {
+    try {
+      Communicator c(o);
+      std::vector<float> params(count, 1.0f);
+      c.start(params.data(), count);
+      started = true;
+      c.submit(0, std::vector<float>(count, 2.0f), {});
+      const auto deadline = Clock::now() + std::chrono::seconds(15);
+      while (Clock::now() < deadline) c.wait(50);  // bounded by the deadline
+      type = "no error";
+    } catch (const PeerCorrupt& e) {
+      type = "PeerCorrupt";
+      error = e.what();
+      error_peer = e.peer;
+      error_reason = e.reason;
+      if (bad_sent) failed_after_s = std::chrono::duration<double>(Clock::now() - sent_bad).count();
+    } catch (const std::exception& e) {
+      type = "other";
+      error = e.what();
+    }
+    done = true;
+  });
+
+  zmq::context_t ctx(1);
+  zmq::socket_t sink(ctx, zmq::socket_type::router);  // node 1's port
+  sink.set(zmq::sockopt::linger, 0);
+  sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
+  auto dealer = [&](const std::string& id) {
+    zmq::socket_t d(ctx, zmq::socket_type::dealer);
+    d.set(zmq::sockopt::routing_id, id);
+    d.set(zmq::sockopt::linger, 0);
+    d.connect("tcp://127.0.0.1:" + std::to_string(ports[0]));
+    return d;
+  };
+  zmq::socket_t fake1 = dealer(Transport::identity(1)), evil = dealer("evil");
+  auto send = [](zmq::socket_t& sock, Header h, const void* payload, size_t bytes, bool good_hash) {
+    h.payload_bytes = bytes;
+    h.payload_hash = good_hash ? payload_hash(payload, bytes) : 12345;
+    std::vector<unsigned char> head(kHeaderBytes);
+    encode_header(h, head.data());
+    sock.send(zmq::buffer(head), zmq::send_flags::sndmore);
+    sock.send(zmq::buffer(payload, bytes));
+  };
+  Header hello;
+  hello.kind = Kind::kHello;
+  hello.sender = 1;
+  const uint64_t fields[7] = {o.config_hash, o.sketch_seed, 2, static_cast<uint64_t>(o.mixer),
+                              static_cast<uint64_t>(o.window), o.chunk_bytes, count};
+  send(fake1, hello, fields, sizeof fields, true);
+  REQUIRE(wait_flag(started, 10000));
+
+  // Round 0, step 0 from node 1 (node 0's predecessor): segment 1 = [50, 100).
+  Header ring;
+  ring.kind = Kind::kRing;
+  ring.sender = 1;
+  ring.round = 0;
+  ring.offset = 50;
+  ring.count = 50;
+  const std::vector<float> data(50, 3.0f);
+  send(evil, ring, data.data(), 200, false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(!done.load());  // another identity's bad frame: refused, run goes on
+  sent_bad = Clock::now();
+  bad_sent = true;
+  send(fake1, ring, data.data(), 200, false);
+  REQUIRE(wait_flag(done, 10000));
+  node.join();
+  CAPTURE(error);
+  CHECK(type == "PeerCorrupt");
+  CHECK(error_peer == 1);
+  CHECK(error_reason == Reject::kBadChecksum);
+  CHECK(error.find("a frame from peer 1 (127.0.0.1:" + std::to_string(ports[1]) + ")") != std::string::npos);
+  CHECK(error.find("bad_checksum") != std::string::npos);
+  CHECK(error.find("round 0") != std::string::npos);
+  CHECK(failed_after_s >= 0);
+  CHECK(failed_after_s < 3.0);  // at once, not after peer_timeout_ms (20 s)
+  fake1.close();
+  evil.close();
+  sink.close();
+  ctx.close();
+}
+
 TEST_CASE("a SIGKILLed peer surfaces as PeerLost naming it, within peer_timeout_ms") {
   const int nodes = 3, timeout_ms = 1000;
   const std::vector<int> ports = free_ports(nodes);
