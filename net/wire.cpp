@@ -124,16 +124,16 @@ namespace {
 constexpr uint32_t kP1_32 = 2654435761u;
 constexpr uint32_t kP2_32 = 2246822519u;
 
+// 16 lanes in one value: GCC's vector extension keeps it in a zmm register
+// (two ymm with AVX2, four xmm by default).
+typedef uint32_t Lanes16 __attribute__((vector_size(64)));
+static_assert(PayloadHasher::kLanes == 4 * 16);
+
 // k stripes of kStripeBytes into the kLanes lanes: lane l takes 32-bit word l
 // of every stripe. 64 lanes are four independent 16-lane vector chains
 // (AVX-512; eight with AVX2), so the multiply latency of one chain overlaps
 // the others' instead of bounding the rate. Clones for AVX-512 and AVX2 are
 // picked by the loader (ifunc).
-// Four 16-lane vectors in registers: GCC's vector extension keeps each one a
-// zmm (two ymm with AVX2, four xmm by default).
-typedef uint32_t Lanes16 __attribute__((vector_size(64)));
-static_assert(PayloadHasher::kLanes == 4 * 16);
-
 __attribute__((target_clones("avx512f", "avx2", "default"))) void lane_stripes(
     uint32_t* __restrict acc, const unsigned char* __restrict p, size_t k) {
   Lanes16 a[4];
