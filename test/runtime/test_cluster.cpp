@@ -459,12 +459,18 @@ TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow w
   base["net"]["inject_delay_ms"] = 10;
   base["net"]["peer_timeout_ms"] = 10000;
   base["net"]["shutdown_timeout_ms"] = 2000;   // see "exit promptly" below: the last node may wait it out
+  // N = 2 runs three times (same seed): its one pair makes its maximum the
+  // noisier side of every ratio below, so the run with the median maximum
+  // stands for N = 2. N = 8 runs once (28 pairs).
+  std::vector<BoundReport> twos;
   BoundReport reps[2];
-  int ns[2] = {2, 8};
-  for (int k = 0; k < 2; ++k) {
+  int ns[4] = {2, 2, 2, 8};
+  for (int k = 0; k < 4; ++k) {
     const int n = ns[k];
     CAPTURE(n);
-    ClusterRun run = run_cluster(dir, "n" + std::to_string(n), base, n, 240);
+    std::string tag = "n" + std::to_string(n);
+    tag += "-run" + std::to_string(k);
+    ClusterRun run = run_cluster(dir, tag, base, n, 240);
     check_completed_same_hash(run, n);
     BoundReport rep = check_snapshots(run.log_dir, n, s, 0);
     double in_flight = 0;
@@ -490,8 +496,14 @@ TEST_CASE("cluster: exact distances stay within 2(s+1)·D_max, and do not grow w
     CHECK(rep.violations == 0);
     CHECK(rep.max_dist > 0);
     CHECK(est == doctest::Approx(rep.max_dist).epsilon(0.35));   // CountSketch, 256 buckets: ~9% error
-    reps[k] = rep;
+    if (n == 2) twos.push_back(rep);
+    else reps[1] = rep;
   }
+  REQUIRE(twos.size() == 3);
+  std::sort(twos.begin(), twos.end(), [](const BoundReport& a, const BoundReport& b) { return a.max_dist < b.max_dist; });
+  reps[0] = twos[1];
+  MESSAGE("N=2, three runs: max pair distance " << twos[0].max_dist << " / " << twos[1].max_dist << " / "
+                                                << twos[2].max_dist << " (the median stands for N=2)");
   double growth_max = reps[1].max_dist / reps[0].max_dist;
   double growth_pair = reps[1].pair_run_max / reps[0].pair_run_max;
   double growth_median = reps[1].median_pair / reps[0].median_pair;
