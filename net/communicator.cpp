@@ -443,7 +443,14 @@ void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated
   Reject r = decode_header(parts[1].data(), parts[1].size(), &h);
   if (r != Reject::kNone) {
     reject(r, nullptr);
-    check_corrupt(parts[0], r, nullptr);
+    std::string detail;
+    if (r == Reject::kBadVersion) {  // decode_header checked the size: bytes 4..5 are there
+      uint16_t theirs;
+      std::memcpy(&theirs, static_cast<const unsigned char*>(parts[1].data()) + 4, sizeof theirs);
+      detail = "it speaks wire protocol version " + std::to_string(theirs) + ", this node " +
+               std::to_string(kProtocolVersion) + ": every node must run the same tether";
+    }
+    check_corrupt(parts[0], r, nullptr, detail);
     return;
   }
   r = handle(h, parts);
@@ -453,7 +460,8 @@ void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated
   }
 }
 
-void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, const Header* h) {
+void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, const Header* h,
+                                 const std::string& detail) {
   if (!corrupts_stream(why) || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return;
   int peer = -1;
   for (int p = 0; p < nodes_ && peer < 0; ++p)  // p over the nodes: whose connection it came on
@@ -464,7 +472,9 @@ void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, con
      << " failed validation (" << reject_name(why);
   if (h) os << "; kind " << static_cast<int>(h->kind) << ", round " << h->round << ", step " << h->step
             << ", chunk " << h->chunk;
-  os << "): what it carried is lost and cannot be sent again, so this run stops";
+  os << "): ";
+  if (!detail.empty()) os << detail << "; ";
+  os << "what it carried is lost and cannot be sent again, so this run stops";
   std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, os.str().c_str());
   fail(std::make_exception_ptr(PeerCorrupt(peer, why, os.str())));
 }

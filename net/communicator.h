@@ -175,7 +175,8 @@ class Communicator {
   void reject(Reject why, const Header* h);
   // After a refused frame: PeerCorrupt when it came on a peer's own
   // connection (routing identity) and corrupts_stream(why).
-  void check_corrupt(const zmq::message_t& identity, Reject why, const Header* h);
+  void check_corrupt(const zmq::message_t& identity, Reject why, const Header* h,
+                     const std::string& detail = "");
   void fail(std::exception_ptr e);
   std::string peer_name(int id) const;
   std::shared_ptr<RoundBuffer> make_buffer(std::vector<float> v);

@@ -60,6 +60,32 @@ bool wait_flag(const std::atomic<bool>& flag, int timeout_ms) {
   return flag.load();
 }
 
+// A raw DEALER with routing identity `id`, connected to 127.0.0.1:port.
+zmq::socket_t raw_dealer(zmq::context_t& ctx, const std::string& id, int port) {
+  zmq::socket_t d(ctx, zmq::socket_type::dealer);
+  d.set(zmq::sockopt::routing_id, id);
+  d.set(zmq::sockopt::linger, 0);
+  d.connect("tcp://127.0.0.1:" + std::to_string(port));
+  return d;
+}
+
+// Sends [header][payload] with h's payload fields filled in (a wrong hash
+// unless good_hash).
+void send_raw(zmq::socket_t& sock, Header h, const void* payload, size_t bytes, bool good_hash) {
+  h.payload_bytes = bytes;
+  h.payload_hash = good_hash ? payload_hash(payload, bytes) : 12345;
+  std::vector<unsigned char> head(kHeaderBytes);
+  encode_header(h, head.data());
+  sock.send(zmq::buffer(head), zmq::send_flags::sndmore);
+  sock.send(zmq::buffer(payload, bytes));
+}
+
+// The hello a peer of `o` sends (every field equal to o's), for `count` floats.
+std::vector<uint64_t> hello_fields(const CommOptions& o, size_t count) {
+  return {o.config_hash, o.sketch_seed, o.peers.size(), static_cast<uint64_t>(o.mixer),
+          static_cast<uint64_t>(o.window), o.chunk_bytes, count};
+}
+
 struct Frame {
   std::vector<unsigned char> header;
   std::vector<float> payload;
@@ -261,28 +287,13 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   zmq::socket_t sink(ctx, zmq::socket_type::router);  // node 1's port
   sink.set(zmq::sockopt::linger, 0);
   sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
-  auto dealer = [&](const std::string& id) {
-    zmq::socket_t d(ctx, zmq::socket_type::dealer);
-    d.set(zmq::sockopt::routing_id, id);
-    d.set(zmq::sockopt::linger, 0);
-    d.connect("tcp://127.0.0.1:" + std::to_string(ports[0]));
-    return d;
-  };
-  zmq::socket_t fake1 = dealer(Transport::identity(1)), evil = dealer("evil");
-  auto send = [](zmq::socket_t& sock, Header h, const void* payload, size_t bytes, bool good_hash) {
-    h.payload_bytes = bytes;
-    h.payload_hash = good_hash ? payload_hash(payload, bytes) : 12345;
-    std::vector<unsigned char> head(kHeaderBytes);
-    encode_header(h, head.data());
-    sock.send(zmq::buffer(head), zmq::send_flags::sndmore);
-    sock.send(zmq::buffer(payload, bytes));
-  };
+  zmq::socket_t fake1 = raw_dealer(ctx, Transport::identity(1), ports[0]);
+  zmq::socket_t evil = raw_dealer(ctx, "evil", ports[0]);
   Header hello;
   hello.kind = Kind::kHello;
   hello.sender = 1;
-  const uint64_t fields[7] = {o.config_hash, o.sketch_seed, 2, static_cast<uint64_t>(o.mixer),
-                              static_cast<uint64_t>(o.window), o.chunk_bytes, count};
-  send(fake1, hello, fields, sizeof fields, true);
+  const std::vector<uint64_t> fields = hello_fields(o, count);
+  send_raw(fake1, hello, fields.data(), fields.size() * 8, true);
   REQUIRE(wait_flag(started, 10000));
 
   // Round 0, step 0 from node 1 (node 0's predecessor): segment 1 = [50, 100).
@@ -293,12 +304,12 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   ring.offset = 50;
   ring.count = 50;
   const std::vector<float> data(50, 3.0f);
-  send(evil, ring, data.data(), 200, false);
+  send_raw(evil, ring, data.data(), 200, false);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(!done.load());  // another identity's bad frame: refused, run goes on
   sent_bad = Clock::now();
   bad_sent = true;
-  send(fake1, ring, data.data(), 200, false);
+  send_raw(fake1, ring, data.data(), 200, false);
   REQUIRE(wait_flag(done, 10000));
   node.join();
   CAPTURE(error);
@@ -312,6 +323,46 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   CHECK(failed_after_s < 3.0);  // at once, not after peer_timeout_ms (20 s)
   fake1.close();
   evil.close();
+  sink.close();
+  ctx.close();
+}
+
+TEST_CASE("start-up: a peer on another wire protocol version is refused at once, naming both versions") {
+  const std::vector<int> ports = free_ports(2);
+  CommOptions o = options(0, ports);
+  o.connect_timeout_ms = 20000;
+  zmq::context_t ctx(1);
+  zmq::socket_t sink(ctx, zmq::socket_type::router);  // node 1's port
+  sink.set(zmq::sockopt::linger, 0);
+  sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
+  zmq::socket_t old_node = raw_dealer(ctx, Transport::identity(1), ports[0]);
+  std::string what = "started";
+  const auto t0 = Clock::now();
+  std::thread node([&] {
+    Communicator c(o);
+    std::vector<float> params(8, 0.0f);
+    try {
+      c.start(params.data(), params.size());
+    } catch (const PeerCorrupt& e) {
+      what = e.what();
+    } catch (const std::exception& e) {
+      what = std::string("other: ") + e.what();
+    }
+  });
+  Header hello;
+  hello.kind = Kind::kHello;
+  hello.sender = 1;
+  hello.version = kProtocolVersion - 1;  // a node of the previous release
+  const std::vector<uint64_t> fields = hello_fields(o, 8);
+  send_raw(old_node, hello, fields.data(), fields.size() * 8, true);
+  node.join();
+  CAPTURE(what);
+  CHECK(Clock::now() - t0 < std::chrono::seconds(5));  // not after connect_timeout_ms (20 s)
+  CHECK(what.find("a frame from peer 1 (127.0.0.1:" + std::to_string(ports[1]) + ")") != std::string::npos);
+  CHECK(what.find("bad_version") != std::string::npos);
+  CHECK(what.find("it speaks wire protocol version " + std::to_string(kProtocolVersion - 1) + ", this node " +
+                  std::to_string(kProtocolVersion)) != std::string::npos);
+  old_node.close();
   sink.close();
   ctx.close();
 }
