@@ -4,8 +4,9 @@
 # same run (warm-up, several iterations, median of the per-iteration slowest
 # rank), tether's results checked element by element in the same run; then a
 # size sweep 4 KB .. 64 MB with time, algbw and busbw (= algbw * 2(N-1)/N).
-# Ends with one line: RESULT tether_ms=... gloo_ms=... mpi_ms=... ratio=...
-# (ratio = tether / gloo; below 1 means tether is faster).
+# Ends with one line: RESULT tether_ms=... gloo_ms=... mpi_ms=... ratio=... skew_ms=...
+# (ratio = tether / gloo; below 1 means tether is faster; skew_ms: how far
+# apart tether's harness barrier released the processes, median).
 #
 # usage: bench/allreduce.sh [--no-sweep]      (BUILD_DIR defaults to build/)
 set -euo pipefail
@@ -61,4 +62,5 @@ if [ "${wrong:-1}" != 0 ]; then
   echo "tether results WRONG ($wrong mismatches)" >&2
 fi
 ratio="$(awk -v t="${tether_ms:-0}" -v g="${gloo_ms:-0}" 'BEGIN { if (g > 0) printf "%.3f", t / g; else print "NA" }')"
-echo "RESULT tether_ms=${tether_ms:-NA} gloo_ms=${gloo_ms:-NA} mpi_ms=${mpi_ms} ratio=${ratio}"
+skew="$(sed -n 's/.* skew=\([0-9.]*\) ms.*/\1/p' "$tmp/tether.txt" | head -1)"
+echo "RESULT tether_ms=${tether_ms:-NA} gloo_ms=${gloo_ms:-NA} mpi_ms=${mpi_ms} ratio=${ratio} skew_ms=${skew:-NA}"
