@@ -80,11 +80,28 @@ void send_raw(zmq::socket_t& sock, Header h, const void* payload, size_t bytes, 
   sock.send(zmq::buffer(payload, bytes));
 }
 
-// The hello a peer of `o` sends (every field equal to o's), for `count` floats.
-std::vector<uint64_t> hello_fields(const CommOptions& o, size_t count) {
-  return {o.config_hash, o.sketch_seed, o.peers.size(), static_cast<uint64_t>(o.mixer),
-          static_cast<uint64_t>(o.window), o.chunk_bytes, count};
-}
+// Node 1 of a 2-node config played by raw sockets against a real node 0: a
+// ROUTER on node 1's port takes node 0's traffic, a DEALER with node 1's
+// routing identity talks to node 0. hello() sends node 1's hello with every
+// field equal to o's (count floats), under the given protocol version.
+struct RawNode1 {
+  zmq::context_t ctx{1};
+  zmq::socket_t sink, self;
+  explicit RawNode1(const std::vector<int>& ports)
+      : sink(ctx, zmq::socket_type::router), self(raw_dealer(ctx, Transport::identity(1), ports[0])) {
+    sink.set(zmq::sockopt::linger, 0);
+    sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
+  }
+  void hello(const CommOptions& o, size_t count, uint16_t version = kProtocolVersion) {
+    Header h;
+    h.kind = Kind::kHello;
+    h.sender = 1;
+    h.version = version;
+    const uint64_t fields[] = {o.config_hash, o.sketch_seed, o.peers.size(), static_cast<uint64_t>(o.mixer),
+                               static_cast<uint64_t>(o.window), o.chunk_bytes, count};
+    send_raw(self, h, fields, sizeof fields, true);
+  }
+};
 
 struct Frame {
   std::vector<unsigned char> header;
@@ -195,10 +212,7 @@ TEST_CASE("hostile frames to a live node mid-run: each refused and counted, roun
   frames.push_back({"identity_mismatch", make([](Header&, Frame&) {})});  // valid, but forged
 
   zmq::context_t ctx(1);
-  zmq::socket_t evil(ctx, zmq::socket_type::dealer);
-  evil.set(zmq::sockopt::routing_id, "evil");
-  evil.set(zmq::sockopt::linger, 0);
-  evil.connect("tcp://127.0.0.1:" + std::to_string(ports[0]));
+  zmq::socket_t evil = raw_dealer(ctx, "evil", ports[0]);
   std::map<std::string, uint64_t> expected;
   for (auto& [reason, f] : frames) {
     evil.send(zmq::buffer(f.header), zmq::send_flags::sndmore);
@@ -283,17 +297,9 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
     done = true;
   });
 
-  zmq::context_t ctx(1);
-  zmq::socket_t sink(ctx, zmq::socket_type::router);  // node 1's port
-  sink.set(zmq::sockopt::linger, 0);
-  sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
-  zmq::socket_t fake1 = raw_dealer(ctx, Transport::identity(1), ports[0]);
-  zmq::socket_t evil = raw_dealer(ctx, "evil", ports[0]);
-  Header hello;
-  hello.kind = Kind::kHello;
-  hello.sender = 1;
-  const std::vector<uint64_t> fields = hello_fields(o, count);
-  send_raw(fake1, hello, fields.data(), fields.size() * 8, true);
+  RawNode1 fake1(ports);
+  zmq::socket_t evil = raw_dealer(fake1.ctx, "evil", ports[0]);
+  fake1.hello(o, count);
   REQUIRE(wait_flag(started, 10000));
 
   // Round 0, step 0 from node 1 (node 0's predecessor): segment 1 = [50, 100).
@@ -309,7 +315,7 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   CHECK(!done.load());  // another identity's bad frame: refused, run goes on
   sent_bad = Clock::now();
   bad_sent = true;
-  send_raw(fake1, ring, data.data(), 200, false);
+  send_raw(fake1.self, ring, data.data(), 200, false);
   REQUIRE(wait_flag(done, 10000));
   node.join();
   CAPTURE(error);
@@ -321,21 +327,14 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   CHECK(error.find("round 0") != std::string::npos);
   CHECK(failed_after_s >= 0);
   CHECK(failed_after_s < 3.0);  // at once, not after peer_timeout_ms (20 s)
-  fake1.close();
   evil.close();
-  sink.close();
-  ctx.close();
 }
 
 TEST_CASE("start-up: a peer on another wire protocol version is refused at once, naming both versions") {
   const std::vector<int> ports = free_ports(2);
   CommOptions o = options(0, ports);
   o.connect_timeout_ms = 20000;
-  zmq::context_t ctx(1);
-  zmq::socket_t sink(ctx, zmq::socket_type::router);  // node 1's port
-  sink.set(zmq::sockopt::linger, 0);
-  sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
-  zmq::socket_t old_node = raw_dealer(ctx, Transport::identity(1), ports[0]);
+  RawNode1 old_node(ports);
   std::string what = "started";
   const auto t0 = Clock::now();
   std::thread node([&] {
@@ -349,12 +348,7 @@ TEST_CASE("start-up: a peer on another wire protocol version is refused at once,
       what = std::string("other: ") + e.what();
     }
   });
-  Header hello;
-  hello.kind = Kind::kHello;
-  hello.sender = 1;
-  hello.version = kProtocolVersion - 1;  // a node of the previous release
-  const std::vector<uint64_t> fields = hello_fields(o, 8);
-  send_raw(old_node, hello, fields.data(), fields.size() * 8, true);
+  old_node.hello(o, 8, kProtocolVersion - 1);  // a node of the previous release
   node.join();
   CAPTURE(what);
   CHECK(Clock::now() - t0 < std::chrono::seconds(5));  // not after connect_timeout_ms (20 s)
@@ -362,9 +356,6 @@ TEST_CASE("start-up: a peer on another wire protocol version is refused at once,
   CHECK(what.find("bad_version") != std::string::npos);
   CHECK(what.find("it speaks wire protocol version " + std::to_string(kProtocolVersion - 1) + ", this node " +
                   std::to_string(kProtocolVersion)) != std::string::npos);
-  old_node.close();
-  sink.close();
-  ctx.close();
 }
 
 TEST_CASE("a SIGKILLed peer surfaces as PeerLost naming it, within peer_timeout_ms") {
