@@ -104,19 +104,12 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data) {
     return;
   }
   // reduce-scatter step 0: own segment, zero-copy from the submitted buffer.
-  // Hashed and checked for finite values in the same pass: peers would refuse
-  // a non-finite frame and the round would stall, so fail here, loudly.
+  // Hashed and checked for finite values in one pass: peers would refuse a
+  // non-finite frame and the run would stop, so fail here, naming the cause.
   for (uint32_t c = 0; c < chunks_in(self_); ++c) {  // c over this segment's chunks
     const ChunkRange r = chunk(self_, c);
-    const float* x = st.buf->data.data() + r.offset;
     PayloadHasher hasher;
-    bool finite = true;
-    for (uint64_t b = 0; b < r.count; b += kBlockFloats) {  // b over the blocks
-      const uint64_t n = std::min<uint64_t>(kBlockFloats, r.count - b);
-      hasher.update(x + b, n * sizeof(float));
-      finite &= all_finite(x + b, n);
-    }
-    if (!finite)
+    if (!hasher.update_finite(st.buf->data.data() + r.offset, r.count))
       throw std::invalid_argument("ring round " + std::to_string(round) +
                                   ": non-finite value in this node's vector");
     const uint64_t hash = hasher.finish();
@@ -148,7 +141,8 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
   const uint64_t n = h.count;
   if (h.step < n1) {  // reduce-scatter: partial sum of segment seg arrives
     // add own values in place, block by block; the hash of what goes out and
-    // the finite check run on each block while it is in L1
+    // its finite check (one pass, PayloadHasher::update_finite) run on each
+    // block while it is in L1
     const bool owner = h.step + 1 == n1;  // the chain of segment seg ends here
     const auto divisor = static_cast<float>(nodes_);
     PayloadHasher hasher;
@@ -156,8 +150,7 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
     for (uint64_t b = 0; b < n; b += kBlockFloats) {  // b over the blocks
       const uint64_t e = std::min<uint64_t>(n, b + kBlockFloats);
       add_block(in + b, own + b, e - b, owner, divisor);
-      hasher.update(in + b, (e - b) * sizeof(float));
-      finite &= all_finite(in + b, e - b);
+      finite &= hasher.update_finite(in + b, e - b);
     }
     if (!finite)
       throw std::invalid_argument("ring round " + std::to_string(round) +

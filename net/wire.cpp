@@ -132,11 +132,18 @@ static_assert(PayloadHasher::kLanes == 4 * 16);
 // k stripes of kStripeBytes into the kLanes lanes: lane l takes 32-bit word l
 // of every stripe. 64 lanes are four independent 16-lane vector chains
 // (AVX-512; eight with AVX2), so the multiply latency of one chain overlaps
-// the others' instead of bounding the rate. Clones for AVX-512 and AVX2 are
-// picked by the loader (ifunc).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void lane_stripes(
-    uint32_t* __restrict acc, const unsigned char* __restrict p, size_t k) {
+// the others' instead of bounding the rate. kFinite: the same loads also feed
+// the finite check (all exponent bits set <=> NaN or infinity), OR-reduced
+// into a vector that the caller tests once; returns true when every word of
+// the stripes is a finite float (always true without kFinite).
+template <bool kFinite>
+__attribute__((always_inline)) inline bool lane_stripes_body(uint32_t* __restrict acc,
+                                                              const unsigned char* __restrict p, size_t k) {
+  constexpr uint32_t kExp = 0x7f800000u;
+  const Lanes16 exp = {kExp, kExp, kExp, kExp, kExp, kExp, kExp, kExp,
+                       kExp, kExp, kExp, kExp, kExp, kExp, kExp, kExp};
   Lanes16 a[4];
+  Lanes16 bad = {};
   std::memcpy(a, acc, sizeof(a));
   for (size_t s = 0; s < k; ++s, p += PayloadHasher::kStripeBytes) {  // s over the stripes
     Lanes16 w[4];
@@ -144,9 +151,23 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void lane_stripes(
     for (int v = 0; v < 4; ++v) {  // v over the four independent chains (unrolled)
       const Lanes16 x = a[v] + w[v] * kP2_32;
       a[v] = ((x << 13) | (x >> 19)) * kP1_32;
+      if constexpr (kFinite) bad |= reinterpret_cast<Lanes16>((w[v] & exp) == exp);
     }
   }
   std::memcpy(acc, a, sizeof(a));
+  uint32_t any = 0;
+  for (int l = 0; l < 16; ++l) any |= bad[l];  // l over the lanes
+  return any == 0;
+}
+
+// Clones for AVX-512 and AVX2 are picked by the loader (ifunc).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void lane_stripes(
+    uint32_t* __restrict acc, const unsigned char* __restrict p, size_t k) {
+  lane_stripes_body<false>(acc, p, k);
+}
+__attribute__((target_clones("avx512f", "avx2", "default"))) bool lane_stripes_finite(
+    uint32_t* __restrict acc, const unsigned char* __restrict p, size_t k) {
+  return lane_stripes_body<true>(acc, p, k);
 }
 
 }  // namespace
@@ -156,25 +177,40 @@ PayloadHasher::PayloadHasher() {
     acc_[l] = kP1_32 * static_cast<uint32_t>(l + 1) + kP2_32;
 }
 
-void PayloadHasher::update(const void* data, size_t bytes) {
+void PayloadHasher::update(const void* data, size_t bytes) { feed(data, bytes, false); }
+
+bool PayloadHasher::update_finite(const float* data, size_t count) {
+  return feed(data, count * sizeof(float), true);
+}
+
+bool PayloadHasher::feed(const void* data, size_t bytes, bool check) {
   const auto* p = static_cast<const unsigned char*>(data);
+  // Bytes copied into tail_ are checked where they come from (whole floats:
+  // update_finite keeps the stream float-aligned, as kStripeBytes is).
+  auto finite_bytes = [check](const unsigned char* q, size_t n) {
+    return !check || all_finite(reinterpret_cast<const float*>(q), n / sizeof(float));
+  };
+  bool finite = true;
   total_bytes_ += bytes;
   if (tail_bytes_) {  // complete the stripe left over from the previous update
     const size_t take = std::min<size_t>(kStripeBytes - tail_bytes_, bytes);
+    finite &= finite_bytes(p, take);
     std::memcpy(tail_ + tail_bytes_, p, take);
     tail_bytes_ += take;
     p += take;
     bytes -= take;
-    if (tail_bytes_ < kStripeBytes) return;
+    if (tail_bytes_ < kStripeBytes) return finite;
     lane_stripes(acc_, tail_, 1);
     tail_bytes_ = 0;
   }
   const size_t k = bytes / kStripeBytes;
-  if (k) lane_stripes(acc_, p, k);
+  if (k) finite &= check ? lane_stripes_finite(acc_, p, k) : (lane_stripes(acc_, p, k), true);
   p += k * kStripeBytes;
   bytes -= k * kStripeBytes;
+  finite &= finite_bytes(p, bytes);
   if (bytes) std::memcpy(tail_, p, bytes);
   tail_bytes_ = bytes;
+  return finite;
 }
 
 uint64_t PayloadHasher::finish() const {
@@ -279,15 +315,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) bool all_finite(con
 
 Reject check_payload(const Header& h, const void* payload, size_t payload_bytes) {
   if (payload_bytes != h.payload_bytes) return Reject::kLengthMismatch;
-  const bool floats = carries_floats(h.kind);
-  const auto* p = static_cast<const unsigned char*>(payload);
   PayloadHasher hasher;
   bool finite = true;
-  const size_t block = kBlockFloats * sizeof(float);
-  for (size_t off = 0; off < payload_bytes; off += block) {  // one pass, block by block
-    const size_t n = std::min(block, payload_bytes - off);
-    hasher.update(p + off, n);
-    if (floats) finite &= all_finite(reinterpret_cast<const float*>(p + off), n / sizeof(float));
+  if (carries_floats(h.kind)) {  // hash and finite check in one pass, the same loads
+    if (payload_bytes % sizeof(float) != 0) return Reject::kLengthMismatch;
+    finite = hasher.update_finite(static_cast<const float*>(payload), payload_bytes / sizeof(float));
+  } else {
+    hasher.update(payload, payload_bytes);
   }
   if (hasher.finish() != h.payload_hash) return Reject::kBadChecksum;
   if (!finite) return Reject::kNonFinite;

@@ -108,9 +108,15 @@ class PayloadHasher {
 
   PayloadHasher();
   void update(const void* data, size_t bytes);
+  // update() over count float32 values that also checks them, in the same
+  // loads: false when one of them is NaN or infinite. update() and
+  // update_finite() may be mixed when every update() fed whole floats
+  // (a multiple of 4 bytes).
+  bool update_finite(const float* data, size_t count);
   uint64_t finish() const;
 
  private:
+  bool feed(const void* data, size_t bytes, bool check);
   uint32_t acc_[kLanes];
   unsigned char tail_[kStripeBytes];
   size_t tail_bytes_ = 0;
@@ -118,8 +124,8 @@ class PayloadHasher {
 };
 uint64_t payload_hash(const void* data, size_t bytes);
 
-// Bytes processed per block by the fused loops (hash + check, add + hash):
-// small enough that the second touch of a block hits L1.
+// Floats per block of the ring's fused add + hash loop: small enough that the
+// second touch of a block hits L1.
 inline constexpr size_t kBlockFloats = 4096;
 
 // Writes h into out (kHeaderBytes), little-endian, computing header_hash.
@@ -131,7 +137,7 @@ void encode_header(const Header& h, unsigned char* out);
 Reject decode_header(const void* frame, size_t frame_bytes, Header* out);
 
 // Payload frame against its header: length, payload_hash, and (for float
-// kinds) every value finite — one pass over the payload, block by block.
+// kinds) every value finite — one pass over the payload, the same loads.
 Reject check_payload(const Header& h, const void* payload, size_t payload_bytes);
 
 // True when every one of the count floats is finite.

@@ -245,6 +245,48 @@ TEST_CASE("every header corruption is refused with its reason") {
   }
 }
 
+TEST_CASE("update_finite: the same hash as update, and a NaN or infinity anywhere is found") {
+  // lengths around the 64-float stripe, splits that leave a partial stripe
+  // in the hasher's tail, and every position of a bad value
+  std::vector<float> x(700);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.25f - 11.0f;
+  const float bads[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity(), std::bit_cast<float>(0xff800001u)};
+  size_t wrong_hash = 0, missed = 0, false_alarm = 0, cases = 0;
+  for (size_t n : {size_t{0}, size_t{1}, size_t{63}, size_t{64}, size_t{65}, size_t{130}, size_t{700}}) {
+    for (size_t split : {size_t{0}, size_t{3}, size_t{64}, size_t{100}}) {
+      if (split > n) continue;
+      auto run = [&](bool* finite) {  // update_finite in two calls, the first ending at split
+        PayloadHasher h;
+        *finite = h.update_finite(x.data(), split);
+        *finite &= h.update_finite(x.data() + split, n - split);
+        return h.finish();
+      };
+      bool finite = false;
+      wrong_hash += run(&finite) != payload_hash(x.data(), n * sizeof(float));
+      false_alarm += !finite;
+      for (size_t pos = 0; pos < n; ++pos) {  // pos over the positions of the bad value
+        const float keep = x[pos];
+        x[pos] = bads[pos % 4];
+        const uint64_t hash = run(&finite);
+        wrong_hash += hash != payload_hash(x.data(), n * sizeof(float));
+        missed += finite;
+        x[pos] = keep;
+        ++cases;
+      }
+    }
+  }
+  CHECK(cases > 2000);
+  CHECK(wrong_hash == 0);
+  CHECK(missed == 0);
+  CHECK(false_alarm == 0);
+  // after an update() of whole floats, update_finite continues the same stream
+  PayloadHasher mixed;
+  mixed.update(x.data(), 12);
+  CHECK(mixed.update_finite(x.data() + 3, 500));
+  CHECK(mixed.finish() == payload_hash(x.data(), 503 * sizeof(float)));
+}
+
 TEST_CASE("payload checks: length, hash, finite values") {
   std::vector<float> x = {1.0f, -2.5f, 3.0f, 0.0f};
   Header h = sample();
