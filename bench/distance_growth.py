@@ -44,7 +44,7 @@ def run_cluster(binary, workdir, n, s, seed, a):
     cfg = {
         "device": "cpu",
         "model": {"name": "mlp", "hidden": a.hidden},
-        "data": {"name": "synthetic", "synthetic_train": 5120, "synthetic_test": 64, "batch_size": a.batch},
+        "data": {"name": "synthetic", "synthetic_train": a.train_samples, "synthetic_test": 64, "batch_size": a.batch},
         "optimizer": {"lr": a.lr, "momentum": 0.0, "weight_decay": 0.0},
         "train": {"epochs": 1000, "seed": seed, "threads": 1, "max_steps": a.rounds},
         "log": {"every_steps": 10, "progress": False, "dir": logdir},
@@ -105,6 +105,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=120)
     ap.add_argument("--hidden", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--train-samples", type=int, default=5120)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--delay-ms", type=int, default=10)
     ap.add_argument("--timeout-s", type=int, default=300)

@@ -12,7 +12,9 @@
 // earliest start, from CLOCK_MONOTONIC stamps, which all processes share):
 // 0.1-1.5 ms here, against 0.3-0.6 ms for gloo's barrier in its benchmark
 // (measured with an instrumented copy) and 3.5 ms for the ring all-reduce of
-// one float this benchmark used before.
+// one float this benchmark used before. cpu_user= and cpu_sys= are the CPU
+// time of one all-reduce summed over the processes (getrusage around the
+// timed call, every thread), the mean over the timed iterations.
 //
 // usage: allreduce_bench [--nodes 4] [--numel 11000000] [--iters 20] [--warmup 3]
 //                        [--chunk-bytes 1048576] [--sweep | --sweep-only]
@@ -21,6 +23,7 @@
 // every iteration's time (slowest node) to stderr.
 #include <malloc.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <time.h>
 
@@ -143,17 +146,21 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
   }
   std::vector<float> x(numel);
   size_t wrong = 0;
-  std::ostringstream times, starts;
+  std::ostringstream times, starts, cpu;
+  auto tv_ms = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_usec) * 1e-3; };
   starts.setf(std::ios::fixed);
   starts.precision(4);
   constexpr int kBarrierMs = 60000;
   for (int it = 0; it < a.warmup + iters; ++it) {  // warm-up, then timed iterations
     for (size_t j = 0; j < numel; ++j) x[j] = input(self, j);
     barrier->wait(kBarrierMs);
+    rusage ru0{}, ru1{};
+    getrusage(RUSAGE_SELF, &ru0);  // every thread of this node: caller, I/O, ZeroMQ's
     const auto t0 = Clock::now();
     comm.submit(static_cast<uint64_t>(it), std::move(x), {});
     x = wait_round(comm);
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    getrusage(RUSAGE_SELF, &ru1);
     // Verify only once every node is done: on an oversubscribed machine a
     // node checking its result would take CPU from one still reducing (the
     // gloo and MPI peers do no checking at all).
@@ -161,16 +168,21 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
     for (size_t j = 0; j < numel; ++j) wrong += x[j] != expected[j % 3];
     if (it >= a.warmup) {
       times << " " << ms;
+      cpu << " " << tv_ms(ru1.ru_utime) - tv_ms(ru0.ru_utime) << " " << tv_ms(ru1.ru_stime) - tv_ms(ru0.ru_stime);
       starts << " " << std::chrono::duration<double, std::milli>(t0.time_since_epoch()).count();
     }
   }
   comm.stop(5000);
-  return std::to_string(wrong) + times.str() + starts.str();
+  return std::to_string(wrong) + times.str() + starts.str() + cpu.str();
 }
 
 struct Measure {
   double median_ms = 0, min_ms = 0, max_ms = 0;
   double skew_ms = 0;  // median over iterations of (latest start - earliest start)
+  // CPU time of one all-reduce summed over the processes (all their threads),
+  // mean over the timed iterations: getrusage splits a thread's time into user
+  // and system by sampling, so one iteration's split is noisy, the mean is not.
+  double cpu_user_ms = 0, cpu_sys_ms = 0;
   size_t wrong = 0;
   bool ok = false;
 };
@@ -206,6 +218,12 @@ Measure measure(const Args& a, size_t numel, int iters) {
       in >> st;
       first[k] = std::min(first[k], st);
       last[k] = std::max(last[k], st);
+    }
+    for (size_t k = 0; k < n; ++k) {  // k over the timed iterations: CPU ms, user and system
+      double u = 0, sy = 0;
+      in >> u >> sy;
+      m.cpu_user_ms += u / static_cast<double>(n);
+      m.cpu_sys_ms += sy / static_cast<double>(n);
     }
     if (!in) {
       std::fprintf(stderr, "node output malformed: %s\n", r.out.c_str());
@@ -278,9 +296,9 @@ int main(int argc, char** argv) {
     const double bytes = static_cast<double>(numel) * 4;
     const double algbw = bytes / (m.median_ms * 1e-3) / 1e9;
     std::printf("%s nodes=%d numel=%zu bytes=%.0f iters=%d median=%.2f ms min=%.2f ms max=%.2f ms "
-                "algbw=%.3f GB/s busbw=%.3f GB/s wrong=%zu skew=%.2f ms%s\n",
+                "algbw=%.3f GB/s busbw=%.3f GB/s wrong=%zu skew=%.2f ms cpu_user=%.1f ms cpu_sys=%.1f ms%s\n",
                 tag, a.nodes, numel, bytes, iters, m.median_ms, m.min_ms, m.max_ms, algbw,
-                algbw * bus, m.wrong, m.skew_ms, m.ok ? "" : " FAILED");
+                algbw * bus, m.wrong, m.skew_ms, m.cpu_user_ms, m.cpu_sys_ms, m.ok ? "" : " FAILED");
     std::fflush(stdout);
     if (!m.ok || m.wrong) status = 1;
   };
