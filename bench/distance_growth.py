@@ -17,6 +17,7 @@ flight, so whatever growth it shows comes from taking the maximum over 28
 pairs instead of 1, not from staleness.
 
 usage: bench/distance_growth.py [--staleness 2,0] [--seeds 7,8,9] [--rounds 120]
+         [--train-samples 5120] [--batch 64] [--bound auto|DIST] [--model lenet --data fashion-mnist]
 Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/). Ends with one line:
   RESULT s2_all_pairs=... s2_per_pair=... s0_all_pairs=... ...   (medians over seeds)
 """
@@ -43,15 +44,16 @@ def run_cluster(binary, workdir, n, s, seed, a):
     os.makedirs(logdir)
     cfg = {
         "device": "cpu",
-        "model": {"name": "mlp", "hidden": a.hidden},
-        "data": {"name": "synthetic", "synthetic_train": a.train_samples, "synthetic_test": 64, "batch_size": a.batch},
+        "model": {"name": "mlp", "hidden": a.hidden} if a.model == "mlp" else {"name": a.model},
+        "data": ({"name": "synthetic", "synthetic_train": a.train_samples, "synthetic_test": 64, "batch_size": a.batch}
+                 if a.data == "synthetic" else {"name": a.data, "path": a.data_path, "batch_size": a.batch}),
         "optimizer": {"lr": a.lr, "momentum": 0.0, "weight_decay": 0.0},
         "train": {"epochs": 1000, "seed": seed, "threads": 1, "max_steps": a.rounds},
         "log": {"every_steps": 10, "progress": False, "dir": logdir},
         "net": {"connect_timeout_ms": 20000, "inject_delay_ms": a.delay_ms, "peer_timeout_ms": 10000,
                 "shutdown_timeout_ms": 2000},
         "algorithm": {"name": "overlap", "staleness": s, "period": 1, "mixer": "ring"},
-        "monitor": {"bound": "auto", "sketch_buckets": 256, "snapshots": True},
+        "monitor": {"bound": a.bound if a.bound == "auto" else float(a.bound), "sketch_buckets": 256, "snapshots": True},
         "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(n))]},
     }
     path = os.path.join(logdir, "config.json")
@@ -106,6 +108,10 @@ def main():
     ap.add_argument("--hidden", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--train-samples", type=int, default=5120)
+    ap.add_argument("--model", default="mlp", help="mlp (with --hidden units) or another model of the zoo, e.g. lenet")
+    ap.add_argument("--data", default="synthetic", help="synthetic (--train-samples), or e.g. fashion-mnist (--data-path)")
+    ap.add_argument("--data-path", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--bound", default="auto", help="monitor.bound: auto, or a distance the monitor holds")
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--delay-ms", type=int, default=10)
     ap.add_argument("--timeout-s", type=int, default=300)
@@ -116,7 +122,7 @@ def main():
     seeds = [int(x) for x in a.seeds.split(",")]
     stalenesses = [int(x) for x in a.staleness.split(",")]
     print(f"# commit {subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}, "
-          f"{os.cpu_count()} cores; mlp hidden {a.hidden}, batch {a.batch}, lr {a.lr}, H 1, {a.rounds} rounds, "
+          f"{os.cpu_count()} cores; {a.model if a.model != 'mlp' else f'mlp hidden {a.hidden}'} on {a.data}, bound {a.bound}, batch {a.batch}, lr {a.lr}, H 1, {a.rounds} rounds, "
           f"delay {a.delay_ms} ms/hop", flush=True)
     growth = {}
     with tempfile.TemporaryDirectory(prefix="tether-growth-") as work:
