@@ -22,12 +22,13 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Hello payload: 7 little-endian u64 fields, all of which must match ours.
-constexpr size_t kHelloFields = 7;
+// Hello payload: 9 little-endian u64 fields, all of which must match ours.
+constexpr size_t kHelloFields = 9;
 constexpr size_t kHelloBytes = kHelloFields * sizeof(uint64_t);
 constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed", "node count",
                                                    "mixer",       "window",      "chunk bytes",
-                                                   "parameter count"};
+                                                   "parameter count", "start round", "start step"};
+constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
@@ -96,6 +97,7 @@ void Communicator::start(float* params, size_t count) {
   started_called_ = true;
   count_ = count;
   params_ = params;
+  next_submit_ = next_poll_ = done_ = submitted_io_ = opts_.first_round;  // before the I/O thread exists
   {
     // The I/O thread takes no asynchronous signals (ZeroMQ's threads block
     // them too): a ZeroMQ call on it is never interrupted (EINTR would
@@ -125,7 +127,11 @@ void Communicator::start(float* params, size_t count) {
   throw StartFailed({}, "node " + std::to_string(opts_.self) + ": start-up did not finish");
 }
 
-void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<float> sketch) {
+Mixer* Communicator::mixer_for(const Slot& slot) const {
+  return slot.exact || !gossip_ ? static_cast<Mixer*>(ring_.get()) : static_cast<Mixer*>(gossip_.get());
+}
+
+void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<float> sketch, RoundFlags flags) {
   TETHER_NET_CHECK(started_called_ && !stopped_, "submit() outside start()..stop()");
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -143,7 +149,10 @@ void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<f
   }
   auto d = make_buffer(std::move(data));
   auto s = make_buffer(std::move(sketch));
-  asio::post(io_, [this, round, d, s] { on_submit(round, d, s); });
+  // Every result returned so far has been applied to `data` (gossip's
+  // snapshot completion relies on it; see gossip.h).
+  const uint64_t applied = next_poll_;
+  asio::post(io_, [this, round, d, s, applied, flags] { on_submit(round, d, s, applied, flags); });
   ++next_submit_;
 }
 
@@ -226,13 +235,12 @@ void Communicator::io_main() {
         io_, opts_.self, std::move(tpeers), opts_.inject_delay_ms, opts_.inject_rate_mbps,
         [this](std::vector<zmq::message_t>& parts, bool truncated) { on_message(parts, truncated); },
         &bytes_sent_, &bytes_recv_);
-    if (opts_.mixer == MixerKind::kRing) {
-      mixer_ = std::make_unique<RingAllreduce>(opts_.self, nodes_, count_, opts_.chunk_bytes,
-                                               transport_.get());
-    } else {
-      mixer_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
-                                        transport_.get());
-    }
+    // The ring also carries the exact averages a gossip run asks for.
+    ring_ = std::make_unique<RingAllreduce>(opts_.self, nodes_, count_, opts_.chunk_bytes,
+                                            transport_.get());
+    if (opts_.mixer == MixerKind::kGossip)
+      gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
+                                         transport_.get(), opts_.first_round);
     params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
@@ -248,7 +256,9 @@ void Communicator::io_main() {
                                            static_cast<uint64_t>(opts_.mixer),
                                            static_cast<uint64_t>(opts_.window),
                                            opts_.chunk_bytes,
-                                           count_};
+                                           count_,
+                                           opts_.first_round,
+                                           opts_.start_step};
     std::memcpy(hello, fields, kHelloBytes);
     for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
       if (p == opts_.self) continue;
@@ -289,7 +299,8 @@ void Communicator::io_main() {
     fail(std::current_exception());
   }
   transport_.reset();
-  mixer_.reset();
+  gossip_.reset();
+  ring_.reset();
   slots_.clear();
   std::lock_guard<std::mutex> lk(mu_);
   io_exited_ = true;
@@ -301,8 +312,9 @@ void Communicator::maybe_started() {
   for (int p = 0; p < nodes_; ++p) {  // every other node said hello
     if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) return;
   }
-  if (opts_.self == 0) {
-    if (nodes_ > 1 && count_ > 0) {  // broadcast the initial parameters, chunked
+  const bool broadcast = opts_.start_step == 0;  // a resumed run keeps every node's own
+  if (opts_.self == 0 || !broadcast) {
+    if (broadcast && nodes_ > 1 && count_ > 0) {  // broadcast the initial parameters, chunked
       auto buf = make_buffer(std::vector<float>(params_, params_ + count_));
       for (int p = 1; p < nodes_; ++p) {                      // p over the other nodes
         for (uint64_t c = 0; c < params_chunks_; ++c) {  // c over the chunks
@@ -512,7 +524,7 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       break;
     }
     case Kind::kParams: {
-      if (peer != 0 || phase_ != Phase::kStarting) return Reject::kUnexpected;
+      if (peer != 0 || phase_ != Phase::kStarting || opts_.start_step != 0) return Reject::kUnexpected;
       if (h.step != 0 || h.round != 0 || h.chunk >= params_chunks_) return Reject::kRangeMismatch;
       const uint64_t offset = h.chunk * params_chunk_elems_;
       if (h.offset != offset || h.count != std::min(params_chunk_elems_, count_ - offset))
@@ -528,13 +540,15 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       if (phase_ != Phase::kStarting && phase_ != Phase::kRunning && phase_ != Phase::kStopping)
         return Reject::kUnexpected;
       if (!in_window()) return Reject::kRoundOutsideWindow;
-      if ((r = mixer_->check(h)) != Reject::kNone) return r;
+      Mixer* mixer = h.kind == Kind::kRing ? ring_.get() : gossip_.get();
+      if (!mixer) return Reject::kUnexpected;
+      if ((r = mixer->check(h)) != Reject::kNone) return r;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
       if (!identity_ok()) return Reject::kIdentityMismatch;
       if (reinterpret_cast<uintptr_t>(payload.data()) % alignof(float) != 0) {
         payload = zmq::message_t(payload.data(), payload.size());  // realign (small frames)
       }
-      if ((r = mixer_->receive(h, std::move(payload))) != Reject::kNone) return r;
+      if ((r = mixer->receive(h, std::move(payload))) != Reject::kNone) return r;
       ps.last_seen = Clock::now();
       try_complete();
       return Reject::kNone;
@@ -547,6 +561,7 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       if (!identity_ok()) return Reject::kIdentityMismatch;
       Slot& slot = slots_[h.round];
       if (slot.sketches.count(peer)) return Reject::kDuplicate;
+      slot.stop = slot.stop || (h.flags & kStopRequest) != 0;
       std::vector<float>& sk = slot.sketches[peer];
       sk.resize(h.count);
       if (h.count) std::memcpy(sk.data(), payload.data(), h.count * sizeof(float));
@@ -569,7 +584,22 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
                                        static_cast<uint64_t>(opts_.mixer),
                                        static_cast<uint64_t>(opts_.window),
                                        opts_.chunk_bytes,
-                                       count_};
+                                       count_,
+                                       opts_.first_round,
+                                       opts_.start_step};
+  if (theirs[kHelloStartRound] != ours[kHelloStartRound] || theirs[kHelloStartStep] != ours[kHelloStartStep]) {
+    auto where = [](uint64_t round, uint64_t step) {
+      return step == 0 ? std::string("a fresh start (round 0, step 0)")
+                       : "a checkpoint cut at round " + std::to_string(round) + " (step " + std::to_string(step) + ")";
+    };
+    const std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) + ": it starts from " +
+                             where(theirs[kHelloStartRound], theirs[kHelloStartStep]) + ", this node from " +
+                             where(ours[kHelloStartRound], ours[kHelloStartStep]) +
+                             "; resume every node from checkpoints of the same cut, or none";
+    std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
+    fail(std::make_exception_ptr(StartFailed({peer}, what)));
+    return;
+  }
   for (size_t f = 0; f < kHelloFields; ++f) {  // f over the hello fields
     if (theirs[f] != ours[f]) {
       const bool as_hex = f < 2;
@@ -617,7 +647,7 @@ void Communicator::handle_bye(const Header& h) {
 }
 
 void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
-                             std::shared_ptr<RoundBuffer> sketch) {
+                             std::shared_ptr<RoundBuffer> sketch, uint64_t applied, RoundFlags flags) {
   if (!transport_ || phase_ != Phase::kRunning) return;
   for (int p = 0; p < nodes_; ++p) {  // a peer that left before this round
     const PeerState& ps = peers_[static_cast<size_t>(p)];
@@ -637,31 +667,36 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   Slot& slot = slots_[round];
   slot.submitted = true;
   slot.own_sketch = sketch;
+  slot.stop = slot.stop || flags.stop;
   for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other node
     if (p == opts_.self) continue;
     Header h;
     h.kind = Kind::kSketch;
+    h.flags = flags.stop ? kStopRequest : 0;
     h.round = round;
     h.count = sketch->data.size();
     transport_->send(p, h, zero_copy(sketch, 0, sketch->data.size()), nullptr);
   }
   submitted_io_ = round + 1;
-  mixer_->submit(round, std::move(data));
+  slot.exact = flags.exact;
+  mixer_for(slot)->submit(round, std::move(data), applied);
   try_complete();
 }
 
 void Communicator::try_complete() {
-  if (!mixer_) return;
+  if (!ring_) return;
   for (;;) {  // deliver finished rounds in order; bounded by the window
     auto it = slots_.find(done_);
     if (it == slots_.end()) return;
     Slot& slot = it->second;
     if (!slot.submitted || slot.sketches.size() != static_cast<size_t>(nodes_ - 1) ||
-        slot.own_sketch->in_flight.load() != 0 || !mixer_->finished(done_))
+        slot.own_sketch->in_flight.load() != 0 || !mixer_for(slot)->finished(done_))
       return;
     RoundResult res;
     res.round = done_;
-    res.mixed = mixer_->take(done_, &res.partner);
+    res.exact = slot.exact;
+    res.stop_requested = slot.stop;
+    res.mixed = mixer_for(slot)->take(done_, &res.partner);
     res.sketches = std::move(slot.sketches);
     res.sketches[opts_.self] = std::move(slot.own_sketch->data);
     slots_.erase(it);

@@ -68,12 +68,28 @@ struct CommOptions {
   double inject_rate_mbps = 0;  // emulated egress link rate (0 = off)
   uint64_t sketch_seed = 0;     // carried for hello validation (all must agree)
   uint64_t config_hash = 0;     // hello: peers with another config hash are refused
+  // Where this run starts: 0, 0 for a fresh run; a resumed cluster starts at
+  // its checkpoints' cut. Every node must agree (hello); the initial
+  // parameters are broadcast from node 0 only when start_step is 0.
+  uint64_t first_round = 0, start_step = 0;
+};
+
+// Per-round options of submit().
+struct RoundFlags {
+  bool exact = false;  // a ring all-reduce whatever the mixer (a gossip run's closing average);
+                       // every node must mark the same rounds
+  bool stop = false;   // ask every node to stop at a common round boundary: the result of
+                       // this round says so on every node (RoundResult::stop_requested)
 };
 
 struct RoundResult {
   uint64_t round;
-  std::vector<float> mixed;  // ring: mean of all nodes' vectors (same bits everywhere);
-                             // gossip: (own + partner) / 2 (own if no partner)
+  std::vector<float> mixed;  // ring (and exact rounds): mean of all nodes' vectors (same
+                             // bits everywhere); gossip: the correction (partner − own) / 2
+                             // of the completed snapshots (0 without a partner), gossip.h
+  bool exact = false;        // submitted with RoundFlags::exact
+  bool stop_requested = false;  // some node (maybe this one) set RoundFlags::stop for this
+                                // round: the same on every node
   std::map<int, std::vector<float>> sketches;  // node id -> its sketch for this round
   int partner = -1;                            // gossip partner, -1 for ring
 };
@@ -119,15 +135,18 @@ class Communicator {
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
 
-  // Bind/connect, hello handshake with every peer, then broadcast `params`
-  // (count floats) from node 0 so every node starts from identical bits.
+  // Bind/connect, hello handshake with every peer, then (a fresh run,
+  // start_step 0) broadcast `params` (count floats) from node 0 so every node
+  // starts from identical bits; a resumed run keeps every node's own.
   // Throws StartFailed naming the unreachable or refused peers after
   // connect_timeout_ms.
   void start(float* params, size_t count);
   // Trainer thread, non-blocking: this round's vector (count floats; ring: the
-  // delta, gossip: the snapshot) and this node's sketch. Rounds in order
-  // 0, 1, 2, ...; at most `window` submitted and not yet returned by poll/wait.
-  void submit(uint64_t round, std::vector<float> data, std::vector<float> sketch);
+  // delta, gossip: the snapshot, with the results of every round returned by
+  // poll/wait so far already applied to it) and this node's sketch. Rounds in
+  // order 0, 1, 2, ...; at most `window` submitted and not yet returned by
+  // poll/wait. Rounds are numbered from CommOptions::first_round.
+  void submit(uint64_t round, std::vector<float> data, std::vector<float> sketch, RoundFlags flags = {});
   std::optional<RoundResult> poll();               // next finished round, in order, or nothing
   std::optional<RoundResult> wait(int timeout_ms);  // blocks up to timeout_ms
   // Graceful: send bye, wait (up to drain_timeout_ms) for every peer's bye and
@@ -154,6 +173,8 @@ class Communicator {
   };
   struct Slot {  // one round at the I/O thread
     bool submitted = false;
+    bool exact = false;  // ring all-reduce whatever the mixer
+    bool stop = false;   // some node asked to stop (RoundFlags::stop)
     std::shared_ptr<RoundBuffer> own_sketch;
     std::map<int, std::vector<float>> sketches;  // other nodes'
   };
@@ -166,7 +187,8 @@ class Communicator {
   void handle_params(const Header& h, const zmq::message_t& payload);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
-                 std::shared_ptr<RoundBuffer> sketch);
+                 std::shared_ptr<RoundBuffer> sketch, uint64_t applied, RoundFlags flags);
+  Mixer* mixer_for(const Slot& slot) const;
   void maybe_started();
   void try_complete();
   void heartbeat_tick();
@@ -190,7 +212,8 @@ class Communicator {
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::unique_ptr<Transport> transport_;
-  std::unique_ptr<Mixer> mixer_;
+  std::unique_ptr<Mixer> ring_;    // always: ring rounds, and exact rounds of gossip runs
+  std::unique_ptr<Mixer> gossip_;  // gossip runs
   std::optional<boost::asio::steady_timer> heartbeat_timer_, connect_timer_;
   Phase phase_ = Phase::kIdle;
   std::vector<PeerState> peers_;

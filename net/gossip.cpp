@@ -29,13 +29,15 @@ int gossip_partner(int node, uint64_t round, int nodes) {
   return partner >= nodes ? -1 : partner;  // the phantom: a bye
 }
 
-Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox)
+Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
+               uint64_t first_round)
     : self_(self),
       nodes_(nodes),
       count_(count),
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
       chunks_(static_cast<uint32_t>((count + chunk_elems_ - 1) / chunk_elems_)),
-      outbox_(outbox) {
+      outbox_(outbox),
+      next_send_(first_round) {
   TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " nodes " << nodes);
 }
 
@@ -63,16 +65,46 @@ Gossip::RoundState& Gossip::state(uint64_t round) {
   return it->second;
 }
 
-void Gossip::submit(uint64_t round, std::shared_ptr<RoundBuffer> data) {
+void Gossip::submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) {
   TETHER_NET_CHECK(data->data.size() == count_,
                    "round " << round << " has " << data->data.size() << " floats, expected "
                             << count_);
+  TETHER_NET_CHECK(round >= next_send_ && applied <= round,
+                   "round " << round << " submitted with " << applied << " applied, next to send "
+                            << next_send_);
   RoundState& st = state(round);
   TETHER_NET_CHECK(!st.buf, "round " << round << " submitted twice");
   st.buf = std::move(data);
+  st.applied = applied;
+  // Corrections the caller has applied are in every later snapshot already.
+  corrections_.erase(corrections_.begin(), corrections_.lower_bound(applied));
+  advance();
+}
+
+void Gossip::advance() {
+  // Each pass sends a round or finishes one (rounds_ is bounded by the
+  // communicator's window), so the loop ends.
+  while (send_next() || finish_ready()) {
+  }
+}
+
+bool Gossip::send_next() {
+  auto it = rounds_.find(next_send_);
+  if (it == rounds_.end() || !it->second.buf || it->second.sent) return false;
+  RoundState& st = it->second;
+  const uint64_t round = next_send_;
+  for (uint64_t k = st.applied; k < round; ++k)  // k over the rounds in flight at close
+    if (!corrections_.count(k)) return false;     // round `round` waits for round k
+  float* m = st.buf->data.data();
+  for (uint64_t k = st.applied; k < round; ++k) {  // complete the snapshot
+    const float* c = corrections_.at(k).data();
+    for (uint64_t j = 0; j < count_; ++j) m[j] += c[j];
+  }
+  st.sent = true;
+  ++next_send_;
   const int partner = gossip_partner(self_, round, nodes_);
-  if (partner < 0) return;
-  if (!all_finite(st.buf->data.data(), count_))  // the partner would refuse it
+  if (partner < 0) return true;
+  if (!all_finite(m, count_))  // the partner would refuse it
     throw std::invalid_argument("gossip round " + std::to_string(round) +
                                 ": non-finite value in this node's snapshot");
   for (uint32_t c = 0; c < chunks_; ++c) {  // c over the snapshot's chunks
@@ -85,41 +117,53 @@ void Gossip::submit(uint64_t round, std::shared_ptr<RoundBuffer> data) {
     h.count = r.count;
     outbox_->send(partner, h, zero_copy(st.buf, r.offset, r.count), nullptr);
   }
+  return true;
+}
+
+bool Gossip::finish_ready() {
+  bool any = false;
+  for (auto f = rounds_.begin(); f != rounds_.end() && f->first < next_send_;) {  // sent rounds
+    RoundState& st = f->second;
+    const int partner = gossip_partner(self_, f->first, nodes_);
+    if (partner >= 0 && st.received_count != chunks_) {
+      ++f;
+      continue;
+    }
+    std::vector<float> c(count_, 0.0f);
+    if (partner >= 0) {
+      for (uint32_t k = 0; k < chunks_; ++k) {  // k over the snapshot's chunks
+        const ChunkRange r = chunk(k);
+        const float* in = static_cast<const float*>(st.received[k].data());
+        const float* own = st.buf->data.data() + r.offset;
+        float* out = c.data() + r.offset;
+        for (uint64_t j = 0; j < r.count; ++j) out[j] = (in[j] - own[j]) * 0.5f;
+      }
+    }
+    corrections_[f->first] = std::move(c);
+    f = rounds_.erase(f);  // ZeroMQ may still hold the snapshot: its shared_ptr keeps it alive
+    any = true;
+  }
+  return any;
 }
 
 Reject Gossip::receive(const Header& h, zmq::message_t payload) {
+  if (h.round < next_send_ && !rounds_.count(h.round)) return Reject::kDuplicate;  // finished here
   RoundState& st = state(h.round);
   if (st.seen[h.chunk]) return Reject::kDuplicate;
   st.seen[h.chunk] = 1;
   st.received[h.chunk] = std::move(payload);
   ++st.received_count;
+  if (st.received_count == chunks_ && st.sent) advance();
   return Reject::kNone;
 }
 
-bool Gossip::finished(uint64_t round) const {
-  auto it = rounds_.find(round);
-  if (it == rounds_.end() || !it->second.buf) return false;
-  if (it->second.buf->in_flight.load() != 0) return false;
-  return gossip_partner(self_, round, nodes_) < 0 || it->second.received_count == chunks_;
-}
+bool Gossip::finished(uint64_t round) const { return corrections_.count(round) != 0; }
 
 std::vector<float> Gossip::take(uint64_t round, int* partner) {
-  auto it = rounds_.find(round);
-  TETHER_NET_CHECK(it != rounds_.end() && finished(round), "round " << round << " not finished");
-  RoundState& st = it->second;
-  const int p = gossip_partner(self_, round, nodes_);
-  if (p >= 0) {
-    for (uint32_t c = 0; c < chunks_; ++c) {  // c over the snapshot's chunks
-      const ChunkRange r = chunk(c);
-      const float* in = static_cast<const float*>(st.received[c].data());
-      float* own = st.buf->data.data() + r.offset;
-      for (uint64_t j = 0; j < r.count; ++j) own[j] = (own[j] + in[j]) * 0.5f;
-    }
-  }
-  std::vector<float> out = std::move(st.buf->data);
-  rounds_.erase(it);
-  if (partner) *partner = p;
-  return out;
+  auto it = corrections_.find(round);
+  TETHER_NET_CHECK(it != corrections_.end(), "round " << round << " not finished");
+  if (partner) *partner = gossip_partner(self_, round, nodes_);
+  return it->second;  // a copy: later snapshots may still need it (see submit)
 }
 
 }  // namespace tether::net

@@ -1,18 +1,44 @@
-// Gossip — decentralized pairwise averaging, O(1) peers per node and round.
+// Gossip — decentralized pairwise averaging, O(1) peers per node and round,
+// with rounds in flight (staleness s) corrected exactly once.
 //
 // Computes: in round r node i pairs with partner p = gossip_partner(i, r, N)
-//   (symmetric: gossip_partner(p, r, N) == i) and both receive
-//   mixed = (x_i + x_p) / 2, elementwise, computed as (a + b) * 0.5 with the
-//   same operands on both sides (IEEE addition commutes), so both get the
-//   same bits and x_i + x_p is conserved up to one rounding of the sum.
-//   A node without a partner (a bye when N is odd, or N = 1) gets x_i back.
+//   (symmetric: gossip_partner(p, r, N) == i), exchanges a snapshot m_i^r of
+//   its parameters, and hands back the correction
+//       c_i^r = (m_p^r − m_i^r) · ½
+//   which the caller adds to its parameters. IEEE subtraction anti-commutes
+//   exactly, so c_p^r = −c_i^r bit for bit: the pair's sum is conserved up to
+//   the rounding of the additions into the parameters. A node without a
+//   partner (a bye when N is odd, or N = 1) gets c = 0.
+//
+// Why the snapshot is completed (the delay correction). The caller closes
+//   round r while rounds r−s..r−1 may still be in flight, so its parameters
+//   x_i^{close r} lack their corrections. Exchanging x_i^{close r} as is (the
+//   old rule) corrects the same disagreement once per round in flight: for
+//   N = 2 the difference D obeys D(r+1) = D(r) − D(r−s), unstable for s ≥ 2
+//   and marginal for s = 1. Instead round r exchanges
+//       m_i^r = x_i^{close r} + Σ_{k = a_r}^{r−1} c_i^k
+//   where a_r (`applied` at submit) counts the rounds whose corrections the
+//   caller had already added when it closed round r. m_i^r is the state node
+//   i would have had, had every earlier merge landed before the close: the
+//   virtual sequence is synchronous gossip, y^{r+1} = W_r (y^r + Δ^r) with W_r
+//   the pairing of round r and Δ^r the local updates of round r (updates made
+//   while a merge is in flight count into a later Δ). Each disagreement is
+//   corrected exactly once, whatever the merge delay, and the sum over nodes
+//   is conserved. Proof sketch: x_i after applying round r equals
+//   m_i^r + c_i^r + (local updates since close r) = y_i^{r+1} + those updates.
+// Cost of exactness: round r can leave only once round r−1's correction is
+//   known here, so the exchanges of one node form a chain (one round per
+//   link latency); the trainer still runs up to s rounds ahead of the chain.
+//   The ring has no such chain: its rounds pipeline.
 // Schedule: N a power of two: hypercube, p = i XOR 2^(r mod log2 N) — after
 //   log2 N rounds without local change every node holds the exact average.
 //   Otherwise round-robin tournament (circle method) over M = N rounded up to
 //   even players, round t = r mod (M-1): player M-1 meets t, every other i
 //   meets (2t - i) mod (M-1); meeting the phantom player N is a bye.
-// Steps: send the snapshot to p in chunks (zero-copy); when all of p's chunks
-//   have arrived and ZeroMQ has released the own snapshot, average in place.
+// Steps: when rounds a_r..r−1 are finished here, add their corrections to the
+//   snapshot, send it to p in chunks (zero-copy); when all of p's chunks have
+//   arrived, compute c^r. Corrections are kept until a later submit says the
+//   caller has applied them (at most the communicator's window of them).
 // Bytes on the wire per node and round: n * 4 sent and received (0 on a bye).
 // Peer failure: the pair's round never completes; the communicator's
 //   heartbeats raise PeerLost naming the silent peer.
@@ -32,10 +58,12 @@ int gossip_partner(int node, uint64_t round, int nodes);
 
 class Gossip final : public Mixer {
  public:
-  Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox);
+  // Rounds are numbered from first_round (a resumed run's cut).
+  Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
+         uint64_t first_round = 0);
 
   Reject check(const Header& h) const override;
-  void submit(uint64_t round, std::shared_ptr<RoundBuffer> data) override;
+  void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) override;
   Reject receive(const Header& h, zmq::message_t payload) override;
   bool finished(uint64_t round) const override;
   std::vector<float> take(uint64_t round, int* partner) override;
@@ -45,18 +73,27 @@ class Gossip final : public Mixer {
 
  private:
   struct RoundState {
-    std::shared_ptr<RoundBuffer> buf;
+    std::shared_ptr<RoundBuffer> buf;      // own snapshot (completed before it is sent)
+    uint64_t applied = 0;                  // a_r: corrections already in the snapshot
+    bool sent = false;
     std::vector<zmq::message_t> received;  // [chunk], partner's snapshot
     std::vector<uint8_t> seen;             // [chunk]
     uint32_t received_count = 0;
   };
   RoundState& state(uint64_t round);
+  // Sends the submitted rounds whose earlier corrections are all known, and
+  // computes the corrections of rounds whose partner's snapshot is complete.
+  void advance();
+  bool send_next();     // true when round next_send_ left
+  bool finish_ready();  // true when some round's correction was computed
 
   int self_, nodes_;
   uint64_t count_, chunk_elems_;
   uint32_t chunks_;
   Outbox* outbox_;
-  std::map<uint64_t, RoundState> rounds_;
+  std::map<uint64_t, RoundState> rounds_;             // submitted or with frames, not finished
+  std::map<uint64_t, std::vector<float>> corrections_;  // finished, maybe still needed
+  uint64_t next_send_ = 0;    // lowest round not sent yet
 };
 
 }  // namespace tether::net

@@ -53,16 +53,19 @@ class Mixer {
   // count) before anything is buffered: kNone, kUnexpected or kRangeMismatch.
   virtual Reject check(const Header& h) const = 0;
   // This node's vector for `round` (count floats; the mixer keeps it, sends it
-  // zero-copy and may reuse it as the result).
-  virtual void submit(uint64_t round, std::shared_ptr<RoundBuffer> data) = 0;
+  // zero-copy and may reuse it as the result). `applied`: the rounds whose
+  // results the caller had applied to its state when it produced `data`
+  // (gossip completes the snapshot with the corrections of the others).
+  virtual void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) = 0;
   // A frame that passed check() and check_payload(); frames of a round this
   // node has not submitted yet are buffered. Returns kDuplicate for a
   // (round, step, chunk) already received, else kNone.
   virtual Reject receive(const Header& h, zmq::message_t payload) = 0;
   // True once `round`'s mixed vector is final and ZeroMQ holds none of it.
   virtual bool finished(uint64_t round) const = 0;
-  // Hands the mixed vector of a finished round over and forgets the round;
-  // *partner is the gossip partner (-1 for ring or a bye).
+  // Hands the result of a finished round over (ring: the mean; gossip: the
+  // correction, see gossip.h) and forgets the round; *partner is the gossip
+  // partner (-1 for ring or a bye).
   virtual std::vector<float> take(uint64_t round, int* partner) = 0;
 };
 

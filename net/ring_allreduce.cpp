@@ -92,7 +92,8 @@ void RingAllreduce::send(uint64_t round, uint32_t step, int seg, uint32_t c,
   outbox_->send(succ_, h, std::move(payload), known_hash);
 }
 
-void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data) {
+void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
+                           uint64_t /*applied: the mean does not depend on it*/) {
   TETHER_NET_CHECK(data->data.size() == count_,
                    "round " << round << " has " << data->data.size() << " floats, expected "
                             << count_);

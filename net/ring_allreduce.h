@@ -40,7 +40,7 @@ class RingAllreduce final : public Mixer {
   RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox);
 
   Reject check(const Header& h) const override;
-  void submit(uint64_t round, std::shared_ptr<RoundBuffer> data) override;
+  void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) override;
   Reject receive(const Header& h, zmq::message_t payload) override;
   bool finished(uint64_t round) const override;
   std::vector<float> take(uint64_t round, int* partner) override;

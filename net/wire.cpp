@@ -280,7 +280,8 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
   h.round = get<uint64_t>(in, 16);
   h.chunk = get<uint32_t>(in, 24);
   h.reserved2 = get<uint32_t>(in, 28);
-  const bool flags_ok = h.flags == 0 || (h.kind == Kind::kBye && h.flags == kByeFailed);
+  const bool flags_ok = h.flags == 0 || (h.kind == Kind::kBye && h.flags == kByeFailed) ||
+                        (h.kind == Kind::kSketch && h.flags == kStopRequest);
   if (!flags_ok || h.reserved2 != 0) return Reject::kBadFlags;
   h.offset = get<uint64_t>(in, 32);
   h.count = get<uint64_t>(in, 40);

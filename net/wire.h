@@ -5,7 +5,7 @@
 //        0    4 magic            'TTHR' (0x52485454 little-endian)
 //        4    2 version          kProtocolVersion
 //        6    1 kind             Kind
-//        7    1 flags            0, or kByeFailed on a bye
+//        7    1 flags            0, kByeFailed on a bye, kStopRequest on a sketch
 //        8    4 sender           node id of the sender, 0..N-1
 //       12    4 step             mixer step (ring: 0..2N-3), 0 otherwise
 //       16    8 round            averaging round (hello/heartbeat/bye: see Kind)
@@ -30,7 +30,9 @@
 namespace tether::net {
 
 inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
-inline constexpr uint16_t kProtocolVersion = 2;  // 2: 64-lane payload hash
+// 2: 64-lane payload hash; 3: hello carries the start round and step, a
+// sketch may carry kStopRequest.
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
 inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;
@@ -71,9 +73,12 @@ enum class Reject : uint8_t {
 };
 std::string_view reject_name(Reject r);
 
-// Header flags: only a bye may carry one, saying that its sender stops
-// because of a failure (a lost peer, an error) rather than being stopped.
+// Header flags. A bye may carry kByeFailed: its sender stops because of a
+// failure (a lost peer, an error) rather than being stopped. A sketch may
+// carry kStopRequest: its sender asks the cluster to stop at a common round
+// boundary (a coordinated checkpoint, see runtime/averaging.h).
 constexpr uint8_t kByeFailed = 1;
+constexpr uint8_t kStopRequest = 2;
 
 struct Header {
   uint32_t magic = kMagic;

@@ -12,7 +12,6 @@
 #include "runtime/checkpoint.h"
 #include "runtime/device.h"
 #include "runtime/metrics.h"
-#include "runtime/overlap.h"
 
 namespace tether {
 
@@ -122,13 +121,27 @@ void Trainer::setup() {
     start_epoch_ = ck.meta.value("epoch", 0);
     start_step_in_epoch_ = ck.meta.value("step_in_epoch", size_t(0));
     last_test_acc_ = ck.meta.value("test_acc", -1.0);
-    pending_anchor_ = std::move(ck.anchor);
+    if (cfg_.nodes() > 1) {
+      // Where the cluster resumes: every peer must start from the same cut
+      // (the hello compares round and step).
+      if (!ck.meta.contains("round")) {
+        throw CheckpointError(opts_.resume + ": holds no round number: it was not written at a cluster cut "
+                              "(tether too old?); start the cluster fresh");
+      }
+      if (!ck.meta.value("cut", false)) {
+        log_->progress.line("warning: " + opts_.resume + " was written at a failure, not at a cluster cut: "
+                            "the rounds it had in flight are lost");
+      }
+      resume_.first_round = ck.meta.value("round", uint64_t(0));
+      resume_.start_step = step_;
+      resume_.anchor = std::move(ck.anchor);
+      resume_.max_delta = ck.meta.value("max_delta", 0.0);
+    }
     log_->progress.line("resumed from " + opts_.resume + " at step " + std::to_string(step_) + " (epoch " +
                         std::to_string(start_epoch_ + 1) + ")");
   }
   if (cfg_.nodes() > 1) {
-    avg_ = make_averaging(cfg_, opts_.node, *model_, opts_.stop);
-    if (!pending_anchor_.empty()) avg_->restore_anchor(pending_anchor_);
+    avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
   }
   log_->progress.line(model_->summary());
   log_->progress.line("backend " + be_->name() + ", data " + data_.train.name + " (" +
@@ -195,7 +208,7 @@ double Trainer::evaluate(double* loss) {
   return test.count() ? double(s[1]) / double(test.count()) : 0.0;
 }
 
-void Trainer::save(const std::string& path, int epoch, size_t step_in_epoch) {
+void Trainer::save(const std::string& path, int epoch, size_t step_in_epoch, bool cut) {
   Checkpoint ck;
   ck.meta = {{"model", model_->name()},   {"node", opts_.node},
              {"nodes", cfg_.nodes()},     {"batch_size", cfg_.data.batch_size},
@@ -206,7 +219,12 @@ void Trainer::save(const std::string& path, int epoch, size_t step_in_epoch) {
   ck.params = model_->download_params();
   ck.momentum.resize(sgd_->count());
   be_->download(ck.momentum.data(), sgd_->momentum_buffer(), ck.momentum.size() * sizeof(float));
-  if (avg_) ck.anchor = avg_->anchor();
+  if (avg_) {
+    ck.anchor = avg_->anchor();
+    ck.meta["round"] = avg_->next_round();      // the cut: every node of it holds the same
+    ck.meta["max_delta"] = avg_->max_delta();
+    ck.meta["cut"] = cut;
+  }
   std::filesystem::path p(path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
   save_checkpoint(path, ck);
@@ -265,7 +283,16 @@ TrainResult Trainer::run() {
   try {
   for (; epoch < cfg_.train.epochs && step_ < total_steps_ && !stopped; ++epoch, sie = 0) {
     for (; sie < spe && step_ < total_steps_; ++sie) {
-      if ((opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
+      if (opts_.stop != nullptr && opts_.stop->load()) {
+        // A single node stops here; a cluster stops at a common round
+        // boundary so that its checkpoints form one cut.
+        if (!avg_) {
+          stopped = true;
+          break;
+        }
+        avg_->request_stop();
+      }
+      if (avg_ && avg_->stop_requested()) {
         stopped = true;
         break;
       }
@@ -274,9 +301,12 @@ TrainResult Trainer::run() {
       if (avg_) avg_->after_step(step_);
       log_interval(epoch, sie + 1, false);
       if (cfg_.train.checkpoint_every_steps > 0 && step_ % uint64_t(cfg_.train.checkpoint_every_steps) == 0) {
+        // Every node is at the same round boundary (the period divides the
+        // checkpoint interval): drained, the checkpoints form one cut.
+        if (avg_) avg_->drain();
         // The position saved is the next step to run.
         bool end_of_epoch = sie + 1 == spe;
-        save(checkpoint_path(), end_of_epoch ? epoch + 1 : epoch, end_of_epoch ? 0 : sie + 1);
+        save(checkpoint_path(), end_of_epoch ? epoch + 1 : epoch, end_of_epoch ? 0 : sie + 1, true);
         result.checkpoint = checkpoint_path();
       }
     }
@@ -303,7 +333,7 @@ TrainResult Trainer::run() {
     log_->progress.finish();
     std::string saved;
     try {
-      save(checkpoint_path(), epoch, sie);
+      save(checkpoint_path(), epoch, sie, false);
       saved = checkpoint_path();
     } catch (const std::exception& ce) {
       saved = std::string("none (") + ce.what() + ")";
@@ -314,9 +344,9 @@ TrainResult Trainer::run() {
   }
   int save_epoch = epoch;
   size_t save_sie = sie;
-  if (stopped || (opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
+  if (stopped || (!avg_ && opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
     result.interrupted = true;
-    save(checkpoint_path(), save_epoch, save_sie);
+    save(checkpoint_path(), save_epoch, save_sie, avg_ && avg_->at_cut());
     result.checkpoint = checkpoint_path();
     std::string why = avg_ && avg_->stop_requested() ? " (" + avg_->stop_reason() + ")" : "";
     log_->progress.line("interrupted at step " + std::to_string(step_) + why + "; checkpoint " + result.checkpoint);
@@ -325,7 +355,7 @@ TrainResult Trainer::run() {
     bool stale = avg_ || last_test_acc_ < 0 || step_ % spe != 0;
     if (stale && cfg_.train.compute == "real") last_test_acc_ = evaluate(&loss);
     result.test_loss = loss;
-    save(checkpoint_path(), save_epoch, save_sie);
+    save(checkpoint_path(), save_epoch, save_sie, true);
     result.checkpoint = checkpoint_path();
   }
   std::vector<float> params = model_->download_params();

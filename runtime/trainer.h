@@ -17,30 +17,10 @@
 #include "models/model.h"
 #include "models/optimizer.h"
 #include "models/sampler.h"
+#include "runtime/averaging.h"
 #include "runtime/config.h"
 
 namespace tether {
-
-// What the trainer needs from a distributed averaging algorithm.
-class Averaging {
- public:
-  virtual ~Averaging() = default;
-  // Called after every local step with the number of steps done so far.
-  // May block: staleness bound, monitor throttle (time counted as idle).
-  virtual void after_step(uint64_t steps_done) = 0;
-  // Drains in-flight rounds and leaves the agreed final parameters in place.
-  virtual void finish() = 0;
-  // Fields for the metrics record (idle_frac, rounds_in_flight, disp_norm,
-  // max_pair_dist, bound, throttled, bytes_sent, bytes_recv, round).
-  virtual nlohmann::json metrics() = 0;
-  // x̄ for checkpoints (empty when the algorithm keeps none).
-  virtual std::vector<float> anchor() const = 0;
-  virtual void restore_anchor(const std::vector<float>& anchor) = 0;
-  // A peer left the run gracefully (it was stopped): this node should stop
-  // too, as if interrupted. stop_reason() says who and why.
-  virtual bool stop_requested() const { return false; }
-  virtual std::string stop_reason() const { return ""; }
-};
 
 struct TrainOptions {
   int node = 0;
@@ -72,7 +52,9 @@ class Trainer {
   void train_step(uint64_t step, int epoch, size_t step_in_epoch);
   void synthetic_step(uint64_t step);
   double evaluate(double* loss);
-  void save(const std::string& path, int epoch, size_t step_in_epoch);
+  // cut: the cluster is drained at a common round boundary (a consistent
+  // cut every node's checkpoint shares); false after a failure.
+  void save(const std::string& path, int epoch, size_t step_in_epoch, bool cut);
   void log_interval(int epoch, size_t step_in_epoch, bool force);
   std::string checkpoint_path() const;
 
@@ -99,7 +81,7 @@ class Trainer {
   double interval_start_ = 0, run_start_ = 0;
   double last_test_acc_ = -1;
   uint64_t total_steps_ = 0;
-  std::vector<float> pending_anchor_;   // from --resume, handed to avg_
+  AveragingOptions resume_;   // a cluster checkpoint's cut (round, step, anchor), from --resume
   struct Log;
   std::unique_ptr<Log> log_;
 };

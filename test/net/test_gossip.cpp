@@ -22,8 +22,9 @@ float initial(int node, size_t j) {  // integers: exact sums and halvings
   return static_cast<float>(node * 64 + static_cast<int>(j % 5) * 8 + static_cast<int>((j * 7 + static_cast<size_t>(node) * 3) % 11));
 }
 
-// Node `self` runs `rounds` gossip rounds, feeding each result back as the
-// next snapshot; returns, per round, the partner (int32) and the mixed floats.
+// Node `self` runs `rounds` gossip rounds, one at a time, adding each
+// correction before the next snapshot; returns, per round, the partner
+// (int32) and x after the correction.
 std::string run_gossip_node(int self, int nodes, size_t count, const std::vector<int>& ports,
                             int rounds) {
   CommOptions o;
@@ -55,7 +56,7 @@ std::string run_gossip_node(int self, int nodes, size_t count, const std::vector
     if (res->sketches.size() != static_cast<size_t>(nodes)) throw std::runtime_error("sketches missing");
     for (const auto& [id, sk] : res->sketches)
       if (sk != std::vector<float>{static_cast<float>(id)}) throw std::runtime_error("wrong sketch");
-    x = std::move(res->mixed);
+    for (size_t j = 0; j < count; ++j) x[j] += res->mixed[j];  // the correction
     const int32_t partner = res->partner;
     out.append(reinterpret_cast<const char*>(&partner), sizeof(partner));
     out.append(reinterpret_cast<const char*>(x.data()), count * sizeof(float));
@@ -141,7 +142,8 @@ TEST_CASE("gossip across real processes: matches the schedule's simulation, cons
         const int p = gossip_partner(i, static_cast<uint64_t>(r), nodes);
         if (p < 0) continue;
         for (size_t j = 0; j < count; ++j)
-          next[static_cast<size_t>(i)][j] = (sim[static_cast<size_t>(i)][j] + sim[static_cast<size_t>(p)][j]) * 0.5f;
+          next[static_cast<size_t>(i)][j] = sim[static_cast<size_t>(i)][j] +
+                                            (sim[static_cast<size_t>(p)][j] - sim[static_cast<size_t>(i)][j]) * 0.5f;
       }
       sim = next;
       std::vector<std::vector<float>> got(static_cast<size_t>(nodes), std::vector<float>(count));

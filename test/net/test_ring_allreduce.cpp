@@ -166,7 +166,7 @@ TEST_CASE("ring algorithm over a shuffling in-process network, N = 1..15") {
           auto buf = std::make_shared<RoundBuffer>();
           buf->data.resize(count);
           for (size_t j = 0; j < count; ++j) buf->data[j] = input(i, static_cast<uint64_t>(next[static_cast<size_t>(i)]), j);
-          rings[static_cast<size_t>(i)]->submit(static_cast<uint64_t>(next[static_cast<size_t>(i)]++), buf);
+          rings[static_cast<size_t>(i)]->submit(static_cast<uint64_t>(next[static_cast<size_t>(i)]++), buf, 0);
           continue;
         }
         const size_t pick = rng() % net.queue.size();

@@ -1,0 +1,490 @@
+#include "runtime/averaging.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "models/model.h"
+#include "net/communicator.h"
+#include "runtime/config.h"
+#include "runtime/monitor.h"
+
+namespace tether {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Coordinates per block of the round-close pass: the block's slices of the
+// five vectors it touches stay in L1/L2 between the vectorized part and the
+// sketch that reads x again.
+constexpr size_t kCloseBlock = 2048;
+
+// One block of the round close: delta = x − x_prev, x_prev = x; adds Σ delta²
+// and Σ (x − anchor)² to *dn and *disp. 16 float lanes (vectorized), folded
+// into doubles once per block.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void close_block(
+    const float* __restrict x, float* __restrict x_prev, const float* __restrict anchor,
+    float* __restrict delta, size_t n, double* dn, double* disp) {
+  constexpr size_t kLanes = 16;
+  float sd[kLanes] = {}, sp[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {   // whole groups of 16
+    for (size_t l = 0; l < kLanes; ++l) {  // l over the lanes
+      const float xv = x[i + l];
+      const float d = xv - x_prev[i + l];
+      const float p = xv - anchor[i + l];
+      delta[i + l] = d;
+      x_prev[i + l] = xv;
+      sd[l] += d * d;
+      sp[l] += p * p;
+    }
+  }
+  double a = 0, b = 0;
+  for (; i < n; ++i) {   // the tail, < 16 coordinates
+    const float d = x[i] - x_prev[i];
+    const float p = x[i] - anchor[i];
+    delta[i] = d;
+    x_prev[i] = x[i];
+    a += double(d) * double(d);
+    b += double(p) * double(p);
+  }
+  for (size_t l = 0; l < kLanes; ++l) {
+    a += double(sd[l]);
+    b += double(sp[l]);
+  }
+  *dn += a;
+  *disp += b;
+}
+
+// A ring merge: c = mean − c (the correction, in place), x_prev += c,
+// anchor += mean.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void merge_pass(
+    const float* __restrict mean, float* __restrict c, float* __restrict x_prev, float* __restrict anchor,
+    size_t n) {
+  for (size_t i = 0; i < n; ++i) {   // i < n: every vector spans the arena
+    const float ci = mean[i] - c[i];
+    c[i] = ci;
+    x_prev[i] += ci;
+    anchor[i] += mean[i];
+  }
+}
+
+class OverlapAveraging : public Averaging {
+ public:
+  OverlapAveraging(AveragingOptions o, std::unique_ptr<net::Communicator> comm, ParamStore* params)
+      : o_(std::move(o)),
+        params_(params),
+        dim_(params->count()),
+        sketch_(params->count(), o_.sketch_buckets, o_.sketch_seed ^ 0x5ce7c4ull),
+        comm_(std::move(comm)) {
+    // Agree on the initial parameters: a fresh run takes the lowest id's bits
+    // everywhere; a resumed one keeps every node's own (and its anchor).
+    x_.resize(dim_);
+    params_->read(x_.data());
+    comm_->start(x_.data(), x_.size());
+    params_->write(x_.data());
+    x_prev_ = x_;
+    anchor_ = o_.anchor.size() == dim_ ? o_.anchor : x_;
+    next_round_ = o_.first_round;
+    max_delta_all_ = max_delta_local_ = o_.max_delta;
+    bound_ = o_.bound;   // 0 (auto) until the first merge reports round deltas
+    start_ = last_metrics_ = now_s();
+  }
+
+  ~OverlapAveraging() override {
+    try {
+      // Not finished: the trainer is failing; the bye tells peers so.
+      if (comm_ && !finished_) comm_->stop(200, true);
+    } catch (...) {
+      // Destructors must not throw; the run already reported its failure.
+    }
+  }
+
+  void after_step(uint64_t steps_done) override {
+    steps_done_ = steps_done;
+    if (peer_left_ || cut_reached_) return;   // the run is ending: no more rounds
+    try {
+      apply_finished();
+      if (steps_done % uint64_t(o_.period) != 0) return;
+      close_round();
+      if (cut_round_ && next_round_ >= *cut_round_) {
+        drain();
+        cut_reached_ = true;
+        stop_why_ = "a node was interrupted: every node stops at round " + std::to_string(next_round_) +
+                    " (step " + std::to_string(steps_done) + ")";
+      }
+    } catch (const net::PeerLost& e) {
+      note_peer_left(e);
+    }
+  }
+
+  void drain() override {
+    while (!in_flight_.empty()) wait_one(o_.peer_timeout_ms);
+  }
+
+  void request_stop() override { stop_wanted_ = true; }
+  bool stop_requested() const override { return peer_left_ || cut_reached_; }
+  bool at_cut() const override { return cut_reached_; }
+  std::string stop_reason() const override { return stop_why_; }
+  uint64_t next_round() const override { return next_round_; }
+  double max_delta() const override { return std::max(max_delta_all_, max_delta_local_); }
+
+  void finish() override {
+    const bool interrupted = peer_left_ || cut_reached_;
+    // A partial round holds local updates that must be merged too. Every
+    // node runs the same number of steps, so all close the same rounds.
+    if (!interrupted && steps_done_ % uint64_t(o_.period) != 0) close_round_submit();
+    double deadline = now_s() + o_.shutdown_timeout_ms / 1000.0;
+    while (!in_flight_.empty()) {
+      if (interrupted && now_s() > deadline) {
+        std::fprintf(stderr, "[node %d] stopping with %zu round(s) unmerged (deadline %d ms)\n", o_.node,
+                     in_flight_.size(), o_.shutdown_timeout_ms);
+        break;
+      }
+      try {
+        wait_one(interrupted ? 100 : o_.peer_timeout_ms);
+      } catch (const net::PeerLost& e) {
+        if (!interrupted) throw;
+        note_peer_left(e);   // a peer stopped too: what is in flight cannot complete
+        break;
+      }
+    }
+    if (!interrupted) {
+      if (o_.gossip) exact_average();               // one model for the run
+      else params_->write(anchor_.data());           // identical bits on every node
+    }
+    comm_->stop(o_.shutdown_timeout_ms);
+    auto st = comm_->stats();
+    bytes_sent_ = st.bytes_sent;
+    bytes_recv_ = st.bytes_recv;
+    msgs_rejected_ = st.msgs_rejected;
+    finished_ = true;
+  }
+
+  nlohmann::json metrics() override {
+    double t = now_s();
+    double span = std::max(1e-9, t - last_metrics_);
+    double idle_frac = (idle_s_ - idle_at_last_) / span;
+    last_metrics_ = t;
+    idle_at_last_ = idle_s_;
+    if (!finished_) {
+      auto st = comm_->stats();
+      bytes_sent_ = st.bytes_sent;
+      bytes_recv_ = st.bytes_recv;
+      msgs_rejected_ = st.msgs_rejected;
+    }
+    return {{"round", next_round_},
+            {"idle_frac", idle_frac},
+            {"idle_frac_total", idle_s_ / std::max(1e-9, t - start_)},
+            {"rounds_in_flight", in_flight_.size()},
+            {"disp_norm", disp_norm_},
+            {"max_pair_dist", max_pair_dist_},
+            {"max_pair_dist_run", max_pair_dist_run_},
+            {"bound", bound_},
+            {"throttled", throttled_now_},
+            {"throttle_count", throttle_count_},
+            {"max_delta_norm", max_delta_all_},
+            {"bytes_sent", bytes_sent_},
+            {"bytes_recv", bytes_recv_},
+            {"msgs_rejected", msgs_rejected_}};
+  }
+
+  std::vector<float> anchor() const override { return o_.gossip ? std::vector<float>() : anchor_; }
+
+ private:
+  // A graceful departure (the peer was stopped and said bye) stops this
+  // node as if interrupted; a silent peer stays a failure (PeerLost).
+  void note_peer_left(const net::PeerLost& e) {
+    if (!e.graceful) throw e;
+    if (!peer_left_) std::fprintf(stderr, "[node %d] %s: stopping\n", o_.node, e.what());
+    peer_left_ = true;
+    stop_why_ = e.what();
+  }
+
+  struct InFlight {
+    uint64_t round;
+    std::vector<float> submitted;   // Δ (ring); empty for gossip
+  };
+
+  void close_round() {
+    close_round_submit();
+    // Staleness bound: at most s rounds stay in flight while computing.
+    // The monitor may lower that to k < s (throttle): with k rounds in
+    // flight two nodes closing the same round differ by at most k+1 rounds'
+    // differences, so 2(k+1)·D_max must stay within the bound; and a node
+    // whose estimated distance to a peer already exceeds the bound waits
+    // for every merge (k = 0) before stepping again. Gossip has no bound.
+    size_t allowed = size_t(o_.staleness);
+    if (o_.bound > 0 && !o_.gossip) {
+      double d = std::max(max_delta_all_, max_delta_local_);
+      while (allowed > 0 && staleness_bound(int(allowed), d) > o_.bound) --allowed;
+    }
+    if (throttled_) allowed = 0;
+    if (allowed < size_t(o_.staleness) && in_flight_.size() > allowed) {
+      ++throttle_count_;
+      throttled_now_ = true;
+      if (throttle_count_ == 1 || throttle_count_ % 100 == 0) {
+        std::fprintf(stderr,
+                     "[node %d] throttled at round %llu (%llu times so far): %zu round(s) in flight allowed, "
+                     "estimated distance %.4g to node %d, bound %.4g, largest round delta %.4g\n",
+                     o_.node, static_cast<unsigned long long>(next_round_ - 1),
+                     static_cast<unsigned long long>(throttle_count_), allowed, last_self_dist_, last_self_peer_,
+                     bound_, std::max(max_delta_all_, max_delta_local_));
+      }
+    } else {
+      throttled_now_ = false;
+    }
+    while (in_flight_.size() > allowed) wait_one(o_.peer_timeout_ms);
+  }
+
+  void close_round_submit() {
+    params_->read(x_.data());
+    // One pass over the arena, block by block: the round's delta, its norm,
+    // the displacement from the anchor, x_prev, and the CountSketch of x_i.
+    std::vector<float> delta = take_buffer();
+    std::vector<double> acc(size_t(sketch_.buckets()), 0.0);
+    double dn = 0, disp = 0;
+    for (size_t b = 0; b < dim_; b += kCloseBlock) {   // b over the blocks
+      const size_t n = std::min(kCloseBlock, dim_ - b);
+      close_block(x_.data() + b, x_prev_.data() + b, anchor_.data() + b, delta.data() + b, n, &dn, &disp);
+      sketch_.accumulate(x_.data() + b, b, n, acc.data());
+    }
+    const double dnorm = std::sqrt(dn);
+    max_delta_local_ = std::max(max_delta_local_, dnorm);
+    if (!o_.gossip) disp_norm_ = std::sqrt(disp);
+    std::vector<float> sk(acc.size() + 1);
+    for (size_t b = 0; b < acc.size(); ++b) sk[b] = float(acc[b]);
+    sk.back() = float(max_delta_local_);   // peers derive the bound from it
+    if (o_.on_close) o_.on_close(next_round_, x_.data(), dim_, dnorm);
+    uint64_t r = next_round_++;
+    net::RoundFlags flags;
+    flags.stop = stop_wanted_ && !stop_sent_;
+    stop_sent_ = stop_sent_ || flags.stop;
+    // The mixer keeps (and may overwrite) what it is given; the ring keeps
+    // its own copy of Δ to form the correction when the round comes back.
+    std::vector<float> sent = take_buffer();
+    std::memcpy(sent.data(), o_.gossip ? x_.data() : delta.data(), dim_ * sizeof(float));
+    comm_->submit(r, std::move(sent), std::move(sk), flags);
+    if (o_.gossip) {
+      recycle(std::move(delta));
+      delta.clear();
+    }
+    in_flight_.push_back({r, std::move(delta)});
+  }
+
+  // Gossip's closing average: one ring all-reduce of x_i; the mean has the
+  // same bits on every node (and, the sum being conserved, is the average).
+  void exact_average() {
+    params_->read(x_.data());
+    net::RoundFlags flags;
+    flags.exact = true;
+    const uint64_t r = next_round_++;
+    comm_->submit(r, x_, {}, flags);
+    std::optional<net::RoundResult> res;
+    const double deadline = now_s() + o_.peer_timeout_ms / 1000.0 + 60.0;
+    while (!res) {   // bounded: a silent peer raises PeerLost; the deadline is a backstop
+      if (now_s() > deadline) throw std::runtime_error("closing average (round " + std::to_string(r) + ") did not finish");
+      res = comm_->wait(o_.peer_timeout_ms);
+    }
+    if (res->round != r || !res->exact || res->mixed.size() != dim_)
+      throw std::runtime_error("closing average: mixer delivered round " + std::to_string(res->round));
+    params_->write(res->mixed.data());
+  }
+
+  // Arena-sized float vectors are recycled (deltas, corrections, the mixer's
+  // results): a fresh one per round would be zero-filled and faulted in.
+  std::vector<float> take_buffer() {
+    if (spare_.empty()) return std::vector<float>(dim_);
+    std::vector<float> v = std::move(spare_.back());
+    spare_.pop_back();
+    return v;
+  }
+  void recycle(std::vector<float>&& v) {
+    if (v.size() == dim_ && spare_.size() < size_t(o_.staleness) + 4) spare_.push_back(std::move(v));
+  }
+
+  void wait_one(int timeout_ms) {
+    double t0 = now_s();
+    std::optional<net::RoundResult> res = comm_->wait(timeout_ms);
+    idle_s_ += now_s() - t0;
+    if (res) apply(*res);
+  }
+
+  void apply_finished() {
+    while (auto res = comm_->poll()) apply(*res);
+  }
+
+  void apply(net::RoundResult& res) {
+    if (in_flight_.empty() || in_flight_.front().round != res.round) {
+      throw std::runtime_error("mixer delivered round " + std::to_string(res.round) + " but round " +
+                               (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front().round)) +
+                               " is next");
+    }
+    if (res.mixed.size() != dim_) {
+      throw std::runtime_error("mixer delivered " + std::to_string(res.mixed.size()) + " values for round " +
+                               std::to_string(res.round) + ", expected " + std::to_string(dim_));
+    }
+    InFlight f = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    if (o_.gossip) {
+      // res.mixed is the correction itself (net/gossip.h).
+      for (size_t i = 0; i < dim_; ++i) x_prev_[i] += res.mixed[i];   // i < dim_: the arena
+      params_->add(res.mixed.data());
+      recycle(std::move(res.mixed));
+    } else {
+      std::vector<float>& c = f.submitted;   // Δ, reused as the correction
+      merge_pass(res.mixed.data(), c.data(), x_prev_.data(), anchor_.data(), dim_);
+      params_->add(c.data());
+      recycle(std::move(c));
+      recycle(std::move(res.mixed));
+    }
+    if (res.stop_requested && !cut_round_) {
+      // Every node applies this round with the same mark: the same cut.
+      cut_round_ = res.round + uint64_t(o_.staleness) + 1;
+    }
+    // Monitor: the largest round delta any node reported bounds the distance.
+    for (const auto& [id, sk] : res.sketches) {
+      if (!sk.empty()) max_delta_all_ = std::max(max_delta_all_, double(sk.back()));
+    }
+    const double auto_bound = o_.gossip ? 0.0 : staleness_bound(o_.staleness, max_delta_all_);
+    bound_ = o_.bound > 0 ? o_.bound : auto_bound;
+    PairEstimate e = estimate_distances(res.sketches, sketch_.buckets(), o_.node);
+    max_pair_dist_ = e.max_pair;
+    max_pair_dist_run_ = std::max(max_pair_dist_run_, e.max_pair);
+    last_self_dist_ = e.max_self;
+    last_self_peer_ = e.self_peer;
+    throttled_ = bound_ > 0 && e.max_self > bound_;
+  }
+
+  AveragingOptions o_;
+  ParamStore* params_;
+  size_t dim_;
+  CountSketch sketch_;
+  std::unique_ptr<net::Communicator> comm_;
+  std::vector<float> x_, x_prev_, anchor_;
+  std::deque<InFlight> in_flight_;
+  std::vector<std::vector<float>> spare_;   // recycled arena-sized vectors
+  uint64_t next_round_ = 0, steps_done_ = 0;
+  double start_ = 0, last_metrics_ = 0, idle_s_ = 0, idle_at_last_ = 0;
+  double disp_norm_ = 0, max_pair_dist_ = 0, max_pair_dist_run_ = 0, bound_ = 0;
+  double max_delta_local_ = 0, max_delta_all_ = 0, last_self_dist_ = 0;
+  int last_self_peer_ = -1;
+  bool throttled_ = false, throttled_now_ = false, finished_ = false, peer_left_ = false;
+  bool stop_wanted_ = false, stop_sent_ = false, cut_reached_ = false;
+  std::optional<uint64_t> cut_round_;
+  std::string stop_why_;
+  uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0;
+};
+
+// x_i is the model's arena in backend memory; corrections go through a
+// device buffer.
+class ModelParams : public ParamStore {
+ public:
+  explicit ModelParams(Model& m) : model_(m), correction_(m.backend(), m.param_count()) {}
+  size_t count() const override { return model_.param_count(); }
+  void read(float* dst) override { model_.backend()->download(dst, model_.params(), count() * sizeof(float)); }
+  void write(const float* src) override { model_.backend()->upload(model_.params(), src, count() * sizeof(float)); }
+  void add(const float* c) override {
+    Backend* be = model_.backend();
+    be->upload(correction_.get(), c, count() * sizeof(float));
+    be->axpy(count(), 1.0f, correction_.get(), model_.params());
+  }
+
+ private:
+  Model& model_;
+  DeviceBuffer<float> correction_;
+};
+
+// The node's averaging: owns its ParamStore.
+class NodeAveraging : public Averaging {
+ public:
+  NodeAveraging(std::unique_ptr<ModelParams> p, AveragingOptions o, std::unique_ptr<net::Communicator> c)
+      : params_(std::move(p)), inner_(std::move(o), std::move(c), params_.get()) {}
+  void after_step(uint64_t s) override { inner_.after_step(s); }
+  void finish() override { inner_.finish(); }
+  nlohmann::json metrics() override { return inner_.metrics(); }
+  std::vector<float> anchor() const override { return inner_.anchor(); }
+  void drain() override { inner_.drain(); }
+  void request_stop() override { inner_.request_stop(); }
+  bool stop_requested() const override { return inner_.stop_requested(); }
+  bool at_cut() const override { return inner_.at_cut(); }
+  std::string stop_reason() const override { return inner_.stop_reason(); }
+  uint64_t next_round() const override { return inner_.next_round(); }
+  double max_delta() const override { return inner_.max_delta(); }
+
+ private:
+  std::unique_ptr<ModelParams> params_;   // declared first: outlives inner_
+  OverlapAveraging inner_;
+};
+
+// Debug snapshots: x_i as this node closes a round, for exact distances.
+void write_snapshot(const std::string& dir, int node, uint64_t round, const float* x, size_t count,
+                    double delta_norm) {
+  std::string path = dir + "/node" + std::to_string(node) + "-r" + std::to_string(round) + ".bin";
+  std::ofstream out(path, std::ios::binary);
+  uint64_t header[3] = {round, uint64_t(count), 0};
+  std::memcpy(&header[2], &delta_norm, sizeof(double));
+  out.write(reinterpret_cast<const char*>(header), sizeof header);
+  out.write(reinterpret_cast<const char*>(x), std::streamsize(count * sizeof(float)));
+}
+
+}  // namespace
+
+std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::unique_ptr<net::Communicator> comm,
+                                                  ParamStore* params) {
+  return std::make_unique<OverlapAveraging>(std::move(opts), std::move(comm), params);
+}
+
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume) {
+  AveragingOptions a;
+  a.node = node;
+  a.staleness = cfg.effective_staleness();
+  a.period = cfg.algorithm.period;
+  a.gossip = cfg.algorithm.mixer == "gossip";
+  a.bound = cfg.monitor.bound;
+  a.sketch_buckets = cfg.monitor.sketch_buckets;
+  a.sketch_seed = cfg.train.seed;
+  a.peer_timeout_ms = cfg.net.peer_timeout_ms;
+  a.shutdown_timeout_ms = cfg.net.shutdown_timeout_ms;
+  a.first_round = resume.first_round;
+  a.start_step = resume.start_step;
+  a.anchor = resume.anchor;
+  a.max_delta = resume.max_delta;
+  if (cfg.monitor.snapshots) {
+    const std::string dir = cfg.log.dir + "/snapshots";
+    std::filesystem::create_directories(dir);
+    const uint64_t every = uint64_t(cfg.monitor.snapshot_every);
+    a.on_close = [dir, node, every](uint64_t round, const float* x, size_t count, double dn) {
+      if (round % every == 0) write_snapshot(dir, node, round, x, count, dn);
+    };
+  }
+
+  net::CommOptions o;
+  o.self = node;
+  for (const auto& p : cfg.cluster.peers) o.peers.push_back({p.id, p.host, p.port});
+  o.mixer = a.gossip ? net::MixerKind::kGossip : net::MixerKind::kRing;
+  o.window = a.staleness + 1;
+  o.chunk_bytes = size_t(cfg.net.chunk_bytes);
+  o.connect_timeout_ms = cfg.net.connect_timeout_ms;
+  o.heartbeat_ms = cfg.net.heartbeat_ms;
+  o.peer_timeout_ms = cfg.net.peer_timeout_ms;
+  o.inject_delay_ms = cfg.net.inject_delay_ms;
+  o.inject_rate_mbps = cfg.net.inject_rate_mbps;
+  o.sketch_seed = cfg.train.seed;
+  o.config_hash = config_hash(cfg);
+  o.first_round = resume.first_round;
+  o.start_step = resume.start_step;
+  return std::make_unique<NodeAveraging>(std::make_unique<ModelParams>(model), std::move(a),
+                                         std::make_unique<net::Communicator>(o));
+}
+
+}  // namespace tether

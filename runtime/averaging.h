@@ -1,0 +1,138 @@
+// Asynchronous SGD without gradient delay: the anchor + displacement
+// algorithm of DESIGN.md, as a seam the trainer plugs in and tests drive alone.
+//
+// Per node i: local parameters x_i (behind a ParamStore: the model's arena in
+// the node, a host vector in tests), the anchor x̄ (identical bits on every
+// node, ring mixer), x_prev (x_i at the last round close plus every merge
+// correction applied since), and the deltas of the rounds in flight.
+//
+//   every local step:  the trainer updates x_i
+//   every H steps, round r closes:
+//       Δ_i^r = x_i − x_prev ; x_prev = x_i
+//       submit Δ_i^r (ring) or the snapshot x_i (gossip), with a CountSketch
+//       of x_i and the largest ‖Δ‖ seen, to the mixer (non-blocking)
+//       while rounds in flight > s: wait                    (idle, measured)
+//       while the monitor throttles this node: wait for the next merge
+//   when the mixer delivers round r (in order, applied between steps):
+//       ring:   c = mean^r − Δ_i^r ; x̄ += mean^r
+//       gossip: c = the pair's correction (net/gossip.h: the snapshot is
+//               completed with the corrections in flight, so each
+//               disagreement is corrected exactly once)
+//       x_i += c ; x_prev += c
+//   at the end: drain; ring: x_i = x̄; gossip: one exact average (a ring
+//   all-reduce of x_i), so every node ends with the same bits either way.
+//
+// s = 0, H = 1 is synchronous data-parallel SGD.
+//
+// Bounds. Ring: nodes compared as they close the same round differ by at most
+//   s+1 rounds' differences, ‖x_i − x_j‖ ≤ 2(s+1)·D_max (D_max the largest
+//   round delta); bound 0 ("auto") is that expression and throttles to it.
+//   Gossip: the spread also carries what the schedule has not mixed yet,
+//   which depends on N and the schedule, not on s alone; it has no proven
+//   bound, so "auto" means no bound (distances are still estimated and
+//   logged) and a configured bound is refused by the config.
+//
+// Coordinated cut (cluster checkpoint). request_stop() marks this node's next
+//   round; when a round with a mark is applied (on every node: the mark rides
+//   on the round's sketches), every node stops at the round boundary
+//   R = r + s + 1 — no node can have closed round R yet, because round r is
+//   applied at the latest while closing round r + s. At R each node drains
+//   every round in flight (so x_prev = x_i and nothing is in flight) and
+//   stop_requested() turns true: checkpoints of one cut hold the same round R,
+//   the same x̄ and each node's own x_i. Periodic checkpoints use drain() at a
+//   step every node reaches (a multiple of H). Resuming starts the
+//   communicator at round R and step, which every peer must share (hello).
+//
+// Failure: a silent peer surfaces as net::PeerLost from after_step/finish (the
+// trainer checkpoints and the node exits non-zero); a peer's graceful bye
+// stops this node as if interrupted.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "net/communicator.h"
+
+namespace tether {
+
+class Model;
+struct Config;
+
+// What the trainer needs from a distributed averaging algorithm.
+class Averaging {
+ public:
+  virtual ~Averaging() = default;
+  // Called after every local step with the number of steps done so far.
+  // May block: staleness bound, monitor throttle (time counted as idle).
+  virtual void after_step(uint64_t steps_done) = 0;
+  // Drains in-flight rounds and leaves the agreed final parameters in place
+  // (after a cut or a peer's departure: this node's own, nothing averaged).
+  virtual void finish() = 0;
+  // Fields for the metrics record (idle_frac, rounds_in_flight, disp_norm,
+  // max_pair_dist, bound, throttled, bytes_sent, bytes_recv, round).
+  virtual nlohmann::json metrics() = 0;
+  // x̄ for checkpoints (empty when the algorithm keeps none).
+  virtual std::vector<float> anchor() const = 0;
+  // Makes every round in flight land (every node must call it at the same
+  // round boundary, steps_done a multiple of H): a consistent cut.
+  virtual void drain() = 0;
+  // Asks the cluster to stop at a common round boundary (idempotent).
+  virtual void request_stop() = 0;
+  // The cut is reached (or a peer left gracefully): stop as if interrupted.
+  virtual bool stop_requested() const = 0;
+  // The cut is reached: nothing in flight, every node at round next_round().
+  virtual bool at_cut() const = 0;
+  virtual std::string stop_reason() const = 0;
+  // The next round to close; at a cut, the cut's round.
+  virtual uint64_t next_round() const = 0;
+  // The largest round delta norm any node reported (the monitor's D_max).
+  virtual double max_delta() const = 0;
+};
+
+// Typed options of the algorithm (the factory maps the Config onto them).
+struct AveragingOptions {
+  int node = 0;
+  int staleness = 2;                // s
+  int period = 1;                   // H
+  bool gossip = false;              // mixer: gossip, else ring
+  double bound = 0;                 // 0: auto (ring: 2(s+1)·D_max; gossip: none)
+  int sketch_buckets = 1024;
+  uint64_t sketch_seed = 1;
+  int peer_timeout_ms = 3000;       // the longest wait for one round
+  int shutdown_timeout_ms = 10000;  // draining an interrupted run
+  // Where a resumed run starts (a cut); all zero for a fresh run.
+  uint64_t first_round = 0, start_step = 0;
+  std::vector<float> anchor;        // x̄ at the cut (ring), empty otherwise
+  double max_delta = 0;             // D_max at the cut
+  // Called with x_i as this node closes each round (debug snapshots, tests).
+  std::function<void(uint64_t round, const float* x, size_t count, double delta_norm)> on_close;
+};
+
+// The parameters x_i as the algorithm sees them: one flat float vector.
+class ParamStore {
+ public:
+  virtual ~ParamStore() = default;
+  virtual size_t count() const = 0;
+  virtual void read(float* dst) = 0;         // dst = x_i (count floats)
+  virtual void write(const float* src) = 0;  // x_i = src
+  virtual void add(const float* c) = 0;      // x_i += c
+};
+
+// The algorithm on `comm` (constructed, not started: start() runs here and
+// agrees on the initial parameters). `stop`: the process was interrupted.
+std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::unique_ptr<net::Communicator> comm,
+                                                  ParamStore* params);
+
+// The node's factory: maps the Config (cluster, algorithm, monitor, net) onto
+// the options and a communicator, and the Model's arena onto a ParamStore.
+// `resume` carries the cut of a checkpoint (first_round, start_step, anchor,
+// max_delta), or zeros.
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume);
+
+}  // namespace tether
