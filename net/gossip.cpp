@@ -37,7 +37,8 @@ Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* ou
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
       chunks_(static_cast<uint32_t>((count + chunk_elems_ - 1) / chunk_elems_)),
       outbox_(outbox),
-      next_send_(first_round) {
+      next_send_(first_round),
+      latest_applied_(first_round) {
   TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " nodes " << nodes);
 }
 
@@ -76,8 +77,7 @@ void Gossip::submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t 
   TETHER_NET_CHECK(!st.buf, "round " << round << " submitted twice");
   st.buf = std::move(data);
   st.applied = applied;
-  // Corrections the caller has applied are in every later snapshot already.
-  corrections_.erase(corrections_.begin(), corrections_.lower_bound(applied));
+  latest_applied_ = std::max(latest_applied_, applied);
   advance();
 }
 
@@ -86,6 +86,12 @@ void Gossip::advance() {
   // communicator's window), so the loop ends.
   while (send_next() || finish_ready()) {
   }
+  // A correction is needed until every round still to be sent was closed
+  // after the caller applied it (applied only grows with the round).
+  uint64_t keep_from = latest_applied_;
+  auto it = rounds_.find(next_send_);
+  if (it != rounds_.end() && it->second.buf) keep_from = std::min(keep_from, it->second.applied);
+  corrections_.erase(corrections_.begin(), corrections_.lower_bound(keep_from));
 }
 
 bool Gossip::send_next() {

@@ -37,8 +37,9 @@
 //   meets (2t - i) mod (M-1); meeting the phantom player N is a bye.
 // Steps: when rounds a_r..r−1 are finished here, add their corrections to the
 //   snapshot, send it to p in chunks (zero-copy); when all of p's chunks have
-//   arrived, compute c^r. Corrections are kept until a later submit says the
-//   caller has applied them (at most the communicator's window of them).
+//   arrived, compute c^r. A correction is kept until the caller has applied
+//   it and every round still to be sent was closed after that (at most the
+//   communicator's window of them).
 // Bytes on the wire per node and round: n * 4 sent and received (0 on a bye).
 // Peer failure: the pair's round never completes; the communicator's
 //   heartbeats raise PeerLost naming the silent peer.
@@ -93,7 +94,8 @@ class Gossip final : public Mixer {
   Outbox* outbox_;
   std::map<uint64_t, RoundState> rounds_;             // submitted or with frames, not finished
   std::map<uint64_t, std::vector<float>> corrections_;  // finished, maybe still needed
-  uint64_t next_send_ = 0;    // lowest round not sent yet
+  uint64_t next_send_ = 0;       // lowest round not sent yet
+  uint64_t latest_applied_ = 0;  // the largest `applied` submitted
 };
 
 }  // namespace tether::net
