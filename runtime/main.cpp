@@ -62,7 +62,9 @@ const char* kUsage =
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
     "        when cluster.peers is absent. Progress goes to the terminal, metrics\n"
     "        as JSON lines to <log.dir>/node-<ID>.jsonl, the checkpoint to\n"
-    "        <log.dir>/node-<ID>.ckpt (train.checkpoint overrides).\n"
+    "        <log.dir>/node-<ID>.ckpt (train.checkpoint overrides; in a cluster\n"
+    "        config the node id goes before its extension: x.ckpt -> x.node-<ID>.ckpt).\n"
+    "        --resume refuses a checkpoint of a run with other run keys (README).\n"
     "        SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n"
     "eval    test accuracy of a checkpoint on the config's test split.\n"
     "dashboard  live table of a run's nodes from LOGDIR/node-*.jsonl (step, loss,\n"
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
   std::string config_path, resume, checkpoint;
   std::vector<std::string> sets;
   int node = 0;
+  uint64_t fail_after_step = 0;   // test hook, deliberately not in kUsage (TrainOptions)
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](const char* flag) -> std::string {
@@ -120,6 +123,12 @@ int main(int argc, char** argv) {
         sets.push_back(value("--set"));
       } else if (a == "--resume" && cmd == "train") {
         resume = value("--resume");
+      } else if (a == "--fail-after-step" && cmd == "train") {
+        std::string v = value("--fail-after-step");
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 18 || std::stoull(v) == 0) {
+          throw std::invalid_argument("--fail-after-step: expected an integer >= 1, got " + v);
+        }
+        fail_after_step = std::stoull(v);
       } else if (a == "--checkpoint" && cmd == "eval") {
         checkpoint = value("--checkpoint");
       } else if (a == "--help" || a == "-h") {
@@ -163,6 +172,7 @@ int main(int argc, char** argv) {
     opts.node = node;
     opts.resume = resume;
     opts.stop = &g_stop;
+    opts.fail_after_step = fail_after_step;
     tether::Trainer trainer(cfg, opts);
     tether::TrainResult r = trainer.run();
     if (r.interrupted) {

@@ -878,3 +878,28 @@ TEST_CASE("cluster: with an injected link delay every node exits promptly after 
     CHECK(spread < 2.0);
   }
 }
+
+// An explicit train.checkpoint in a cluster config is one path for every
+// node: each node must write its own file (the node id before the extension,
+// see checkpoint_path_for_node), holding its own node id, and nothing under
+// the shared name.
+TEST_CASE("cluster: an explicit train.checkpoint gets a file per node") {
+  TempDir dir("cl-ckpt");
+  const int n = 2;
+  json base = small_config(16, 32, 32 * n * 8, 0.05);
+  base["train"]["max_steps"] = 4;
+  base["train"]["checkpoint"] = dir.file("ckpt/run.ckpt");
+  base["algorithm"] = {{"name", "sync"}, {"mixer", "ring"}};
+  ClusterRun run = run_cluster(dir, "run", base, n, 120);
+  check_completed_same_hash(run, n);
+  CHECK_FALSE(std::filesystem::exists(dir.file("ckpt/run.ckpt")));
+  for (int i = 0; i < n; ++i) {   // i < n: nodes of the run
+    CAPTURE(i);
+    std::string path = dir.file("ckpt/run.node-" + std::to_string(i) + ".ckpt");
+    REQUIRE(std::filesystem::exists(path));
+    tether::Checkpoint c = tether::load_checkpoint(path);
+    CHECK(c.meta["node"] == i);
+    CHECK(c.meta["step"] == 4);
+    CHECK(last_event(run.log_dir, i, "final").value("checkpoint", std::string()) == path);
+  }
+}
