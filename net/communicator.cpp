@@ -597,7 +597,7 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
                              where(ours[kHelloStartRound], ours[kHelloStartStep]) +
                              "; resume every node from checkpoints of the same cut, or none";
     std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
-    fail(std::make_exception_ptr(StartFailed({peer}, what)));
+    fail(std::make_exception_ptr(StartRefused({peer}, what)));
     return;
   }
   for (size_t f = 0; f < kHelloFields; ++f) {  // f over the hello fields
@@ -609,7 +609,7 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
                                " differs from ours " +
                                (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
       std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
-      fail(std::make_exception_ptr(StartFailed({peer}, what)));
+      fail(std::make_exception_ptr(StartRefused({peer}, what)));
       return;
     }
   }

@@ -122,6 +122,11 @@ struct StartFailed : NetError {
   std::vector<int> peers;  // the peers responsible, when known
   StartFailed(std::vector<int> ids, const std::string& what) : NetError(what), peers(std::move(ids)) {}
 };
+// start() refused a peer that runs another configuration or starts from
+// another checkpoint cut: a usage error, not a network one.
+struct StartRefused : StartFailed {
+  using StartFailed::StartFailed;
+};
 
 struct CommStats {
   uint64_t bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;

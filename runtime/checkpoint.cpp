@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -20,8 +21,51 @@ constexpr uint32_t kMaxHeaderBytes = 1 << 20;
 
 void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
 void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+// Owns a file descriptor: closed on every path out of a scope.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  // close(2)'s result (a delayed write error surfaces here); the fd is gone either way.
+  int close() {
+    int rc = ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+
+ private:
+  int fd_;
+};
+
 void put_floats(std::string& out, const std::vector<float>& v) {
   out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+// Checks magic, version and header length of a file of `file_bytes` bytes
+// whose first `have` (>= 16 unless the file is shorter) are at `data`;
+// returns the header length.
+uint32_t check_prefix(const std::string& path, const char* data, size_t have, size_t file_bytes) {
+  auto fail = [&](const std::string& what) { throw CheckpointError(path + ": " + what); };
+  if (file_bytes < 16 + 8 || have < 16) fail("truncated checkpoint (" + std::to_string(file_bytes) + " bytes)");
+  if (std::memcmp(data, kMagic, 8) != 0) fail("not a tether checkpoint (bad magic)");
+  uint32_t version, header_len;
+  std::memcpy(&version, data + 8, 4);
+  std::memcpy(&header_len, data + 12, 4);
+  if (version != kVersion) fail("checkpoint version " + std::to_string(version) + ", this build reads " + std::to_string(kVersion));
+  if (header_len > kMaxHeaderBytes || 16 + size_t(header_len) + 8 > file_bytes) fail("truncated checkpoint header");
+  return header_len;
+}
+
+nlohmann::json parse_header(const std::string& path, const std::string& text) {
+  nlohmann::json meta = nlohmann::json::parse(text, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) throw CheckpointError(path + ": checkpoint header is not a JSON object");
+  return meta;
 }
 }  // namespace
 
@@ -61,30 +105,39 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   put_floats(out, ck.anchor);
   put_u64(out, hash_bytes(out.data(), out.size()));
 
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw CheckpointError(path + ": cannot write checkpoint: " + std::strerror(errno));
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::write(fd, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
+  // The temporary file: written, fsynced and closed before the rename; on
+  // any failure closed and removed. Every error names `path`.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) throw CheckpointError(path + ": cannot write checkpoint: " + std::strerror(errno));
+    auto fail = [&](const char* what, int err) {
+      fd.reset();
       ::unlink(tmp.c_str());
-      throw CheckpointError(path + ": writing checkpoint failed: " + std::strerror(err));
+      throw CheckpointError(path + ": " + what + ": " + std::strerror(err));
+    };
+    size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n = ::write(fd.get(), out.data() + done, out.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail("writing checkpoint failed", n < 0 ? errno : EIO);
+      done += size_t(n);
     }
-    done += size_t(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw CheckpointError(path + ": flushing checkpoint failed: " + std::strerror(err));
+    if (::fsync(fd.get()) != 0) fail("flushing checkpoint failed", errno);
+    if (fd.close() != 0) fail("closing checkpoint failed", errno);
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
     throw CheckpointError(path + ": renaming checkpoint into place failed: " + std::strerror(err));
+  }
+  // The rename lives in the directory: sync it too, or a power loss may lose
+  // the new name (and with it the file).
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() < 0 || ::fsync(dfd.get()) != 0) {
+    throw CheckpointError(path + ": syncing its directory " + dir + " failed: " + std::strerror(errno));
   }
 }
 
@@ -95,19 +148,12 @@ Checkpoint load_checkpoint(const std::string& path) {
   ss << in.rdbuf();
   const std::string data = ss.str();
   auto fail = [&](const std::string& what) { throw CheckpointError(path + ": " + what); };
-  if (data.size() < 16 + 8) fail("truncated checkpoint (" + std::to_string(data.size()) + " bytes)");
-  if (std::memcmp(data.data(), kMagic, 8) != 0) fail("not a tether checkpoint (bad magic)");
-  uint32_t version, header_len;
-  std::memcpy(&version, data.data() + 8, 4);
-  std::memcpy(&header_len, data.data() + 12, 4);
-  if (version != kVersion) fail("checkpoint version " + std::to_string(version) + ", this build reads " + std::to_string(kVersion));
-  if (header_len > kMaxHeaderBytes || 16 + size_t(header_len) + 8 > data.size()) fail("truncated checkpoint header");
+  const uint32_t header_len = check_prefix(path, data.data(), data.size(), data.size());
   uint64_t stored;
   std::memcpy(&stored, data.data() + data.size() - 8, 8);
   if (stored != hash_bytes(data.data(), data.size() - 8)) fail("checksum mismatch: the file is corrupt or truncated");
   Checkpoint ck;
-  ck.meta = nlohmann::json::parse(data.substr(16, header_len), nullptr, false);
-  if (ck.meta.is_discarded() || !ck.meta.is_object()) fail("checkpoint header is not a JSON object");
+  ck.meta = parse_header(path, data.substr(16, header_len));
   size_t counts[3];
   const char* keys[3] = {"params_count", "momentum_count", "anchor_count"};
   size_t total = 0;
@@ -129,6 +175,69 @@ Checkpoint load_checkpoint(const std::string& path) {
     p += counts[i] * sizeof(float);
   }
   return ck;
+}
+
+nlohmann::json load_checkpoint_meta(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw CheckpointError(path + ": cannot open checkpoint: " + std::strerror(errno));
+  const auto file_bytes = size_t(in.tellg());
+  in.seekg(0);
+  char prefix[16] = {};
+  in.read(prefix, sizeof prefix);
+  const uint32_t header_len = check_prefix(path, prefix, size_t(in.gcount()), file_bytes);
+  std::string header(header_len, '\0');
+  in.read(header.data(), header_len);
+  if (size_t(in.gcount()) != header_len) throw CheckpointError(path + ": truncated checkpoint header");
+  return parse_header(path, header);
+}
+
+nlohmann::json run_config_meta(const Config& cfg) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [key, value] : config_run_keys(cfg)) out[key] = value;
+  return out;
+}
+
+void check_resume_config(const std::string& path, const nlohmann::json& meta, const Config& cfg) {
+  const RunKeys ours = config_run_keys(cfg);
+  std::string may_change =
+      "keys that may change: log.*, device, data.path, train.threads, train.tf32, train.checkpoint, "
+      "train.eval_every_epochs, train.max_steps, train.checkpoint_every_steps, monitor.snapshots, "
+      "monitor.snapshot_every, net.*, cluster.peers endpoints";
+  auto it = meta.find("run_config");
+  if (it == meta.end()) {
+    // Written before checkpoints stored their run keys: only a hash to compare.
+    const uint64_t want = legacy_config_hash(cfg);
+    auto h = meta.find("config_hash");
+    if (h == meta.end() || !h->is_number_unsigned() || h->get<uint64_t>() != want) {
+      throw CheckpointError(path + ": was written by a run with another config (config_hash " +
+                            (h == meta.end() ? std::string("missing") : h->dump()) + ", this run's is " +
+                            std::to_string(want) + "; an older checkpoint, so the keys cannot be named; " +
+                            may_change + ")");
+    }
+    return;
+  }
+  if (!it->is_object()) throw CheckpointError(path + ": run_config is not a JSON object");
+  RunKeys theirs;
+  for (auto k = it->begin(); k != it->end(); ++k) {
+    if (!k.value().is_string()) throw CheckpointError(path + ": run_config." + k.key() + " is not a string");
+    theirs.emplace_back(k.key(), k.value().get<std::string>());
+  }
+  std::string was, now;
+  for (const std::string& key : run_keys_diff(theirs, ours)) {
+    if (run_key_may_change_on_resume(key)) continue;
+    auto value_in = [&](const RunKeys& keys) {
+      for (const auto& [k, v] : keys) {
+        if (k == key) return v;
+      }
+      return std::string("(absent)");
+    };
+    was += (was.empty() ? "" : ", ") + key + "=" + value_in(theirs);
+    now += (now.empty() ? "" : ", ") + key + "=" + value_in(ours);
+  }
+  if (!was.empty()) {
+    throw CheckpointError(path + ": was written by a run with " + was + "; this run has " + now + " (" + may_change +
+                          ")");
+  }
 }
 
 }  // namespace tether

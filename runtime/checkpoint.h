@@ -1,4 +1,5 @@
-// Checkpoints: atomic (temporary file, fsync, rename), self-describing and
+// Checkpoints: atomic (temporary file, fsync, rename, fsync of the
+// directory, so that a power loss leaves the old file or the new one), self-describing and
 // checksummed. They hold the parameter arena, the optimizer state, the
 // anchor (distributed runs), the step and epoch counters and the RNG state
 // (seed and the counters every random stream is derived from), so that
@@ -12,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/config.h"
+
 namespace tether {
 
 class CheckpointError : public std::runtime_error {
@@ -20,7 +23,7 @@ class CheckpointError : public std::runtime_error {
 };
 
 struct Checkpoint {
-  nlohmann::json meta;            // model, node, nodes, step, epoch, step_in_epoch, seed, config_hash...
+  nlohmann::json meta;            // model, node, nodes, step, epoch, step_in_epoch, seed, config_hash, run_config...
   std::vector<float> params;      // the whole arena
   std::vector<float> momentum;    // optimizer state (trainable prefix)
   std::vector<float> anchor;      // x̄ (empty on a single node)
@@ -30,6 +33,18 @@ struct Checkpoint {
 void save_checkpoint(const std::string& path, const Checkpoint& ck);
 // Reads and verifies magic, version, sizes and checksum; errors name the file.
 Checkpoint load_checkpoint(const std::string& path);
+// Reads only the header's JSON (magic, version and header checked; not the
+// checksum, which needs the whole file: load_checkpoint checks it).
+nlohmann::json load_checkpoint_meta(const std::string& path);
+
+// The run keys of `cfg` as checkpoint meta["run_config"]: {path: value}.
+nlohmann::json run_config_meta(const Config& cfg);
+// Refuses (CheckpointError naming `path`) to resume from a checkpoint with
+// meta `meta` under `cfg` when a run key differs that may not change on
+// resume (config_run_keys, run_key_may_change_on_resume); the message names
+// each such key with its value in the checkpoint and in this run. Checkpoints
+// without "run_config" (older ones) are compared by legacy_config_hash.
+void check_resume_config(const std::string& path, const nlohmann::json& meta, const Config& cfg);
 
 // 64-bit content hash (not cryptographic), 8 bytes per step.
 uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed = 0);

@@ -1,7 +1,10 @@
 #include "runtime/config.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -290,6 +293,16 @@ Config parse_config(const json& doc) {
     }
     n.finish();
   }
+  if (c.algorithm.mixer == "gossip" && c.monitor.bound > 0) {
+    throw ConfigError("monitor.bound: the gossip mixer has no proven distance bound (its spread depends on the number "
+                      "of nodes and the schedule, not on algorithm.staleness alone); leave it \"auto\": no "
+                      "throttle, distances are still estimated and logged, got " + show(json(c.monitor.bound)));
+  }
+  if (c.nodes() > 1 && c.train.checkpoint_every_steps % c.algorithm.period != 0) {
+    throw ConfigError("train.checkpoint_every_steps: expected a multiple of algorithm.period (" +
+                      std::to_string(c.algorithm.period) + ") in a cluster, so that every node checkpoints at the same "
+                      "round boundary, got " + std::to_string(c.train.checkpoint_every_steps));
+  }
   top.finish();
   return c;
 }
@@ -317,9 +330,88 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   }
 }
 
+RunKeys config_run_keys(const Config& cfg) {
+  RunKeys keys;
+  auto add = [&](const char* path, const json& value) { keys.emplace_back(path, value.dump()); };
+  add("model.name", cfg.model.name);
+  add("model.depth", cfg.model.depth);
+  add("model.width", cfg.model.width);
+  add("model.hidden", cfg.model.hidden);
+  add("model.dropout", cfg.model.dropout);
+  add("data.name", cfg.data.name);
+  add("data.batch_size", cfg.data.batch_size);
+  add("data.synthetic_train", cfg.data.synthetic_train);
+  add("data.synthetic_test", cfg.data.synthetic_test);
+  add("optimizer.name", cfg.optimizer.name);
+  add("optimizer.lr", cfg.optimizer.lr);
+  add("optimizer.momentum", cfg.optimizer.momentum);
+  add("optimizer.weight_decay", cfg.optimizer.weight_decay);
+  add("optimizer.nesterov", cfg.optimizer.nesterov);
+  add("optimizer.schedule", cfg.optimizer.schedule);
+  add("optimizer.warmup_epochs", cfg.optimizer.warmup_epochs);
+  add("optimizer.min_lr", cfg.optimizer.min_lr);
+  add("optimizer.step_epochs", cfg.optimizer.step_epochs);
+  add("optimizer.gamma", cfg.optimizer.gamma);
+  add("optimizer.scale_lr", cfg.optimizer.scale_lr);
+  add("algorithm.name", cfg.algorithm.name);
+  add("algorithm.staleness", cfg.algorithm.staleness);
+  add("algorithm.period", cfg.algorithm.period);
+  add("algorithm.mixer", cfg.algorithm.mixer);
+  add("monitor.bound", cfg.monitor.bound == 0.0 ? json("auto") : json(cfg.monitor.bound));
+  add("monitor.sketch_buckets", cfg.monitor.sketch_buckets);
+  add("train.epochs", cfg.train.epochs);
+  add("train.seed", cfg.train.seed);
+  add("train.max_steps", cfg.train.max_steps);
+  add("train.compute", cfg.train.compute);
+  add("train.synthetic_step_ms", cfg.train.synthetic_step_ms);
+  add("train.checkpoint_every_steps", cfg.train.checkpoint_every_steps);
+  // Peers by id (their order in the file does not matter), endpoints only.
+  std::vector<PeerConfig> peers = cfg.cluster.peers;
+  std::sort(peers.begin(), peers.end(), [](const PeerConfig& a, const PeerConfig& b) { return a.id < b.id; });
+  json list = json::array();
+  for (const auto& p : peers) list.push_back({{"id", p.id}, {"host", p.host}, {"port", p.port}});
+  add("cluster.peers", list);
+  return keys;
+}
+
+std::vector<std::string> run_keys_diff(const RunKeys& a, const RunKeys& b) {
+  std::map<std::string, std::string> in_b(b.begin(), b.end());
+  std::set<std::string> in_a;
+  std::vector<std::string> out;
+  for (const auto& [path, value] : a) {
+    in_a.insert(path);
+    auto it = in_b.find(path);
+    if (it == in_b.end() || it->second != value) out.push_back(path);
+  }
+  for (const auto& [path, value] : b) {
+    if (!in_a.count(path)) out.push_back(path);
+  }
+  return out;
+}
+
+std::vector<std::string> config_diff(const Config& a, const Config& b) {
+  return run_keys_diff(config_run_keys(a), config_run_keys(b));
+}
+
+bool run_key_may_change_on_resume(const std::string& path) {
+  return path == "train.max_steps" || path == "train.checkpoint_every_steps" || path == "cluster.peers";
+}
+
+namespace {
+uint64_t fnv1a(const std::string& text) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : text) h = (h ^ ch) * 0x100000001b3ull;
+  return h;
+}
+}  // namespace
+
 uint64_t config_hash(const Config& cfg) {
-  // What must agree across nodes: model, data, optimizer, algorithm, monitor,
-  // seed and the peer list. (log, threads, device and checkpoint may differ.)
+  std::string text;
+  for (const auto& [path, value] : config_run_keys(cfg)) text += path + "=" + value + "\n";
+  return fnv1a(text);
+}
+
+uint64_t legacy_config_hash(const Config& cfg) {
   json shared = {{"model", cfg.raw.value("model", json::object())},
                  {"data", cfg.raw.value("data", json::object())},
                  {"optimizer", cfg.raw.value("optimizer", json::object())},
@@ -328,9 +420,20 @@ uint64_t config_hash(const Config& cfg) {
                  {"seed", cfg.train.seed},
                  {"epochs", cfg.train.epochs},
                  {"peers", cfg.raw.value("cluster", json::object()).value("peers", json::array())}};
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char ch : shared.dump()) h = (h ^ ch) * 0x100000001b3ull;
-  return h;
+  return fnv1a(shared.dump());
+}
+
+std::string checkpoint_path_for_node(const Config& cfg, int node) {
+  const std::string id = std::to_string(node);
+  if (cfg.train.checkpoint.empty()) return cfg.log.dir + "/node-" + id + ".ckpt";
+  if (cfg.nodes() == 1) return cfg.train.checkpoint;
+  std::filesystem::path p(cfg.train.checkpoint);
+  std::filesystem::path name = p.filename();
+  if (name.empty()) {   // "dir/": a directory was meant
+    return cfg.train.checkpoint + "node-" + id + ".ckpt";
+  }
+  std::string ext = name.extension().string();   // ".ckpt", or "" (also for ".hidden")
+  return (p.parent_path() / (name.stem().string() + ".node-" + id + ext)).string();
 }
 
 }  // namespace tether

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -118,7 +119,45 @@ Config parse_config(const nlohmann::json& doc);
 // Reads a file, applies overrides, validates. Errors name the file.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides);
 
-// Stable 64-bit hash of the parts of the config every node must share.
+// The run keys: every key whose value must agree between the nodes of a run
+// and between a checkpoint and its --resume, as (JSON path, canonical value)
+// pairs in a fixed order. Values are the resolved typed values written as JSON
+// ("0.05", "64", "\"mnist\"", "true"), so an explicit default and an absent
+// key give the same string. They are model.*, data.name, data.batch_size,
+// data.synthetic_*, optimizer.*, algorithm.*, monitor.bound,
+// monitor.sketch_buckets, train.epochs, train.seed, train.max_steps,
+// train.compute, train.synthetic_step_ms, train.checkpoint_every_steps and
+// cluster.peers (id, host, port of each peer, by id). Every other key (log.*,
+// device, data.path, train.threads, train.tf32, train.checkpoint,
+// train.eval_every_epochs, monitor.snapshots, monitor.snapshot_every, net.*)
+// may differ.
+using RunKeys = std::vector<std::pair<std::string, std::string>>;
+RunKeys config_run_keys(const Config& cfg);
+
+// The JSON paths whose values differ between two sets of run keys (a path
+// present in only one counts as differing), in `a`'s order then `b`'s.
+std::vector<std::string> run_keys_diff(const RunKeys& a, const RunKeys& b);
+std::vector<std::string> config_diff(const Config& a, const Config& b);
+
+// Run keys that may change when a checkpoint is resumed although nodes must
+// agree on them: train.max_steps and train.checkpoint_every_steps (where the
+// run stops and saves, not what it computes; the schedule spans train.epochs)
+// and cluster.peers (endpoints may move; the number of nodes is checked apart).
+bool run_key_may_change_on_resume(const std::string& path);
+
+// Stable 64-bit hash of config_run_keys: nodes with different hashes refuse
+// each other at hello.
 uint64_t config_hash(const Config& cfg);
+
+// The hash checkpoints carried before they stored their run keys (a hash of
+// raw JSON sections): compared against theirs on --resume.
+uint64_t legacy_config_hash(const Config& cfg);
+
+// Where node `node` writes its checkpoint: train.checkpoint, or
+// <log.dir>/node-<node>.ckpt when it is empty. A cluster config (nodes() > 1)
+// always gets a path per node: the node id goes before the file's extension
+// ("ckpt/x.ckpt" -> "ckpt/x.node-1.ckpt", "ckpt/x" -> "ckpt/x.node-1"), so
+// nodes that share a file system never overwrite each other's file.
+std::string checkpoint_path_for_node(const Config& cfg, int node);
 
 }  // namespace tether

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "models/dataset.h"
+#include "net/communicator.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/dashboard.h"
@@ -62,7 +63,9 @@ const char* kUsage =
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
     "        when cluster.peers is absent. Progress goes to the terminal, metrics\n"
     "        as JSON lines to <log.dir>/node-<ID>.jsonl, the checkpoint to\n"
-    "        <log.dir>/node-<ID>.ckpt (train.checkpoint overrides).\n"
+    "        <log.dir>/node-<ID>.ckpt (train.checkpoint overrides; in a cluster\n"
+    "        config the node id goes before its extension: x.ckpt -> x.node-<ID>.ckpt).\n"
+    "        --resume refuses a checkpoint of a run with other run keys (README).\n"
     "        SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n"
     "eval    test accuracy of a checkpoint on the config's test split.\n"
     "dashboard  live table of a run's nodes from LOGDIR/node-*.jsonl (step, loss,\n"
@@ -104,6 +107,7 @@ int main(int argc, char** argv) {
   std::string config_path, resume, checkpoint;
   std::vector<std::string> sets;
   int node = 0;
+  uint64_t fail_after_step = 0;   // test hook, deliberately not in kUsage (TrainOptions)
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](const char* flag) -> std::string {
@@ -120,6 +124,12 @@ int main(int argc, char** argv) {
         sets.push_back(value("--set"));
       } else if (a == "--resume" && cmd == "train") {
         resume = value("--resume");
+      } else if (a == "--fail-after-step" && cmd == "train") {
+        std::string v = value("--fail-after-step");
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 18 || std::stoull(v) == 0) {
+          throw std::invalid_argument("--fail-after-step: expected an integer >= 1, got " + v);
+        }
+        fail_after_step = std::stoull(v);
       } else if (a == "--checkpoint" && cmd == "eval") {
         checkpoint = value("--checkpoint");
       } else if (a == "--help" || a == "-h") {
@@ -163,6 +173,7 @@ int main(int argc, char** argv) {
     opts.node = node;
     opts.resume = resume;
     opts.stop = &g_stop;
+    opts.fail_after_step = fail_after_step;
     tether::Trainer trainer(cfg, opts);
     tether::TrainResult r = trainer.run();
     if (r.interrupted) {
@@ -182,6 +193,10 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const tether::CheckpointError& e) {
     std::fprintf(stderr, "tether: checkpoint error: %s\n", e.what());
+    return 2;
+  } catch (const tether::net::StartRefused& e) {
+    // another config, or a checkpoint of another cut: nothing was written
+    std::fprintf(stderr, "tether: node %d refused by its peers' start: %s\n", node, e.what());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tether: node %d failed: %s\n", node, e.what());

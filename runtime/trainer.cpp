@@ -52,16 +52,14 @@ std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data) {
 Trainer::Trainer(Config cfg, TrainOptions opts) : cfg_(std::move(cfg)), opts_(std::move(opts)) {}
 Trainer::~Trainer() = default;
 
-std::string Trainer::checkpoint_path() const {
-  if (!cfg_.train.checkpoint.empty()) return cfg_.train.checkpoint;
-  return cfg_.log.dir + "/node-" + std::to_string(opts_.node) + ".ckpt";
-}
+std::string Trainer::checkpoint_path() const { return checkpoint_path_for_node(cfg_, opts_.node); }
 
 void Trainer::setup() {
   if (opts_.node < 0 || opts_.node >= cfg_.nodes()) {
     throw ConfigError("--node " + std::to_string(opts_.node) + ": the config has nodes 0.." +
                       std::to_string(cfg_.nodes() - 1));
   }
+  if (!opts_.resume.empty()) check_resume_config(opts_.resume, load_checkpoint_meta(opts_.resume), cfg_);
   BackendOptions bo;
   bo.threads = cfg_.train.threads;
   bo.tf32 = cfg_.train.tf32;
@@ -118,8 +116,8 @@ void Trainer::setup() {
     model_->upload_params(ck.params);
     be_->upload(sgd_->momentum_buffer(), ck.momentum.data(), ck.momentum.size() * sizeof(float));
     step_ = ck.meta.value("step", uint64_t(0));
-    start_epoch_ = ck.meta.value("epoch", 0);
-    start_step_in_epoch_ = ck.meta.value("step_in_epoch", size_t(0));
+    start_epoch_ = int(step_ / spe);   // as in save(): a function of step_ alone
+    start_step_in_epoch_ = size_t(step_ % spe);
     last_test_acc_ = ck.meta.value("test_acc", -1.0);
     if (cfg_.nodes() > 1) {
       // Where the cluster resumes: every peer must start from the same cut
@@ -208,13 +206,19 @@ double Trainer::evaluate(double* loss) {
   return test.count() ? double(s[1]) / double(test.count()) : 0.0;
 }
 
-void Trainer::save(const std::string& path, int epoch, size_t step_in_epoch, bool cut) {
+void Trainer::save(const std::string& path, bool cut) {
+  // The next step to run. Every epoch has steps_per_epoch() steps (the
+  // sampler's contract), so the position is a function of the steps done and
+  // cannot disagree with them whichever way the loop was left.
+  const uint64_t spe = sampler_->steps_per_epoch();
+  const int epoch = int(step_ / spe);
+  const size_t step_in_epoch = size_t(step_ % spe);
   Checkpoint ck;
   ck.meta = {{"model", model_->name()},   {"node", opts_.node},
              {"nodes", cfg_.nodes()},     {"batch_size", cfg_.data.batch_size},
              {"seed", cfg_.train.seed},   {"step", step_},
              {"epoch", epoch},            {"step_in_epoch", step_in_epoch},
-             {"test_acc", last_test_acc_}, {"config_hash", config_hash(cfg_)},
+             {"test_acc", last_test_acc_}, {"config_hash", config_hash(cfg_)}, {"run_config", run_config_meta(cfg_)},
              {"rng", {{"sampler_seed", cfg_.train.seed}, {"dropout_counter", step_}}}};
   ck.params = model_->download_params();
   ck.momentum.resize(sgd_->count());
@@ -298,15 +302,16 @@ TrainResult Trainer::run() {
       }
       train_step(step_, epoch, sie);
       ++step_;
+      if (opts_.fail_after_step != 0 && step_ == opts_.fail_after_step) {
+        throw std::runtime_error("injected failure after step " + std::to_string(step_) + " (--fail-after-step)");
+      }
       if (avg_) avg_->after_step(step_);
       log_interval(epoch, sie + 1, false);
       if (cfg_.train.checkpoint_every_steps > 0 && step_ % uint64_t(cfg_.train.checkpoint_every_steps) == 0) {
         // Every node is at the same round boundary (the period divides the
         // checkpoint interval): drained, the checkpoints form one cut.
         if (avg_) avg_->drain();
-        // The position saved is the next step to run.
-        bool end_of_epoch = sie + 1 == spe;
-        save(checkpoint_path(), end_of_epoch ? epoch + 1 : epoch, end_of_epoch ? 0 : sie + 1, true);
+        save(checkpoint_path(), true);
         result.checkpoint = checkpoint_path();
       }
     }
@@ -333,7 +338,7 @@ TrainResult Trainer::run() {
     log_->progress.finish();
     std::string saved;
     try {
-      save(checkpoint_path(), epoch, sie, false);
+      save(checkpoint_path(), false);
       saved = checkpoint_path();
     } catch (const std::exception& ce) {
       saved = std::string("none (") + ce.what() + ")";
@@ -342,11 +347,9 @@ TrainResult Trainer::run() {
     log_->progress.line("failed at step " + std::to_string(step_) + ": " + e.what() + "; checkpoint " + saved);
     throw;
   }
-  int save_epoch = epoch;
-  size_t save_sie = sie;
   if (stopped || (!avg_ && opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
     result.interrupted = true;
-    save(checkpoint_path(), save_epoch, save_sie, avg_ && avg_->at_cut());
+    save(checkpoint_path(), avg_ && avg_->at_cut());
     result.checkpoint = checkpoint_path();
     std::string why = avg_ && avg_->stop_requested() ? " (" + avg_->stop_reason() + ")" : "";
     log_->progress.line("interrupted at step " + std::to_string(step_) + why + "; checkpoint " + result.checkpoint);
@@ -355,7 +358,7 @@ TrainResult Trainer::run() {
     bool stale = avg_ || last_test_acc_ < 0 || step_ % spe != 0;
     if (stale && cfg_.train.compute == "real") last_test_acc_ = evaluate(&loss);
     result.test_loss = loss;
-    save(checkpoint_path(), save_epoch, save_sie, true);
+    save(checkpoint_path(), true);
     result.checkpoint = checkpoint_path();
   }
   std::vector<float> params = model_->download_params();

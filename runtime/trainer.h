@@ -26,6 +26,10 @@ struct TrainOptions {
   int node = 0;
   std::string resume;                          // checkpoint to continue from
   const std::atomic<bool>* stop = nullptr;     // set by SIGINT/SIGTERM
+  // Test hook (hidden flag --fail-after-step N, not in --help): throws right
+  // after step N is counted, where Averaging::after_step throws when a peer
+  // is lost, so the failure checkpoint can be tested on one node. 0 = off.
+  uint64_t fail_after_step = 0;
 };
 
 struct TrainResult {
@@ -52,9 +56,11 @@ class Trainer {
   void train_step(uint64_t step, int epoch, size_t step_in_epoch);
   void synthetic_step(uint64_t step);
   double evaluate(double* loss);
-  // cut: the cluster is drained at a common round boundary (a consistent
-  // cut every node's checkpoint shares); false after a failure.
-  void save(const std::string& path, int epoch, size_t step_in_epoch, bool cut);
+  // Writes a checkpoint of the state after step_ steps; the position saved
+  // (epoch, step_in_epoch) is derived from step_, never passed in. cut: the
+  // cluster is drained at a common round boundary (a consistent cut every
+  // node's checkpoint shares); false after a failure.
+  void save(const std::string& path, bool cut);
   void log_interval(int epoch, size_t step_in_epoch, bool force);
   std::string checkpoint_path() const;
 

@@ -1,6 +1,9 @@
 // Checkpoints: round trip, atomic replacement, and corruption detected.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -29,6 +32,20 @@ std::string slurp(const std::string& path) {
 std::string load_error(const std::string& path) {
   try {
     tether::load_checkpoint(path);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "";
+}
+// Open descriptors of this process.
+int open_fds() {
+  int n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+std::string save_error(const std::string& path, const Checkpoint& ck) {
+  try {
+    tether::save_checkpoint(path, ck);
   } catch (const CheckpointError& e) {
     return e.what();
   }
@@ -93,4 +110,48 @@ TEST_CASE("params_hash: equal buffers hash equal, one flipped bit does not") {
   CHECK(tether::params_hash(a) != tether::params_hash(b));
   std::vector<float> c(a.begin(), a.end() - 1);
   CHECK(tether::params_hash(a) != tether::params_hash(c));
+}
+
+// Every failing save names the file, removes its temporary file and closes
+// every descriptor it opened. The fsync failure is forced by planting the
+// temporary file's name (path + ".tmp." + pid, see save_checkpoint) as a
+// symlink to /dev/null, on which fsync fails with EINVAL; should the name
+// scheme change, the save succeeds and this test fails loudly.
+TEST_CASE("checkpoint: failed saves name the file and leak no descriptor") {
+  TempDir dir("ckptfail");
+  const Checkpoint ck = sample();
+  const int before = open_fds();
+
+  std::string missing = dir.file("missing/dir/a.ckpt");
+  CHECK(save_error(missing, ck).find(missing + ": cannot write checkpoint") == 0);
+  CHECK(open_fds() == before);
+
+  std::string target = dir.file("b.ckpt");
+  std::string tmp = target + ".tmp." + std::to_string(::getpid());
+  std::filesystem::create_symlink("/dev/null", tmp);
+  CHECK(save_error(target, ck).find(target + ": flushing checkpoint failed") == 0);
+  CHECK(open_fds() == before);
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(tmp)));
+  CHECK_FALSE(std::filesystem::exists(target));
+
+  // The target is a directory: the rename fails, nothing is left behind.
+  std::filesystem::create_directory(dir.file("c.ckpt"));
+  CHECK(save_error(dir.file("c.ckpt"), ck).find(dir.file("c.ckpt") + ": renaming checkpoint into place failed") == 0);
+  CHECK(open_fds() == before);
+  int entries = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir.path())) ++entries;
+  CHECK(entries == 1);   // c.ckpt/ itself
+
+  // And a save still round-trips (the directory sync succeeds), also for a
+  // file in the current directory (relative path, no parent named).
+  tether::save_checkpoint(target, ck);
+  CHECK(tether::load_checkpoint(target).params == ck.params);
+  CHECK(tether::load_checkpoint_meta(target)["step"] == 42);
+  CHECK(open_fds() == before);
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  std::string relative_error = save_error("rel.ckpt", ck);
+  std::filesystem::current_path(cwd);
+  CHECK(relative_error == "");
+  CHECK(tether::load_checkpoint(dir.file("rel.ckpt")).params == ck.params);
 }

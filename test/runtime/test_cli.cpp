@@ -3,11 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
+#include "runtime/checkpoint.h"
+#include "runtime/config.h"
 #include "test/runtime/process_util.h"
 
 using tether::testing::run_command;
@@ -150,4 +153,50 @@ TEST_CASE("cli: bad checkpoints are refused by eval and --resume") {
   expect({"truncated checkpoint resume", "train " + cfg + " --resume " + cut, 2, "cut.ckpt: checksum mismatch"});
   expect({"checkpoint of another model", "eval " + cfg + " --set model.hidden=32 --checkpoint " + ck, 2,
           "the config builds mlp"});
+}
+
+// --resume under a config whose run keys differ from the checkpoint's (50x the
+// learning rate, another data set) must be refused, naming each key with both
+// values; keys that do not change the run may differ. A checkpoint without
+// run_config (written before they existed) is compared by its config_hash.
+TEST_CASE("cli: --resume refuses a config that changes the run, naming the keys") {
+  TempDir dir("cliresume");
+  std::string cfg = dir.write("cfg.json", R"({"model": {"name": "mlp", "hidden": 16},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 2, "threads": 1}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  auto first = run_command(tether_bin() + " train " + cfg + " --set train.max_steps=3", 120);
+  REQUIRE(first.exit_code == 0);
+  std::string ck = dir.file("log/node-0.ckpt");
+  std::string ck_copy = dir.file("copy.ckpt");
+  std::filesystem::copy_file(ck, ck_copy);
+
+  auto r = run_command(tether_bin() + " train " + cfg + " --resume " + ck +
+                       " --set optimizer.lr=5 --set data.name=mnist", 120);
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("checkpoint error: " + ck + ": was written by a run with") != std::string::npos);
+  CHECK(r.output.find("data.name=\"synthetic\", optimizer.lr=0.05; this run has data.name=\"mnist\", optimizer.lr=5") !=
+        std::string::npos);
+  CHECK(r.output.find("keys that may change") != std::string::npos);
+  expect({"other epochs", "train " + cfg + " --resume " + ck + " --set train.epochs=3", 2,
+          "with train.epochs=2; this run has train.epochs=3"});
+
+  // Allowed: where to stop, threads, logging, and an explicit default value.
+  auto ok = run_command(tether_bin() + " train " + cfg + " --resume " + ck +
+                        " --set train.max_steps=5 --set train.threads=2 --set log.every_steps=7 --set optimizer.lr=0.05",
+                        120);
+  CAPTURE(ok.output);
+  CHECK(ok.exit_code == 0);
+
+  // An older checkpoint: no run_config, the config_hash of its day.
+  tether::Checkpoint old = tether::load_checkpoint(ck_copy);
+  REQUIRE(old.meta.contains("run_config"));
+  old.meta.erase("run_config");
+  old.meta["config_hash"] = tether::legacy_config_hash(tether::load_config(cfg, {}));
+  tether::save_checkpoint(ck_copy, old);
+  expect({"old checkpoint, other config", "train " + cfg + " --resume " + ck_copy + " --set optimizer.lr=5", 2,
+          "copy.ckpt: was written by a run with another config"});
+  auto old_ok = run_command(tether_bin() + " train " + cfg + " --resume " + ck_copy + " --set train.max_steps=5", 120);
+  CAPTURE(old_ok.output);
+  CHECK(old_ok.exit_code == 0);
 }

@@ -99,3 +99,73 @@ TEST_CASE("config: the hash covers what nodes must share and ignores the rest") 
   CHECK(tether::config_hash(tether::parse_config(a)) == tether::config_hash(tether::parse_config(b)));
   CHECK(tether::config_hash(tether::parse_config(a)) != tether::config_hash(tether::parse_config(c)));
 }
+
+namespace {
+uint64_t hash_of(const std::string& text) { return tether::config_hash(tether::parse_config(json::parse(text))); }
+std::vector<std::string> diff_of(const std::string& a, const std::string& b) {
+  return tether::config_diff(tether::parse_config(json::parse(a)), tether::parse_config(json::parse(b)));
+}
+}  // namespace
+
+// The hash is over resolved values: an absent key and its default written out
+// are the same run; every key that changes the number of steps or what a step
+// computes is in it, keys that may differ per machine are not.
+TEST_CASE("config: run keys are resolved values; the hash and the diff cover what changes the run") {
+  CHECK(hash_of("{}") == hash_of(R"({"optimizer": {"lr": 0.05, "momentum": 0.9}, "train": {"max_steps": 0},
+                                     "data": {"batch_size": 64}, "monitor": {"bound": "auto"}})"));
+  CHECK(diff_of("{}", R"({"optimizer": {"lr": 0.05}, "data": {"name": "fashion-mnist"}})").empty());
+  // Each of these changes the run: the hash changes and the diff names the path.
+  const std::vector<std::pair<std::string, std::string>> changes = {
+      {"model.dropout", R"({"model": {"dropout": 0.5}})"},
+      {"data.name", R"({"data": {"name": "mnist"}})"},
+      {"data.batch_size", R"({"data": {"batch_size": 32}})"},
+      {"data.synthetic_train", R"({"data": {"synthetic_train": 100}})"},
+      {"optimizer.lr", R"({"optimizer": {"lr": 5}})"},
+      {"optimizer.schedule", R"({"optimizer": {"schedule": "cosine"}})"},
+      {"algorithm.period", R"({"algorithm": {"period": 4}})"},
+      {"monitor.bound", R"({"monitor": {"bound": 3}})"},
+      {"train.epochs", R"({"train": {"epochs": 2}})"},
+      {"train.seed", R"({"train": {"seed": 2}})"},
+      {"train.max_steps", R"({"train": {"max_steps": 10}})"},
+      {"train.compute", R"({"train": {"compute": "synthetic"}})"},
+      {"train.synthetic_step_ms", R"({"train": {"synthetic_step_ms": 5}})"},
+      {"train.checkpoint_every_steps", R"({"train": {"checkpoint_every_steps": 10}})"},
+      {"cluster.peers", R"({"cluster": {"peers": [{"id": 0, "port": 5000}]}})"},
+  };
+  for (const auto& [path, doc] : changes) {
+    CAPTURE(path);
+    CHECK(hash_of(doc) != hash_of("{}"));
+    CHECK(diff_of("{}", doc) == std::vector<std::string>{path});
+  }
+  // Keys that may differ between machines or runs.
+  CHECK(hash_of("{}") == hash_of(R"({"device": "cpu", "log": {"dir": "elsewhere", "every_steps": 3},
+      "data": {"path": "/mnt/data"}, "train": {"threads": 3, "checkpoint": "x.ckpt", "tf32": true,
+      "eval_every_epochs": 2}, "monitor": {"snapshots": true, "snapshot_every": 4},
+      "net": {"chunk_bytes": 4096, "peer_timeout_ms": 9000}})"));
+  // Peers by id, whatever their order in the file; ssh fields do not count.
+  CHECK(hash_of(R"({"cluster": {"peers": [{"id": 0, "host": "a", "port": 1}, {"id": 1, "host": "b", "port": 2}]}})") ==
+        hash_of(R"({"cluster": {"peers": [{"id": 1, "host": "b", "port": 2, "ssh_user": "u"},
+                                          {"id": 0, "host": "a", "port": 1}]}})"));
+  CHECK(diff_of(R"({"optimizer": {"lr": 0.1}, "train": {"epochs": 3}})", R"({"optimizer": {"lr": 0.2}})") ==
+        std::vector<std::string>{"optimizer.lr", "train.epochs"});
+  CHECK(tether::run_keys_diff({{"a", "1"}, {"b", "2"}}, {{"b", "2"}, {"c", "3"}}) ==
+        std::vector<std::string>{"a", "c"});
+}
+
+// Every node of a cluster config writes its own checkpoint file, also when
+// train.checkpoint names one: nodes sharing a file system must not overwrite
+// each other's.
+TEST_CASE("config: checkpoint paths are per node in a cluster config") {
+  const std::string peers = R"("cluster": {"peers": [{"id": 0, "port": 5000}, {"id": 1, "port": 5001}]})";
+  auto path = [](const std::string& text, int node) {
+    return tether::checkpoint_path_for_node(tether::parse_config(json::parse(text)), node);
+  };
+  CHECK(path(R"({"log": {"dir": "runs/x"}})", 0) == "runs/x/node-0.ckpt");
+  CHECK(path(R"({"train": {"checkpoint": "ckpt/x.ckpt"}})", 0) == "ckpt/x.ckpt");
+  CHECK(path("{" + peers + R"(, "log": {"dir": "runs/x"}})", 1) == "runs/x/node-1.ckpt");
+  CHECK(path("{" + peers + R"(, "train": {"checkpoint": "ckpt/x.ckpt"}})", 0) == "ckpt/x.node-0.ckpt");
+  CHECK(path("{" + peers + R"(, "train": {"checkpoint": "ckpt/x.ckpt"}})", 1) == "ckpt/x.node-1.ckpt");
+  CHECK(path("{" + peers + R"(, "train": {"checkpoint": "/abs/d.v2/x"}})", 1) == "/abs/d.v2/x.node-1");
+  CHECK(path("{" + peers + R"(, "train": {"checkpoint": "x.tar.ckpt"}})", 1) == "x.tar.node-1.ckpt");
+  CHECK(path("{" + peers + R"(, "train": {"checkpoint": "ckpt/"}})", 1) == "ckpt/node-1.ckpt");
+}
