@@ -169,3 +169,16 @@ TEST_CASE("config: checkpoint paths are per node in a cluster config") {
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "x.tar.ckpt"}})", 1) == "x.tar.node-1.ckpt");
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "ckpt/"}})", 1) == "ckpt/node-1.ckpt");
 }
+
+TEST_CASE("config: gossip has no proven bound; cluster checkpoints fall on round boundaries") {
+  const std::string peers = R"("cluster": {"peers": [{"id": 0, "port": 1}, {"id": 1, "port": 2}]})";
+  CHECK(error_of(R"({"algorithm": {"mixer": "gossip"}, "monitor": {"bound": 3}})").find("monitor.bound: the gossip mixer "
+                                                                                         "has no proven distance bound") == 0);
+  CHECK(error_of(R"({"algorithm": {"mixer": "gossip"}, "monitor": {"bound": "auto"}})").empty());
+  CHECK(error_of(R"({"algorithm": {"mixer": "ring"}, "monitor": {"bound": 3}})").empty());
+  CHECK(error_of("{" + peers + R"(, "algorithm": {"period": 4}, "train": {"checkpoint_every_steps": 10}})") ==
+        "train.checkpoint_every_steps: expected a multiple of algorithm.period (4) in a cluster, so that every node "
+        "checkpoints at the same round boundary, got 10");
+  CHECK(error_of("{" + peers + R"(, "algorithm": {"period": 4}, "train": {"checkpoint_every_steps": 12}})").empty());
+  CHECK(error_of(R"({"algorithm": {"period": 4}, "train": {"checkpoint_every_steps": 10}})").empty());   // one node
+}
