@@ -50,6 +50,13 @@ std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data) {
   return make_model(spec, Shape{data.channels, data.height, data.width}, data.classes);
 }
 
+uint64_t dropout_seed(uint64_t seed, int node, uint64_t step) {
+  // The node enters above bit 48 (ids < 4096): for one step, mix64 being a
+  // bijection, distinct nodes get distinct seeds; node 0 keeps the seeds
+  // single-node runs had before the node was part of it.
+  return kmath::mix64(seed ^ kmath::mix64(step + 0x51ed) ^ (uint64_t(node) << 48));
+}
+
 Trainer::Trainer(Config cfg, TrainOptions opts) : cfg_(std::move(cfg)), opts_(std::move(opts)) {}
 Trainer::~Trainer() = default;
 
@@ -168,9 +175,7 @@ void Trainer::train_step(uint64_t step, int epoch, size_t step_in_epoch) {
   be_->normalize_bytes(size_t(n) * data_.train.image_bytes(), host_images_.data(), data_.train.mean, data_.train.std,
                        x_.get());
   be_->upload(y_.get(), host_labels_.data(), size_t(n) * sizeof(int32_t));
-  // Dropout masks are a pure function of (seed, step): resume reproduces them.
-  uint64_t dropout_seed = kmath::mix64(cfg_.train.seed ^ kmath::mix64(step + 0x51ed));
-  model_->forward_backward(x_.get(), y_.get(), n, dropout_seed, stats_.get());
+  model_->forward_backward(x_.get(), y_.get(), n, dropout_seed(cfg_.train.seed, opts_.node, step), stats_.get());
   sgd_->step(float(schedule_.at(step)), model_->grads(), model_->params());
   interval_images_ += uint64_t(n);
   interval_steps_ += 1;

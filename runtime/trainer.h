@@ -104,6 +104,13 @@ class Trainer {
   std::unique_ptr<Log> log_;
 };
 
+// Seed of the dropout masks of global step `step` on node `node`: a pure
+// function of (seed, node, step), so --resume draws the same masks, and nodes
+// draw different masks at the same step (N nodes under `sync` then train like
+// one node with an N-fold batch, as without dropout). Node 0's seeds do not
+// depend on the node term: single-node runs keep their masks.
+uint64_t dropout_seed(uint64_t seed, int node, uint64_t step);
+
 // Builds the model a config describes (shape from the dataset).
 std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data);
 DatasetSpec dataset_spec(const Config& cfg);
