@@ -64,8 +64,11 @@ class Trainer {
   // Builds everything (backend, data, model) and, for distributed configs,
   // the averaging algorithm; runs to the end or until stopped.
   TrainResult run();
-  // Evaluates the model in `checkpoint` on the test split.
-  static double evaluate_checkpoint(const Config& cfg, const std::string& checkpoint, double* loss);
+  // Evaluates the model in `checkpoint` on the config's test split. Throws
+  // CheckpointError, naming both, when the checkpoint was trained on another
+  // data set than cfg.data.name, unless `any_data`.
+  static double evaluate_checkpoint(const Config& cfg, const std::string& checkpoint, double* loss,
+                                    bool any_data = false);
 
  private:
   void setup();

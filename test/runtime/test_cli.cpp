@@ -151,3 +151,32 @@ TEST_CASE("cli: bad checkpoints are refused by eval and --resume") {
   expect({"checkpoint of another model", "eval " + cfg + " --set model.hidden=32 --checkpoint " + ck, 2,
           "the config builds mlp"});
 }
+
+TEST_CASE("cli: eval refuses a checkpoint of another data set, naming both, unless --any-data") {
+  TempDir dir("clidata-eval");
+  // Trained on synthetic (28x28x1, like MNIST): the same model fits both.
+  std::string cfg = dir.write("cfg.json", R"({"model": {"name": "mlp", "hidden": 16},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 1, "threads": 1}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  auto ok = run_command(tether_bin() + " train " + cfg, 120);
+  REQUIRE(ok.exit_code == 0);
+  std::string ck = dir.file("log/node-0.ckpt");
+  // An MNIST-layout directory of 100 + 20 images for the other data set.
+  TempDir data("clidata-mnist");
+  std::string mnist = data_dir(data, idx_images(100, 28, 28, 100 * 784), idx_labels(100, 100));
+  const std::string other = " --set data.name=mnist --set data.path=" + mnist;
+
+  auto same = run_command(tether_bin() + " eval " + cfg + " --checkpoint " + ck, 60);
+  CHECK(same.exit_code == 0);
+  expect({"eval on another data set", "eval " + cfg + other + " --checkpoint " + ck, 2,
+          "node-0.ckpt: trained on data set \"synthetic\", the config's data.name is \"mnist\""});
+  expect({"eval on another data set: the way out", "eval " + cfg + other + " --checkpoint " + ck, 2, "--any-data"});
+  auto forced = run_command(tether_bin() + " eval " + cfg + other + " --any-data --checkpoint " + ck, 60);
+  CAPTURE(forced.output);
+  CHECK(forced.exit_code == 0);
+  CHECK(forced.output.find("\"event\": \"eval\"") != std::string::npos);
+  // --any-data is eval's, documented in --help.
+  expect({"--any-data is eval's only", "train " + cfg + " --any-data", 2, "unknown option --any-data for train"});
+  auto help = run_command(tether_bin() + " --help");
+  CHECK(help.output.find("--any-data") != std::string::npos);
+}
