@@ -138,7 +138,11 @@ void Trainer::setup() {
     if (!pending_anchor_.empty()) avg_->restore_anchor(pending_anchor_);
   }
   log_->progress.line(model_->summary());
-  log_->progress.line("backend " + be_->name() + ", data " + data_.train.name + " (" +
+  const std::string dir = dataset_dir(dataset_spec(cfg_));
+  log_->progress.line("backend " + be_->name() + ", data " + data_.train.name +
+                      (dir.empty() ? std::string(" (generated, seed ") + std::to_string(cfg_.train.seed) + ")"
+                                   : " from " + dir) +
+                      " (" +
                       std::to_string(data_.train.count()) + " train / " + std::to_string(data_.test.count()) +
                       " test), " + std::to_string(spe) + " steps per epoch on node " + std::to_string(opts_.node) +
                       " of " + std::to_string(cfg_.nodes()));

@@ -180,3 +180,37 @@ TEST_CASE("cli: eval refuses a checkpoint of another data set, naming both, unle
   auto help = run_command(tether_bin() + " --help");
   CHECK(help.output.find("--any-data") != std::string::npos);
 }
+
+TEST_CASE("cli: data.name alone switches data sets; the start-up line names the directory read") {
+  TempDir dir("clidata-name");
+  const std::string shipped = tether::testing::source_root() + "/configs/fmnist-lenet.json";
+  // A cheap run of the shipped Fashion-MNIST config: mlp, one step.
+  const std::string cheap = " --set model.name=mlp --set model.hidden=16 --set train.max_steps=1"
+                            " --set train.threads=1 --set log.progress=false --set log.dir=" + dir.file("log");
+  // MNIST's default directory is read, not the Fashion-MNIST one the shipped
+  // config used to name: either the start-up line says so (MNIST installed)
+  // or the data error names its files (not installed); exit 0 or 2.
+  auto mnist = run_command(tether_bin() + " train " + shipped + cheap + " --set data.name=mnist", 120);
+  CAPTURE(mnist.output);
+  CHECK((mnist.exit_code == 0 || mnist.exit_code == 2));
+  const bool read = mnist.output.find("data mnist from /usr/share/datasets/mnist (") != std::string::npos;
+  const bool missing = mnist.output.find("data error: /usr/share/datasets/mnist/t") !=
+                       std::string::npos;
+  CHECK((read || missing));
+  CHECK(mnist.output.find("fashion-mnist") == std::string::npos);
+
+  auto synth = run_command(tether_bin() + " train " + shipped + cheap +
+                               " --set data.name=synthetic --set data.synthetic_train=64 --set data.synthetic_test=16",
+                           120);
+  CAPTURE(synth.output);
+  CHECK(synth.exit_code == 0);
+  CHECK(synth.output.find("data synthetic (generated, seed 1) (64 train / 16 test)") != std::string::npos);
+
+  // A data.path the config sets is what is read, and the line says so.
+  TempDir data("clidata-path");
+  std::string path = data_dir(data, idx_images(100, 28, 28, 100 * 784), idx_labels(100, 100));
+  auto own = run_command(tether_bin() + " train " + shipped + cheap + " --set data.path=" + path, 120);
+  CAPTURE(own.output);
+  CHECK(own.exit_code == 0);
+  CHECK(own.output.find("data fashion-mnist from " + path + " (100 train / 20 test)") != std::string::npos);
+}
