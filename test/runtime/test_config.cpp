@@ -106,10 +106,11 @@ TEST_CASE("config: the hash covers what nodes must share and ignores the rest") 
 TEST_CASE("config: data.path absent means the data set's default directory, so data.name alone switches") {
   CHECK(tether::parse_config(json::parse("{}")).data.path.empty());
   auto dir_of = [](const Config& c) { return tether::dataset_dir(tether::dataset_spec(c)); };
-  CHECK(dir_of(tether::parse_config(json::parse("{}"))) == tether::kFashionMnistDefaultPath);
-  CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "mnist"}})"))) == tether::kMnistDefaultPath);
+  CHECK(dir_of(tether::parse_config(json::parse("{}"))) == std::string(tether::kFashionMnistDefaultPath));
+  CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "mnist"}})"))) ==
+        std::string(tether::kMnistDefaultPath));
   CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "cifar10"}})"))) ==
-        tether::kCifar10DefaultPath);
+        std::string(tether::kCifar10DefaultPath));
   CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "synthetic"}})"))).empty());
   CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "mnist", "path": "/d"}})"))) == "/d");
   CHECK(error_of(R"({"data": {"path": ""}})") == "data.path: expected a non-empty string, got \"\"");
@@ -118,8 +119,8 @@ TEST_CASE("config: data.path absent means the data set's default directory, so d
   for (const char* name : {"fmnist-lenet", "fmnist-resnet", "local-4", "ssh-3", "switch-4"}) {
     CAPTURE(name);
     const std::string file = tether::testing::source_root() + "/configs/" + name + ".json";
-    CHECK(dir_of(tether::load_config(file, {})) == tether::kFashionMnistDefaultPath);
-    CHECK(dir_of(tether::load_config(file, {"data.name=mnist"})) == tether::kMnistDefaultPath);
-    CHECK(dir_of(tether::load_config(file, {"data.name=cifar10"})) == tether::kCifar10DefaultPath);
+    CHECK(dir_of(tether::load_config(file, {})) == std::string(tether::kFashionMnistDefaultPath));
+    CHECK(dir_of(tether::load_config(file, {"data.name=mnist"})) == std::string(tether::kMnistDefaultPath));
+    CHECK(dir_of(tether::load_config(file, {"data.name=cifar10"})) == std::string(tether::kCifar10DefaultPath));
   }
 }
