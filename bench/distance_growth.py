@@ -46,7 +46,8 @@ def run_cluster(binary, workdir, n, s, seed, a):
         "device": "cpu",
         "model": {"name": "mlp", "hidden": a.hidden} if a.model == "mlp" else {"name": a.model},
         "data": ({"name": "synthetic", "synthetic_train": a.train_samples, "synthetic_test": 64, "batch_size": a.batch}
-                 if a.data == "synthetic" else {"name": a.data, "path": a.data_path, "batch_size": a.batch}),
+                 if a.data == "synthetic" else {"name": a.data, "batch_size": a.batch,
+                                                **({"path": a.data_path} if a.data_path else {})}),
         "optimizer": {"lr": a.lr, "momentum": 0.0, "weight_decay": 0.0},
         "train": {"epochs": 1000, "seed": seed, "threads": 1, "max_steps": a.rounds},
         "log": {"every_steps": 10, "progress": False, "dir": logdir},
@@ -110,7 +111,7 @@ def main():
     ap.add_argument("--train-samples", type=int, default=5120)
     ap.add_argument("--model", default="mlp", help="mlp (with --hidden units) or another model of the zoo, e.g. lenet")
     ap.add_argument("--data", default="synthetic", help="synthetic (--train-samples), or e.g. fashion-mnist (--data-path)")
-    ap.add_argument("--data-path", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--data-path", default="", help="directory of the data set (default: the data set's own)")
     ap.add_argument("--bound", default="auto", help="monitor.bound: auto, or a distance the monitor holds")
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--delay-ms", type=int, default=10)

@@ -407,13 +407,22 @@ Dataset make_synthetic(size_t count, uint64_t seed, uint64_t stream, int channel
   return d;
 }
 
+std::string dataset_dir(const DatasetSpec& spec) {
+  if (spec.name == "synthetic") return "";
+  if (spec.name != "fashion-mnist" && spec.name != "mnist" && spec.name != "cifar10") {
+    throw DataError("dataset '" + spec.name + "'",
+                    "unknown dataset (expected fashion-mnist, mnist, cifar10 or synthetic)");
+  }
+  if (!spec.path.empty()) return spec.path;
+  return spec.name == "fashion-mnist" ? kFashionMnistDefaultPath
+         : spec.name == "mnist"       ? kMnistDefaultPath
+                                      : kCifar10DefaultPath;
+}
+
 DataSplits load_dataset(const DatasetSpec& spec) {
   if (spec.name == "fashion-mnist" || spec.name == "mnist") {
     const bool fashion = spec.name == "fashion-mnist";
-    const std::string dir = !spec.path.empty() ? spec.path
-                            : fashion          ? std::string(kFashionMnistDefaultPath)
-                                               : std::string(kMnistDefaultPath);
-    DataSplits s = load_mnist_dir(dir);
+    DataSplits s = load_mnist_dir(dataset_dir(spec));
     for (Dataset* d : {&s.train, &s.test}) {
       d->name = spec.name;
       d->mean = fashion ? kFashionMnistMean : kMnistMean;
@@ -422,7 +431,7 @@ DataSplits load_dataset(const DatasetSpec& spec) {
     return s;
   }
   if (spec.name == "cifar10") {
-    return load_cifar10(!spec.path.empty() ? spec.path : std::string(kCifar10DefaultPath));
+    return load_cifar10(dataset_dir(spec));
   }
   if (spec.name == "synthetic") {
     DataSplits s;

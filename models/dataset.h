@@ -89,8 +89,13 @@ inline constexpr uint32_t kMaxImageSide = 16384;        // rows, cols
 inline constexpr size_t kMaxImageBytes = size_t(1) << 26;  // 64 MiB per image
 inline constexpr size_t kMaxImageCount = 0xFFFFFFFFu;   // indices are uint32
 
-// Loads both splits of a dataset by name. Throws DataError (unknown name,
-// or any problem of the files).
+// The directory load_dataset reads for `spec`: spec.path, or when empty the
+// data set's default above; "" for synthetic (generated, no files). Throws
+// DataError for an unknown name.
+std::string dataset_dir(const DatasetSpec& spec);
+
+// Loads both splits of a dataset by name from dataset_dir(spec). Throws
+// DataError (unknown name, or any problem of the files).
 DataSplits load_dataset(const DatasetSpec& spec);
 
 // One IDX image file and its label file (gzip or plain). `classes` bounds the

@@ -6,19 +6,22 @@
 namespace tether {
 
 double LrSchedule::at(uint64_t step) const {
-  if (warmup_steps > 0 && step < warmup_steps) {
-    return base_lr * double(step + 1) / double(warmup_steps);
-  }
-  uint64_t t = step - warmup_steps;
+  // Step decay counts from step 0, so with step_every = one epoch the rate
+  // drops at epoch boundaries whatever the warm-up; warm-up only ramps (it
+  // scales the scheduled rate and does not shift the decay points).
+  double lr = base_lr;
   if (kind == "cosine") {
+    // Cosine spans [warmup_steps, total_steps]: it starts from base_lr where
+    // the warm-up ends.
+    uint64_t t = step > warmup_steps ? step - warmup_steps : 0;
     uint64_t span = total_steps > warmup_steps ? total_steps - warmup_steps : 1;
     double frac = std::min(1.0, double(t) / double(span));
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + std::cos(std::numbers::pi * frac));
+    lr = min_lr + 0.5 * (base_lr - min_lr) * (1.0 + std::cos(std::numbers::pi * frac));
+  } else if (kind == "step" && step_every > 0) {
+    lr = base_lr * std::pow(gamma, double(step / step_every));
   }
-  if (kind == "step" && step_every > 0) {
-    return base_lr * std::pow(gamma, double(t / step_every));
-  }
-  return base_lr;
+  if (warmup_steps > 0 && step < warmup_steps) lr *= double(step + 1) / double(warmup_steps);
+  return lr;
 }
 
 Sgd::Sgd(Backend* be, size_t trainable_count, SgdOptions opts)

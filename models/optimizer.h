@@ -20,10 +20,12 @@ struct SgdOptions {
 struct LrSchedule {
   std::string kind = "constant";   // "constant" | "cosine" | "step"
   double base_lr = 0.05;
-  uint64_t warmup_steps = 0;       // linear ramp from base_lr/warmup_steps... to base_lr
+  uint64_t warmup_steps = 0;       // linear ramp: steps 0..warmup_steps-1 get (step+1)/warmup_steps
+                                   // of the scheduled rate
   uint64_t total_steps = 1;        // cosine: decays to min_lr at total_steps
   double min_lr = 0.0;
-  uint64_t step_every = 0;         // step: multiply by gamma every step_every steps (after warm-up)
+  uint64_t step_every = 0;         // step: × gamma at every multiple of step_every, counted
+                                   // from step 0 (not from the end of warm-up)
   double gamma = 0.1;
   // Learning rate for 0-based global step `step`.
   double at(uint64_t step) const;

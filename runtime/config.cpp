@@ -168,11 +168,9 @@ Config parse_config(const json& doc) {
   {
     Obj d = top.child("data");
     c.data.name = d.choice("name", c.data.name, {"fashion-mnist", "mnist", "cifar10", "synthetic"});
-    std::string default_path = c.data.name == "fashion-mnist" ? c.data.path
-                               : c.data.name == "mnist"       ? "/usr/share/datasets/mnist"
-                               : c.data.name == "cifar10"     ? "data/cifar-10-batches-bin"
-                                                              : "";
-    c.data.path = d.get("path") != nullptr ? d.string("path", "") : default_path;
+    // Absent: empty, and the loader reads the data set's own default
+    // directory, so --set data.name alone switches data sets.
+    c.data.path = d.string("path", c.data.path);
     c.data.batch_size = int(d.integer("batch_size", c.data.batch_size, 1, 65536, "in 1..65536"));
     c.data.synthetic_train = int(d.integer("synthetic_train", c.data.synthetic_train, 1, 10000000, "in 1..10000000"));
     c.data.synthetic_test = int(d.integer("synthetic_test", c.data.synthetic_test, 1, 10000000, "in 1..10000000"));

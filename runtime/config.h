@@ -38,7 +38,7 @@ struct Config {
 
   struct Data {
     std::string name = "fashion-mnist"; // fashion-mnist | mnist | cifar10 | synthetic
-    std::string path = "/usr/share/datasets/fashion-mnist";
+    std::string path;                   // empty: the data set's default directory (models/dataset.h)
     int batch_size = 64;                // per node
     int synthetic_train = 60000, synthetic_test = 10000;
   } data;

@@ -1,6 +1,6 @@
 // tether: one binary per machine.
 //   tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]
-//   tether eval CONFIG --checkpoint FILE [--set ...]
+//   tether eval CONFIG --checkpoint FILE [--set ...] [--any-data]
 //   tether dashboard LOGDIR [--once] [--interval-ms N]
 //   tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]
 // Exit codes: 0 done (also after SIGINT/SIGTERM with a checkpoint written),
@@ -55,7 +55,7 @@ const char* kUsage =
     "\n"
     "usage:\n"
     "  tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
-    "  tether eval CONFIG --checkpoint FILE [--set json.path=value]...\n"
+    "  tether eval CONFIG --checkpoint FILE [--set json.path=value]... [--any-data]\n"
     "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
     "  tether --help\n"
@@ -67,7 +67,9 @@ const char* kUsage =
     "        config the node id goes before its extension: x.ckpt -> x.node-<ID>.ckpt).\n"
     "        --resume refuses a checkpoint of a run with other run keys (README).\n"
     "        SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n"
-    "eval    test accuracy of a checkpoint on the config's test split.\n"
+    "eval    test accuracy of a checkpoint on the config's test split. A checkpoint\n"
+    "        trained on another data set than data.name is refused (exit 2) unless\n"
+    "        --any-data.\n"
     "dashboard  live table of a run's nodes from LOGDIR/node-*.jsonl (step, loss,\n"
     "        test acc, img/s, idle, distance vs bound); refreshes every N ms (1000)\n"
     "        until every node finished or Ctrl-C; --once (or no terminal): one frame.\n"
@@ -108,6 +110,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets;
   int node = 0;
   uint64_t fail_after_step = 0;   // test hook, deliberately not in kUsage (TrainOptions)
+  bool any_data = false;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](const char* flag) -> std::string {
@@ -132,6 +135,8 @@ int main(int argc, char** argv) {
         fail_after_step = std::stoull(v);
       } else if (a == "--checkpoint" && cmd == "eval") {
         checkpoint = value("--checkpoint");
+      } else if (a == "--any-data" && cmd == "eval") {
+        any_data = true;
       } else if (a == "--help" || a == "-h") {
         std::fputs(kUsage, stdout);
         return 0;
@@ -164,7 +169,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "eval") {
       double loss = 0;
-      double acc = tether::Trainer::evaluate_checkpoint(cfg, checkpoint, &loss);
+      double acc = tether::Trainer::evaluate_checkpoint(cfg, checkpoint, &loss, any_data);
       std::printf("test_acc %.4f test_loss %.4f\n", acc, loss);
       std::printf("{\"event\": \"eval\", \"test_acc\": %.6f, \"test_loss\": %.6f}\n", acc, loss);
       return 0;

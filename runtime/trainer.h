@@ -48,8 +48,11 @@ class Trainer {
   // Builds everything (backend, data, model) and, for distributed configs,
   // the averaging algorithm; runs to the end or until stopped.
   TrainResult run();
-  // Evaluates the model in `checkpoint` on the test split.
-  static double evaluate_checkpoint(const Config& cfg, const std::string& checkpoint, double* loss);
+  // Evaluates the model in `checkpoint` on the config's test split. Throws
+  // CheckpointError, naming both, when the checkpoint was trained on another
+  // data set than cfg.data.name, unless `any_data`.
+  static double evaluate_checkpoint(const Config& cfg, const std::string& checkpoint, double* loss,
+                                    bool any_data = false);
 
  private:
   void setup();
@@ -91,6 +94,13 @@ class Trainer {
   struct Log;
   std::unique_ptr<Log> log_;
 };
+
+// Seed of the dropout masks of global step `step` on node `node`: a pure
+// function of (seed, node, step), so --resume draws the same masks, and nodes
+// draw different masks at the same step (N nodes under `sync` then train like
+// one node with an N-fold batch, as without dropout). Node 0's seeds do not
+// depend on the node term: single-node runs keep their masks.
+uint64_t dropout_seed(uint64_t seed, int node, uint64_t step);
 
 // Builds the model a config describes (shape from the dataset).
 std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data);

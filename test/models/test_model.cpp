@@ -226,7 +226,40 @@ TEST_CASE("schedule: warm-up, cosine and step decay") {
   s.kind = "step";
   s.step_every = 20;
   s.gamma = 0.5;
-  CHECK(s.at(29) == doctest::Approx(0.1));
-  CHECK(s.at(30) == doctest::Approx(0.05));
-  CHECK(s.at(75) == doctest::Approx(0.0125));   // 65 steps after warm-up: 3 decays
+  CHECK(s.at(19) == doctest::Approx(0.1));
+  CHECK(s.at(20) == doctest::Approx(0.05));     // decays count from step 0, not from warm-up's end
+  CHECK(s.at(29) == doctest::Approx(0.05));
+  CHECK(s.at(75) == doctest::Approx(0.0125));   // 3 decays (60 <= 75 < 80)
+}
+
+// The README's promise: `step_epochs` 1 drops the rate at epoch boundaries,
+// whatever the warm-up. Closed form with 100 steps per epoch, warm-up half an
+// epoch: lr(s) = base · gamma^floor(s / 100) · min(1, (s + 1) / 50).
+TEST_CASE("schedule: step decay at epoch boundaries, counted from step 0; warm-up only ramps") {
+  LrSchedule s;
+  s.kind = "step";
+  s.base_lr = 0.1;
+  s.gamma = 0.1;
+  s.step_every = 100;     // step_epochs 1
+  s.warmup_steps = 50;    // warmup_epochs 0.5
+  s.total_steps = 1000;
+  auto closed = [](uint64_t st) {
+    return 0.1 * std::pow(0.1, double(st / 100)) * std::min(1.0, double(st + 1) / 50.0);
+  };
+  // Warm-up ramp, then the boundary steps of epochs 1..3 and the half-epoch
+  // points where a decay counted from the end of warm-up would fall.
+  for (uint64_t st : {0, 24, 48, 49, 50, 99, 100, 101, 149, 150, 151, 199, 200, 249, 250, 299, 300}) {
+    CAPTURE(st);
+    CHECK(s.at(st) == doctest::Approx(closed(st)).epsilon(1e-12));
+  }
+  CHECK(s.at(0) == doctest::Approx(0.002));
+  CHECK(s.at(99) == doctest::Approx(0.1));
+  CHECK(s.at(100) == doctest::Approx(0.01));
+  CHECK(s.at(149) == doctest::Approx(0.01));
+  CHECK(s.at(200) == doctest::Approx(0.001));
+  // A warm-up longer than step_every ramps the decayed rate.
+  s.warmup_steps = 200;
+  CHECK(s.at(149) == doctest::Approx(0.01 * 150.0 / 200.0));
+  CHECK(s.at(199) == doctest::Approx(0.01));
+  CHECK(s.at(200) == doctest::Approx(0.001));
 }

@@ -200,3 +200,66 @@ TEST_CASE("cli: --resume refuses a config that changes the run, naming the keys"
   CAPTURE(old_ok.output);
   CHECK(old_ok.exit_code == 0);
 }
+
+TEST_CASE("cli: eval refuses a checkpoint of another data set, naming both, unless --any-data") {
+  TempDir dir("clidata-eval");
+  // Trained on synthetic (28x28x1, like MNIST): the same model fits both.
+  std::string cfg = dir.write("cfg.json", R"({"model": {"name": "mlp", "hidden": 16},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 1, "threads": 1}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  auto ok = run_command(tether_bin() + " train " + cfg, 120);
+  REQUIRE(ok.exit_code == 0);
+  std::string ck = dir.file("log/node-0.ckpt");
+  // An MNIST-layout directory of 100 + 20 images for the other data set.
+  TempDir data("clidata-mnist");
+  std::string mnist = data_dir(data, idx_images(100, 28, 28, 100 * 784), idx_labels(100, 100));
+  const std::string other = " --set data.name=mnist --set data.path=" + mnist;
+
+  auto same = run_command(tether_bin() + " eval " + cfg + " --checkpoint " + ck, 60);
+  CHECK(same.exit_code == 0);
+  expect({"eval on another data set", "eval " + cfg + other + " --checkpoint " + ck, 2,
+          "node-0.ckpt: trained on data set \"synthetic\", the config's data.name is \"mnist\""});
+  expect({"eval on another data set: the way out", "eval " + cfg + other + " --checkpoint " + ck, 2, "--any-data"});
+  auto forced = run_command(tether_bin() + " eval " + cfg + other + " --any-data --checkpoint " + ck, 60);
+  CAPTURE(forced.output);
+  CHECK(forced.exit_code == 0);
+  CHECK(forced.output.find("\"event\": \"eval\"") != std::string::npos);
+  // --any-data is eval's, documented in --help.
+  expect({"--any-data is eval's only", "train " + cfg + " --any-data", 2, "unknown option --any-data for train"});
+  auto help = run_command(tether_bin() + " --help");
+  CHECK(help.output.find("--any-data") != std::string::npos);
+}
+
+TEST_CASE("cli: data.name alone switches data sets; the start-up line names the directory read") {
+  TempDir dir("clidata-name");
+  const std::string shipped = tether::testing::source_root() + "/configs/fmnist-lenet.json";
+  // A cheap run of the shipped Fashion-MNIST config: mlp, one step.
+  const std::string cheap = " --set model.name=mlp --set model.hidden=16 --set train.max_steps=1"
+                            " --set train.threads=1 --set log.progress=false --set log.dir=" + dir.file("log");
+  // MNIST's default directory is read, not the Fashion-MNIST one the shipped
+  // config used to name: either the start-up line says so (MNIST installed)
+  // or the data error names its files (not installed); exit 0 or 2.
+  auto mnist = run_command(tether_bin() + " train " + shipped + cheap + " --set data.name=mnist", 120);
+  CAPTURE(mnist.output);
+  CHECK((mnist.exit_code == 0 || mnist.exit_code == 2));
+  const bool read = mnist.output.find("data mnist from /usr/share/datasets/mnist (") != std::string::npos;
+  const bool missing = mnist.output.find("data error: /usr/share/datasets/mnist/t") !=
+                       std::string::npos;
+  CHECK((read || missing));
+  CHECK(mnist.output.find("fashion-mnist") == std::string::npos);
+
+  auto synth = run_command(tether_bin() + " train " + shipped + cheap +
+                               " --set data.name=synthetic --set data.synthetic_train=64 --set data.synthetic_test=16",
+                           120);
+  CAPTURE(synth.output);
+  CHECK(synth.exit_code == 0);
+  CHECK(synth.output.find("data synthetic (generated, seed 1) (64 train / 16 test)") != std::string::npos);
+
+  // A data.path the config sets is what is read, and the line says so.
+  TempDir data("clidata-path");
+  std::string path = data_dir(data, idx_images(100, 28, 28, 100 * 784), idx_labels(100, 100));
+  auto own = run_command(tether_bin() + " train " + shipped + cheap + " --set data.path=" + path, 120);
+  CAPTURE(own.output);
+  CHECK(own.exit_code == 0);
+  CHECK(own.output.find("data fashion-mnist from " + path + " (100 train / 20 test)") != std::string::npos);
+}

@@ -1,7 +1,10 @@
 // Config validation: every key checked, errors name the JSON path.
 #include <doctest/doctest.h>
 
+#include "models/dataset.h"
 #include "runtime/config.h"
+#include "runtime/trainer.h"
+#include "test/runtime/process_util.h"
 
 using tether::Config;
 using tether::ConfigError;
@@ -181,4 +184,26 @@ TEST_CASE("config: gossip has no proven bound; cluster checkpoints fall on round
         "checkpoints at the same round boundary, got 10");
   CHECK(error_of("{" + peers + R"(, "algorithm": {"period": 4}, "train": {"checkpoint_every_steps": 12}})").empty());
   CHECK(error_of(R"({"algorithm": {"period": 4}, "train": {"checkpoint_every_steps": 10}})").empty());   // one node
+}
+
+TEST_CASE("config: data.path absent means the data set's default directory, so data.name alone switches") {
+  CHECK(tether::parse_config(json::parse("{}")).data.path.empty());
+  auto dir_of = [](const Config& c) { return tether::dataset_dir(tether::dataset_spec(c)); };
+  CHECK(dir_of(tether::parse_config(json::parse("{}"))) == std::string(tether::kFashionMnistDefaultPath));
+  CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "mnist"}})"))) ==
+        std::string(tether::kMnistDefaultPath));
+  CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "cifar10"}})"))) ==
+        std::string(tether::kCifar10DefaultPath));
+  CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "synthetic"}})"))).empty());
+  CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "mnist", "path": "/d"}})"))) == "/d");
+  CHECK(error_of(R"({"data": {"path": ""}})") == "data.path: expected a non-empty string, got \"\"");
+  // Every shipped config: --set data.name alone reads that set's default
+  // directory (only a config that needs another directory names one).
+  for (const char* name : {"fmnist-lenet", "fmnist-resnet", "local-4", "ssh-3", "switch-4"}) {
+    CAPTURE(name);
+    const std::string file = tether::testing::source_root() + "/configs/" + name + ".json";
+    CHECK(dir_of(tether::load_config(file, {})) == std::string(tether::kFashionMnistDefaultPath));
+    CHECK(dir_of(tether::load_config(file, {"data.name=mnist"})) == std::string(tether::kMnistDefaultPath));
+    CHECK(dir_of(tether::load_config(file, {"data.name=cifar10"})) == std::string(tether::kCifar10DefaultPath));
+  }
 }

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Records the PyTorch reference of test/models/test_torch_reference.cpp.
+
+lenet (= `cnn` of ../shared/peers/models.py) with tether's initial weights
+(seed 1, written by the test binary's skipped case "torch reference: write
+lenet's initial parameters"), 20 steps of torch.optim.SGD (lr 0.05, momentum
+0.9) on the first 20 x 64 Fashion-MNIST training images in file order,
+normalised as tether does: (x/255 - 0.2860) / 0.3530 in float32. Prints the
+mean cross-entropy of each batch before its update as a C++ initialiser, to
+paste into kTorchLosses.
+
+usage: /usr/bin/python3 test/models/torch_reference.py build/test/models/test_models
+needs: python3-torch, python3-numpy (Debian), dataset-fashion-mnist
+"""
+import gzip
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+DATA = "/usr/share/datasets/fashion-mnist"
+MEAN, STD = np.float32(0.2860), np.float32(0.3530)
+BATCH, STEPS, LR, MOMENTUM = 64, 20, 0.05, 0.9
+
+
+class MnistCNN(nn.Module):
+    """../shared/peers/models.py's cnn, repeated so the script stands alone."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def idx(path, header):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    return np.frombuffer(raw, dtype=np.uint8, offset=header)
+
+
+def tether_init(test_binary):
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([os.path.abspath(test_binary), "-tc=torch reference*", "--no-skip"], cwd=d, check=True,
+                       stdout=subprocess.DEVNULL)
+        return np.fromfile(os.path.join(d, "lenet-init.f32"), dtype="<f4")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    torch.set_num_threads(2)
+    params = tether_init(sys.argv[1])
+    model = MnistCNN()
+    # tether's arena holds the trainable parameters in declaration order with
+    # PyTorch's layouts (conv OIHW, linear (out, in)): state_dict's order.
+    state = model.state_dict()
+    assert sum(v.numel() for v in state.values()) == params.size, (params.size, "parameters")
+    offset = 0
+    for name, v in state.items():
+        state[name] = torch.from_numpy(params[offset:offset + v.numel()].copy()).view(v.shape)
+        offset += v.numel()
+    model.load_state_dict(state)
+
+    images = idx(f"{DATA}/train-images-idx3-ubyte.gz", 16)[:BATCH * STEPS * 784].reshape(-1, 1, 28, 28)
+    labels = idx(f"{DATA}/train-labels-idx1-ubyte.gz", 8)[:BATCH * STEPS].astype(np.int64)
+    x_all = (images.astype(np.float32) / np.float32(255) - MEAN) / STD
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    for step in range(STEPS):
+        x = torch.from_numpy(x_all[step * BATCH:(step + 1) * BATCH])
+        y = torch.from_numpy(labels[step * BATCH:(step + 1) * BATCH])
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    print(f"// torch {torch.__version__}, {STEPS} steps, batch {BATCH}, lr {LR}, momentum {MOMENTUM}")
+    for i in range(0, STEPS, 4):
+        print("    " + " ".join(f"{v:.9g}," for v in losses[i:i + 4]))
+
+
+if __name__ == "__main__":
+    main()
