@@ -1016,7 +1016,11 @@ TEST_CASE("cluster: 3-node ring, SIGINT to every node, resume all: the uninterru
 TEST_CASE("cluster: SIGINT to one node stops every node at one cut; resume all completes (ring s = 2, gossip s = 1)") {
   TempDir dir("cl-resume-one");
   const int n = 3;
-  SUBCASE("ring, s = 2") { interrupt_and_resume(dir, "ring", resume_config("ring", 2, 1), n, {1}); }
+  SUBCASE("ring, s = 2, periodic checkpoints too") {
+    json base = resume_config("ring", 2, 1);
+    base["train"]["checkpoint_every_steps"] = 10;   // drained cuts during the run as well
+    interrupt_and_resume(dir, "ring", base, n, {1});
+  }
   SUBCASE("gossip, s = 1") { interrupt_and_resume(dir, "gossip", resume_config("gossip", 1, 1), n, {2}); }
 }
 
