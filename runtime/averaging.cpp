@@ -80,8 +80,11 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void merge_pass(
 
 class OverlapAveraging : public Averaging {
  public:
-  OverlapAveraging(AveragingOptions o, std::unique_ptr<net::Communicator> comm, ParamStore* params)
+  // `owned`: the store, when this object owns it (the node's model arena).
+  OverlapAveraging(AveragingOptions o, std::unique_ptr<net::Communicator> comm, ParamStore* params,
+                   std::unique_ptr<ParamStore> owned = nullptr)
       : o_(std::move(o)),
+        owned_params_(std::move(owned)),
         params_(params),
         dim_(params->count()),
         sketch_(params->count(), o_.sketch_buckets, o_.sketch_seed ^ 0x5ce7c4ull),
@@ -366,6 +369,7 @@ class OverlapAveraging : public Averaging {
   }
 
   AveragingOptions o_;
+  std::unique_ptr<ParamStore> owned_params_;
   ParamStore* params_;
   size_t dim_;
   CountSketch sketch_;
@@ -402,28 +406,6 @@ class ModelParams : public ParamStore {
  private:
   Model& model_;
   DeviceBuffer<float> correction_;
-};
-
-// The node's averaging: owns its ParamStore.
-class NodeAveraging : public Averaging {
- public:
-  NodeAveraging(std::unique_ptr<ModelParams> p, AveragingOptions o, std::unique_ptr<net::Communicator> c)
-      : params_(std::move(p)), inner_(std::move(o), std::move(c), params_.get()) {}
-  void after_step(uint64_t s) override { inner_.after_step(s); }
-  void finish() override { inner_.finish(); }
-  nlohmann::json metrics() override { return inner_.metrics(); }
-  std::vector<float> anchor() const override { return inner_.anchor(); }
-  void drain() override { inner_.drain(); }
-  void request_stop() override { inner_.request_stop(); }
-  bool stop_requested() const override { return inner_.stop_requested(); }
-  bool at_cut() const override { return inner_.at_cut(); }
-  std::string stop_reason() const override { return inner_.stop_reason(); }
-  uint64_t next_round() const override { return inner_.next_round(); }
-  double max_delta() const override { return inner_.max_delta(); }
-
- private:
-  std::unique_ptr<ModelParams> params_;   // declared first: outlives inner_
-  OverlapAveraging inner_;
 };
 
 // Debug snapshots: x_i as this node closes a round, for exact distances.
@@ -483,8 +465,9 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   o.config_hash = config_hash(cfg);
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
-  return std::make_unique<NodeAveraging>(std::make_unique<ModelParams>(model), std::move(a),
-                                         std::make_unique<net::Communicator>(o));
+  auto params = std::make_unique<ModelParams>(model);
+  ParamStore* p = params.get();
+  return std::make_unique<OverlapAveraging>(std::move(a), std::make_unique<net::Communicator>(o), p, std::move(params));
 }
 
 }  // namespace tether
