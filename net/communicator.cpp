@@ -29,6 +29,9 @@ constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed",
                                                    "mixer",       "window",      "chunk bytes",
                                                    "parameter count", "start round", "start step"};
 constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
+// After the fixed fields: one (hash64 of the path, hash of the value) pair per
+// run key (CommOptions::config_keys), so a config mismatch names the keys.
+constexpr size_t kMaxHelloKeys = 4096;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
@@ -249,22 +252,12 @@ void Communicator::io_main() {
     start_time_ = Clock::now();
     transport_->open();
 
-    unsigned char hello[kHelloBytes];
-    const uint64_t fields[kHelloFields] = {opts_.config_hash,
-                                           opts_.sketch_seed,
-                                           static_cast<uint64_t>(nodes_),
-                                           static_cast<uint64_t>(opts_.mixer),
-                                           static_cast<uint64_t>(opts_.window),
-                                           opts_.chunk_bytes,
-                                           count_,
-                                           opts_.first_round,
-                                           opts_.start_step};
-    std::memcpy(hello, fields, kHelloBytes);
+    const std::vector<uint64_t> hello = hello_fields();
     for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
       if (p == opts_.self) continue;
       Header h;
       h.kind = Kind::kHello;
-      transport_->send(p, h, zmq::message_t(hello, kHelloBytes), nullptr);
+      transport_->send(p, h, zmq::message_t(hello.data(), hello.size() * sizeof(uint64_t)), nullptr);
     }
     heartbeat_timer_.emplace(io_);
     heartbeat_timer_->expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
@@ -505,7 +498,9 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   Reject r = Reject::kNone;
   switch (h.kind) {
     case Kind::kHello: {
-      if (h.payload_bytes != kHelloBytes) return Reject::kLengthMismatch;
+      if (h.payload_bytes < kHelloBytes || (h.payload_bytes - kHelloBytes) % (2 * sizeof(uint64_t)) != 0 ||
+          (h.payload_bytes - kHelloBytes) / (2 * sizeof(uint64_t)) > kMaxHelloKeys)
+        return Reject::kLengthMismatch;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
       if (!identity_ok()) return Reject::kIdentityMismatch;
       if (ps.hello) return Reject::kDuplicate;
@@ -574,19 +569,29 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   return Reject::kNone;
 }
 
+std::vector<uint64_t> Communicator::hello_fields() const {
+  std::vector<uint64_t> f = {opts_.config_hash,
+                             opts_.sketch_seed,
+                             static_cast<uint64_t>(nodes_),
+                             static_cast<uint64_t>(opts_.mixer),
+                             static_cast<uint64_t>(opts_.window),
+                             opts_.chunk_bytes,
+                             count_,
+                             opts_.first_round,
+                             opts_.start_step};
+  for (size_t k = 0; k < opts_.config_keys.size() && k < kMaxHelloKeys; ++k) {  // k over the run keys
+    const std::string& path = opts_.config_keys[k].first;
+    f.push_back(hash64(path.data(), path.size()));
+    f.push_back(opts_.config_keys[k].second);
+  }
+  return f;
+}
+
 void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
   const int peer = static_cast<int>(h.sender);
-  uint64_t theirs[kHelloFields];
-  std::memcpy(theirs, payload.data(), kHelloBytes);
-  const uint64_t ours[kHelloFields] = {opts_.config_hash,
-                                       opts_.sketch_seed,
-                                       static_cast<uint64_t>(nodes_),
-                                       static_cast<uint64_t>(opts_.mixer),
-                                       static_cast<uint64_t>(opts_.window),
-                                       opts_.chunk_bytes,
-                                       count_,
-                                       opts_.first_round,
-                                       opts_.start_step};
+  std::vector<uint64_t> theirs(payload.size() / sizeof(uint64_t));
+  std::memcpy(theirs.data(), payload.data(), theirs.size() * sizeof(uint64_t));
+  const std::vector<uint64_t> ours = hello_fields();
   if (theirs[kHelloStartRound] != ours[kHelloStartRound] || theirs[kHelloStartStep] != ours[kHelloStartStep]) {
     auto where = [](uint64_t round, uint64_t step) {
       return step == 0 ? std::string("a fresh start (round 0, step 0)")
@@ -600,14 +605,15 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
     fail(std::make_exception_ptr(StartRefused({peer}, what)));
     return;
   }
-  for (size_t f = 0; f < kHelloFields; ++f) {  // f over the hello fields
+  for (size_t f = 0; f < kHelloFields; ++f) {  // f over the fixed hello fields
     if (theirs[f] != ours[f]) {
       const bool as_hex = f < 2;
-      const std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) +
-                               ": its " + kHelloNames[f] + " " +
-                               (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
-                               " differs from ours " +
-                               (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
+      std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) +
+                         ": its " + kHelloNames[f] + " " +
+                         (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
+                         " differs from ours " +
+                         (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
+      if (f == 0) what += config_keys_differing(theirs);
       std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
       fail(std::make_exception_ptr(StartRefused({peer}, what)));
       return;
@@ -617,6 +623,21 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
   ps.hello = true;
   ps.last_seen = Clock::now();
   maybe_started();
+}
+
+std::string Communicator::config_keys_differing(const std::vector<uint64_t>& theirs) const {
+  std::map<uint64_t, uint64_t> peer_keys;  // hash of the path -> hash of the value
+  for (size_t i = kHelloFields; i + 1 < theirs.size(); i += 2) peer_keys[theirs[i]] = theirs[i + 1];
+  if (peer_keys.empty() || opts_.config_keys.empty()) return "";
+  std::string names;
+  size_t matched = 0;
+  for (const auto& [path, value] : opts_.config_keys) {  // our run keys, in order
+    auto it = peer_keys.find(hash64(path.data(), path.size()));
+    if (it != peer_keys.end()) ++matched;
+    if (it == peer_keys.end() || it->second != value) names += (names.empty() ? "" : ", ") + path;
+  }
+  if (matched != peer_keys.size()) names += std::string(names.empty() ? "" : ", ") + "keys this node does not know";
+  return names.empty() ? "" : " (it differs in " + names + ")";
 }
 
 void Communicator::handle_params(const Header& h, const zmq::message_t& payload) {

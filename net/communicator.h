@@ -68,6 +68,9 @@ struct CommOptions {
   double inject_rate_mbps = 0;  // emulated egress link rate (0 = off)
   uint64_t sketch_seed = 0;     // carried for hello validation (all must agree)
   uint64_t config_hash = 0;     // hello: peers with another config hash are refused
+  // The keys behind config_hash: JSON path -> hash of its value. Sent with
+  // the hello, so a refusal names the keys that differ.
+  std::vector<std::pair<std::string, uint64_t>> config_keys;
   // Where this run starts: 0, 0 for a fresh run; a resumed cluster starts at
   // its checkpoints' cut. Every node must agree (hello); the initial
   // parameters are broadcast from node 0 only when start_step is 0.
@@ -189,6 +192,9 @@ class Communicator {
   void on_message(std::vector<zmq::message_t>& parts, bool truncated);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
   void handle_hello(const Header& h, const zmq::message_t& payload);
+  std::vector<uint64_t> hello_fields() const;
+  // " (it differs in a.b, c.d)" from a peer's hello key pairs, or "".
+  std::string config_keys_differing(const std::vector<uint64_t>& theirs) const;
   void handle_params(const Header& h, const zmq::message_t& payload);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,

@@ -12,6 +12,7 @@
 
 #include "models/model.h"
 #include "net/communicator.h"
+#include "net/wire.h"
 #include "runtime/config.h"
 #include "runtime/monitor.h"
 
@@ -463,6 +464,8 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
   o.sketch_seed = cfg.train.seed;
   o.config_hash = config_hash(cfg);
+  for (const auto& [path, value] : config_run_keys(cfg))
+    o.config_keys.emplace_back(path, net::hash64(value.data(), value.size()));
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
   auto params = std::make_unique<ModelParams>(model);

@@ -430,6 +430,7 @@ TEST_CASE("start-up: a peer with another config hash is refused, clearly") {
     CommOptions o = options(self, ports);
     o.connect_timeout_ms = 5000;
     o.config_hash = self == 0 ? 0x1111 : 0x2222;
+    o.config_keys = {{"optimizer.lr", 5}, {"train.max_steps", self == 0 ? 10u : 20u}, {"data.name", 7}};
     Communicator c(o);
     std::vector<float> params(4, 0.0f);
     try {
@@ -447,8 +448,10 @@ TEST_CASE("start-up: a peer with another config hash is refused, clearly") {
   CAPTURE(what[0]);
   CAPTURE(what[1]);
   CHECK(what[0].find("refuses peer 1") != std::string::npos);
-  CHECK(what[0].find("config hash 0x0000000000002222 differs from ours 0x0000000000001111") != std::string::npos);
+  CHECK(what[0].find("config hash 0x0000000000002222 differs from ours 0x0000000000001111 (it differs in "
+                     "train.max_steps)") != std::string::npos);
   CHECK(what[1].find("refuses peer 0") != std::string::npos);
+  CHECK(what[1].find("(it differs in train.max_steps)") != std::string::npos);
 }
 
 TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait out its deadline") {

@@ -1053,3 +1053,24 @@ TEST_CASE("cluster: --resume from checkpoints of different cuts is refused, nami
   // the refused start wrote nothing over the checkpoint
   CHECK(tether::load_checkpoint(ck0).meta.value("round", uint64_t(0)) == round);
 }
+
+TEST_CASE("cluster: a node started with another run key is refused at hello, naming the key, exit 2") {
+  TempDir dir("cl-keys");
+  json base = small_config(16, 16, 16 * 2 * 50, 0.05);
+  base["log"]["dir"] = dir.file("log");
+  base["log"]["progress"] = false;
+  const std::string cfg = dir.write("k.json", with_peers(base, free_ports(2)).dump(2));
+  std::vector<std::unique_ptr<Proc>> procs;
+  auto t0 = Clock::now();
+  procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", "0"}, dir.file("n0.out")));
+  procs.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{"train", cfg, "--node", "1", "--set", "train.max_steps=7"}, dir.file("n1.out")));
+  CHECK(wait_all(procs, t0, t0 + std::chrono::seconds(60)));
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    const std::string out = procs[size_t(i)]->output();
+    CAPTURE(out);
+    CHECK(procs[size_t(i)]->exit_code() == 2);
+    CHECK(out.find("it differs in train.max_steps)") != std::string::npos);
+  }
+}
