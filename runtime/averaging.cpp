@@ -350,6 +350,7 @@ class OverlapAveraging : public Averaging {
       params_->add(c.data());
       recycle(std::move(c));
       recycle(std::move(res.mixed));
+      if (o_.on_merge) o_.on_merge(res.round, anchor_.data(), dim_);
     }
     if (res.stop_requested && !cut_round_) {
       // Every node applies this round with the same mark: the same cut.

@@ -112,6 +112,8 @@ struct AveragingOptions {
   double max_delta = 0;             // D_max at the cut
   // Called with x_i as this node closes each round (debug snapshots, tests).
   std::function<void(uint64_t round, const float* x, size_t count, double delta_norm)> on_close;
+  // Called with x̄ after each ring round is applied (tests).
+  std::function<void(uint64_t round, const float* anchor, size_t count)> on_merge;
 };
 
 // The parameters x_i as the algorithm sees them: one flat float vector.

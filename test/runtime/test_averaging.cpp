@@ -51,11 +51,14 @@ struct Run {
   double step_ms = 1.0;     // compute time per step (a sleep)
   double delay_ms = 6.0;    // one-way link delay: merges slower than steps
   float amp = 0.01f;
+  double bound = 0;         // monitor bound (0: auto)
 };
 
 struct NodeOut {
   std::vector<std::vector<float>> closes;   // [round] x_i at the close
+  std::vector<std::vector<float>> anchors;  // [round] x̄ after the round was applied (ring)
   std::vector<float> final_x;
+  uint64_t throttle_count = 0;
   std::string error;
 };
 
@@ -70,6 +73,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
     threads.emplace_back([&, i] {
       NodeOut& me = out[size_t(i)];
       me.closes.resize(rounds + 1);
+      me.anchors.resize(rounds + 1);
       try {
         net::CommOptions c;
         c.self = i;
@@ -87,8 +91,12 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         o.period = run.period;
         o.gossip = run.gossip;
         o.peer_timeout_ms = 10000;
+        o.bound = run.bound;
         o.on_close = [&me](uint64_t round, const float* x, size_t n, double) {
           if (round < me.closes.size()) me.closes[round].assign(x, x + n);
+        };
+        o.on_merge = [&me](uint64_t round, const float* a, size_t n) {
+          if (round < me.anchors.size()) me.anchors[round].assign(a, a + n);
         };
         std::vector<float> x0(run.dim);
         for (size_t j = 0; j < run.dim; ++j) x0[j] = float(i == 0 ? 0.5 + 0.001 * double(j) : 99.0);
@@ -100,6 +108,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
           if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
           avg->after_step(uint64_t(t) + 1);
         }
+        me.throttle_count = avg->metrics().value("throttle_count", uint64_t(0));
         avg->finish();
         me.final_x = params.x;
       } catch (const std::exception& e) {
@@ -191,6 +200,157 @@ TEST_CASE("gossip with merges slower than steps: spread bounded, sum conserved, 
       // One model for the run: every node ends with the same bits.
       for (const NodeOut& o : out) CHECK(std::memcmp(o.final_x.data(), out[0].final_x.data(), run.dim * 4) == 0);
     }
+  }
+}
+
+// The ring's arithmetic replayed in one thread: every node's x_i, x_prev and
+// Δ, the mean summed in the ring's order (segment s: node s first, then s+1,
+// ..., s−1, then / N; segments [count·s/N, count·(s+1)/N)), x̄ += mean,
+// x_i += mean − Δ. s = 0, H = 1: each round is applied before the next step.
+std::vector<std::vector<float>> replay_sync(const Run& run, std::vector<std::vector<float>>* anchors) {
+  const int n = run.nodes;
+  std::vector<float> x0(run.dim);
+  for (size_t j = 0; j < run.dim; ++j) x0[j] = float(0.5 + 0.001 * double(j));
+  std::vector<std::vector<float>> x(size_t(n), x0), prev(size_t(n), x0), delta(size_t(n), std::vector<float>(run.dim));
+  std::vector<float> anchor = x0, mean(run.dim);
+  for (int t = 0; t < run.steps; ++t) {   // t over the steps = rounds
+    for (int i = 0; i < n; ++i) {
+      for (size_t j = 0; j < run.dim; ++j) x[size_t(i)][j] += update(i, uint64_t(t), j, run.amp);
+      for (size_t j = 0; j < run.dim; ++j) {
+        delta[size_t(i)][j] = x[size_t(i)][j] - prev[size_t(i)][j];
+        prev[size_t(i)][j] = x[size_t(i)][j];
+      }
+    }
+    for (int seg = 0; seg < n; ++seg) {   // seg over the ring's segments
+      const size_t b = run.dim * size_t(seg) / size_t(n), e = run.dim * size_t(seg + 1) / size_t(n);
+      for (size_t j = b; j < e; ++j) {
+        float sum = delta[size_t(seg)][j];
+        for (int k = 1; k < n; ++k) sum += delta[size_t((seg + k) % n)][j];   // the chain of segment seg
+        mean[j] = n == 1 ? sum : sum / float(n);
+      }
+    }
+    for (size_t j = 0; j < run.dim; ++j) anchor[j] += mean[j];
+    anchors->push_back(anchor);
+    for (int i = 0; i < n; ++i)
+      for (size_t j = 0; j < run.dim; ++j) {
+        const float c = mean[j] - delta[size_t(i)][j];
+        prev[size_t(i)][j] += c;
+        x[size_t(i)][j] += c;
+      }
+  }
+  return x;
+}
+
+TEST_CASE("ring, s = 0, H = 1: bit for bit the synchronous step on the mean update, N = 1, 2, 3, 4, 7") {
+  for (int nodes : {1, 2, 3, 4, 7}) {
+    CAPTURE(nodes);
+    Run run;
+    run.nodes = nodes;
+    run.gossip = false;
+    run.staleness = 0;
+    run.steps = 40;
+    run.step_ms = 0;
+    run.delay_ms = 0;
+    run.dim = 1000;   // several chunks of 256 bytes, uneven segments for N = 3, 7
+    const auto out = run_cluster(run);
+    for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+    std::vector<std::vector<float>> anchors;
+    replay_sync(run, &anchors);
+    for (int i = 0; i < nodes; ++i) {
+      CAPTURE(i);
+      for (size_t r = 0; r < size_t(run.steps); ++r) {
+        CAPTURE(r);
+        REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
+        REQUIRE(std::memcmp(out[size_t(i)].anchors[r].data(), anchors[r].data(), run.dim * 4) == 0);
+      }
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), anchors.back().data(), run.dim * 4) == 0);
+    }
+  }
+}
+
+TEST_CASE("ring, s in {0, 1, 2, 4}, H in {1, 3}, merges slower than steps: one anchor, distance within 2(s+1)H·u_max") {
+  for (int s : {0, 1, 2, 4}) {
+    for (int h : {1, 3}) {
+      CAPTURE(s);
+      CAPTURE(h);
+      Run run;
+      run.nodes = 3;
+      run.gossip = false;
+      run.staleness = s;
+      run.period = h;
+      run.steps = 60 * h;
+      const auto out = run_cluster(run);
+      for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+      const size_t rounds = size_t(run.steps / h);
+      for (size_t r = 0; r < rounds; ++r) {   // every node's anchor: the same bits after every round
+        CAPTURE(r);
+        for (int i = 1; i < run.nodes; ++i) {
+          REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
+          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
+        }
+      }
+      for (const NodeOut& o : out)   // the end: x = x̄ of the last round everywhere
+        CHECK(std::memcmp(o.final_x.data(), out[0].anchors[rounds - 1].data(), run.dim * 4) == 0);
+      const double bound = 2.0 * double(s + 1) * double(h) * max_update_norm(run);
+      double worst = 0;
+      for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+      MESSAGE("s = " << s << ", H = " << h << ": largest distance " << worst << ", 2(s+1)H·u_max = " << bound);
+      CHECK(worst <= bound);
+    }
+  }
+}
+
+TEST_CASE("ring: a bound below 2(s+1)·D throttles, and the exact distance stays under it") {
+  Run run;
+  run.nodes = 3;
+  run.gossip = false;
+  run.staleness = 4;
+  run.steps = 120;
+  run.delay_ms = 4;
+  const double u_max = max_update_norm(run);
+  run.bound = 2.2 * u_max;   // below 2(k+1)·D for k >= 1: no round in flight while computing
+  const auto out = run_cluster(run);
+  uint64_t throttled = 0;
+  for (const NodeOut& o : out) {
+    REQUIRE_MESSAGE(o.error.empty(), o.error);
+    throttled += o.throttle_count;
+  }
+  double worst = 0;
+  for (size_t r = 0; r < size_t(run.steps); ++r) worst = std::max(worst, spread_at(out, r));
+  MESSAGE("bound " << run.bound << " (2(s+1)·u_max = " << 10 * u_max << "): throttled " << throttled
+                   << " times, largest distance " << worst);
+  CHECK(throttled > 0);
+  CHECK(worst <= run.bound);
+}
+
+TEST_CASE("gossip: the hypercube mixes to the exact average log2 N rounds after updates stop; N = 3, 7 end as one model") {
+  for (int nodes : {2, 4, 8}) {
+    CAPTURE(nodes);
+    Run run;
+    run.nodes = nodes;
+    run.staleness = 2;
+    run.steps = 40;
+    run.settle_steps = 20;
+    run.delay_ms = 3;
+    const auto out = run_cluster(run);
+    for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+    // x at a close holds every merge up to s + 1 rounds back: log2 N rounds
+    // of mixing plus that lag after the last update, every node is at the
+    // average (to the rounding of the halvings).
+    const size_t r = size_t(run.steps) + size_t(mixing_rounds(nodes)) + size_t(run.staleness) + 1;
+    CHECK(spread_at(out, r) <= 1e-6);
+    CHECK(spread_at(out, size_t(run.steps) - 1) > 1e-3);   // they did differ while training
+  }
+  for (int nodes : {3, 7}) {
+    CAPTURE(nodes);
+    Run run;
+    run.nodes = nodes;
+    run.staleness = 1;
+    run.steps = 40;
+    run.delay_ms = 2;
+    const auto out = run_cluster(run);
+    for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+    for (const NodeOut& o : out) CHECK(std::memcmp(o.final_x.data(), out[0].final_x.data(), run.dim * 4) == 0);
   }
 }
 
