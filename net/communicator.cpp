@@ -250,7 +250,7 @@ void Communicator::io_main() {
     peers_.assign(static_cast<size_t>(nodes_), PeerState{});
     phase_ = Phase::kStarting;
     start_time_ = Clock::now();
-    transport_->open();
+    transport_->open(opts_.test_after_bind);
 
     const std::vector<uint64_t> hello = hello_fields();
     for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
@@ -259,14 +259,12 @@ void Communicator::io_main() {
       h.kind = Kind::kHello;
       transport_->send(p, h, zmq::message_t(hello.data(), hello.size() * sizeof(uint64_t)), nullptr);
     }
-    heartbeat_timer_.emplace(io_);
-    heartbeat_timer_->expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
-    heartbeat_timer_->async_wait([this](const boost::system::error_code& ec) {
+    heartbeat_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
+    heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) heartbeat_tick();
     });
-    connect_timer_.emplace(io_);
-    connect_timer_->expires_after(std::chrono::milliseconds(opts_.connect_timeout_ms));
-    connect_timer_->async_wait([this](const boost::system::error_code& ec) {
+    connect_timer_.expires_after(std::chrono::milliseconds(opts_.connect_timeout_ms));
+    connect_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) connect_deadline();
     });
     // Read only now: a hello already queued starts the node (maybe_started
@@ -280,8 +278,8 @@ void Communicator::io_main() {
   }
   // tear down on this thread: the sockets were never touched by another one
   phase_ = Phase::kDone;
-  heartbeat_timer_.reset();
-  connect_timer_.reset();
+  heartbeat_timer_.cancel();  // handlers still queued never run: io_ has stopped
+  connect_timer_.cancel();
   try {
     std::vector<int> finished;  // said bye or lost: nothing left to flush to them
     for (int p = 0; p < nodes_ && static_cast<size_t>(p) < peers_.size(); ++p) {
@@ -324,7 +322,7 @@ void Communicator::maybe_started() {
     return;
   }
   phase_ = Phase::kRunning;
-  connect_timer_->cancel();
+  connect_timer_.cancel();
   std::lock_guard<std::mutex> lk(mu_);
   started_ = true;
   cv_.notify_all();
@@ -379,8 +377,8 @@ void Communicator::heartbeat_tick() {
     }
   }
   check_stop_ready();
-  heartbeat_timer_->expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
-  heartbeat_timer_->async_wait([this](const boost::system::error_code& ec) {
+  heartbeat_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
+  heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) heartbeat_tick();
   });
 }

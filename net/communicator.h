@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,10 @@ struct CommOptions {
   // its checkpoints' cut. Every node must agree (hello); the initial
   // parameters are broadcast from node 0 only when start_step is 0.
   uint64_t first_round = 0, start_step = 0;
+  // Test hook: runs on the I/O thread between bind and connect (a test holds
+  // a node there so that a peer's hello is queued before this node's
+  // start-up state exists).
+  std::function<void()> test_after_bind;
 };
 
 // Per-round options of submit().
@@ -225,7 +230,10 @@ class Communicator {
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<Mixer> ring_;    // always: ring rounds, and exact rounds of gossip runs
   std::unique_ptr<Mixer> gossip_;  // gossip runs
-  std::optional<boost::asio::steady_timer> heartbeat_timer_, connect_timer_;
+  // Plain members: they exist from construction, so any handler may cancel
+  // or re-arm them whatever has happened yet (a hello handled during start-up
+  // cancels the connect timer).
+  boost::asio::steady_timer heartbeat_timer_{io_}, connect_timer_{io_};
   Phase phase_ = Phase::kIdle;
   std::vector<PeerState> peers_;
   std::vector<uint8_t> params_seen_;

@@ -32,7 +32,7 @@ Transport::Transport(asio::io_context& io, int self, std::vector<TransportPeer> 
 
 Transport::~Transport() { close(0); }
 
-void Transport::open() {
+void Transport::open(const std::function<void()>& after_bind) {
   TETHER_NET_CHECK(!open_ && !closed_, "transport opened twice");
   open_ = true;
   const TransportPeer* me = nullptr;
@@ -51,6 +51,7 @@ void Transport::open() {
     throw std::runtime_error("node " + std::to_string(self_) + " cannot bind " + endpoint + ": " +
                              e.what());
   }
+  if (after_bind) after_bind();
   int max_id = 0;
   for (const TransportPeer& p : peers_) max_id = std::max(max_id, p.id);
   dealers_.resize(static_cast<size_t>(max_id) + 1);

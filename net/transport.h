@@ -53,7 +53,8 @@ class Transport final : public Outbox {
 
   // Binds the ROUTER and connects the DEALERs. Throws std::runtime_error
   // naming the address that failed. Reading starts with the first drain().
-  void open();
+  // after_bind (a test hook) runs between the bind and the connects.
+  void open(const std::function<void()>& after_bind = {});
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
   // Receives everything ZeroMQ holds now (also called by timers before they
   // judge a peer silent).

@@ -2,6 +2,7 @@
 // back through pipes, bounded in time.
 #pragma once
 
+#include "test/fork_util.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -75,6 +76,7 @@ inline std::vector<ChildResult> run_children(int n, const std::function<std::str
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {  // child: never returns into doctest
+      tether::testing::reset_crash_signals_in_child();
       ::close(p[0]);
       std::string out;
       int code = 0;

@@ -454,6 +454,52 @@ TEST_CASE("start-up: a peer with another config hash is refused, clearly") {
   CHECK(what[1].find("(it differs in train.max_steps)") != std::string::npos);
 }
 
+TEST_CASE("start-up: a peer's hello queued before this node's start-up state exists starts it cleanly") {
+  // Node 0 is held between bind and connect (test hook) until node 1 has
+  // bound, connected and sent its hello, so that hello is already queued when
+  // node 0 arms its timers and reads: the order that once cancelled a timer
+  // before it existed. Five times; every start must complete and a round
+  // must be exact.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    CAPTURE(attempt);
+    const std::vector<int> ports = free_ports(2);
+    std::atomic<bool> node1_bound{false};
+    std::vector<std::string> errors(2);
+    std::vector<size_t> wrong(2, 1);
+    auto node = [&](int self) {
+      try {
+        CommOptions o = options(self, ports);
+        if (self == 0) {
+          o.test_after_bind = [&] {
+            wait_flag(node1_bound, 5000);
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));  // its hello is on the way
+          };
+        } else {
+          o.test_after_bind = [&] { node1_bound = true; };
+        }
+        Communicator c(o);
+        std::vector<float> params(16, static_cast<float>(self));
+        c.start(params.data(), params.size());
+        std::vector<float> x(16);
+        for (size_t j = 0; j < x.size(); ++j) x[j] = input(self, 0, j);
+        c.submit(0, std::move(x), {});
+        wrong[static_cast<size_t>(self)] = count_wrong(next_round(c), 2, 16);
+        c.stop(3000);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(self)] = e.what();
+      }
+    };
+    std::thread a(node, 0), b(node, 1);
+    a.join();
+    b.join();
+    for (int i = 0; i < 2; ++i) {
+      CAPTURE(i);
+      CHECK(errors[static_cast<size_t>(i)].empty());
+      CHECK(wrong[static_cast<size_t>(i)] == 0);
+    }
+  }
+}
+
 TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait out its deadline") {
   const std::vector<int> ports = free_ports(2);
   std::vector<std::string> errors(2);

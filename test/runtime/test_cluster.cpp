@@ -14,6 +14,7 @@
 // Every wait has a deadline; a node still running past it is killed and the
 // test fails. The machine may have 2 busy cores: the timing tests saturate or
 // measure the step time under the same load before they set delays.
+#include "test/fork_util.h"
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -118,6 +119,7 @@ class Proc {
     std::string bin = tether_bin();
     pid_ = ::fork();
     if (pid_ == 0) {
+      tether::testing::reset_crash_signals_in_child();
       int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (fd >= 0) {
         ::dup2(fd, 1);

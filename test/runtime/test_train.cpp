@@ -1,5 +1,6 @@
 // End-to-end training through the tether binary: accuracy on the real
 // Fashion-MNIST, bit-identical resume (also after SIGINT).
+#include "test/fork_util.h"
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -100,6 +101,7 @@ TEST_CASE("train: SIGINT writes a checkpoint, exits 0, and resuming matches the 
   pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
+    tether::testing::reset_crash_signals_in_child();
     std::string out = dir.file("run.out");
     std::freopen(out.c_str(), "w", stdout);
     std::freopen(out.c_str(), "a", stderr);
