@@ -3,12 +3,31 @@
 # "N passed, N failed" (test cases, summed over all test programs) and exits
 # non-zero on any failure.
 #   scripts/test.sh [meson test args, e.g. a suite name]
+# With no arguments it also builds the net and runtime suites a second time
+# with libstdc++'s assertions (-D_GLIBCXX_ASSERTIONS: bounds-checked
+# containers, checked optionals) into build-assert/ and runs them.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 build_tether
 log "running tests"
-cd "$BUILD_DIR"
 set +e
 # One test program at a time: multi-process tests fork real nodes, and CI has 2 cores.
-meson test --no-rebuild --num-processes 1 --print-errorlogs "$@"
+(cd "$BUILD_DIR" && meson test --no-rebuild --num-processes 1 --print-errorlogs "$@")
 set -e
-python3 "$TETHER_ROOT/scripts/test_summary.py" "$BUILD_DIR/meson-logs/testlog.json"
+logs=("$BUILD_DIR/meson-logs/testlog.json")
+if [ $# -eq 0 ]; then
+  ASSERT_DIR=${ASSERT_DIR:-$TETHER_ROOT/build-assert}
+  ASSERT_SUITES=(net_wire net_ring net_gossip net_communicator runtime averaging)
+  if [ ! -f "$ASSERT_DIR/build.ninja" ]; then
+    log "configuring $ASSERT_DIR (-D_GLIBCXX_ASSERTIONS, no CUDA)"
+    meson setup "$ASSERT_DIR" "$TETHER_ROOT" -Dgpu=disabled -Dcpp_args=-D_GLIBCXX_ASSERTIONS >/dev/null
+  fi
+  log "building the net and runtime suites with -D_GLIBCXX_ASSERTIONS"
+  ninja -C "$ASSERT_DIR" tether test/net/test_net test/runtime/test_runtime test/runtime/test_averaging >/dev/null ||
+    ninja -C "$ASSERT_DIR" tether test/net/test_net test/runtime/test_runtime test/runtime/test_averaging
+  log "running ${ASSERT_SUITES[*]} with -D_GLIBCXX_ASSERTIONS"
+  set +e
+  (cd "$ASSERT_DIR" && meson test --no-rebuild --num-processes 1 --print-errorlogs "${ASSERT_SUITES[@]}")
+  set -e
+  logs+=("$ASSERT_DIR/meson-logs/testlog.json=assertions: ")
+fi
+python3 "$TETHER_ROOT/scripts/test_summary.py" "${logs[@]}"

@@ -2,7 +2,6 @@
 // back through pipes, bounded in time.
 #pragma once
 
-#include "test/fork_util.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "net/communicator.h"
+#include "test/fork_util.h"
 
 namespace tether::net::testing {
 

@@ -1,6 +1,5 @@
 // End-to-end training through the tether binary: accuracy on the real
 // Fashion-MNIST, bit-identical resume (also after SIGINT).
-#include "test/fork_util.h"
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -15,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "test/runtime/process_util.h"
+#include "test/fork_util.h"
 
 using nlohmann::json;
 using tether::testing::run_command;
