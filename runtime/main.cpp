@@ -163,13 +163,17 @@ int parse_args(int argc, char** argv, Args& a) {
   app.formatter_fn([](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(kUsage); });
   app.require_subcommand(0, 1);
   app.allow_extras();   // unknown commands and options are reported below, in tether's words
+  // An option given twice: the last one counts (as before CLI11); --set collects all.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   auto command = [&](const char* name, const char* help) {
     CLI::App* c = app.add_subcommand(name);
     c->formatter_fn([help](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(help); });
     c->allow_extras();
     return c;
   };
-  auto sets = [&](CLI::App* c) { c->add_option("--set", a.sets)->allow_extra_args(false); };
+  auto sets = [&](CLI::App* c) {
+    c->add_option("--set", a.sets)->allow_extra_args(false)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  };
 
   command("help", kUsage);   // `tether help` = `tether --help`
   CLI::App* train = command("train", kTrainHelp);
