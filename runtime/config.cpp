@@ -72,6 +72,14 @@ class Obj {
     if (!v->is_string() || v->get<std::string>().empty()) fail(join(path_, key), "a non-empty string", *v);
     return v->get<std::string>();
   }
+  // A key that may be left unset: absent or null gives "" (what config_to_json
+  // writes as null), otherwise a non-empty string.
+  std::string optional_string(const std::string& key) {
+    const json* v = get(key);
+    if (v == nullptr || v->is_null()) return "";
+    if (!v->is_string() || v->get<std::string>().empty()) fail(join(path_, key), "a non-empty string or null", *v);
+    return v->get<std::string>();
+  }
   std::string choice(const std::string& key, const std::string& dflt, const std::vector<std::string>& options) {
     const json* v = get(key);
     if (v == nullptr) return dflt;
@@ -103,6 +111,8 @@ class Obj {
 };
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+constexpr const char* kHostChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:[]-";
+constexpr const char* kLoginChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
 }  // namespace
 
@@ -170,7 +180,7 @@ Config parse_config(const json& doc) {
     c.data.name = d.choice("name", c.data.name, {"fashion-mnist", "mnist", "cifar10", "synthetic"});
     // Absent: empty, and the loader reads the data set's own default
     // directory, so --set data.name alone switches data sets.
-    c.data.path = d.string("path", c.data.path);
+    c.data.path = d.optional_string("path");
     c.data.batch_size = int(d.integer("batch_size", c.data.batch_size, 1, 65536, "in 1..65536"));
     c.data.synthetic_train = int(d.integer("synthetic_train", c.data.synthetic_train, 1, 10000000, "in 1..10000000"));
     c.data.synthetic_test = int(d.integer("synthetic_test", c.data.synthetic_test, 1, 10000000, "in 1..10000000"));
@@ -208,7 +218,7 @@ Config parse_config(const json& doc) {
     c.train.eval_every_epochs = int(t.integer("eval_every_epochs", c.train.eval_every_epochs, 0, 100000, ">= 0"));
     c.train.checkpoint_every_steps =
         t.integer("checkpoint_every_steps", c.train.checkpoint_every_steps, 0, std::numeric_limits<int64_t>::max(), ">= 0");
-    c.train.checkpoint = t.get("checkpoint") != nullptr ? t.string("checkpoint", "") : "";
+    c.train.checkpoint = t.optional_string("checkpoint");
     c.train.tf32 = t.boolean("tf32", c.train.tf32);
     c.train.compute = t.choice("compute", c.train.compute, {"real", "synthetic"});
     c.train.synthetic_step_ms = t.number("synthetic_step_ms", c.train.synthetic_step_ms, 0.0, 600000.0, "in [0, 600000]");
@@ -224,7 +234,7 @@ Config parse_config(const json& doc) {
   {
     Obj cl = top.child("cluster");
     const json* peers = cl.get("peers");
-    if (peers != nullptr) {
+    if (peers != nullptr && !peers->is_null()) {   // null: a single node, as config_to_json writes it
       if (!peers->is_array() || peers->empty()) Obj::fail("cluster.peers", "a non-empty array of {id, host, port}", *peers);
       std::set<int> ids;
       std::set<std::pair<std::string, int>> endpoints;
@@ -235,11 +245,25 @@ Config parse_config(const json& doc) {
         pc.id = int(p.integer("id", -1, 0, 4095, "in 0..4095"));
         if (pc.id < 0) throw ConfigError(path + ".id: missing (expected an integer in 0..4095)");
         pc.host = p.string("host", pc.host);
+        // Host names, IPv4 and IPv6 addresses: what ZeroMQ's tcp:// and ssh
+        // take, and nothing a shell or the --peers line would split.
+        if (pc.host[0] == '-' || pc.host.find_first_not_of(kHostChars) != std::string::npos) {
+          Obj::fail(path + ".host", "a host name or address", (*peers)[i]["host"]);
+        }
         pc.port = int(p.integer("port", 0, 1, 65535, "in 1..65535"));
         if (pc.port == 0) throw ConfigError(path + ".port: missing (expected an integer in 1..65535)");
-        pc.ssh_user = p.get("ssh_user") != nullptr ? p.string("ssh_user", "") : "";
+        pc.ssh_user = p.optional_string("ssh_user");
+        if (!pc.ssh_user.empty() &&
+            (pc.ssh_user[0] == '-' || pc.ssh_user.find_first_not_of(kLoginChars) != std::string::npos)) {
+          Obj::fail(path + ".ssh_user", "a login name (letters, digits, '.', '_', '-') or null", (*peers)[i]["ssh_user"]);
+        }
         pc.ssh_port = int(p.integer("ssh_port", pc.ssh_port, 1, 65535, "in 1..65535"));
-        pc.workdir = p.get("workdir") != nullptr ? p.string("workdir", "") : "";
+        pc.workdir = p.optional_string("workdir");
+        // "-" stands for "unset" on a `tether config --peers` line.
+        if (pc.workdir == "-" || std::any_of(pc.workdir.begin(), pc.workdir.end(),
+                                             [](char ch) { return static_cast<unsigned char>(ch) < 0x20; })) {
+          Obj::fail(path + ".workdir", "a directory (no control characters, not \"-\") or null", (*peers)[i]["workdir"]);
+        }
         p.finish();
         if (!ids.insert(pc.id).second) throw ConfigError(path + ".id: duplicate id " + std::to_string(pc.id));
         if (!endpoints.insert({pc.host, pc.port}).second) {
@@ -432,6 +456,96 @@ std::string checkpoint_path_for_node(const Config& cfg, int node) {
   }
   std::string ext = name.extension().string();   // ".ckpt", or "" (also for ".hidden")
   return (p.parent_path() / (name.stem().string() + ".node-" + id + ext)).string();
+}
+
+json config_to_json(const Config& c) {
+  // Unset optional keys are null (parse_config reads null as unset); a zero
+  // monitor.bound is "auto", as a config would write it.
+  auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
+  json peers = json(nullptr);
+  if (!c.cluster.peers.empty()) {
+    peers = json::array();
+    for (const auto& p : c.cluster.peers) {
+      peers.push_back({{"id", p.id}, {"host", p.host}, {"port", p.port}, {"ssh_user", or_null(p.ssh_user)},
+                       {"ssh_port", p.ssh_port}, {"workdir", or_null(p.workdir)}});
+    }
+  }
+  return {
+      {"device", c.device},
+      {"model", {{"name", c.model.name}, {"depth", c.model.depth}, {"width", c.model.width},
+                 {"hidden", c.model.hidden}, {"dropout", c.model.dropout}}},
+      {"data", {{"name", c.data.name}, {"path", or_null(c.data.path)}, {"batch_size", c.data.batch_size},
+                {"synthetic_train", c.data.synthetic_train}, {"synthetic_test", c.data.synthetic_test}}},
+      {"optimizer", {{"name", c.optimizer.name}, {"lr", c.optimizer.lr}, {"momentum", c.optimizer.momentum},
+                     {"weight_decay", c.optimizer.weight_decay}, {"nesterov", c.optimizer.nesterov},
+                     {"schedule", c.optimizer.schedule}, {"warmup_epochs", c.optimizer.warmup_epochs},
+                     {"min_lr", c.optimizer.min_lr}, {"step_epochs", c.optimizer.step_epochs},
+                     {"gamma", c.optimizer.gamma}, {"scale_lr", c.optimizer.scale_lr}}},
+      {"train", {{"epochs", c.train.epochs}, {"seed", c.train.seed}, {"threads", c.train.threads},
+                 {"max_steps", c.train.max_steps}, {"eval_every_epochs", c.train.eval_every_epochs},
+                 {"checkpoint_every_steps", c.train.checkpoint_every_steps},
+                 {"checkpoint", or_null(c.train.checkpoint)}, {"tf32", c.train.tf32},
+                 {"compute", c.train.compute}, {"synthetic_step_ms", c.train.synthetic_step_ms}}},
+      {"log", {{"dir", c.log.dir}, {"every_steps", c.log.every_steps}, {"progress", c.log.progress}}},
+      {"cluster", {{"peers", peers}}},
+      {"algorithm", {{"name", c.algorithm.name}, {"staleness", c.algorithm.staleness},
+                     {"period", c.algorithm.period}, {"mixer", c.algorithm.mixer}}},
+      {"monitor", {{"bound", c.monitor.bound == 0.0 ? json("auto") : json(c.monitor.bound)},
+                   {"sketch_buckets", c.monitor.sketch_buckets}, {"snapshots", c.monitor.snapshots},
+                   {"snapshot_every", c.monitor.snapshot_every}}},
+      {"net", {{"connect_timeout_ms", c.net.connect_timeout_ms}, {"heartbeat_ms", c.net.heartbeat_ms},
+               {"peer_timeout_ms", c.net.peer_timeout_ms}, {"shutdown_timeout_ms", c.net.shutdown_timeout_ms},
+               {"chunk_bytes", c.net.chunk_bytes}, {"inject_delay_ms", c.net.inject_delay_ms},
+               {"inject_rate_mbps", c.net.inject_rate_mbps}}},
+  };
+}
+
+std::string config_peer_lines(const Config& c) {
+  std::string out;
+  for (const auto& p : c.cluster.peers) {   // in the file's order: line k is cluster.peers.k
+    out += std::to_string(p.id) + " " + p.host + " " + std::to_string(p.port) + " " + std::to_string(p.ssh_port) +
+           " " + (p.ssh_user.empty() ? "-" : p.ssh_user) + " " + (p.workdir.empty() ? "-" : p.workdir) + "\n";
+  }
+  return out;
+}
+
+std::string config_get(const Config& c, const std::string& path) {
+  const json doc = config_to_json(c);
+  const json* node = &doc;
+  std::stringstream ss(path);
+  std::string key, walked;
+  while (std::getline(ss, key, '.')) {
+    walked = walked.empty() ? key : walked + "." + key;
+    if (node->is_array()) {
+      size_t used = 0, index = 0;
+      try {
+        index = std::stoul(key, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != key.size() || index >= node->size()) {
+        throw ConfigError("--get " + path + ": " + walked + ": expected an index in 0.." +
+                          std::to_string(node->size() - 1));
+      }
+      node = &(*node)[index];
+    } else if (node->is_object() && node->contains(key)) {
+      node = &(*node)[key];
+    } else if (node->is_object()) {
+      std::string known;
+      for (auto it = node->begin(); it != node->end(); ++it) known += (known.empty() ? "" : ", ") + it.key();
+      throw ConfigError("--get " + path + ": " + walked + ": no such key (known here: " + known + ")");
+    } else {
+      throw ConfigError("--get " + path + ": " + walked + ": no such key (" + walked.substr(0, walked.rfind('.')) +
+                        " is a single value)");
+    }
+  }
+  if (path.empty() || node->is_object() || node->is_array()) {
+    throw ConfigError("--get " + path + ": expected the path of one value (e.g. log.dir, cluster.peers.0.host), got " +
+                      (node->is_array() ? "an array" : "an object"));
+  }
+  if (node->is_null()) return "";
+  if (node->is_string()) return node->get<std::string>();
+  return node->dump();
 }
 
 }  // namespace tether

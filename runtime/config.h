@@ -119,6 +119,29 @@ Config parse_config(const nlohmann::json& doc);
 // Reads a file, applies overrides, validates. Errors name the file.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides);
 
+// The resolved config as JSON: every key of the schema with its typed value
+// (defaults filled in), in the layout of a config file. Keys left unset are
+// null (data.path, train.checkpoint, cluster.peers of a single node, a peer's
+// ssh_user and workdir); monitor.bound 0 is "auto". parse_config reads it
+// back to an equal Config (same config_hash). `tether config` prints it.
+nlohmann::json config_to_json(const Config& cfg);
+
+// `tether config --peers`: one line per entry of cluster.peers, in the
+// config's order (line k is cluster.peers.k, for a --set of its fields), none
+// for a single node. Fields are separated by one space:
+//   ID HOST PORT SSH_PORT SSH_USER WORKDIR
+// SSH_USER and WORKDIR are "-" when unset; WORKDIR is last and may hold
+// spaces (`read -r id host port ssh_port user workdir` takes the rest).
+// parse_config has checked every field (no blank in HOST or SSH_USER, no
+// control character in WORKDIR, WORKDIR not "-").
+std::string config_peer_lines(const Config& cfg);
+
+// `tether config --get PATH`: the resolved value at PATH (dots, array indices
+// as in --set: log.dir, cluster.peers.1.host), as text: a string without
+// quotes, a number or true/false as JSON, null as "". A path that names no
+// key, or an object or array, is a ConfigError naming it.
+std::string config_get(const Config& cfg, const std::string& path);
+
 // The run keys: every key whose value must agree between the nodes of a run
 // and between a checkpoint and its --resume, as (JSON path, canonical value)
 // pairs in a fixed order. Values are the resolved typed values written as JSON

@@ -220,49 +220,16 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
 
 namespace {
 
-int usage(const std::string& msg) {
-  std::fprintf(stderr, "tether: dashboard: %s\n(run `tether --help` for usage)\n", msg.c_str());
-  return 2;
-}
-
 double wall_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
 
-int dashboard_command(const std::vector<std::string>& args, const std::atomic<bool>* stop) {
-  std::string dir;
-  bool once = false;
-  long interval_ms = -1;   // -1: not given
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::fputs("usage: tether dashboard LOGDIR [--once] [--interval-ms N]\n"
-                 "  a live table of LOGDIR/node-*.jsonl, refreshed every N ms (default 1000) until\n"
-                 "  every node finished or failed, or Ctrl-C; --once, or stdout not a terminal\n"
-                 "  without --interval-ms: one frame. Columns: see README.md, \"Dashboard\".\n",
-                 stdout);
-      return 0;
-    } else if (a == "--once") {
-      once = true;
-    } else if (a == "--interval-ms") {
-      if (i + 1 >= args.size()) return usage("--interval-ms needs a value");
-      const std::string& v = args[++i];
-      char* end = nullptr;
-      interval_ms = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || interval_ms < 10 || interval_ms > 3600000)
-        return usage("--interval-ms: expected an integer in [10, 3600000], got " + v);
-    } else if (!a.empty() && a[0] == '-') {
-      return usage("unknown option " + a);
-    } else if (dir.empty()) {
-      dir = a;
-    } else {
-      return usage("unexpected argument " + a);
-    }
-  }
-  if (dir.empty()) return usage("missing LOGDIR");
-
+int dashboard_command(const DashboardArgs& args, const std::atomic<bool>* stop) {
+  const std::string& dir = args.dir;
+  bool once = args.once;
+  long interval_ms = args.interval_ms;
   const bool tty = ::isatty(STDOUT_FILENO) == 1;
   if (!tty && interval_ms < 0) once = true;   // scripts and pipes get one frame
   if (interval_ms < 0) interval_ms = 1000;

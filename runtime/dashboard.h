@@ -29,10 +29,17 @@ struct FrameOptions {
 //   thr    throttled now         state  run, done, intr (interrupted), FAIL
 std::string render_frame(const RunLog& log, const FrameOptions& opts = {});
 
-// `tether dashboard` (args after the command). Exit codes: 0 when every node
-// finished or failed (after the last frame), with --once, or when *stop is set
-// (SIGINT); 2 for bad usage, a missing directory or no node files.
-int dashboard_command(const std::vector<std::string>& args, const std::atomic<bool>* stop);
+// `tether dashboard LOGDIR [--once] [--interval-ms N]`, its arguments as
+// runtime/main.cpp parsed and checked them.
+struct DashboardArgs {
+  std::string dir;
+  bool once = false;
+  long interval_ms = -1;   // -1: not given (1000 ms; one frame when stdout is not a terminal)
+};
+// Exit codes: 0 when every node finished or failed (after the last frame),
+// with --once, or when *stop is set (SIGINT); 2 for a missing directory or no
+// node files.
+int dashboard_command(const DashboardArgs& args, const std::atomic<bool>* stop);
 
 struct ReportOptions {
   double link_mbps = 0;   // > 0: drawn on the bytes-on-the-wire plot
@@ -46,9 +53,14 @@ struct ReportOptions {
 // with caption, plot and legend as written) and data-errors (script errors).
 std::string render_report(const RunLog& log, const ReportOptions& opts = {});
 
-// `tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG]`: exit 0,
-// 1 if FILE cannot be written, 2 for bad usage, a missing directory or no
-// node files. --config takes the link rate from net.inject_rate_mbps.
-int report_command(const std::vector<std::string>& args);
+// `tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]`,
+// its arguments as runtime/main.cpp parsed and checked them: exit 0, 1 if
+// FILE cannot be written, 2 for a bad config, a missing directory or no node
+// files. --config takes the link rate from net.inject_rate_mbps.
+struct ReportArgs {
+  std::string dir, out, config;
+  ReportOptions opts;
+};
+int report_command(const ReportArgs& args);
 
 }  // namespace tether

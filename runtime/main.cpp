@@ -1,6 +1,7 @@
 // tether: one binary per machine.
 //   tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]
 //   tether eval CONFIG --checkpoint FILE [--set ...] [--any-data]
+//   tether config CONFIG [--set ...] [--peers | --get json.path]
 //   tether dashboard LOGDIR [--once] [--interval-ms N]
 //   tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]
 // Exit codes: 0 done (also after SIGINT/SIGTERM with a checkpoint written),
@@ -10,10 +11,14 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
+
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,9 +61,10 @@ const char* kUsage =
     "usage:\n"
     "  tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
     "  tether eval CONFIG --checkpoint FILE [--set json.path=value]... [--any-data]\n"
+    "  tether config CONFIG [--set json.path=value]... [--peers | --get json.path]\n"
     "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
-    "  tether --help\n"
+    "  tether --help, tether COMMAND --help\n"
     "\n"
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
     "        when cluster.peers is absent. Progress goes to the terminal, metrics\n"
@@ -70,93 +76,226 @@ const char* kUsage =
     "eval    test accuracy of a checkpoint on the config's test split. A checkpoint\n"
     "        trained on another data set than data.name is refused (exit 2) unless\n"
     "        --any-data.\n"
+    "config  validates CONFIG (with --set) as train does, errors alike, and prints\n"
+    "        the resolved config as JSON: every key, defaults filled in, unset ones\n"
+    "        null. --peers: one line per cluster peer, line k = cluster.peers.k:\n"
+    "          ID HOST PORT SSH_PORT SSH_USER WORKDIR   (\"-\" when unset; WORKDIR last)\n"
+    "        --get json.path: one resolved value (strings bare, null empty), e.g.\n"
+    "        --get log.dir, --get cluster.peers.1.host. For scripts: they parse no JSON.\n"
     "dashboard  live table of a run's nodes from LOGDIR/node-*.jsonl (step, loss,\n"
     "        test acc, img/s, idle, distance vs bound); refreshes every N ms (1000)\n"
     "        until every node finished or Ctrl-C; --once (or no terminal): one frame.\n"
     "report  writes a self-contained HTML page with plots and a summary of LOGDIR;\n"
     "        --link-mbps (or the config's net.inject_rate_mbps) draws the link rate.\n"
     "--set   overrides one config value, e.g. --set optimizer.lr=0.1\n"
-    "        --set data.name=synthetic (values are JSON, bare words are strings)\n"
+    "        --set data.name=synthetic (values are JSON, bare words are strings;\n"
+    "        array elements by index: --set cluster.peers.1.host=10.0.0.2)\n"
     "\n"
     "exit codes: 0 done, 1 run-time failure (peer lost, I/O), 2 bad usage/config/data\n"
     "configs: configs/*.json; docs: README.md\n";
 
-int usage_error(const std::string& msg) {
-  std::fprintf(stderr, "tether: %s\n(run `tether --help` for usage)\n", msg.c_str());
+// `tether COMMAND --help`.
+const char* kTrainHelp =
+    "usage: tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
+    "  trains node ID (default 0) of CONFIG's cluster (one node when cluster.peers is\n"
+    "  absent); --set overrides one value (JSON, bare words are strings; array\n"
+    "  elements by index); --resume continues from a checkpoint of the same run.\n"
+    "  SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n";
+const char* kEvalHelp =
+    "usage: tether eval CONFIG --checkpoint FILE [--set json.path=value]... [--any-data]\n"
+    "  test accuracy of the checkpoint on the config's test split; a checkpoint of\n"
+    "  another data set than data.name is refused unless --any-data.\n";
+const char* kConfigHelp =
+    "usage: tether config CONFIG [--set json.path=value]... [--peers | --get json.path]\n"
+    "  validates CONFIG with every --set as `tether train` does (same errors, exit 2)\n"
+    "  and prints the resolved config as JSON: every key with its value, defaults\n"
+    "  filled in, keys left unset null. `tether train` takes that output as a config.\n"
+    "  --peers  one line per entry of cluster.peers (line k is cluster.peers.k), none\n"
+    "           for a single node:\n"
+    "             ID HOST PORT SSH_PORT SSH_USER WORKDIR\n"
+    "           one space apart; SSH_USER and WORKDIR are \"-\" when unset; WORKDIR is\n"
+    "           last and may hold spaces.\n"
+    "  --get P  the one resolved value at json.path P (log.dir, cluster.peers.0.port):\n"
+    "           strings without quotes, numbers and true/false as JSON, null as an\n"
+    "           empty line; a path of no key, an object or an array is an error.\n";
+const char* kDashboardHelp =
+    "usage: tether dashboard LOGDIR [--once] [--interval-ms N]\n"
+    "  a live table of LOGDIR/node-*.jsonl, refreshed every N ms (default 1000) until\n"
+    "  every node finished or failed, or Ctrl-C; --once, or stdout not a terminal\n"
+    "  without --interval-ms: one frame. Columns: see README.md, \"Dashboard\".\n";
+const char* kReportHelp =
+    "usage: tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
+    "  one self-contained HTML page (inline SVG, no network) with plots over time and\n"
+    "  a summary table of LOGDIR/node-*.jsonl; --link-mbps, or the config's\n"
+    "  net.inject_rate_mbps, draws the link rate on the bytes-on-the-wire plot.\n";
+
+int usage_error(const std::string& msg, const std::string& cmd = "") {
+  std::fprintf(stderr, "tether: %s\n(run `tether %s--help` for usage)\n", msg.c_str(),
+               cmd.empty() ? "" : (cmd + " ").c_str());
   return 2;
+}
+
+// Every command's arguments, filled by parse_args.
+struct Args {
+  std::string cmd, config_path, resume, checkpoint, get;
+  std::vector<std::string> sets;
+  int node = 0;
+  uint64_t fail_after_step = 0;   // train's test hook, deliberately not in the help (TrainOptions)
+  bool any_data = false, peers = false;
+  tether::DashboardArgs dashboard;
+  tether::ReportArgs report;
+};
+
+// A CLI11 check that returns `message + ", got " + value` when `ok` fails.
+CLI::Validator expect(const std::string& message, std::function<bool(const std::string&)> ok) {
+  return CLI::Validator(
+      [message, ok](std::string& v) { return ok(v) ? std::string() : "expected " + message + ", got " + v; }, "", "");
+}
+bool digits(const std::string& v, size_t max_len) {
+  return !v.empty() && v.size() <= max_len && v.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// The one argument parser of every command (CLI11). Fills `a`; returns -1 to
+// go on, else the exit code (0 after --help, 2 for bad usage, with a message
+// "tether: <what>" naming the option or argument).
+int parse_args(int argc, char** argv, Args& a) {
+  CLI::App app("tether", "tether");
+  app.formatter_fn([](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(kUsage); });
+  app.require_subcommand(0, 1);
+  app.allow_extras();   // unknown commands and options are reported below, in tether's words
+  // An option given twice: the last one counts (as before CLI11); --set collects all.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  auto command = [&](const char* name, const char* help) {
+    CLI::App* c = app.add_subcommand(name);
+    c->formatter_fn([help](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(help); });
+    c->allow_extras();
+    return c;
+  };
+  auto sets = [&](CLI::App* c) {
+    c->add_option("--set", a.sets)->allow_extra_args(false)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  };
+
+  command("help", kUsage);   // `tether help` = `tether --help`
+  CLI::App* train = command("train", kTrainHelp);
+  train->add_option("CONFIG", a.config_path);
+  train->add_option("--node", a.node)
+      ->check(expect("an integer >= 0", [](const std::string& v) { return digits(v, 9); }));
+  sets(train);
+  train->add_option("--resume", a.resume);
+  train->add_option("--fail-after-step", a.fail_after_step)
+      ->check(expect("an integer >= 1", [](const std::string& v) { return digits(v, 18) && std::stoull(v) > 0; }));
+
+  CLI::App* eval = command("eval", kEvalHelp);
+  eval->add_option("CONFIG", a.config_path);
+  eval->add_option("--checkpoint", a.checkpoint);
+  sets(eval);
+  eval->add_flag("--any-data", a.any_data);
+
+  CLI::App* config = command("config", kConfigHelp);
+  config->add_option("CONFIG", a.config_path);
+  sets(config);
+  CLI::Option* peers = config->add_flag("--peers", a.peers);
+  config->add_option("--get", a.get)->excludes(peers)->check(
+      expect("a json.path such as log.dir", [](const std::string& v) { return !v.empty(); }));
+
+  CLI::App* dashboard = command("dashboard", kDashboardHelp);
+  dashboard->add_option("LOGDIR", a.dashboard.dir);
+  dashboard->add_flag("--once", a.dashboard.once);
+  dashboard->add_option("--interval-ms", a.dashboard.interval_ms)
+      ->check(expect("an integer in [10, 3600000]",
+                     [](const std::string& v) { return digits(v, 7) && std::stol(v) >= 10 && std::stol(v) <= 3600000; }));
+
+  CLI::App* report = command("report", kReportHelp);
+  report->add_option("LOGDIR", a.report.dir);
+  report->add_option("-o,--output", a.report.out);
+  report->add_option("--link-mbps", a.report.opts.link_mbps)->check(expect("a number > 0", [](const std::string& v) {
+    char* end = nullptr;
+    double x = std::strtod(v.c_str(), &end);
+    return !v.empty() && *end == '\0' && x > 0 && std::isfinite(x);
+  }));
+  report->add_option("--config", a.report.config);
+  report->add_option("--title", a.report.opts.title);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);   // the chosen command's text, else kUsage
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::string what = e.what(), cmd = app.get_subcommands().empty() ? "" : app.get_subcommands()[0]->get_name();
+    // "--set: 1 required TEXT missing" (a value-taking option last).
+    if (e.get_name() == "ArgumentMismatch" && what.find(" missing") != std::string::npos) {
+      what = what.substr(0, what.find(':')) + " needs a value";
+    }
+    return usage_error(what, cmd);
+  }
+  if (app.get_subcommands().empty()) {
+    const auto rest = app.remaining();
+    if (rest.empty()) return usage_error("missing command");
+    if (rest[0].size() > 1 && rest[0][0] == '-') return usage_error("unknown option " + rest[0]);
+    return usage_error("unknown command \"" + rest[0] + "\"");
+  }
+  const CLI::App* sub = app.get_subcommands()[0];
+  a.cmd = sub->get_name();
+  if (a.cmd == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (const auto before = app.remaining(); !before.empty()) {   // `tether --node 1 train ...`
+    return usage_error((before[0].size() > 1 && before[0][0] == '-' ? "unknown option " : "unexpected argument ") +
+                           before[0] + " before " + a.cmd,
+                       a.cmd);
+  }
+  if (const auto rest = sub->remaining(); !rest.empty()) {
+    if (rest[0].size() > 1 && rest[0][0] == '-') return usage_error("unknown option " + rest[0] + " for " + a.cmd, a.cmd);
+    return usage_error("unexpected argument " + rest[0] + " for " + a.cmd, a.cmd);
+  }
+  const bool on_logs = a.cmd == "dashboard" || a.cmd == "report";
+  if (!on_logs && a.config_path.empty()) return usage_error(a.cmd + ": missing CONFIG", a.cmd);
+  if (on_logs && (a.cmd == "dashboard" ? a.dashboard.dir : a.report.dir).empty()) {
+    return usage_error(a.cmd + ": missing LOGDIR", a.cmd);
+  }
+  if (a.cmd == "eval" && a.checkpoint.empty()) return usage_error("eval: missing --checkpoint FILE", a.cmd);
+  if (a.cmd == "report" && a.report.out.empty()) return usage_error("report: missing -o FILE", a.cmd);
+  return -1;
+}
+
+// `tether config`: the resolved config, its peers or one value on stdout.
+int config_command(const Args& a) {
+  try {
+    const tether::Config cfg = tether::load_config(a.config_path, a.sets);
+    std::string out = a.peers ? tether::config_peer_lines(cfg)
+                      : !a.get.empty() ? tether::config_get(cfg, a.get) + "\n"
+                                       : tether::config_to_json(cfg).dump(2) + "\n";
+    std::fputs(out.c_str(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  } catch (const tether::ConfigError& e) {
+    std::fprintf(stderr, "tether: config error: %s\n", e.what());
+    return 2;
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty()) return usage_error("missing command");
-  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
+  Args args;
+  if (int rc = parse_args(argc, argv, args); rc >= 0) return rc;
+  if (args.cmd == "config") return config_command(args);
   // Round buffers and ZeroMQ's receive chunks are megabytes each: keep glibc
   // from mapping and unmapping them on every round (process-wide, so here).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   start_signal_thread();
-  if (args[0] == "dashboard" || args[0] == "report") {
-    std::vector<std::string> rest(args.begin() + 1, args.end());
-    return args[0] == "dashboard" ? tether::dashboard_command(rest, &g_stop) : tether::report_command(rest);
-  }
-  const std::string cmd = args[0];
-  if (cmd != "train" && cmd != "eval") return usage_error("unknown command \"" + cmd + "\"");
-  std::string config_path, resume, checkpoint;
-  std::vector<std::string> sets;
-  int node = 0;
-  uint64_t fail_after_step = 0;   // test hook, deliberately not in kUsage (TrainOptions)
-  bool any_data = false;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](const char* flag) -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(std::string(flag) + " needs a value");
-      return args[++i];
-    };
-    try {
-      if (a == "--node") {
-        std::string v = value("--node");
-        size_t used = 0;
-        node = std::stoi(v, &used);
-        if (used != v.size() || node < 0) throw std::invalid_argument("--node: expected an integer >= 0, got " + v);
-      } else if (a == "--set") {
-        sets.push_back(value("--set"));
-      } else if (a == "--resume" && cmd == "train") {
-        resume = value("--resume");
-      } else if (a == "--fail-after-step" && cmd == "train") {
-        std::string v = value("--fail-after-step");
-        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 18 || std::stoull(v) == 0) {
-          throw std::invalid_argument("--fail-after-step: expected an integer >= 1, got " + v);
-        }
-        fail_after_step = std::stoull(v);
-      } else if (a == "--checkpoint" && cmd == "eval") {
-        checkpoint = value("--checkpoint");
-      } else if (a == "--any-data" && cmd == "eval") {
-        any_data = true;
-      } else if (a == "--help" || a == "-h") {
-        std::fputs(kUsage, stdout);
-        return 0;
-      } else if (!a.empty() && a[0] == '-') {
-        return usage_error("unknown option " + a + " for " + cmd);
-      } else if (config_path.empty()) {
-        config_path = a;
-      } else {
-        return usage_error("unexpected argument " + a);
-      }
-    } catch (const std::invalid_argument& e) {
-      return usage_error(std::string(e.what()).find("stoi") != std::string::npos
-                             ? "--node: expected an integer >= 0, got " + args[i]
-                             : e.what());
-    } catch (const std::out_of_range&) {
-      return usage_error("--node: value out of range");
-    }
-  }
-  if (config_path.empty()) return usage_error(cmd + ": missing CONFIG");
-  if (cmd == "eval" && checkpoint.empty()) return usage_error("eval: missing --checkpoint FILE");
+  if (args.cmd == "dashboard") return tether::dashboard_command(args.dashboard, &g_stop);
+  if (args.cmd == "report") return tether::report_command(args.report);
+  const std::string& cmd = args.cmd;
+  const std::string& config_path = args.config_path;
+  const std::vector<std::string>& sets = args.sets;
+  const std::string& resume = args.resume;
+  const std::string& checkpoint = args.checkpoint;
+  const int node = args.node;
+  const uint64_t fail_after_step = args.fail_after_step;
+  const bool any_data = args.any_data;
 
   tether::Config cfg;
   try {

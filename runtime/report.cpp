@@ -608,60 +608,9 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
   return o;
 }
 
-namespace {
-
-int report_usage(const std::string& msg) {
-  std::fprintf(stderr, "tether: report: %s\n(run `tether --help` for usage)\n", msg.c_str());
-  return 2;
-}
-
-}  // namespace
-
-int report_command(const std::vector<std::string>& args) {
-  std::string dir, out, config;
-  ReportOptions opts;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::optional<std::string> {
-      if (i + 1 >= args.size()) return std::nullopt;
-      return args[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::fputs("usage: tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
-                 "  one self-contained HTML page (inline SVG, no network) with plots over time and\n"
-                 "  a summary table of LOGDIR/node-*.jsonl; --link-mbps, or the config's\n"
-                 "  net.inject_rate_mbps, draws the link rate on the bytes-on-the-wire plot.\n",
-                 stdout);
-      return 0;
-    } else if (a == "-o" || a == "--output") {
-      auto v = value();
-      if (!v) return report_usage(a + " needs a file name");
-      out = *v;
-    } else if (a == "--link-mbps") {
-      auto v = value();
-      if (!v) return report_usage("--link-mbps needs a value");
-      char* end = nullptr;
-      opts.link_mbps = std::strtod(v->c_str(), &end);
-      if (v->empty() || *end != '\0' || !(opts.link_mbps > 0) || !std::isfinite(opts.link_mbps))
-        return report_usage("--link-mbps: expected a number > 0, got " + *v);
-    } else if (a == "--config") {
-      auto v = value();
-      if (!v) return report_usage("--config needs a file name");
-      config = *v;
-    } else if (a == "--title") {
-      auto v = value();
-      if (!v) return report_usage("--title needs a value");
-      opts.title = *v;
-    } else if (!a.empty() && a[0] == '-') {
-      return report_usage("unknown option " + a);
-    } else if (dir.empty()) {
-      dir = a;
-    } else {
-      return report_usage("unexpected argument " + a);
-    }
-  }
-  if (dir.empty()) return report_usage("missing LOGDIR");
-  if (out.empty()) return report_usage("missing -o FILE");
+int report_command(const ReportArgs& args) {
+  const std::string &dir = args.dir, &out = args.out, &config = args.config;
+  ReportOptions opts = args.opts;
   if (!config.empty() && opts.link_mbps == 0) {
     try {
       Config cfg = load_config(config, {});

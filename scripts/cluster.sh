@@ -15,8 +15,11 @@
 #              path, i.e. the same path on every host; "~/x" and relative paths
 #              are taken from the remote home). Relative log.dir / data.path in
 #              the config resolve against it.
-# On each host, under <workdir>/tether-run/: config.json (the config, copied
-# over ssh with every --set applied), node-<id>.log (stdout+stderr),
+# The config is read once, here, by the local binary: `tether config CONFIG
+# --set ...` validates it as `tether train` would (the same errors, exit 2)
+# before anything goes over ssh, and `--peers` gives the nodes above.
+# On each host, under <workdir>/tether-run/: config.json (the resolved config
+# that `tether config` printed, every --set applied), node-<id>.log (stdout+stderr),
 # node-<id>.pid (the tether process), node-<id>.sup (its supervisor, which
 # records the exit code), node-<id>.exit (exit code once it ended).
 # The metrics stay where the config says: <workdir>/<log.dir>/node-<id>.jsonl.
@@ -48,7 +51,8 @@
 #            20), then removes the pid files.
 #
 # Environment (options of this script only; tether itself reads none):
-#   TETHER               local binary pushed by --push-binary (default build/tether)
+#   TETHER               local binary (default build/tether): reads the config,
+#                        and is what --push-binary copies
 #   TETHER_SSH_KEY       identity file for ssh (-i KEY -o IdentitiesOnly=yes)
 #   SSH_OPTS             extra ssh options, word-split (e.g. "-o UserKnownHostsFile=/x")
 #   SSH_CONNECT_TIMEOUT  seconds (default 10)
@@ -78,7 +82,7 @@ while [ $# -gt 0 ]; do
     --wait) WAIT=1;;
     --push-binary) PUSH=1;;
     --tether) [ $# -ge 2 ] || die "--tether needs a PATH"; REMOTE_BIN=$2; shift;;
-    --set) [ $# -ge 2 ] || die "--set needs k=v"; SETS+=("$2"); shift;;
+    --set) [ $# -ge 2 ] || die "--set needs k=v"; SETS+=(--set "$2"); shift;;
     --out) [ $# -ge 2 ] || die "--out needs a DIR"; OUT=$2; shift;;
     --deadline) [ $# -ge 2 ] || die "--deadline needs SECONDS"; DEADLINE=$2; shift
                 [[ $DEADLINE =~ ^[0-9]+$ ]] || die "--deadline: expected whole seconds, got $DEADLINE";;
@@ -89,13 +93,9 @@ while [ $# -gt 0 ]; do
 done
 [ "$CMD" = run ] && { CMD=start; WAIT=1; }
 [ $PUSH = 1 ] && [ -n "$REMOTE_BIN" ] && die "--push-binary and --tether exclude each other"
-[ -f "$CONFIG" ] || die "$CONFIG: no such config file"
 [[ $SSH_CONNECT_TIMEOUT =~ ^[0-9]+$ ]] || die "SSH_CONNECT_TIMEOUT: expected seconds, got $SSH_CONNECT_TIMEOUT"
 command -v ssh >/dev/null || die "ssh not found (apt-get install openssh-client)"
-command -v python3 >/dev/null || die "python3 not found"
-if [ $PUSH = 1 ]; then
-  [ -x "$TETHER_LOCAL" ] || die "--push-binary: $TETHER_LOCAL not built (ninja -C build, or set TETHER=...)"
-fi
+[ -x "$TETHER_LOCAL" ] || die "$TETHER_LOCAL not built: it reads the config here (tether config) and --push-binary sends it (ninja -C build, or set TETHER=...)"
 NAME=$(basename "$CONFIG"); NAME=${NAME%.json}
 [ -n "$OUT" ] || OUT=runs/$NAME
 
@@ -103,75 +103,20 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-cluster.XXXXXX") || die "cannot create a
 trap 'rm -rf "$TMP"' EXIT
 
 # --- the config: validated, --set applied, one line per peer ----------------
-python3 - "$CONFIG" "$TMP/config.json" "$ROOT" "${SETS[@]}" > "$TMP/peers" <<'EOF' || exit 2
-import json, re, sys
-src, dst, root, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-def fail(msg):
-    sys.exit(f"cluster.sh: {src}: {msg}")
-try:
-    doc = json.load(open(src))
-except OSError as e:
-    fail(e.strerror)
-except json.JSONDecodeError as e:
-    fail(f"invalid JSON: {e}")
-if not isinstance(doc, dict):
-    fail("expected a JSON object")
-for s in sets:                        # same rule as tether --set: JSON, else a string
-    key, eq, val = s.partition("=")
-    if not eq or not key:
-        sys.exit(f"cluster.sh: --set {s}: expected json.path=value")
-    try:
-        v = json.loads(val)
-    except json.JSONDecodeError:
-        v = val
-    node = doc
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if not isinstance(node.setdefault(p, {}), dict):
-            sys.exit(f"cluster.sh: --set {s}: {p} is not an object")
-        node = node[p]
-    node[parts[-1]] = v
-peers = (doc.get("cluster") or {}).get("peers") if isinstance(doc.get("cluster"), dict) else None
-if not isinstance(peers, list) or not peers:
-    fail("cluster.peers: absent or empty; cluster.sh needs one entry (id, host, port) per node")
-name_ok = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
-seen = set()
-lines = []
-for k, p in enumerate(peers):
-    where = f"cluster.peers[{k}]"
-    if not isinstance(p, dict):
-        fail(f"{where}: expected an object")
-    i = p.get("id", k)
-    if not isinstance(i, int) or isinstance(i, bool) or i < 0 or i in seen:
-        fail(f"{where}.id: expected a distinct integer >= 0, got {i!r}")
-    seen.add(i)
-    host = p.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not name_ok.match(host):
-        fail(f"{where}.host: expected a host name or address, got {host!r}")
-    port = p.get("port", 0)
-    user = p.get("ssh_user", "")
-    if not isinstance(user, str) or (user and not re.match(r"^[A-Za-z0-9._-]+$", user)):
-        fail(f"{where}.ssh_user: expected a login name, got {user!r}")
-    sport = p.get("ssh_port", 22)
-    if not isinstance(sport, int) or isinstance(sport, bool) or not 0 < sport < 65536:
-        fail(f"{where}.ssh_port: expected a port 1..65535, got {sport!r}")
-    wd = p.get("workdir", "") or root
-    if not isinstance(wd, str) or "\t" in wd or "\n" in wd:
-        fail(f"{where}.workdir: expected a path, got {wd!r}")
-    lines.append(f"{i}\t{host}\t{port}\t{user}\t{sport}\t{wd}")
-log = doc.get("log") if isinstance(doc.get("log"), dict) else {}
-logdir = log.get("dir", "runs/default")
-if not isinstance(logdir, str) or not logdir or "\n" in logdir:
-    fail("log.dir: expected a path")
-json.dump(doc, open(dst, "w"), indent=1)
-print(logdir)
-print("\n".join(lines))
-EOF
-LOGDIR=$(head -n 1 "$TMP/peers")
+# `tether config` (the local binary) validates it exactly as `tether train`
+# will, before anything goes over ssh; its resolved JSON is what every node
+# gets, and --peers/--get read that copy (no JSON is parsed here).
+"$TETHER_LOCAL" config "$CONFIG" "${SETS[@]}" > "$TMP/config.json" || exit 2
+"$TETHER_LOCAL" config "$TMP/config.json" --peers > "$TMP/peers" || exit 2
+LOGDIR=$("$TETHER_LOCAL" config "$TMP/config.json" --get log.dir) || exit 2
+[ -s "$TMP/peers" ] || die "$CONFIG: cluster.peers: absent; cluster.sh needs one entry (id, host, port) per node"
 IDS=(); HOSTS=(); PORTS=(); USERS=(); SPORTS=(); WDS=()
-while IFS=$'\t' read -r id host port user sport wd; do
+# ID HOST PORT SSH_PORT SSH_USER WORKDIR ("-": unset; WORKDIR last, may hold spaces)
+while read -r id host port sport user wd; do
+  [ "$user" = - ] && user=""
+  [ "$wd" = - ] && wd=$ROOT
   IDS+=("$id"); HOSTS+=("$host"); PORTS+=("$port"); USERS+=("$user"); SPORTS+=("$sport"); WDS+=("$wd")
-done < <(tail -n +2 "$TMP/peers")
+done < "$TMP/peers"
 N=${#IDS[@]}
 
 # --- ssh ---------------------------------------------------------------------

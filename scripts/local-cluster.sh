@@ -4,22 +4,22 @@
 # Each node's output is prefixed with "[node i]". Ctrl-C (SIGINT) or SIGTERM
 # is forwarded to every node (they finish in-flight rounds, write a
 # checkpoint and exit 0). Exits non-zero, naming them, if any node failed.
-# Uses build/tether (TETHER=... overrides).
+# The config is read by `tether config` (validated first, same errors as
+# train). Uses build/tether (TETHER=... overrides).
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/wait_nodes.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TETHER=${TETHER:-$ROOT/build/tether}
 [ $# -ge 1 ] || { echo "usage: $0 CONFIG [tether args...]" >&2; exit 2; }
 CONFIG=$1; shift
-[ -f "$CONFIG" ] || { echo "$0: $CONFIG: no such config" >&2; exit 2; }
 [ -x "$TETHER" ] || { echo "$0: $TETHER not built (run scripts/demo.sh or ninja -C build)" >&2; exit 2; }
-ids=$(python3 -c '
-import json, sys
-try:
-    peers = json.load(open(sys.argv[1])).get("cluster", {}).get("peers", [])
-except Exception as e:
-    sys.exit(f"{sys.argv[1]}: {e}")
-print(" ".join(str(p["id"]) for p in peers) if peers else "0")' "$CONFIG") || exit 2
+# The node ids: `tether config --peers` (validated as `tether train` will, the
+# same --set applied; its errors as train's, exit 2), first field of each line;
+# no peers: one node, id 0.
+split_sets "$@"
+peers=$("$TETHER" config "$CONFIG" "${SETS[@]}" --peers) || exit 2
+ids=$(printf '%s\n' "$peers" | cut -d ' ' -f 1 | tr '\n' ' ')
+[ -n "${ids// /}" ] || ids=0
 
 pids=()
 for id in $ids; do

@@ -18,8 +18,10 @@
 # kept in /run/tether-switch.state (or /tmp when /run is not writable). If
 # `up` fails half-way it removes what it made.
 #
-# `run` writes a copy of CONFIG whose cluster.peers hosts are the namespace
-# addresses (peer id i -> 10.77.0.<i+1>, ports kept) and starts node i inside
+# `run` reads CONFIG through `tether config` (validated as `tether train`
+# would, errors alike, every --set applied) and writes the resolved copy with
+# cluster.peers hosts set to the namespace addresses (peer id i ->
+# 10.77.0.<i+1>, ports kept); it starts node i inside
 # tether-ns<i> (`ip netns exec tether-ns<i> tether train COPY --node i`), each
 # output line prefixed "[node i]". Ctrl-C/SIGTERM is forwarded to every node
 # (they write a checkpoint and exit 0); the exit status is non-zero, naming
@@ -29,7 +31,7 @@
 # `down` stops processes left inside the namespaces, deletes the namespaces
 # (and with them the veth pairs), the bridge and the state file.
 #
-# Needs root or CAP_NET_ADMIN, iproute2 (ip, tc) and python3.
+# Needs root or CAP_NET_ADMIN and iproute2 (ip, tc).
 # Environment (this script's options): TETHER (binary, default build/tether),
 # TETHER_SWITCH_PREFIX (names: default "tether" -> tether-ns0, tether-br0;
 # at most 7 characters), SWITCH_BURST (tbf burst, default RATE x 4 ms, at
@@ -58,13 +60,11 @@ our_links() { ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*
 
 # rate_bytes RATE: tc rate in bytes per second (tc's units).
 rate_bytes() {
-  python3 - "$1" <<'EOF'
-import re, sys
-m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt]?)(bit|bps)", sys.argv[1].lower())
-if not m: sys.exit(1)
-v = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[m.group(2)]
-print(int(v / 8 if m.group(3) == "bit" else v))
-EOF
+  local r=${1,,}
+  [[ $r =~ ^([0-9]+(\.[0-9]+)?)([kmgt]?)(bit|bps)$ ]] || return 1
+  awk -v v="${BASH_REMATCH[1]}" -v p="${BASH_REMATCH[3]}" -v u="${BASH_REMATCH[4]}" 'BEGIN {
+    x = v * (p == "k" ? 1e3 : p == "m" ? 1e6 : p == "g" ? 1e9 : p == "t" ? 1e12 : 1)
+    printf "%.0f\n", int(u == "bit" ? x / 8 : x) }'
 }
 
 do_down() {
@@ -154,49 +154,38 @@ do_status() {
 do_run() {
   [ $# -ge 1 ] || die "usage: switch.sh run CONFIG [tether args...]"
   local config=$1; shift
-  [ -f "$config" ] || die "$config: no such config"
   [ -f "$STATE" ] || die "the switch is down: run switch.sh up N RATE first"
   [ -x "$TETHER" ] || die "$TETHER not built (ninja -C build, or set TETHER=...)"
   local n; n=$(sed -n 's/^N=//p' "$STATE")
   tmpcfg=$(mktemp "${TMPDIR:-/tmp}/tether-switch-config.XXXXXX.json") || die "mktemp failed"
   trap 'rm -f "$tmpcfg"' EXIT   # global: the trap runs after this function returns
-  local ids
-  ids=$(python3 - "$config" "$tmpcfg" "$n" "$SUBNET" <<'EOF'
-import json, sys
-src, dst, n, subnet = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-try:
-    doc = json.load(open(src))
-except (OSError, json.JSONDecodeError) as e:
-    sys.exit(f"switch.sh: {src}: {e}")
-peers = (doc.get("cluster") or {}).get("peers") if isinstance(doc, dict) else None
-if not isinstance(peers, list) or not peers:
-    sys.exit(f"switch.sh: {src}: cluster.peers: absent or empty (one entry per node)")
-ids = []
-for k, p in enumerate(peers):
-    i = p.get("id", k) if isinstance(p, dict) else None
-    if not isinstance(i, int) or i < 0:
-        sys.exit(f"switch.sh: {src}: cluster.peers[{k}].id: expected an integer >= 0")
-    if i >= n:
-        sys.exit(f"switch.sh: {src}: cluster.peers[{k}].id = {i}, but the switch has {n} port(s) "
-                 f"(ids 0..{n - 1}): switch.sh down; switch.sh up {len(peers)} RATE")
-    p["host"] = f"{subnet}.{i + 1}"
-    p.setdefault("port", 5550 + i)
-    ids.append(str(i))
-json.dump(doc, open(dst, "w"), indent=1)
-print(" ".join(ids))
-EOF
-) || exit 2
-  say "config $config -> $tmpcfg (hosts $SUBNET.<id+1>), $(echo $ids | wc -w) node(s) at $(sed -n 's/^RATE=//p' "$STATE")"
-  local pids=() id
-  for id in $ids; do
-    ip netns exec "$P-ns$id" "$TETHER" train "$tmpcfg" --node "$id" "$@" \
+  # The config through `tether config` only (validated as train will, errors
+  # alike): its peers, then the resolved copy with every --set applied and each
+  # peer's host replaced by its namespace address. The nodes read that copy;
+  # the other tether args go to them unchanged.
+  split_sets "$@"
+  local peers count k=0 id rest ids=() hosts=()
+  peers=$("$TETHER" config "$config" "${SETS[@]}" --peers) || exit 2
+  [ -n "$peers" ] || die "$config: cluster.peers: absent (one entry per node)"
+  count=$(printf '%s\n' "$peers" | wc -l)
+  while read -r id rest; do   # line k is cluster.peers.k
+    if [ "$id" -ge "$n" ]; then
+      die "$config: cluster.peers[$k].id = $id, but the switch has $n port(s) (ids 0..$((n - 1))): switch.sh down; switch.sh up $count RATE"
+    fi
+    hosts+=(--set "cluster.peers.$k.host=$SUBNET.$((id + 1))"); ids+=("$id"); k=$((k + 1))
+  done <<< "$peers"
+  "$TETHER" config "$config" "${SETS[@]}" "${hosts[@]}" > "$tmpcfg" || exit 2
+  local idlist="${ids[*]}" pids=()
+  say "config $config -> $tmpcfg (hosts $SUBNET.<id+1>), ${#ids[@]} node(s) at $(sed -n 's/^RATE=//p' "$STATE")"
+  for id in $idlist; do
+    ip netns exec "$P-ns$id" "$TETHER" train "$tmpcfg" --node "$id" "${OTHER_ARGS[@]}" \
       > >(sed -u "s/^/[node $id] /") 2> >(sed -u "s/^/[node $id] /" >&2) &
     pids+=($!)
   done
   forward() { say "forwarding SIG$1 to ${#pids[@]} node(s)"; kill -s "$1" "${pids[@]}" 2>/dev/null; }
   trap 'forward INT' INT
   trap 'forward TERM' TERM
-  wait_nodes "$ids" "${pids[@]}"
+  wait_nodes "$idlist" "${pids[@]}"
   if [ ${#NODE_FAILURES[@]} -gt 0 ]; then echo "switch.sh: failed: ${NODE_FAILURES[*]}" >&2; return 1; fi
   say "all nodes finished"
 }

@@ -1,5 +1,21 @@
-# Shared by the scripts that start one tether per node on this machine
-# (local-cluster.sh, switch.sh). Source it; do not run it.
+# Shared by the scripts that start tether nodes on this machine
+# (local-cluster.sh, switch.sh, demo.sh). Source it; do not run it.
+#
+# split_sets ARG...: the --set options among tether's arguments. Fills SETS
+# with them ("--set" "k=v" pairs; "--set=k=v" kept as is), for `tether
+# config`, and OTHER_ARGS with the rest in order. The config itself is read by
+# `tether config` only (validated, --set applied): no script parses JSON.
+split_sets() {
+  SETS=(); OTHER_ARGS=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --set) if [ $# -ge 2 ]; then SETS+=(--set "$2"); shift; else SETS+=(--set); fi;;
+      --set=*) SETS+=("$1");;
+      *) OTHER_ARGS+=("$1");;
+    esac
+    shift
+  done
+}
 #
 # wait_nodes "IDS" PID...: waits for every node process (node ids in IDS,
 # their pids in the same order), also across trapped signals, and fills

@@ -2,7 +2,9 @@
 # scripts/cluster.sh for real: a private sshd on loopback (its own host key,
 # client key, authorized_keys and config in a temp dir; two ports), three
 # peers on 127.0.0.1 with their own workdirs, all reached over ssh.
-#   1. errors: a missing config, an unreachable host (named)
+#   1. errors: a missing config; a bad config or --set (train's error, exit 2,
+#      nothing sent); an unreachable host (named; moved there by --set on
+#      cluster.peers.2.ssh_port)
 #   2. `run --push-binary`: a small 3-node training finishes, the collected
 #      metrics show one params_hash; `logs` collects them again
 #   3. `start` a longer run, kill -9 one remote tether: `status` reports it
@@ -149,18 +151,28 @@ missing_config() {
 }
 check "missing config: exit 2 naming the file" missing_config
 
-unreachable() {
-  python3 - "$T/small.json" "$T/bad.json" "$BADPORT" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1])); d["cluster"]["peers"][2]["ssh_port"] = int(sys.argv[3])
-json.dump(d, open(sys.argv[2], "w"))
-EOF
-  local out; out=$(timeout 60 "$CLUSTER" "$T/bad.json" start --tether "$TETHER_BIN" 2>&1); local rc=$?
+bad_config() {   # refused by `tether config` with train's message, before any ssh connection
+  local out want rc set
+  for set in optimizer.lr=-1 cluster.peers.1.ssh_user=-oProxyCommand=x cluster.peers.7.port=1; do
+    out=$(timeout 60 "$CLUSTER" "$T/small.json" start --push-binary --set "$set" 2>&1); rc=$?
+    want=$("$TETHER_BIN" train "$T/small.json" --set "$set" 2>&1)
+    echo "--set $set: exit $rc: $out"
+    [ $rc -eq 2 ] && [ "$out" = "$want" ] || { echo "expected: $want"; return 1; }
+  done
+  [ ! -e "$T/host0/tether-run" ] && [ ! -e "$T/host1/tether-run" ] || { echo "something was sent"; return 1; }
+  ! tail -n +"$SSHD_LOG_LINES" "$T/sshd.log" | grep "Accepted publickey" || { echo "an ssh login happened"; return 1; }
+}
+SSHD_LOG_LINES=$(( $(wc -l < "$T/sshd.log") + 1 ))
+check "bad config or --set: exit 2 with train's exact error, nothing sent over ssh" bad_config
+
+unreachable() {   # node 2's ssh port, moved by --set into the peers array (as tether train takes it)
+  local move=(--set "cluster.peers.2.ssh_port=$BADPORT")
+  local out; out=$(timeout 60 "$CLUSTER" "$T/small.json" start --tether "$TETHER_BIN" "${move[@]}" 2>&1); local rc=$?
   echo "$out"
   [ $rc -ne 0 ] && grep -q "node 2: cannot reach .*127.0.0.1 (ssh port $BADPORT)" <<< "$out" \
     && grep -q "stopping the 2 node(s) it started" <<< "$out" || return 1
   # status names it as unreachable too, and fails
-  out=$(timeout 60 "$CLUSTER" "$T/bad.json" status 2>&1); rc=$?
+  out=$(timeout 60 "$CLUSTER" "$T/small.json" status "${move[@]}" 2>&1); rc=$?
   echo "$out"
   [ $rc -ne 0 ] && grep -q "^node 2 .*unreachable.*$BADPORT" <<< "$out"
 }

@@ -176,7 +176,7 @@ base = {
     "net": {"connect_timeout_ms": 30000},
 }
 json.dump(base, open(f"{t}/sw3.json", "w"), indent=1)
-base["cluster"]["peers"].append({"id": 5, "host": "127.0.0.1", "port": 5555})
+base["cluster"]["peers"].append({"id": 3, "host": "127.0.0.1", "port": 5553})
 json.dump(base, open(f"{t}/sw-too-many.json", "w"), indent=1)
 EOF
 sent_bytes() { tc -n "$P-ns$1" -s qdisc show dev "$P-n$1" | awk '/Sent/ {print $2; exit}'; }
@@ -199,9 +199,15 @@ traffic() {   # every node's bytes went out through its shaped port (> 100 kB ea
 check "the run's traffic went through every node's shaped port (tc counters, status)" traffic
 too_many() {
   local out; out=$(timeout 30 "$SWITCH" run "$T/sw-too-many.json" 2>&1); local rc=$?
-  echo "$out"; [ $rc -eq 2 ] && grep -q "id = 5, but the switch has 3 port(s)" <<< "$out"
+  echo "$out"; [ $rc -eq 2 ] && grep -q "cluster.peers\[3\].id = 3, but the switch has 3 port(s)" <<< "$out"
 }
 check "run: a peer id beyond the switch's ports is refused (exit 2, says why)" too_many
+bad_config() {   # refused by tether config with train's own message, before any node starts
+  local out want; out=$(timeout 30 "$SWITCH" run "$T/sw3.json" --set cluster.peers.1.port=0 2>&1); local rc=$?
+  want=$("$TETHER" train "$T/sw3.json" --set cluster.peers.1.port=0 2>&1)
+  echo "$out"; [ $rc -eq 2 ] && [ "$out" = "$want" ]
+}
+check "run: a bad config or --set is refused with train's error (exit 2), no node started" bad_config
 
 # --- down -------------------------------------------------------------------------------
 check "down" timeout 60 "$SWITCH" down

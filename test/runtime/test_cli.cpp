@@ -263,3 +263,107 @@ TEST_CASE("cli: data.name alone switches data sets; the start-up line names the 
   CHECK(own.exit_code == 0);
   CHECK(own.output.find("data fashion-mnist from " + path + " (100 train / 20 test)") != std::string::npos);
 }
+
+// `tether config`: the resolved config for scripts (README, "Scripts").
+TEST_CASE("cli: config prints the resolved config as JSON that train reads back") {
+  TempDir dir("cliconfig");
+  std::string cfg = dir.write("cfg.json", R"({"model": {"name": "mlp", "hidden": 16},
+      "data": {"name": "synthetic", "synthetic_train": 64, "synthetic_test": 16, "batch_size": 16},
+      "cluster": {"peers": [{"id": 0, "host": "127.0.0.1", "port": 5550},
+                            {"id": 1, "host": "127.0.0.1", "port": 5551, "ssh_user": "bob"}]},
+      "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  const std::string sets = " --set optimizer.lr=0.2 --set cluster.peers.1.host=10.0.0.2";
+  auto r = run_command(tether_bin() + " config " + cfg + sets + " 2>/dev/null", 60);
+  REQUIRE(r.exit_code == 0);
+  const nlohmann::json doc = nlohmann::json::parse(r.output);
+  CHECK(doc.at("optimizer").at("lr") == 0.2);                   // the --set
+  CHECK(doc.at("optimizer").at("momentum") == 0.9);             // a default, filled in
+  CHECK(doc.at("cluster").at("peers").at(1).at("host") == "10.0.0.2");   // --set into an array
+  CHECK(doc.at("cluster").at("peers").at(1).at("ssh_user") == "bob");
+  CHECK(doc.at("cluster").at("peers").at(0).at("ssh_user").is_null());
+  CHECK(doc.at("data").at("path").is_null());
+  CHECK(doc.at("monitor").at("bound") == "auto");
+  CHECK(doc == tether::config_to_json(tether::load_config(cfg, {"optimizer.lr=0.2", "cluster.peers.1.host=10.0.0.2"})));
+  // Its output is a config: same run keys, and `tether config` of it prints it again.
+  std::string resolved = dir.write("resolved.json", r.output);
+  CHECK(tether::config_hash(tether::load_config(resolved, {})) ==
+        tether::config_hash(tether::load_config(cfg, {"optimizer.lr=0.2", "cluster.peers.1.host=10.0.0.2"})));
+  auto again = run_command(tether_bin() + " config " + resolved + " 2>/dev/null", 60);
+  CHECK(again.exit_code == 0);
+  CHECK(again.output == r.output);
+  // --help of the command
+  auto help = run_command(tether_bin() + " config --help", 60);
+  CHECK(help.exit_code == 0);
+  CHECK(help.output.find("usage: tether config CONFIG") != std::string::npos);
+  CHECK(help.output.find("ID HOST PORT SSH_PORT SSH_USER WORKDIR") != std::string::npos);
+}
+
+TEST_CASE("cli: config --peers and --get print what shell scripts need") {
+  TempDir dir("clipeers");
+  std::string cfg = dir.write("cfg.json", R"({"cluster": {"peers": [
+      {"id": 1, "host": "b.example", "port": 5551, "ssh_user": "bob", "ssh_port": 2222, "workdir": "/srv/my runs"},
+      {"id": 0, "host": "10.0.0.1", "port": 5550}]}, "log": {"dir": "runs/x y"}})");
+  auto peers = run_command(tether_bin() + " config " + cfg + " --peers", 60);
+  CHECK(peers.exit_code == 0);
+  CHECK(peers.output ==
+        "1 b.example 5551 2222 bob /srv/my runs\n"
+        "0 10.0.0.1 5550 22 - -\n");
+  // --set on an array element, as train takes it
+  auto moved = run_command(tether_bin() + " config " + cfg + " --peers --set cluster.peers.1.ssh_port=2200", 60);
+  CHECK(moved.output == "1 b.example 5551 2222 bob /srv/my runs\n0 10.0.0.1 5550 2200 - -\n");
+  std::string single = dir.write("single.json", "{}");
+  auto none = run_command(tether_bin() + " config " + single + " --peers", 60);
+  CHECK(none.exit_code == 0);
+  CHECK(none.output.empty());
+
+  auto get = [&](const std::string& args) { return run_command(tether_bin() + " config " + cfg + " " + args, 60); };
+  CHECK(get("--get log.dir").output == "runs/x y\n");
+  CHECK(get("--get cluster.peers.0.port").output == "5551\n");
+  CHECK(get("--get optimizer.momentum").output == "0.9\n");
+  CHECK(get("--get log.progress").output == "true\n");
+  CHECK(get("--get data.path").output == "\n");   // unset: null, printed empty
+  CHECK(get("--get train.epochs --set train.epochs=7").output == "7\n");
+  expect({"--get of an object", "config " + cfg + " --get model", 2,
+          "tether: config error: --get model: expected the path of one value"});
+  expect({"--get of no key", "config " + cfg + " --get model.nmae", 2,
+          "--get model.nmae: model.nmae: no such key (known here: depth, dropout, hidden, name, width)"});
+  expect({"--peers and --get", "config " + cfg + " --peers --get log.dir", 2, "tether: --peers excludes --get"});
+  expect({"config without CONFIG", "config", 2, "config: missing CONFIG"});
+  expect({"config: train's options are not its", "config " + cfg + " --node 1", 2, "unknown option --node for config"});
+}
+
+// Every config error of `tether config` is train's, byte for byte: the same
+// prefix, message and exit code 2 (the scripts rely on it).
+TEST_CASE("cli: config's errors are exactly train's") {
+  TempDir dir("cliconfigerr");
+  auto cfg = [&](const std::string& name, const std::string& text) { return dir.write(name, text); };
+  const std::string peers = R"({"cluster": {"peers": [{"id": 0, "host": "127.0.0.1", "port": 5550},
+                                                      {"id": 1, "host": "127.0.0.1", "port": 5551}]}})";
+  std::vector<std::string> cases = {
+      dir.file("absent.json"),
+      cfg("broken.json", "{\"model\": {\"name\": \"lenet\",}"),
+      cfg("array.json", "[1, 2]"),
+      cfg("lr.json", R"({"optimizer": {"lr": -1}})"),
+      cfg("key.json", R"({"model": {"nmae": "lenet"}})"),
+      cfg("type.json", R"({"data": {"batch_size": "64"}})"),
+      cfg("ok.json", "{}") + " --set optimizer.lr=-3",
+      cfg("ok2.json", "{}") + " --set optimizer",
+      cfg("p.json", peers) + " --set cluster.peers.5.host=x",
+      cfg("p2.json", peers) + " --set cluster.peers.x.host=y",
+      cfg("p3.json", peers) + " --set cluster.peers.1.host=bad\\ host",
+      cfg("p4.json", peers) + " --set cluster.peers.1.id=0",
+      cfg("dev.json", R"({"device": "tpu"})"),
+  };
+  for (const auto& args : cases) {
+    CAPTURE(args);
+    auto train = run_command(tether_bin() + " train " + args, 60);
+    auto config = run_command(tether_bin() + " config " + args, 60);
+    auto peers_out = run_command(tether_bin() + " config " + args + " --peers", 60);
+    CHECK(train.exit_code == 2);
+    CHECK(config.exit_code == 2);
+    CHECK(peers_out.exit_code == 2);
+    CHECK(train.output.rfind("tether: config error: ", 0) == 0);
+    CHECK(config.output == train.output);
+    CHECK(peers_out.output == train.output);
+  }
+}

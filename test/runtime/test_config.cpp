@@ -1,6 +1,8 @@
 // Config validation: every key checked, errors name the JSON path.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include "models/dataset.h"
 #include "runtime/config.h"
 #include "runtime/trainer.h"
@@ -196,7 +198,7 @@ TEST_CASE("config: data.path absent means the data set's default directory, so d
         std::string(tether::kCifar10DefaultPath));
   CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "synthetic"}})"))).empty());
   CHECK(dir_of(tether::parse_config(json::parse(R"({"data": {"name": "mnist", "path": "/d"}})"))) == "/d");
-  CHECK(error_of(R"({"data": {"path": ""}})") == "data.path: expected a non-empty string, got \"\"");
+  CHECK(error_of(R"({"data": {"path": ""}})") == "data.path: expected a non-empty string or null, got \"\"");
   // Every shipped config: --set data.name alone reads that set's default
   // directory (only a config that needs another directory names one).
   for (const char* name : {"fmnist-lenet", "fmnist-resnet", "local-4", "ssh-3", "switch-4"}) {
@@ -206,4 +208,153 @@ TEST_CASE("config: data.path absent means the data set's default directory, so d
     CHECK(dir_of(tether::load_config(file, {"data.name=mnist"})) == std::string(tether::kMnistDefaultPath));
     CHECK(dir_of(tether::load_config(file, {"data.name=cifar10"})) == std::string(tether::kCifar10DefaultPath));
   }
+}
+
+namespace {
+// Every leaf of `doc` as (dotted path, value); array elements by index.
+void leaves(const json& doc, const std::string& path, std::vector<std::pair<std::string, json>>& out) {
+  if (doc.is_object() || doc.is_array()) {
+    size_t i = 0;
+    for (auto it = doc.begin(); it != doc.end(); ++it, ++i) {
+      std::string key = doc.is_object() ? it.key() : std::to_string(i);
+      leaves(*it, path.empty() ? key : path + "." + key, out);
+    }
+  } else {
+    out.emplace_back(path, doc);
+  }
+}
+}  // namespace
+
+// config_to_json: every key with its resolved value; parse_config reads it
+// back to the same Config (same hash, same JSON again).
+TEST_CASE("config: config_to_json round-trips through parse_config") {
+  std::vector<std::string> texts = {
+      "{}",
+      R"({"device": "cpu", "model": {"name": "mlp", "hidden": 16, "dropout": 0.25},
+          "data": {"name": "synthetic", "path": "/d", "batch_size": 8, "synthetic_train": 100, "synthetic_test": 10},
+          "optimizer": {"lr": 1, "momentum": 0.5, "nesterov": true, "schedule": "step", "step_epochs": 2.5,
+                        "gamma": 0.5, "scale_lr": true, "min_lr": 1e-5, "warmup_epochs": 0.5, "weight_decay": 1e-4},
+          "train": {"epochs": 3, "seed": 9007199254740993, "threads": 2, "max_steps": 40, "eval_every_epochs": 0,
+                    "checkpoint_every_steps": 8, "checkpoint": "ck/x.ckpt", "tf32": true,
+                    "compute": "synthetic", "synthetic_step_ms": 12.5},
+          "log": {"dir": "runs/rt", "every_steps": 3, "progress": false},
+          "cluster": {"peers": [{"id": 1, "host": "b.example", "port": 2, "ssh_user": "bob", "ssh_port": 2222,
+                                 "workdir": "/w d"},
+                                {"id": 0, "host": "::1", "port": 1}]},
+          "algorithm": {"name": "sync", "staleness": 3, "period": 4, "mixer": "ring"},
+          "monitor": {"bound": 2.5, "sketch_buckets": 64, "snapshots": true, "snapshot_every": 5},
+          "net": {"connect_timeout_ms": 1000, "heartbeat_ms": 50, "peer_timeout_ms": 500, "shutdown_timeout_ms": 700,
+                  "chunk_bytes": 4096, "inject_delay_ms": 1.5, "inject_rate_mbps": 100}})",
+      R"({"algorithm": {"mixer": "gossip"}, "monitor": {"bound": "auto"}})",
+  };
+  for (const auto& text : texts) {
+    CAPTURE(text);
+    const Config c = tether::parse_config(json::parse(text));
+    const json resolved = tether::config_to_json(c);
+    const Config back = tether::parse_config(resolved);
+    CHECK(tether::config_hash(back) == tether::config_hash(c));
+    CHECK(tether::config_to_json(back) == resolved);
+    CHECK(tether::checkpoint_path_for_node(back, 1) == tether::checkpoint_path_for_node(c, 1));
+    CHECK(back.cluster.peers.size() == c.cluster.peers.size());
+    for (size_t i = 0; i < c.cluster.peers.size(); ++i) {
+      CHECK(back.cluster.peers[i].ssh_user == c.cluster.peers[i].ssh_user);
+      CHECK(back.cluster.peers[i].ssh_port == c.cluster.peers[i].ssh_port);
+      CHECK(back.cluster.peers[i].workdir == c.cluster.peers[i].workdir);
+    }
+    // Every key the file set appears, resolved, at its own path.
+    std::vector<std::pair<std::string, json>> given;
+    leaves(json::parse(text), "", given);
+    for (const auto& [path, value] : given) {
+      CAPTURE(path);
+      const std::string got = tether::config_get(c, path);
+      if (value.is_number()) {
+        CHECK(std::stod(got) == value.get<double>());
+      } else {
+        CHECK(got == (value.is_string() ? value.get<std::string>() : value.dump()));
+      }
+    }
+  }
+  // The defaults: every section, unset keys null, the bound "auto".
+  const json d = tether::config_to_json(tether::parse_config(json::object()));
+  for (const char* section : {"model", "data", "optimizer", "train", "log", "cluster", "algorithm", "monitor", "net"}) {
+    CHECK(d.at(section).is_object());
+  }
+  CHECK(d.at("data").at("path").is_null());
+  CHECK(d.at("train").at("checkpoint").is_null());
+  CHECK(d.at("cluster").at("peers").is_null());
+  CHECK(d.at("monitor").at("bound") == "auto");
+  CHECK(d.at("optimizer").at("momentum") == 0.9);
+  CHECK(d.at("log").at("dir") == "runs/default");
+}
+
+TEST_CASE("config: every shipped config resolves to itself plus defaults") {
+  for (const auto& entry : std::filesystem::directory_iterator(tether::testing::source_root() + "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    CAPTURE(entry.path().string());
+    const Config c = tether::load_config(entry.path().string(), {});
+    std::vector<std::pair<std::string, json>> given;
+    leaves(c.raw, "", given);
+    for (const auto& [path, value] : given) {
+      CAPTURE(path);
+      const std::string got = tether::config_get(c, path);
+      if (value.is_number()) {
+        CHECK(std::stod(got) == value.get<double>());
+      } else {
+        CHECK(got == (value.is_string() ? value.get<std::string>() : value.dump()));
+      }
+    }
+    CHECK(tether::config_hash(tether::parse_config(tether::config_to_json(c))) == tether::config_hash(c));
+  }
+}
+
+TEST_CASE("config: config_peer_lines and config_get") {
+  const Config c = tether::parse_config(json::parse(R"({"cluster": {"peers": [
+      {"id": 2, "host": "10.0.0.3", "port": 5552, "workdir": "/srv/my runs"},
+      {"id": 0, "host": "a.example", "port": 5550, "ssh_user": "alice", "ssh_port": 2200},
+      {"id": 1, "host": "[::1]", "port": 5551}]}})"));
+  // The config's order (line k = cluster.peers.k); "-" for unset; workdir last.
+  CHECK(tether::config_peer_lines(c) ==
+        "2 10.0.0.3 5552 22 - /srv/my runs\n"
+        "0 a.example 5550 2200 alice -\n"
+        "1 [::1] 5551 22 - -\n");
+  CHECK(tether::config_peer_lines(tether::parse_config(json::object())).empty());
+  CHECK(tether::config_get(c, "cluster.peers.1.ssh_user") == "alice");
+  CHECK(tether::config_get(c, "cluster.peers.0.port") == "5552");
+  CHECK(tether::config_get(c, "cluster.peers.2.ssh_user").empty());   // null
+  CHECK(tether::config_get(c, "log.progress") == "true");
+  CHECK(tether::config_get(c, "optimizer.lr") == "0.05");
+  CHECK(tether::config_get(c, "monitor.bound") == "auto");
+  auto error = [&](const std::string& path) {
+    try {
+      tether::config_get(c, path);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK(error("model") == "--get model: expected the path of one value (e.g. log.dir, cluster.peers.0.host), got an object");
+  CHECK(error("cluster.peers").find("got an array") != std::string::npos);
+  CHECK(error("model.nmae").find("model.nmae: no such key (known here: depth, dropout, hidden, name, width)") !=
+        std::string::npos);
+  CHECK(error("cluster.peers.3.host").find("cluster.peers.3: expected an index in 0..2") != std::string::npos);
+  CHECK(error("log.dir.x").find("no such key (log.dir is a single value)") != std::string::npos);
+}
+
+TEST_CASE("config: peer fields the launchers use are checked; null means unset") {
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "a b", "port": 1}]}})") ==
+        "cluster.peers[0].host: expected a host name or address, got \"a b\"");
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "-oProxyCommand=x", "port": 1}]}})")
+            .find("cluster.peers[0].host: expected a host name or address") == 0);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "h", "port": 1, "ssh_user": "a;b"}]}})")
+            .find("cluster.peers[0].ssh_user: expected a login name") == 0);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "h", "port": 1, "ssh_user": "-l"}]}})")
+            .find("cluster.peers[0].ssh_user: expected a login name") == 0);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "h", "port": 1, "workdir": "-"}]}})")
+            .find("cluster.peers[0].workdir: expected a directory") == 0);
+  CHECK(error_of(R"({"cluster": {"peers": [{"id": 0, "host": "h", "port": 1, "workdir": "a\nb"}]}})")
+            .find("cluster.peers[0].workdir: expected a directory") == 0);
+  CHECK(error_of(R"({"data": {"path": null}, "train": {"checkpoint": null}, "cluster": {"peers": null}})").empty());
+  CHECK(error_of(R"({"cluster": {"peers": []}})").find("cluster.peers: expected a non-empty array") == 0);
+  // null only where config_to_json writes it
+  CHECK(error_of(R"({"optimizer": {"lr": null}})") == "optimizer.lr: expected a number > 0, got null");
 }
