@@ -20,9 +20,10 @@
 
 #include "models/dataset.h"
 #include "net/communicator.h"
+#include "observe/dashboard.h"
+#include "observe/report.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
-#include "runtime/dashboard.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -102,7 +103,11 @@ int main(int argc, char** argv) {
   start_signal_thread();
   if (args[0] == "dashboard" || args[0] == "report") {
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    return args[0] == "dashboard" ? tether::dashboard_command(rest, &g_stop) : tether::report_command(rest);
+    if (args[0] == "dashboard") return tether::dashboard_command(rest, &g_stop);
+    // --config: the link rate from the node's config (observe/ does not read configs).
+    return tether::report_command(rest, [](const std::string& config_path) {
+      return tether::load_config(config_path, {}).net.inject_rate_mbps;
+    });
   }
   const std::string cmd = args[0];
   if (cmd != "train" && cmd != "eval") return usage_error("unknown command \"" + cmd + "\"");
