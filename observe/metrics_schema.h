@@ -68,12 +68,11 @@ inline constexpr char kError[] = "error";
 
 inline constexpr std::array kRecordFields = {kTime, kNode};
 inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
-inline constexpr std::array kNetworkFields = {kRound,         kIdleFrac,      kIdleFracTotal, kRoundsInFlight,
-                                              kDispNorm,      kMaxPairDist,   kMaxPairDistRun, kBound,
-                                              kThrottled,     kThrottleCount, kMaxDeltaNorm,  kBytesSent,
-                                              kBytesRecv,     kMsgsRejected};
-inline constexpr std::array kSingleNodeFields = {kRound,       kIdleFrac, kRoundsInFlight, kDispNorm, kMaxPairDist,
-                                                 kBound,       kThrottled, kBytesSent,     kBytesRecv};
+inline constexpr std::array kNetworkFields = {
+    kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
+    kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected};
+inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
+                                                 kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
