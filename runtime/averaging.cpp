@@ -13,6 +13,7 @@
 #include "models/model.h"
 #include "net/communicator.h"
 #include "net/wire.h"
+#include "observe/metrics_schema.h"
 #include "runtime/config.h"
 #include "runtime/monitor.h"
 
@@ -186,20 +187,20 @@ class OverlapAveraging : public Averaging {
       bytes_recv_ = st.bytes_recv;
       msgs_rejected_ = st.msgs_rejected;
     }
-    return {{"round", next_round_},
-            {"idle_frac", idle_frac},
-            {"idle_frac_total", idle_s_ / std::max(1e-9, t - start_)},
-            {"rounds_in_flight", in_flight_.size()},
-            {"disp_norm", disp_norm_},
-            {"max_pair_dist", max_pair_dist_},
-            {"max_pair_dist_run", max_pair_dist_run_},
-            {"bound", bound_},
-            {"throttled", throttled_now_},
-            {"throttle_count", throttle_count_},
-            {"max_delta_norm", max_delta_all_},
-            {"bytes_sent", bytes_sent_},
-            {"bytes_recv", bytes_recv_},
-            {"msgs_rejected", msgs_rejected_}};
+    return {{field::kRound, next_round_},
+            {field::kIdleFrac, idle_frac},
+            {field::kIdleFracTotal, idle_s_ / std::max(1e-9, t - start_)},
+            {field::kRoundsInFlight, in_flight_.size()},
+            {field::kDispNorm, disp_norm_},
+            {field::kMaxPairDist, max_pair_dist_},
+            {field::kMaxPairDistRun, max_pair_dist_run_},
+            {field::kBound, bound_},
+            {field::kThrottled, throttled_now_},
+            {field::kThrottleCount, throttle_count_},
+            {field::kMaxDeltaNorm, max_delta_all_},
+            {field::kBytesSent, bytes_sent_},
+            {field::kBytesRecv, bytes_recv_},
+            {field::kMsgsRejected, msgs_rejected_}};
   }
 
   std::vector<float> anchor() const override { return o_.gossip ? std::vector<float>() : anchor_; }

@@ -25,9 +25,10 @@
 
 #include "models/dataset.h"
 #include "net/communicator.h"
+#include "observe/dashboard.h"
+#include "observe/report.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
-#include "runtime/dashboard.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -287,7 +288,12 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   start_signal_thread();
   if (args.cmd == "dashboard") return tether::dashboard_command(args.dashboard, &g_stop);
-  if (args.cmd == "report") return tether::report_command(args.report);
+  if (args.cmd == "report") {
+    // --config: the link rate from the node's config (observe/ does not read configs).
+    return tether::report_command(args.report, [](const std::string& path) {
+      return tether::load_config(path, {}).net.inject_rate_mbps;
+    });
+  }
   const std::string& cmd = args.cmd;
   const std::string& config_path = args.config_path;
   const std::vector<std::string>& sets = args.sets;

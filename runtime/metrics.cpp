@@ -24,8 +24,8 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(nlohmann::json record) {
   auto now = std::chrono::system_clock::now().time_since_epoch();
-  record["time"] = std::chrono::duration<double>(now).count();
-  record["node"] = node_;
+  record[field::kTime] = std::chrono::duration<double>(now).count();
+  record[field::kNode] = node_;
   std::string line = record.dump() + "\n";
   std::fwrite(line.data(), 1, line.size(), file_);
   std::fflush(file_);
@@ -57,18 +57,6 @@ void Progress::line(const std::string& text) {
 void Progress::finish() {
   if (live_) std::fprintf(stderr, "\n");
   live_ = false;
-}
-
-std::string format_duration(double seconds) {
-  if (!(seconds >= 0) || seconds > 1e7) return "--:--";
-  long s = long(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  }
-  return buf;
 }
 
 }  // namespace tether

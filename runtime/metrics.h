@@ -1,5 +1,6 @@
-// Metrics: JSON lines in <log dir>/node-<id>.jsonl (fields in DESIGN.md), and
-// the live progress line on the terminal.
+// Metrics: JSON lines in <log dir>/node-<id>.jsonl (field names in
+// observe/metrics_schema.h, meanings in DESIGN.md), and the live progress
+// line on the terminal.
 #pragma once
 
 #include <chrono>
@@ -7,6 +8,9 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include "observe/format.h"           // format_duration, for the progress line
+#include "observe/metrics_schema.h"   // the records' field names
 
 namespace tether {
 
@@ -42,7 +46,5 @@ class Progress {
   bool live_ = false;
   std::chrono::steady_clock::time_point last_;
 };
-
-std::string format_duration(double seconds);   // "1:02:03" / "2:03"
 
 }  // namespace tether

@@ -254,14 +254,16 @@ void Trainer::log_interval(int epoch, size_t step_in_epoch, bool force) {
   double ips = double(interval_images_) / dt;
   double loss = double(s[0]) / double(interval_images_);
   double acc = double(s[1]) / double(interval_images_);
-  nlohmann::json rec = {{"step", step_}, {"epoch", epoch + 1}, {"loss", loss}, {"train_acc", acc},
-                        {"images_per_s", ips}, {"lr", schedule_.at(step_ > 0 ? step_ - 1 : 0)}};
+  nlohmann::json rec = {{field::kStep, step_}, {field::kEpoch, epoch + 1}, {field::kLoss, loss},
+                        {field::kTrainAcc, acc}, {field::kImagesPerS, ips},
+                        {field::kLr, schedule_.at(step_ > 0 ? step_ - 1 : 0)}};
   nlohmann::json net = avg_ ? avg_->metrics() : nlohmann::json::object();
   if (avg_) {
     rec.update(net);
   } else {
-    rec.update({{"round", step_}, {"idle_frac", 0.0}, {"rounds_in_flight", 0}, {"disp_norm", 0.0},
-                {"max_pair_dist", 0.0}, {"bound", 0.0}, {"throttled", false}, {"bytes_sent", 0}, {"bytes_recv", 0}});
+    rec.update({{field::kRound, step_}, {field::kIdleFrac, 0.0}, {field::kRoundsInFlight, 0},
+                {field::kDispNorm, 0.0}, {field::kMaxPairDist, 0.0}, {field::kBound, 0.0},
+                {field::kThrottled, false}, {field::kBytesSent, 0}, {field::kBytesRecv, 0}});
   }
   log_->metrics.write(rec);
   const uint64_t spe = sampler_->steps_per_epoch();
@@ -275,8 +277,9 @@ void Trainer::log_interval(int epoch, size_t step_in_epoch, bool force) {
   std::string text = buf;
   if (avg_) {
     const nlohmann::json& m = net;
-    std::snprintf(buf, sizeof buf, "  idle %.1f%%  dist %.3g/%.3g%s", m.value("idle_frac", 0.0) * 100,
-                  m.value("max_pair_dist", 0.0), m.value("bound", 0.0), m.value("throttled", false) ? " THROTTLED" : "");
+    std::snprintf(buf, sizeof buf, "  idle %.1f%%  dist %.3g/%.3g%s", m.value(field::kIdleFrac, 0.0) * 100,
+                  m.value(field::kMaxPairDist, 0.0), m.value(field::kBound, 0.0),
+                  m.value(field::kThrottled, false) ? " THROTTLED" : "");
     text += buf;
   }
   log_->progress.update(text);
@@ -332,8 +335,8 @@ TrainResult Trainer::run() {
         cfg_.train.compute == "real") {
       double loss = 0;
       last_test_acc_ = evaluate(&loss);
-      log_->metrics.write({{"event", "eval"}, {"step", step_}, {"epoch", epoch + 1}, {"test_acc", last_test_acc_},
-                           {"test_loss", loss}});
+      log_->metrics.write({{field::kEvent, field::kEventEval}, {field::kStep, step_}, {field::kEpoch, epoch + 1},
+                           {field::kTestAcc, last_test_acc_}, {field::kTestLoss, loss}});
       char buf[128];
       std::snprintf(buf, sizeof buf, "epoch %d: test_acc %.2f%%  test_loss %.4f", epoch + 1, last_test_acc_ * 100, loss);
       log_->progress.line(buf);
@@ -352,7 +355,8 @@ TrainResult Trainer::run() {
     } catch (const std::exception& ce) {
       saved = std::string("none (") + ce.what() + ")";
     }
-    log_->metrics.write({{"event", "failed"}, {"step", step_}, {"error", e.what()}, {"checkpoint", saved}});
+    log_->metrics.write({{field::kEvent, field::kEventFailed}, {field::kStep, step_}, {field::kError, e.what()},
+                         {field::kCheckpoint, saved}});
     log_->progress.line("failed at step " + std::to_string(step_) + ": " + e.what() + "; checkpoint " + saved);
     throw;
   }
@@ -374,10 +378,11 @@ TrainResult Trainer::run() {
   result.params_hash = params_hash(params);
   result.test_acc = result.interrupted ? -1.0 : last_test_acc_;
   result.steps = step_;
-  nlohmann::json fin = {{"event", "final"}, {"steps", step_}, {"params_hash", result.params_hash},
-                        {"interrupted", result.interrupted}, {"checkpoint", result.checkpoint},
-                        {"wall_s", now_s() - run_start_}};
-  fin["test_acc"] = result.interrupted || result.test_acc < 0 ? nlohmann::json(nullptr) : nlohmann::json(result.test_acc);
+  nlohmann::json fin = {{field::kEvent, field::kEventFinal}, {field::kSteps, step_},
+                        {field::kParamsHash, result.params_hash}, {field::kInterrupted, result.interrupted},
+                        {field::kCheckpoint, result.checkpoint}, {field::kWallS, now_s() - run_start_}};
+  fin[field::kTestAcc] =
+      result.interrupted || result.test_acc < 0 ? nlohmann::json(nullptr) : nlohmann::json(result.test_acc);
   if (avg_) fin.update(avg_->metrics());
   log_->metrics.write(fin);
   return result;

@@ -14,8 +14,9 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/dashboard.h"
-#include "runtime/run_log.h"
+#include "observe/dashboard.h"
+#include "observe/report.h"
+#include "observe/run_log.h"
 #include "test/runtime/process_util.h"
 
 using tether::testing::run_command;

@@ -1,4 +1,4 @@
-#include "runtime/run_log.h"
+#include "observe/run_log.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -7,6 +7,8 @@
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
+
+#include "observe/metrics_schema.h"
 
 namespace tether {
 
@@ -101,16 +103,16 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     ++node.malformed;
     return;
   }
-  const double time = num(j, "time");
-  auto ev = j.find("event");
+  const double time = num(j, field::kTime);
+  auto ev = j.find(field::kEvent);
   if (ev == j.end()) {
-    if (j.find("step") == j.end()) {
+    if (j.find(field::kStep) == j.end()) {
       ++node.malformed;   // neither a periodic record nor an event
       return;
     }
     NodeSample s;
     s.time = time;
-    s.step = count(j, "step");
+    s.step = count(j, field::kStep);
     // A new run in a reused directory: steps start over.
     if (!node.samples.empty() && s.step < node.samples.back().step) reset_node(node);
     // A resumed run (steps go on) is running again.
@@ -118,69 +120,69 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
       node.final.reset();
       node.failed.reset();
     }
-    s.round = count(j, "round");
-    s.epoch = int(count(j, "epoch"));
-    s.loss = num(j, "loss");
-    s.train_acc = num(j, "train_acc");
-    s.images_per_s = num(j, "images_per_s");
-    s.lr = num(j, "lr");
-    s.idle_frac = num(j, "idle_frac");
-    s.idle_frac_total = num(j, "idle_frac_total");
-    s.rounds_in_flight = int64_t(count(j, "rounds_in_flight"));
-    s.disp_norm = num(j, "disp_norm");
-    s.max_pair_dist = num(j, "max_pair_dist");
-    s.max_pair_dist_run = num(j, "max_pair_dist_run");
-    s.bound = num(j, "bound");
-    s.max_delta_norm = num(j, "max_delta_norm");
-    s.throttled = flag(j, "throttled");
-    s.throttle_count = count(j, "throttle_count");
-    s.bytes_sent = count(j, "bytes_sent");
-    s.bytes_recv = count(j, "bytes_recv");
-    s.msgs_rejected = count(j, "msgs_rejected");
+    s.round = count(j, field::kRound);
+    s.epoch = int(count(j, field::kEpoch));
+    s.loss = num(j, field::kLoss);
+    s.train_acc = num(j, field::kTrainAcc);
+    s.images_per_s = num(j, field::kImagesPerS);
+    s.lr = num(j, field::kLr);
+    s.idle_frac = num(j, field::kIdleFrac);
+    s.idle_frac_total = num(j, field::kIdleFracTotal);
+    s.rounds_in_flight = int64_t(count(j, field::kRoundsInFlight));
+    s.disp_norm = num(j, field::kDispNorm);
+    s.max_pair_dist = num(j, field::kMaxPairDist);
+    s.max_pair_dist_run = num(j, field::kMaxPairDistRun);
+    s.bound = num(j, field::kBound);
+    s.max_delta_norm = num(j, field::kMaxDeltaNorm);
+    s.throttled = flag(j, field::kThrottled);
+    s.throttle_count = count(j, field::kThrottleCount);
+    s.bytes_sent = count(j, field::kBytesSent);
+    s.bytes_recv = count(j, field::kBytesRecv);
+    s.msgs_rejected = count(j, field::kMsgsRejected);
     node.samples.push_back(s);
     return;
   }
   const std::string event = ev->is_string() ? ev->get<std::string>() : "";
-  if (event == "eval") {
+  if (event == field::kEventEval) {
     EvalPoint e;
     e.time = time;
-    e.step = count(j, "step");
-    e.epoch = int(count(j, "epoch"));
-    e.test_acc = num(j, "test_acc");
-    e.test_loss = num(j, "test_loss");
+    e.step = count(j, field::kStep);
+    e.epoch = int(count(j, field::kEpoch));
+    e.test_acc = num(j, field::kTestAcc);
+    e.test_loss = num(j, field::kTestLoss);
     node.evals.push_back(e);
-  } else if (event == "final") {
+  } else if (event == field::kEventFinal) {
     NodeFinal f;
     f.time = time;
-    f.steps = count(j, "steps");
-    auto acc = j.find("test_acc");
+    f.steps = count(j, field::kSteps);
+    auto acc = j.find(field::kTestAcc);
     if (acc != j.end() && acc->is_number()) f.test_acc = acc->get<double>();
-    f.params_hash = text(j, "params_hash");
-    f.checkpoint = text(j, "checkpoint");
-    f.interrupted = flag(j, "interrupted");
-    f.wall_s = num(j, "wall_s");
-    f.idle_frac_total = num(j, "idle_frac_total");
-    f.max_pair_dist_run = num(j, "max_pair_dist_run");
-    f.throttle_count = count(j, "throttle_count");
-    f.bytes_sent = count(j, "bytes_sent");
-    f.bytes_recv = count(j, "bytes_recv");
-    f.msgs_rejected = count(j, "msgs_rejected");
+    f.params_hash = text(j, field::kParamsHash);
+    f.checkpoint = text(j, field::kCheckpoint);
+    f.interrupted = flag(j, field::kInterrupted);
+    f.wall_s = num(j, field::kWallS);
+    f.idle_frac_total = num(j, field::kIdleFracTotal);
+    f.max_pair_dist_run = num(j, field::kMaxPairDistRun);
+    f.throttle_count = count(j, field::kThrottleCount);
+    f.bytes_sent = count(j, field::kBytesSent);
+    f.bytes_recv = count(j, field::kBytesRecv);
+    f.msgs_rejected = count(j, field::kMsgsRejected);
     if (f.test_acc) {
       EvalPoint e;
       e.time = time;
       e.step = f.steps;
       e.epoch = node.samples.empty() ? 0 : node.samples.back().epoch;
       e.test_acc = *f.test_acc;
-      e.test_loss = num(j, "test_loss");
+      e.test_loss = num(j, field::kTestLoss);
       node.evals.push_back(e);
     }
     node.final = std::move(f);
-  } else if (event == "failed") {
+  } else if (event == field::kEventFailed) {
     NodeFailure f;
     f.time = time;
-    f.step = count(j, "step");
-    f.error = text(j, "error");
-    f.checkpoint = text(j, "checkpoint");
+    f.step = count(j, field::kStep);
+    f.error = text(j, field::kError);
+    f.checkpoint = text(j, field::kCheckpoint);
     node.failed = std::move(f);
   } else {
     ++node.unknown;

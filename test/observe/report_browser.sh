@@ -8,7 +8,7 @@
 # Installs Debian's chromium when missing (scripts/common.sh ensure_packages);
 # when that is impossible (no network, no root) the test is skipped, saying
 # why. Ends with a doctest-style summary line for scripts/test_summary.py.
-#   test/runtime/report_browser.sh     (meson test report_browser)
+#   test/observe/report_browser.sh     (meson test report_browser)
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -1,7 +1,7 @@
 // RunLog: the metrics of a run as the nodes wrote them — every
-// `<log dir>/node-<id>.jsonl` (records listed in DESIGN.md, "Metrics and
-// dashboard") — read incrementally, for `tether dashboard` (terminal) and
-// `tether report` (HTML).
+// `<log dir>/node-<id>.jsonl` (field names in observe/metrics_schema.h,
+// meanings in DESIGN.md, "Metrics and dashboard") — read incrementally, for
+// `tether dashboard` (terminal) and `tether report` (HTML).
 //
 // Reading contract:
 //   - refresh() picks up files that appeared since the last call and the
@@ -42,6 +42,7 @@ struct NodeSample {
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
+  bool operator==(const NodeSample&) const = default;
 };
 
 // {"event": "eval"} records, and the final record's test accuracy.
@@ -50,6 +51,7 @@ struct EvalPoint {
   uint64_t step = 0;
   int epoch = 0;
   double test_acc = 0, test_loss = 0;
+  bool operator==(const EvalPoint&) const = default;
 };
 
 struct NodeFinal {
@@ -62,12 +64,14 @@ struct NodeFinal {
   // Network totals of the final record (0 on a single node).
   double idle_frac_total = 0, max_pair_dist_run = 0;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
+  bool operator==(const NodeFinal&) const = default;
 };
 
 struct NodeFailure {
   double time = 0;
   uint64_t step = 0;
   std::string error, checkpoint;
+  bool operator==(const NodeFailure&) const = default;
 };
 
 enum class NodeState { kRunning, kDone, kInterrupted, kFailed };

@@ -1,6 +1,6 @@
 // The terminal view of `tether dashboard` and its command line; the HTML
 // report is in report.cpp.
-#include "runtime/dashboard.h"
+#include "observe/dashboard.h"
 
 #include <unistd.h>
 
@@ -13,7 +13,7 @@
 #include <iterator>
 #include <thread>
 
-#include "runtime/metrics.h"
+#include "observe/format.h"
 
 namespace tether {
 

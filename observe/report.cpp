@@ -1,7 +1,9 @@
-// `tether report`: a run's metrics as one self-contained HTML page. The plots
-// are SVG drawn here (they show without the script); the inline script adds
-// legend toggles and a hover readout and marks <body> once it ran. Nothing on
-// the page refers to the network.
+// `tether report`: a run's metrics as one self-contained HTML page (contract
+// in observe/report.h). The plots are SVG drawn here (they show without the
+// script); the inline script adds legend toggles and a hover readout and
+// marks <body> once it ran. Nothing on the page refers to the network.
+#include "observe/report.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,9 +17,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include "runtime/config.h"
-#include "runtime/dashboard.h"
 
 namespace tether {
 
@@ -608,14 +607,23 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
   return o;
 }
 
-int report_command(const ReportArgs& args) {
+namespace {
+
+int report_usage(const std::string& msg) {
+  std::fprintf(stderr, "tether: report: %s\n(run `tether report --help` for usage)\n", msg.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int report_command(const ReportArgs& args, const LinkRateOfConfig& link_rate_of_config) {
   const std::string &dir = args.dir, &out = args.out, &config = args.config;
   ReportOptions opts = args.opts;
   if (!config.empty() && opts.link_mbps == 0) {
+    if (!link_rate_of_config) return report_usage("--config is not available here; use --link-mbps");
     try {
-      Config cfg = load_config(config, {});
-      opts.link_mbps = cfg.net.inject_rate_mbps;
-    } catch (const ConfigError& e) {
+      opts.link_mbps = link_rate_of_config(config);
+    } catch (const std::exception& e) {
       std::fprintf(stderr, "tether: config error: %s\n", e.what());
       return 2;
     }

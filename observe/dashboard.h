@@ -1,13 +1,13 @@
 // `tether dashboard LOGDIR`: a live terminal view of a run's metrics, one row
-// per node, and `tether report LOGDIR -o FILE`: the same metrics as a
-// self-contained HTML page with plots. Both read the logs through RunLog.
+// per node, read through RunLog. The HTML page of the same metrics is
+// observe/report.h.
 #pragma once
 
 #include <atomic>
 #include <string>
 #include <vector>
 
-#include "runtime/run_log.h"
+#include "observe/run_log.h"
 
 namespace tether {
 
@@ -40,27 +40,5 @@ struct DashboardArgs {
 // with --once, or when *stop is set (SIGINT); 2 for a missing directory or no
 // node files.
 int dashboard_command(const DashboardArgs& args, const std::atomic<bool>* stop);
-
-struct ReportOptions {
-  double link_mbps = 0;   // > 0: drawn on the bytes-on-the-wire plot
-  std::string title;      // empty: the log directory
-};
-
-// The HTML page: inline SVG plots drawn here, a small inline script for
-// legends and hover readouts; nothing fetched from the network. After the
-// script ran, <body> carries data-plots (plots on the page),
-// data-plots-drawn (plots with a visible series), data-figures-whole (figures
-// with caption, plot and legend as written) and data-errors (script errors).
-std::string render_report(const RunLog& log, const ReportOptions& opts = {});
-
-// `tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]`,
-// its arguments as runtime/main.cpp parsed and checked them: exit 0, 1 if
-// FILE cannot be written, 2 for a bad config, a missing directory or no node
-// files. --config takes the link rate from net.inject_rate_mbps.
-struct ReportArgs {
-  std::string dir, out, config;
-  ReportOptions opts;
-};
-int report_command(const ReportArgs& args);
 
 }  // namespace tether

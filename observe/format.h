@@ -1,0 +1,13 @@
+// Text formatting shared by the node's progress line (runtime/trainer.cpp)
+// and the log readers (the dashboard's header).
+#pragma once
+
+#include <string>
+
+namespace tether {
+
+// "1:02:03" (an hour or more) or "2:03"; "--:--" for negative, NaN or more
+// than 10^7 seconds.
+std::string format_duration(double seconds);
+
+}  // namespace tether

@@ -1,0 +1,82 @@
+// The metrics record: the one spelling of its field names. A node writes
+// JSON lines to <log.dir>/node-<id>.jsonl (runtime/metrics.h: MetricsLog);
+// the log readers (observe/run_log.h: RunLog) read them back. Writers and the
+// reader use these constants, never the bare strings, so a renamed field is a
+// compile error on both sides instead of a column that silently reads 0.
+//
+// Records (the lists below name each kind's fields; DESIGN.md, "Metrics and
+// dashboard", says what they mean):
+//   every record      kRecordFields, added by MetricsLog::write
+//   periodic record   kIntervalFields (the trainer) + kNetworkFields (the
+//                     averaging algorithm's metrics(); a single node writes
+//                     kSingleNodeFields in their place, all 0 but the round)
+//   {"event": "eval"}    kEvalFields, after a single node's evaluations
+//   {"event": "final"}   kFinalFields, + kNetworkFields on a cluster
+//   {"event": "failed"}  kFailedFields, when the node fails
+// The reader takes every field of these lists except kNode (it has the node
+// id from the file name) and, of the final record's network fields, the run
+// totals (kRunTotalFields); it reads a missing field as absent (0).
+#pragma once
+
+#include <array>
+
+namespace tether::field {
+
+// Every record.
+inline constexpr char kTime[] = "time";   // seconds since the Unix epoch
+inline constexpr char kNode[] = "node";
+inline constexpr char kEvent[] = "event";   // absent in periodic records
+
+// Values of kEvent.
+inline constexpr char kEventEval[] = "eval";
+inline constexpr char kEventFinal[] = "final";
+inline constexpr char kEventFailed[] = "failed";
+
+// The trainer's fields.
+inline constexpr char kStep[] = "step";
+inline constexpr char kEpoch[] = "epoch";
+inline constexpr char kLoss[] = "loss";
+inline constexpr char kTrainAcc[] = "train_acc";
+inline constexpr char kImagesPerS[] = "images_per_s";
+inline constexpr char kLr[] = "lr";
+
+// The averaging algorithm's fields (per interval unless "run").
+inline constexpr char kRound[] = "round";
+inline constexpr char kIdleFrac[] = "idle_frac";
+inline constexpr char kIdleFracTotal[] = "idle_frac_total";   // run
+inline constexpr char kRoundsInFlight[] = "rounds_in_flight";
+inline constexpr char kDispNorm[] = "disp_norm";
+inline constexpr char kMaxPairDist[] = "max_pair_dist";
+inline constexpr char kMaxPairDistRun[] = "max_pair_dist_run";   // run
+inline constexpr char kBound[] = "bound";
+inline constexpr char kThrottled[] = "throttled";
+inline constexpr char kThrottleCount[] = "throttle_count";   // run
+inline constexpr char kMaxDeltaNorm[] = "max_delta_norm";
+inline constexpr char kBytesSent[] = "bytes_sent";   // run
+inline constexpr char kBytesRecv[] = "bytes_recv";   // run
+inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
+
+// Events' fields.
+inline constexpr char kTestAcc[] = "test_acc";     // final: null when interrupted
+inline constexpr char kTestLoss[] = "test_loss";   // eval (the reader also takes it from a final)
+inline constexpr char kSteps[] = "steps";
+inline constexpr char kParamsHash[] = "params_hash";
+inline constexpr char kInterrupted[] = "interrupted";
+inline constexpr char kCheckpoint[] = "checkpoint";
+inline constexpr char kWallS[] = "wall_s";
+inline constexpr char kError[] = "error";
+
+inline constexpr std::array kRecordFields = {kTime, kNode};
+inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
+inline constexpr std::array kNetworkFields = {
+    kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
+    kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected};
+inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
+                                                 kBound, kThrottled, kBytesSent,      kBytesRecv};
+inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
+                                               kBytesSent,     kBytesRecv,      kMsgsRejected};
+inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
+inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
+inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};
+
+}  // namespace tether::field
