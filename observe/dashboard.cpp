@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <iterator>
+#include <set>
 #include <thread>
 
 #include "observe/format.h"
@@ -204,6 +205,26 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
   if (size_t bad = log.malformed(); bad > 0)
     status += "  " + std::to_string(bad) + (bad == 1 ? " bad line" : " bad lines");
   lines.push_back(clip(status, width));
+
+  // Once no node runs: do the final models agree? (a run's one model)
+  if (running == 0) {
+    std::set<std::string> hashes;
+    size_t with_hash = 0;
+    for (const auto& [id, n] : nodes) {
+      if (n.final && !n.final->params_hash.empty()) {
+        hashes.insert(n.final->params_hash);
+        ++with_hash;
+      }
+    }
+    if (with_hash > 0) {
+      lines.push_back(clip(hashes.size() == 1
+                               ? "final models: identical on " + std::to_string(with_hash) + " node(s), params_hash " +
+                                     *hashes.begin()
+                               : "final models: " + std::to_string(hashes.size()) + " distinct params_hash values over " +
+                                     std::to_string(with_hash) + " nodes",
+                           width));
+    }
+  }
 
   for (const auto& [id, n] : nodes) {
     if (!n.failed) continue;

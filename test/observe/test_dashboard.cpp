@@ -262,6 +262,24 @@ TEST_CASE("dashboard: the frame fits 80 columns and shows each node's values") {
   CHECK(contains(frame, "1 throttled"));
   CHECK(contains(frame, "1 bad line"));
   CHECK(contains(frame, "node 1 failed at step 100: peer 2 lost"));
+  CHECK_FALSE(contains(frame, "final models"));   // node 2 still runs
+}
+
+TEST_CASE("dashboard: once every node has ended, whether the final models agree") {
+  for (bool same : {true, false}) {
+    CAPTURE(same);
+    TempDir dir(same ? "dash-same" : "dash-differ");
+    for (int node = 0; node < 3; ++node) {
+      std::ofstream(dir.file("node-" + std::to_string(node) + ".jsonl"))
+          << final_rec(node, 100, 0.8, same || node == 0 ? "00c0ffee12345678" : "0000000000000bad") << "\n";
+    }
+    tether::RunLog log(dir.path());
+    log.refresh();
+    const std::string frame = tether::render_frame(log);
+    INFO(frame);
+    CHECK(contains(frame, same ? "final models: identical on 3 node(s), params_hash 00c0ffee12345678"
+                               : "final models: 2 distinct params_hash values over 3 nodes"));
+  }
 }
 
 TEST_CASE("dashboard: very large values, a long directory and a long error still fit") {
