@@ -146,9 +146,10 @@ void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<f
                             << " rounds unfinished already, window " << opts_.window);
   TETHER_NET_CHECK(data.size() == count_,
                    "round " << round << ": " << data.size() << " floats, expected " << count_);
-  if (!all_finite(sketch.data(), sketch.size()) || sketch.size() > kMaxSketchCount) {
-    throw std::invalid_argument("round " + std::to_string(round) +
-                                ": sketch has a non-finite value or more than 2^24 floats");
+  if (!all_finite(sketch.data(), sketch.size()) || sketch.size() > kMaxSketchCount ||
+      (opts_.sketch_floats != 0 && sketch.size() != opts_.sketch_floats)) {
+    throw std::invalid_argument("round " + std::to_string(round) + ": sketch of " + std::to_string(sketch.size()) +
+                                " floats has a non-finite value, or is not of the configured length");
   }
   auto d = make_buffer(std::move(data));
   auto s = make_buffer(std::move(sketch));
@@ -250,6 +251,11 @@ void Communicator::io_main() {
     peers_.assign(static_cast<size_t>(nodes_), PeerState{});
     phase_ = Phase::kStarting;
     start_time_ = Clock::now();
+    // The largest legal frame: a chunk, a sketch or a hello; headers are smaller.
+    const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
+    transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
+                                                        kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
+                                                        kHeaderBytes}));
     transport_->open(opts_.test_after_bind);
 
     const std::vector<uint64_t> hello = hello_fields();
@@ -550,6 +556,7 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       if (!in_window()) return Reject::kRoundOutsideWindow;
       if (h.step != 0 || h.chunk != 0 || h.offset != 0) return Reject::kRangeMismatch;
       if (h.count > kMaxSketchCount) return Reject::kOversized;
+      if (opts_.sketch_floats != 0 && h.count != opts_.sketch_floats) return Reject::kRangeMismatch;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
       if (!identity_ok()) return Reject::kIdentityMismatch;
       Slot& slot = slots_[h.round];

@@ -68,6 +68,10 @@ struct CommOptions {
   double inject_delay_ms = 0;   // emulated one-way latency added to every message we send
   double inject_rate_mbps = 0;  // emulated egress link rate (0 = off)
   uint64_t sketch_seed = 0;     // carried for hello validation (all must agree)
+  // Floats in every sketch (0: any length up to 2^24). Set, a sketch frame
+  // of another length is refused, and the largest legal frame of any kind
+  // bounds what ZeroMQ buffers from a connection (ZMQ_MAXMSGSIZE).
+  uint64_t sketch_floats = 0;
   uint64_t config_hash = 0;     // hello: peers with another config hash are refused
   // The keys behind config_hash: JSON path -> hash of its value. Sent with
   // the hello, so a refusal names the keys that differ.

@@ -42,7 +42,7 @@ void Transport::open(const std::function<void()>& after_bind) {
   TETHER_NET_CHECK(me != nullptr, "self " << self_ << " not among the peers");
   router_.emplace(ctx_, zmq::socket_type::router);
   router_->set(zmq::sockopt::linger, 0);
-  router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxPayloadBytes));
+  router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_frame_bytes_));
   router_->set(zmq::sockopt::rcvhwm, 0);
   const std::string endpoint = "tcp://" + me->host + ":" + std::to_string(me->port);
   try {

@@ -55,6 +55,9 @@ class Transport final : public Outbox {
   // naming the address that failed. Reading starts with the first drain().
   // after_bind (a test hook) runs between the bind and the connects.
   void open(const std::function<void()>& after_bind = {});
+  // Largest frame the ROUTER accepts (ZMQ_MAXMSGSIZE: a larger one closes the
+  // sender's connection before anything is buffered). Call before open().
+  void set_max_frame_bytes(uint64_t bytes) { max_frame_bytes_ = bytes; }
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
   // Receives everything ZeroMQ holds now (also called by timers before they
   // judge a peer silent).
@@ -96,6 +99,7 @@ class Transport final : public Outbox {
   std::vector<zmq::message_t> parts_;
   bool open_ = false, closed_ = false, reading_ = false;
   std::atomic<uint64_t>* bytes_sent_;  // owned by the caller, read by other threads
+  uint64_t max_frame_bytes_ = kMaxPayloadBytes;
   std::atomic<uint64_t>* bytes_recv_;
 };
 

@@ -139,6 +139,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.bytes_sent = count(j, field::kBytesSent);
     s.bytes_recv = count(j, field::kBytesRecv);
     s.msgs_rejected = count(j, field::kMsgsRejected);
+    s.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
     node.samples.push_back(s);
     return;
   }
@@ -167,6 +168,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.bytes_sent = count(j, field::kBytesSent);
     f.bytes_recv = count(j, field::kBytesRecv);
     f.msgs_rejected = count(j, field::kMsgsRejected);
+    f.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
     if (f.test_acc) {
       EvalPoint e;
       e.time = time;

@@ -30,6 +30,10 @@ double now_s() {
 // sketch that reads x again.
 constexpr size_t kCloseBlock = 2048;
 
+// A peer's largest round delta is believed up to this multiple of this
+// node's own (every node trains the same model with the same learning rate).
+constexpr double kMaxDeltaClaimRatio = 1000.0;
+
 // One block of the round close: delta = x − x_prev, x_prev = x; adds Σ delta²
 // and Σ (x − anchor)² to *dn and *disp. 16 float lanes (vectorized), folded
 // into doubles once per block.
@@ -200,7 +204,8 @@ class OverlapAveraging : public Averaging {
             {field::kMaxDeltaNorm, max_delta_all_},
             {field::kBytesSent, bytes_sent_},
             {field::kBytesRecv, bytes_recv_},
-            {field::kMsgsRejected, msgs_rejected_}};
+            {field::kMsgsRejected, msgs_rejected_},
+            {field::kDeltaClaimsRefused, claims_refused_}};
   }
 
   std::vector<float> anchor() const override { return o_.gossip ? std::vector<float>() : anchor_; }
@@ -293,7 +298,7 @@ class OverlapAveraging : public Averaging {
     net::RoundFlags flags;
     flags.exact = true;
     const uint64_t r = next_round_++;
-    comm_->submit(r, x_, {}, flags);
+    comm_->submit(r, x_, std::vector<float>(size_t(sketch_.buckets()) + 1, 0.0f), flags);
     std::optional<net::RoundResult> res;
     const double deadline = now_s() + o_.peer_timeout_ms / 1000.0 + 60.0;
     while (!res) {   // bounded: a silent peer raises PeerLost; the deadline is a backstop
@@ -358,9 +363,25 @@ class OverlapAveraging : public Averaging {
       cut_round_ = res.round + uint64_t(o_.staleness) + 1;
     }
     // Monitor: the largest round delta any node reported bounds the distance.
+    // A peer's claim feeds the bound of every node, so it is taken only when
+    // plausible: finite, >= 0 and at most kMaxDeltaClaimRatio times this
+    // node's own largest round delta (the same model, data and learning rate
+    // on every node); others are refused and counted.
     for (const auto& [id, sk] : res.sketches) {
-      if (!sk.empty()) max_delta_all_ = std::max(max_delta_all_, double(sk.back()));
+      if (sk.empty() || id == o_.node) continue;
+      const double claim = double(sk.back());
+      const bool plausible = std::isfinite(claim) && claim >= 0 &&
+                             (max_delta_local_ <= 0 || claim <= kMaxDeltaClaimRatio * max_delta_local_);
+      if (plausible) {
+        max_delta_all_ = std::max(max_delta_all_, claim);
+      } else {
+        if (claims_refused_++ == 0)
+          std::fprintf(stderr, "[node %d] refused node %d's largest round delta %.4g at round %llu (own %.4g): "
+                       "not finite, negative or over %.0fx this node's\n", o_.node, id, claim,
+                       static_cast<unsigned long long>(res.round), max_delta_local_, kMaxDeltaClaimRatio);
+      }
     }
+    max_delta_all_ = std::max(max_delta_all_, max_delta_local_);
     const double auto_bound = o_.gossip ? 0.0 : staleness_bound(o_.staleness, max_delta_all_);
     bound_ = o_.bound > 0 ? o_.bound : auto_bound;
     PairEstimate e = estimate_distances(res.sketches, sketch_.buckets(), o_.node);
@@ -389,7 +410,7 @@ class OverlapAveraging : public Averaging {
   bool stop_wanted_ = false, stop_sent_ = false, cut_reached_ = false;
   std::optional<uint64_t> cut_round_;
   std::string stop_why_;
-  uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0;
+  uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
 };
 
 // x_i is the model's arena in backend memory; corrections go through a
@@ -465,6 +486,7 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   o.inject_delay_ms = cfg.net.inject_delay_ms;
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
   o.sketch_seed = cfg.train.seed;
+  o.sketch_floats = uint64_t(cfg.monitor.sketch_buckets) + 1;   // the CountSketch and the largest ‖Δ‖
   o.config_hash = config_hash(cfg);
   for (const auto& [path, value] : config_run_keys(cfg))
     o.config_keys.emplace_back(path, net::hash64(value.data(), value.size()));

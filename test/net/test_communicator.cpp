@@ -500,6 +500,64 @@ TEST_CASE("start-up: a peer's hello queued before this node's start-up state exi
   }
 }
 
+TEST_CASE("bounded buffering: a sketch of another length is refused; a frame over the largest legal one is never buffered") {
+  // sketch_floats set: every sketch frame must have exactly that length, and
+  // ZMQ_MAXMSGSIZE is the largest legal frame (here the 1 KiB chunk or the
+  // hello), so a stranger's 4 MiB frame closes its connection unread.
+  const std::vector<int> ports = free_ports(2);
+  std::vector<std::string> errors(2);
+  std::vector<size_t> wrong(2, 1);
+  std::vector<CommStats> stats(2);
+  std::atomic<bool> sent{false};
+  auto node = [&](int self) {
+    try {
+      CommOptions o = options(self, ports);
+      o.sketch_floats = 3;
+      o.chunk_bytes = 1024;
+      Communicator c(o);
+      std::vector<float> params(64, 0.0f);
+      c.start(params.data(), params.size());
+      if (self == 0 && !wait_flag(sent, 10000)) throw std::runtime_error("the stranger did not send");
+      std::vector<float> x(64);
+      for (size_t j = 0; j < x.size(); ++j) x[j] = input(self, 0, j);
+      c.submit(0, std::move(x), {1.0f, 2.0f, 3.0f});
+      wrong[static_cast<size_t>(self)] = count_wrong(next_round(c), 2, 64);
+      stats[static_cast<size_t>(self)] = c.stats();
+      c.stop(3000);
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(self)] = e.what();
+    }
+  };
+  std::thread a(node, 0), b(node, 1);
+  {
+    zmq::context_t ctx(1);
+    zmq::socket_t evil = raw_dealer(ctx, "evil", ports[0]);
+    Header h;
+    h.kind = Kind::kSketch;
+    h.sender = 1;
+    h.round = 0;
+    const std::vector<float> long_sketch(5, 1.0f);
+    h.count = long_sketch.size();
+    send_raw(evil, h, long_sketch.data(), long_sketch.size() * sizeof(float), true);
+    const std::vector<float> huge((4u << 20) / sizeof(float), 1.0f);   // 4 MiB
+    h.count = huge.size();
+    send_raw(evil, h, huge.data(), huge.size() * sizeof(float), true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));   // let both reach node 0
+    sent = true;
+    a.join();
+    b.join();
+  }
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CHECK(errors[static_cast<size_t>(i)].empty());
+    CHECK(wrong[static_cast<size_t>(i)] == 0);
+  }
+  // The short frame was read and refused; the 4 MiB one was never read.
+  CHECK(stats[0].rejected_by_reason["range_mismatch"] == 1);
+  CHECK(stats[0].msgs_rejected == 1);
+  CHECK(stats[0].bytes_recv < (1u << 20));
+}
+
 TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait out its deadline") {
   const std::vector<int> ports = free_ports(2);
   std::vector<std::string> errors(2);

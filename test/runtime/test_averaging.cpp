@@ -354,4 +354,69 @@ TEST_CASE("gossip: the hypercube mixes to the exact average log2 N rounds after 
   }
 }
 
+TEST_CASE("ring: a peer's implausible largest-delta claim is refused and counted; the bound stays this node's") {
+  // Node 1 is a bare communicator that submits zero deltas with a sketch
+  // whose last float (the largest ‖Δ‖ it claims) is 1e30: taken as is, it
+  // would turn the automatic bound into 2(s+1)·1e30 for everyone.
+  const int s = 1, rounds = 30, buckets = 1024;
+  const size_t dim = 257;
+  const std::vector<int> ports = net::testing::free_ports(2);
+  auto comm_options = [&](int self) {
+    net::CommOptions c;
+    c.self = self;
+    c.peers = net::testing::loopback_peers(ports);
+    c.window = s + 1;
+    c.connect_timeout_ms = 20000;
+    c.heartbeat_ms = 100;
+    c.peer_timeout_ms = 10000;
+    c.sketch_floats = buckets + 1;
+    return c;
+  };
+  nlohmann::json metrics;
+  std::string error0, error1;
+  std::thread liar([&] {
+    try {
+      net::Communicator c(comm_options(1));
+      std::vector<float> params(dim, 0.0f);
+      c.start(params.data(), dim);
+      std::vector<float> sketch(buckets + 1, 0.0f);
+      sketch.back() = 1e30f;
+      for (int r = 0; r < rounds; ++r) {   // bounded: the script's rounds
+        c.submit(uint64_t(r), std::vector<float>(dim, 0.0f), sketch);
+        if (c.in_flight() == uint64_t(s + 1) && !c.wait(10000)) throw std::runtime_error("no round");
+      }
+      while (c.in_flight() > 0)
+        if (!c.wait(10000)) throw std::runtime_error("no round");
+      c.stop(3000);
+    } catch (const std::exception& e) {
+      error1 = e.what();
+    }
+  });
+  try {
+    AveragingOptions o;
+    o.node = 0;
+    o.staleness = s;
+    o.gossip = false;
+    o.sketch_buckets = buckets;
+    std::vector<float> x0(dim, 0.5f);
+    VectorParams params(x0);
+    auto avg = make_overlap_averaging(o, std::make_unique<net::Communicator>(comm_options(0)), &params);
+    for (int t = 0; t < rounds; ++t) {
+      for (size_t j = 0; j < dim; ++j) params.x[j] += update(0, uint64_t(t), j, 0.01f);
+      avg->after_step(uint64_t(t) + 1);
+    }
+    metrics = avg->metrics();
+    avg->finish();
+  } catch (const std::exception& e) {
+    error0 = e.what();
+  }
+  liar.join();
+  REQUIRE_MESSAGE(error0.empty(), error0);
+  REQUIRE_MESSAGE(error1.empty(), error1);
+  MESSAGE("metrics: " << metrics.dump());
+  CHECK(metrics.value("delta_claims_refused", uint64_t(0)) >= uint64_t(rounds - s - 1));
+  CHECK(metrics.value("max_delta_norm", 1e30) < 1.0);   // this node's own: ‖u‖ ≈ 0.1
+  CHECK(metrics.value("bound", 1e30) < 1.0);            // 2(s+1)·D_max from its own deltas
+}
+
 }  // TEST_SUITE
