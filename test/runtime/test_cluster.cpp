@@ -905,7 +905,7 @@ TEST_CASE("cluster: 3-node ring, SIGINT to every node, resume all: the uninterru
   CHECK(got == want);
 }
 
-TEST_CASE("cluster: SIGINT to one node stops every node at one cut; resume all completes (ring s = 2, gossip s = 1)") {
+TEST_CASE("cluster: SIGINT to one node, or to every node, stops all at one cut; resume all completes (ring s = 2, gossip s = 1, 2)") {
   TempDir dir("cl-resume-one");
   const int n = 3;
   SUBCASE("ring, s = 2, periodic checkpoints too") {
@@ -914,6 +914,9 @@ TEST_CASE("cluster: SIGINT to one node stops every node at one cut; resume all c
     interrupt_and_resume(dir, "ring", base, n, {1});
   }
   SUBCASE("gossip, s = 1") { interrupt_and_resume(dir, "gossip", resume_config("gossip", 1, 1), n, {2}); }
+  SUBCASE("gossip, s = 2, SIGINT to every node") {
+    interrupt_and_resume(dir, "gossip-all", resume_config("gossip", 2, 1), n, {0, 1, 2});
+  }
 }
 
 TEST_CASE("cluster: --resume from checkpoints of different cuts is refused, naming both, exit 2") {
