@@ -382,11 +382,41 @@ void Communicator::heartbeat_tick() {
       if (phase_ != Phase::kStopping) fail(std::make_exception_ptr(PeerLost(p, silent, what)));
     }
   }
+  check_round_progress(now);
   check_stop_ready();
   heartbeat_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
   heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) heartbeat_tick();
   });
+}
+
+void Communicator::check_round_progress(Clock::time_point now) {
+  if (opts_.round_timeout_ms <= 0 || phase_ != Phase::kRunning || progress_failed_) return;
+  auto it = slots_.find(done_);
+  if (it == slots_.end() || !it->second.submitted) return;  // not waiting on the network
+  const double waited = ms_between(progress_at_, now);
+  if (waited <= opts_.round_timeout_ms) return;
+  std::vector<int> missing;
+  std::ostringstream os;
+  os << "round " << done_ << " made no progress for " << static_cast<long long>(waited) << " ms (net.round_timeout_ms "
+     << opts_.round_timeout_ms << "): ";
+  for (int p = 0; p < nodes_; ++p)  // p over the other nodes: who has not sent this round
+    if (p != opts_.self && !it->second.sketches.count(p)) missing.push_back(p);
+  if (!missing.empty()) {
+    os << "waiting for ";
+    for (size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << peer_name(missing[i]);
+    os << ", whose heartbeats still arrive (a stalled trainer or data reader?)";
+  } else {
+    os << "every peer sent its sketch, but the mixer's data is incomplete (a peer sent part of the round)";
+  }
+  std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, os.str().c_str());
+  const int peer = missing.empty() ? -1 : missing[0];
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (int p : missing) lost_.push_back(p);
+  }
+  progress_failed_ = true;  // fail once; the trainer checkpoints and stops
+  fail(std::make_exception_ptr(PeerLost(peer, waited, os.str())));
 }
 
 void Communicator::check_stop_ready() {
@@ -704,6 +734,7 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
     transport_->send(p, h, zero_copy(sketch, 0, sketch->data.size()), nullptr);
   }
   submitted_io_ = round + 1;
+  progress_at_ = Clock::now();
   slot.exact = flags.exact;
   mixer_for(slot)->submit(round, std::move(data), applied);
   try_complete();
@@ -727,6 +758,7 @@ void Communicator::try_complete() {
     res.sketches[opts_.self] = std::move(slot.own_sketch->data);
     slots_.erase(it);
     ++done_;
+    progress_at_ = Clock::now();
     std::lock_guard<std::mutex> lk(mu_);
     results_.push_back(std::move(res));
     cv_.notify_all();

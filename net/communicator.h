@@ -65,6 +65,11 @@ struct CommOptions {
   size_t chunk_bytes = 1 << 20;    // ring pipelining chunk
   int connect_timeout_ms = 30000;  // start-up: all peers must say hello by then
   int heartbeat_ms = 200, peer_timeout_ms = 3000;
+  // A round this node waits for that makes no progress for this long (a
+  // peer whose I/O thread answers heartbeats but whose trainer is stalled, or
+  // that sent only part of a round) raises PeerLost naming the peers whose
+  // sketch is missing. 0: off.
+  int round_timeout_ms = 120000;
   double inject_delay_ms = 0;   // emulated one-way latency added to every message we send
   double inject_rate_mbps = 0;  // emulated egress link rate (0 = off)
   uint64_t sketch_seed = 0;     // carried for hello validation (all must agree)
@@ -214,6 +219,7 @@ class Communicator {
   void heartbeat_tick();
   void connect_deadline();
   void check_stop_ready();
+  void check_round_progress(Clock::time_point now);
   void reject(Reject why, const Header* h);
   // After a refused frame: PeerCorrupt when it came on a peer's own
   // connection (routing identity) and corrupts_stream(why).
@@ -244,6 +250,8 @@ class Communicator {
   uint64_t params_chunks_ = 0, params_received_ = 0, params_chunk_elems_ = 1;
   std::map<uint64_t, Slot> slots_;
   uint64_t done_ = 0;          // lowest round not finished here
+  Clock::time_point progress_at_{};  // done_ advanced or this node submitted (round_timeout_ms)
+  bool progress_failed_ = false;
   uint64_t submitted_io_ = 0;  // rounds handed to the mixer
   Clock::time_point start_time_{};
   std::vector<Clock::time_point> last_log_;  // [reason], rate limit

@@ -483,6 +483,7 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   o.connect_timeout_ms = cfg.net.connect_timeout_ms;
   o.heartbeat_ms = cfg.net.heartbeat_ms;
   o.peer_timeout_ms = cfg.net.peer_timeout_ms;
+  o.round_timeout_ms = cfg.net.round_timeout_ms;
   o.inject_delay_ms = cfg.net.inject_delay_ms;
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
   o.sketch_seed = cfg.train.seed;

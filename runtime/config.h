@@ -99,6 +99,7 @@ struct Config {
     int connect_timeout_ms = 30000;
     int heartbeat_ms = 200;
     int peer_timeout_ms = 3000;
+    int round_timeout_ms = 120000;      // a round without progress this long fails naming the peers (0: off)
     int shutdown_timeout_ms = 10000;
     int64_t chunk_bytes = 1 << 20;
     double inject_delay_ms = 0.0;       // emulated one-way delay in our transport

@@ -558,6 +558,54 @@ TEST_CASE("bounded buffering: a sketch of another length is refused; a frame ove
   CHECK(stats[0].bytes_recv < (1u << 20));
 }
 
+TEST_CASE("a peer that answers heartbeats but never sends its round is named after round_timeout_ms") {
+  // Node 1's I/O thread stays alive (heartbeats) but its "trainer" submits
+  // round 0 only: node 0, waiting on round 1, must not wait forever.
+  const std::vector<int> ports = free_ports(2);
+  std::atomic<bool> done0{false};
+  std::string what;
+  double waited_ms = -1;
+  int peer = -2;
+  auto node = [&](int self) {
+    CommOptions o = options(self, ports);
+    o.peer_timeout_ms = 8000;   // silence is not what is detected here
+    o.round_timeout_ms = 800;
+    Communicator c(o);
+    std::vector<float> params(16, 0.0f);
+    c.start(params.data(), params.size());
+    c.submit(0, std::vector<float>(16, 1.0f), {});
+    next_round(c);
+    if (self == 1) {   // stalled: no round 1, heartbeats go on until node 0 is done
+      wait_flag(done0, 10000);
+      c.stop(500);
+      return;
+    }
+    c.submit(1, std::vector<float>(16, 1.0f), {});
+    const auto t0 = Clock::now();
+    try {
+      next_round(c, 10000);
+      what = "round 1 finished";
+    } catch (const PeerLost& e) {
+      what = e.what();
+      peer = e.peer;
+      waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    done0 = true;
+    c.stop(500, true);
+  };
+  std::thread a(node, 0), b(node, 1);
+  a.join();
+  b.join();
+  CAPTURE(what);
+  CHECK(peer == 1);
+  CHECK(what.find("round 1 made no progress") != std::string::npos);
+  CHECK(what.find("waiting for peer 1") != std::string::npos);
+  CHECK(waited_ms >= 700);
+  CHECK(waited_ms < 6000);   // well before the peer_timeout_ms of 8 s
+}
+
 TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait out its deadline") {
   const std::vector<int> ports = free_ports(2);
   std::vector<std::string> errors(2);
