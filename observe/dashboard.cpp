@@ -20,12 +20,6 @@ namespace tether {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 // A number in at most `width` characters, with as many significant digits
 // as fit (3 at most); exponents without padding ("1.2e-5").
 std::string compact(double v, size_t width) {

@@ -16,4 +16,10 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
 }  // namespace tether

@@ -10,4 +10,7 @@ namespace tether {
 // than 10^7 seconds.
 std::string format_duration(double seconds);
 
+// printf of one double with format `f` ("%.1f"), as a string.
+std::string fmt(const char* f, double v);
+
 }  // namespace tether

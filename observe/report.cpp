@@ -4,6 +4,8 @@
 // marks <body> once it ran. Nothing on the page refers to the network.
 #include "observe/report.h"
 
+#include "observe/format.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,12 +23,6 @@
 namespace tether {
 
 namespace {
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
 
 std::string esc(const std::string& s) {
   std::string o;

@@ -14,23 +14,14 @@
 
 #include "net/gossip.h"
 #include "runtime/averaging.h"
+#include "test/runtime/vector_params.h"
 #include "test/net/net_test_util.h"
 
 using namespace tether;
 
-namespace {
+using tether::testing::VectorParams;
 
-class VectorParams : public ParamStore {
- public:
-  explicit VectorParams(std::vector<float> x) : x(std::move(x)) {}
-  size_t count() const override { return x.size(); }
-  void read(float* dst) override { std::memcpy(dst, x.data(), x.size() * sizeof(float)); }
-  void write(const float* src) override { std::memcpy(x.data(), src, x.size() * sizeof(float)); }
-  void add(const float* c) override {
-    for (size_t i = 0; i < x.size(); ++i) x[i] += c[i];   // i over the vector
-  }
-  std::vector<float> x;
-};
+namespace {
 
 // The scripted local update of `node` at `step`: a pseudo-random direction
 // per node and step, every coordinate in [-amp, amp].

@@ -21,6 +21,7 @@
 #include "observe/metrics_schema.h"
 #include "observe/run_log.h"
 #include "runtime/averaging.h"
+#include "test/runtime/vector_params.h"
 #include "test/net/net_test_util.h"
 #include "test/runtime/process_util.h"
 
@@ -29,6 +30,8 @@ using tether::testing::run_command;
 using tether::testing::TempDir;
 using tether::testing::tether_bin;
 namespace field = tether::field;
+
+using tether::testing::VectorParams;
 
 namespace {
 
@@ -58,18 +61,6 @@ std::vector<json> records(const std::string& path) {
   }
   return out;
 }
-
-class VectorParams : public tether::ParamStore {
- public:
-  explicit VectorParams(std::vector<float> x) : x(std::move(x)) {}
-  size_t count() const override { return x.size(); }
-  void read(float* dst) override { std::memcpy(dst, x.data(), x.size() * sizeof(float)); }
-  void write(const float* src) override { std::memcpy(x.data(), src, x.size() * sizeof(float)); }
-  void add(const float* c) override {
-    for (size_t i = 0; i < x.size(); ++i) x[i] += c[i];   // i over the vector
-  }
-  std::vector<float> x;
-};
 
 // A single-node run of a small mlp on synthetic data: 2 epochs of 4 steps, a
 // record every 2 steps, an evaluation after each epoch.
