@@ -122,18 +122,11 @@ void Communicator::start(float* params, size_t count) {
     if (started_) return;
     error = error_;
   }
-  // Our hello must still reach a peer we refused, so that it refuses us too
-  // (naming the same mismatch) instead of waiting out its connect time-out:
-  // after a refusal the sockets linger until it has left (bounded), which
-  // covers a connection to that peer that is not up yet.
-  bool refused = false;
-  try {
-    if (error) std::rethrow_exception(error);
-  } catch (const StartRefused&) {
-    refused = true;
-  } catch (...) {
-  }
-  linger_ms_ = refused ? std::min(opts_.connect_timeout_ms, 5000) : 500;
+  // Our hello may still reach a peer we refused: it refuses us too. Known
+  // gap: if our connection to it is not up within this linger, it waits out
+  // its connect time-out instead (exit 1, "no hello from ..."). A longer
+  // linger here blocks on heartbeats queued to a peer that already closed.
+  linger_ms_ = 500;
   io_.stop();
   io_thread_.join();
   stopped_ = true;

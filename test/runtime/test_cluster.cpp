@@ -925,7 +925,8 @@ TEST_CASE("cluster: --resume from checkpoints of different cuts is refused, nami
   json base = resume_config("ring", 0, 1);
   base["log"]["dir"] = dir.file("a");
   base["log"]["progress"] = false;
-  const std::string cfg = dir.write("a.json", with_peers(base, free_ports(n)).dump(2));
+  const std::vector<int> ports = free_ports(n);
+  const std::string cfg = dir.write("a.json", with_peers(base, ports).dump(2));
   auto first = run_and_interrupt(dir, "a", cfg, n, {0, 1}, 3);
   for (auto& p : first) REQUIRE(p->exit_code() == 0);
   const std::string ck0 = dir.file("a/node-0.ckpt");
@@ -935,6 +936,22 @@ TEST_CASE("cluster: --resume from checkpoints of different cuts is refused, nami
   auto t0 = Clock::now();
   procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", "0", "--resume", ck0},
                                          dir.file("mix-node0.out")));
+  // Node 1 starts once node 0 listens, so its hello leaves at once: a node
+  // that refuses a peer before its own connection to it is up can exit
+  // before its hello gets out (a known gap, see Communicator::start), and
+  // that peer then waits out its connect time-out instead of refusing too.
+  bool listening = false;
+  for (int i = 0; i < 3000 && !listening && seconds_since(t0) < 30; ++i) {   // bounded: 30 s
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(ports[0]));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    listening = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (!listening) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(listening);
   procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", "1"}, dir.file("mix-node1.out")));
   CHECK(wait_all(procs, t0, t0 + std::chrono::seconds(60)));
   for (int i = 0; i < n; ++i) {
