@@ -59,6 +59,12 @@ class Transport final : public Outbox {
   // sender's connection before anything is buffered). Call before open().
   void set_max_frame_bytes(uint64_t bytes) { max_frame_bytes_ = bytes; }
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
+  // The view epoch stamped on every frame sent from now on.
+  void set_epoch(uint32_t epoch) { epoch_ = epoch; }
+  // Drops everything queued for `peer` (here and in ZeroMQ) and connects a
+  // fresh socket to it: a peer declared dead gets nothing stale when (a new
+  // incarnation of) it comes back.
+  void reset_peer(int peer);
   // Receives everything ZeroMQ holds now (also called by timers before they
   // judge a peer silent).
   void drain();
@@ -78,6 +84,7 @@ class Transport final : public Outbox {
     Clock::time_point ready;
   };
   bool try_send(Queued& q);
+  void connect_dealer(const TransportPeer& p);
   void flush();
   void arm_flush(Clock::time_point at);
   void arm_read();
@@ -100,6 +107,7 @@ class Transport final : public Outbox {
   bool open_ = false, closed_ = false, reading_ = false;
   std::atomic<uint64_t>* bytes_sent_;  // owned by the caller, read by other threads
   uint64_t max_frame_bytes_ = kMaxPayloadBytes;
+  uint32_t epoch_ = 0;
   std::atomic<uint64_t>* bytes_recv_;
 };
 
