@@ -7,7 +7,10 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <sstream>
+
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 
@@ -23,12 +26,17 @@ namespace asio = boost::asio;
 namespace {
 
 // Hello payload: 9 little-endian u64 fields, all of which must match ours.
-constexpr size_t kHelloFields = 9;
+constexpr size_t kHelloFields = 10;
 constexpr size_t kHelloBytes = kHelloFields * sizeof(uint64_t);
 constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed", "node count",
                                                    "mixer",       "window",      "chunk bytes",
-                                                   "parameter count", "start round", "start step"};
+                                                   "parameter count", "start round", "start step",
+                                                   "incarnation"};
 constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
+// A number drawn by each process at start (not compared): a hello with
+// another incarnation than the one a member knows comes from a restarted
+// process, so the earlier one is dead.
+constexpr size_t kHelloIncarnation = 9;
 // After the fixed fields: one (hash64 of the path, hash of the value) pair per
 // run key (CommOptions::config_keys), so a config mismatch names the keys.
 constexpr size_t kMaxHelloKeys = 4096;
@@ -37,6 +45,12 @@ constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
 double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+uint64_t draw_incarnation() {
+  std::random_device rd;
+  const uint64_t t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return ((uint64_t{rd()} << 32) ^ rd() ^ t ^ (static_cast<uint64_t>(::getpid()) << 16)) | 1;  // never 0
 }
 
 std::string hex(uint64_t v) {
@@ -49,6 +63,7 @@ std::string hex(uint64_t v) {
 
 Communicator::Communicator(CommOptions options)
     : opts_(std::move(options)),
+      incarnation_(draw_incarnation()),
       nodes_(static_cast<int>(opts_.peers.size())),
       work_(asio::make_work_guard(io_)),
       rejected_(static_cast<size_t>(Reject::kCount)) {
@@ -394,7 +409,9 @@ void Communicator::heartbeat_tick() {
     // Once stopping, our bye is out and peers no longer judge our silence:
     // more heartbeats would only keep the (delay-emulating) send queue from
     // ever draining, and check_stop_ready waits for it to drain.
-    if (phase_ != Phase::kStopping) {
+    // At start-up only to peers that said hello: a restarted node must not
+    // keep its earlier incarnation alive in the others' eyes.
+    if (phase_ != Phase::kStopping && (phase_ != Phase::kStarting || ps.hello)) {
       Header h;  // also to peers that said bye: they may be draining, waiting for ours
       h.kind = Kind::kHeartbeat;
       h.round = done_;
@@ -704,7 +721,8 @@ std::vector<uint64_t> Communicator::hello_fields() const {
                              opts_.chunk_bytes,
                              count_,
                              opts_.first_round,
-                             opts_.start_step};
+                             opts_.start_step,
+                             incarnation_};
   for (size_t k = 0; k < opts_.config_keys.size() && k < kMaxHelloKeys; ++k) {  // k over the run keys
     const std::string& path = opts_.config_keys[k].first;
     f.push_back(hash64(path.data(), path.size()));
@@ -723,7 +741,7 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
   // common start: a joiner takes the running view's).
   auto differing = [&](bool with_start) -> std::string {
     for (size_t f = 0; f < kHelloFields; ++f) {  // f over the fixed hello fields
-      if (!with_start && (f == kHelloStartRound || f == kHelloStartStep)) continue;
+      if (f == kHelloIncarnation || (!with_start && (f == kHelloStartRound || f == kHelloStartStep))) continue;
       if (theirs[f] == ours[f]) continue;
       const bool as_hex = f < 2;
       std::string what = "its " + std::string(kHelloNames[f]) + " " + (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
@@ -739,6 +757,8 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     // A node asks to join the running view: refused (logged, counted, nothing
     // applied) when it runs another configuration or its id is a live member.
     std::string why = differing(false);
+    if (why.empty() && view_.has(peer) && !ps.lost && ps.incarnation != 0 && theirs[kHelloIncarnation] != ps.incarnation)
+      suspect(peer, peer_name(peer) + " started again (a new process): the earlier one is gone");
     if (why.empty() && view_.has(peer) && !ps.lost)
       why = "node " + std::to_string(peer) + " is a live member of view " + std::to_string(view_.epoch) +
             " (an earlier incarnation still answers; it is asked again once that one is taken for dead)";
@@ -754,6 +774,7 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     }
     ps = PeerState{};
     ps.hello = true;
+    ps.incarnation = theirs[kHelloIncarnation];
     ps.last_seen = Clock::now();
     Header reply;
     reply.kind = Kind::kHello;
@@ -808,6 +829,7 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     return Reject::kNone;
   }
   ps.hello = true;
+  ps.incarnation = theirs[kHelloIncarnation];
   ps.last_seen = Clock::now();
   maybe_started();
   return Reject::kNone;

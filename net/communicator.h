@@ -261,6 +261,7 @@ class Communicator {
     bool hello = false, bye = false, lost = false, bye_failed = false;
     Clock::time_point notified{};  // last time told it is outside the view
     uint32_t notified_epoch = 0;   // of which view
+    uint64_t incarnation = 0;      // from its hello: which process of that node
     uint64_t bye_rounds = 0;  // rounds the peer submitted before its bye
     Clock::time_point last_seen{};
   };
@@ -350,6 +351,7 @@ class Communicator {
   std::shared_ptr<RoundBuffer> make_buffer(std::vector<float> v);
 
   CommOptions opts_;
+  uint64_t incarnation_;  // drawn at construction; sent with the hello
   int nodes_;
   size_t count_ = 0;
   float* params_ = nullptr;

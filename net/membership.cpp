@@ -250,6 +250,7 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     state_seen_.assign(chunks_of(count_), 0);
     ev.joined = true;
     ev.reason = "joined";
+    slots_.clear();   // whatever arrived before it knew the view
     pending_event_ = ev;
     replay_future();
     if (count_ == 0) {  // nothing to stream

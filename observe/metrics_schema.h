@@ -13,6 +13,8 @@
 //   {"event": "eval"}    kEvalFields, after a single node's evaluations
 //   {"event": "final"}   kFinalFields, + kNetworkFields on a cluster
 //   {"event": "failed"}  kFailedFields, when the node fails
+//   {"event": "view"}    kViewFields, each view change the node takes part in
+//   {"event": "no_quorum"} kNoQuorumFields, before a failed record
 // The reader takes every field of these lists except kNode (it has the node
 // id from the file name) and, of the final record's network fields, the run
 // totals (kRunTotalFields); it reads a missing field as absent (0).
@@ -31,6 +33,8 @@ inline constexpr char kEvent[] = "event";   // absent in periodic records
 inline constexpr char kEventEval[] = "eval";
 inline constexpr char kEventFinal[] = "final";
 inline constexpr char kEventFailed[] = "failed";
+inline constexpr char kEventView[] = "view";            // a view change this node took part in
+inline constexpr char kEventNoQuorum[] = "no_quorum";   // no majority reachable: the node stops
 
 // The trainer's fields.
 inline constexpr char kStep[] = "step";
@@ -56,6 +60,7 @@ inline constexpr char kBytesSent[] = "bytes_sent";   // run
 inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
+inline constexpr char kViewChanges[] = "view_changes";   // run: view changes this node took part in
 
 // Events' fields.
 inline constexpr char kTestAcc[] = "test_acc";     // final: null when interrupted
@@ -66,20 +71,32 @@ inline constexpr char kInterrupted[] = "interrupted";
 inline constexpr char kCheckpoint[] = "checkpoint";
 inline constexpr char kWallS[] = "wall_s";
 inline constexpr char kError[] = "error";
+inline constexpr char kViewEpoch[] = "view_epoch";   // view: the view's epoch (kEpoch is the data epoch)
+inline constexpr char kMembers[] = "members";
+inline constexpr char kReason[] = "reason";
+inline constexpr char kResumeRound[] = "resume_round";
+inline constexpr char kMs[] = "ms";
+inline constexpr char kAnchorHash[] = "anchor_hash";   // hash64 of x̄ at the resume round, hex
+inline constexpr char kTransferredBytes[] = "transferred_bytes";
+inline constexpr char kUnreachable[] = "unreachable";   // no_quorum
+inline constexpr char kWaitedMs[] = "waited_ms";
 
 inline constexpr std::array kRecordFields = {kTime, kNode};
 inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
 inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
-    kDeltaClaimsRefused};
+    kDeltaClaimsRefused, kViewChanges};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
-                                               kDeltaClaimsRefused};
+                                               kDeltaClaimsRefused, kViewChanges};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};
+inline constexpr std::array kViewFields = {kEvent,  kStep,       kViewEpoch, kMembers,          kReason,
+                                           kResumeRound, kMs, kAnchorHash, kTransferredBytes};
+inline constexpr std::array kNoQuorumFields = {kEvent, kStep, kUnreachable, kWaitedMs};
 
 }  // namespace tether::field

@@ -140,6 +140,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.bytes_recv = count(j, field::kBytesRecv);
     s.msgs_rejected = count(j, field::kMsgsRejected);
     s.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
+    s.view_changes = count(j, field::kViewChanges);
     node.samples.push_back(s);
     return;
   }
@@ -169,6 +170,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.bytes_recv = count(j, field::kBytesRecv);
     f.msgs_rejected = count(j, field::kMsgsRejected);
     f.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
+    f.view_changes = count(j, field::kViewChanges);
     if (f.test_acc) {
       EvalPoint e;
       e.time = time;

@@ -41,7 +41,7 @@ struct NodeSample {
   int64_t rounds_in_flight = 0;
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
-  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0;
+  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   bool operator==(const NodeSample&) const = default;
 };
 
@@ -63,7 +63,7 @@ struct NodeFinal {
   double wall_s = 0;
   // Network totals of the final record (0 on a single node).
   double idle_frac_total = 0, max_pair_dist_run = 0;
-  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0;
+  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   bool operator==(const NodeFinal&) const = default;
 };
 

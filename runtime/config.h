@@ -98,8 +98,9 @@ struct Config {
   struct Net {
     int connect_timeout_ms = 30000;
     int heartbeat_ms = 200;
-    int peer_timeout_ms = 3000;
-    int round_timeout_ms = 120000;      // a round without progress this long fails naming the peers (0: off)
+    int peer_timeout_ms = 1500;         // silent this long: suspected (a view without it is formed)
+    int round_timeout_ms = 120000;      // a round without progress this long: its silent-rounds peers are removed (0: off)
+    int quorum_wait_ms = 60000;         // no majority: wait this long for peers to return, then exit 1
     int shutdown_timeout_ms = 10000;
     int64_t chunk_bytes = 1 << 20;
     double inject_delay_ms = 0.0;       // emulated one-way delay in our transport

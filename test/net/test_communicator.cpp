@@ -99,7 +99,7 @@ struct RawNode1 {
     h.version = version;
     const uint64_t fields[] = {o.config_hash, o.sketch_seed, o.peers.size(), static_cast<uint64_t>(o.mixer),
                                static_cast<uint64_t>(o.window), o.chunk_bytes, count, o.first_round,
-                               o.start_step};
+                               o.start_step, 0x1234567};
     send_raw(self, h, fields, sizeof fields, true);
   }
 };
