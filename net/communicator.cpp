@@ -765,6 +765,12 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     if (!why.empty()) {
       std::fprintf(stderr, "[tether.net node %d] refuses the join request of %s: %s\n", opts_.self,
                    peer_name(peer).c_str(), why.c_str());
+      if (!(view_.has(peer) && !ps.lost)) {  // another configuration: our hello tells it why (it exits 2)
+        Header reply;
+        reply.kind = Kind::kHello;
+        reply.flags = kHelloRunning;
+        transport_->send(peer, reply, zmq::message_t(ours.data(), ours.size() * sizeof(uint64_t)), nullptr);
+      }
       return Reject::kUnexpected;
     }
     if (std::find(joiners_.begin(), joiners_.end(), peer) == joiners_.end()) {

@@ -644,6 +644,73 @@ TEST_CASE("a peer that answers heartbeats but never sends its round is removed a
   CHECK(what[2].find("is not in view 2 {0,1}") != std::string::npos);
 }
 
+TEST_CASE("a join request with another config is refused, logged, nothing applied; the joiner exits naming the field") {
+  const std::vector<int> ports = free_ports(3);
+  std::atomic<bool> crashed{false}, joiner_done{false};
+  std::vector<std::string> what(3);
+  std::vector<size_t> wrong(3, 0);
+  std::vector<std::vector<ViewEvent>> events(3);
+  auto member = [&](int self) {
+    try {
+      CommOptions o = options(self, ports);
+      o.peer_timeout_ms = 600;
+      Communicator c(o);
+      std::vector<float> params(16, 0.0f);
+      c.start(params.data(), params.size());
+      for (uint64_t r = 0; r < 40; ++r) {   // bounded: 40 rounds, node 2 crashes after round 2
+        c.submit(r, std::vector<float>(16, float(self)), {});
+        RoundResult res = next_round(c, 10000);
+        if (self == 2 && r == 2) {
+          c.crash();
+          crashed = true;
+          return;
+        }
+        // (0 + 1 + 2) / 3, then (0 + 1) / 2; round 2 either (node 2 may die
+        // before its last chunks leave: then it is re-run without it)
+        const float want = r <= 1 ? 1.0f : 0.5f;
+        for (float v : res.mixed) wrong[size_t(self)] += v != want && !(r == 2 && v == 1.0f);
+        if (r >= 3) std::this_thread::sleep_for(std::chrono::milliseconds(50));   // the joiner comes and goes meanwhile
+      }
+      events[size_t(self)] = c.take_events();
+      wait_flag(joiner_done, 20000);
+      c.stop(2000);
+    } catch (const std::exception& e) {
+      what[size_t(self)] = e.what();
+    }
+  };
+  std::thread a(member, 0), b(member, 1), d(member, 2);
+  REQUIRE(wait_flag(crashed, 20000));
+  d.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));   // view {0, 1} formed
+  std::string joiner_error;
+  try {
+    CommOptions o = options(2, ports);
+    o.config_hash = 0x5555;   // another run
+    o.connect_timeout_ms = 8000;
+    Communicator c(o);
+    std::vector<float> params(16, 0.0f);
+    c.start(params.data(), params.size());
+    joiner_error = "joined";
+  } catch (const StartRefused& e) {
+    joiner_error = e.what();
+  } catch (const std::exception& e) {
+    joiner_error = std::string("other: ") + e.what();
+  }
+  joiner_done = true;
+  a.join();
+  b.join();
+  CAPTURE(joiner_error);
+  CHECK(joiner_error.find("cannot join the running view") != std::string::npos);
+  CHECK(joiner_error.find("config hash") != std::string::npos);
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CHECK(what[size_t(i)].empty());
+    CHECK(wrong[size_t(i)] == 0);
+    REQUIRE(events[size_t(i)].size() == 1);   // view 2 only: the refused node never got in
+    CHECK(events[size_t(i)][0].members == std::vector<int>{0, 1});
+  }
+}
+
 TEST_CASE("no majority: the survivor of 2 stops and names the peer it cannot reach after quorum_wait_ms") {
   const std::vector<int> ports = free_ports(2);
   std::atomic<bool> done0{false};
