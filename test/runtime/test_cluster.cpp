@@ -746,10 +746,14 @@ TEST_CASE("cluster: no majority — 2 of 4 killed: the survivors stop, name both
     CHECK(survivors[size_t(i)]->exit_code() == 1);
     CHECK(survivors[size_t(i)]->exit_time_s() >= (1500 + quorum_wait_ms) / 1000.0 * 0.9);
     CHECK(survivors[size_t(i)]->exit_time_s() < (1500 + quorum_wait_ms) / 1000.0 + 10.0);
-    CHECK(out.find("cannot reach peer 2") != std::string::npos);
-    CHECK(out.find("peer 3") != std::string::npos);
+    // both killed peers named (the other survivor too, when it gave up first)
+    CHECK(out.find("cannot reach ") != std::string::npos);
+    CHECK(out.find("peer 2 (127.0.0.1:") != std::string::npos);
+    CHECK(out.find("peer 3 (127.0.0.1:") != std::string::npos);
     const json nq = last_event(dir.file("log"), i, "no_quorum");
-    CHECK(nq["unreachable"] == json::array({2, 3}));
+    const std::string unreachable = nq["unreachable"].dump();
+    CAPTURE(unreachable);
+    CHECK((unreachable == "[2,3]" || unreachable == (i == 0 ? "[1,2,3]" : "[0,2,3]")));
     const std::string ckpt = dir.file("log/node-" + std::to_string(i) + ".ckpt");
     REQUIRE(std::filesystem::exists(ckpt));
     CHECK(tether::load_checkpoint(ckpt).meta.value("step", 0) > 0);   // complete and checksummed
