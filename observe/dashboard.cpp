@@ -161,9 +161,9 @@ void membership_lines(const RunLog& log, std::vector<std::string>& lines, size_t
     for (size_t i = views.size() > kViewLines ? views.size() - kViewLines : 0; i < views.size(); ++i) {
       const ViewSummary& v = views[i];
       std::string delta = membership_delta(v);
-      std::string l = "  " + local_clock(v.time) + "  epoch " + std::to_string(v.epoch) + "  [" + id_list(v.members) +
-                      "]" + (delta.empty() ? "" : "  " + delta) + "  " + fmt("%.0f", v.ms) + " ms  " +
-                      anchors_word(v) + (v.reason.empty() ? "" : "  " + v.reason);
+      std::string l = "  " + local_clock(v.time) + " epoch " + std::to_string(v.epoch) + " [" + id_list(v.members) +
+                      "]" + (delta.empty() ? "" : " " + delta) + " " + fmt("%.0f", v.ms) + " ms " + anchors_word(v) +
+                      (v.reason.empty() ? "" : ": " + v.reason);
       std::replace(l.begin(), l.end(), '\n', ' ');
       lines.push_back(clip(l, width));
     }
