@@ -50,8 +50,18 @@ start_node() {
     2> >(tee -a "$log" | sed -u "s/^/[node $id] /" >&2) &
   NODE_PID=$!
 }
+# log_settled LOG: waits (5 s at most) until no process holds LOG open: the
+# output filters of a node that ended have written its last lines.
+log_settled() {
+  local abs i; abs=$(realpath -- "$1" 2>/dev/null) || return 0
+  for i in $(seq 50); do
+    find /proc/[0-9]*/fd -maxdepth 1 -lname "$abs" 2>/dev/null | grep -q . || return 0
+    sleep 0.1
+  done
+}
 # report_failure ID RC: which node, its exit code, the last lines of its log.
 report_failure() {
+  log_settled "$logdir/node-$1.log"
   echo "[local-cluster] node $1 failed: $(describe_exit "$2"); last lines of $logdir/node-$1.log:" >&2
   tail -n 5 "$logdir/node-$1.log" 2>/dev/null | sed 's/^/[local-cluster]   /' >&2
 }

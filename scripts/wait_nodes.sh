@@ -32,7 +32,7 @@ wait_nodes() {
   NODE_FAILURES=(); NODE_LAST_RC=0
   while [ ${#left[@]} -gt 0 ]; do
     done_pid=""
-    wait -n -p done_pid "${left[@]}"; rc=$?
+    wait -n -p done_pid "${left[@]}" 2>/dev/null; rc=$?   # (no "Killed" job messages)
     if [ -z "$done_pid" ]; then
       [ $rc -eq 127 ] && break   # none of them is a child any more
       continue                   # a trapped signal interrupted the wait: wait again
