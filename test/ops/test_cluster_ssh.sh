@@ -314,7 +314,7 @@ echo "      (interrupted run: $(( $(now) - t0 )) s)"
 # --- 5. a stand-in for tether train: failure without stopping the others; restart ------
 # `train CONFIG --node K ...` records its arguments in fake/argv-K; with
 # fake/fail-K it prints lines and kills itself (SIGKILL); otherwise it runs
-# until SIGTERM/SIGINT (exit 0).
+# until fake/stop exists or SIGTERM/SIGINT (exit 0; SIGTERM leaves fake/term-K).
 mkdir -p "$T/fake"
 cat > "$T/fake/tether" <<EOF
 #!/usr/bin/env bash
@@ -330,14 +330,15 @@ if [ -f "$FAKE/fail-$id" ]; then
   for i in 1 2 3 4 5 6 7; do echo "node $id line $i"; done
   kill -KILL $$
 fi
-trap 'echo "node $id: SIGTERM"; exit 0' TERM
+trap 'echo "node $id: SIGTERM"; touch "$FAKE/term-$id"; exit 0' TERM
 trap 'echo "node $id: SIGINT"; exit 0' INT
-while :; do sleep 0.1; done
+while [ ! -f "$FAKE/stop" ]; do sleep 0.1; done
+echo "node $id done"
 EOF
 chmod +x "$T/fake/tether"
 FAKE_RUN=(--tether "$T/fake/tether")
 fake_failure() {
-  rm -f "$T"/fake/argv-*; touch "$T/fake/fail-1"
+  rm -f "$T"/fake/argv-* "$T"/fake/term-* "$T/fake/stop"; touch "$T/fake/fail-1"
   python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
     timeout 300 "$CLUSTER" "$T/long.json" run "${FAKE_RUN[@]}" --out "$T/fake-out" > "$T/fake1.log" 2>&1 &
   BG_PID=$!
@@ -350,17 +351,21 @@ fake_failure() {
     kill -0 "$(cat "$T/host$i/tether-run/node-$i.pid")" || { echo "node $i was stopped"; return 1; }
   done
   kill -0 "$BG_PID" || { echo "the run ended"; return 1; }
-  timeout 120 "$CLUSTER" "$T/long.json" stop --deadline 10 > /dev/null 2>&1 || return 1
+  # Nodes 0 and 2 end by themselves; the run never signalled them.
+  touch "$T/fake/stop"
   wait_bg 90; local rc=$?
-  tail -n 5 "$T/fake1.log"
+  tail -n 8 "$T/fake1.log"
+  grep -q "stopping" "$T/fake1.log" && { echo "the run stopped nodes"; return 1; }
+  [ -e "$T/fake/term-0" ] || [ -e "$T/fake/term-2" ] && { echo "a node got SIGTERM"; return 1; }
   [ $rc -eq 1 ] && grep -q "cluster.sh: node 1 failed on .*exit 137 (killed by SIGKILL): node 1 line 7" "$T/fake1.log" \
+    && grep -q "^\[node 0\] node 0 done" "$T/fake1.log" \
     && [ "$(cat "$T/fake-out/node-0.exit")" = 0 ] && [ "$(cat "$T/fake-out/node-2.exit")" = 0 ]
 }
 check "run: node 1 fails; reported with its last lines while nodes 0 and 2 run on; stop: they exit 0, run exit 1" fake_failure
 rm -f "$T/fake/fail-1"
 fake_restart() {
   local out rc want_cfg="$T/host1/tether-run/config.json"
-  rm -f "$T"/fake/argv-* "$T/host1/runs/ssh3/node-1.ckpt"
+  rm -f "$T"/fake/argv-* "$T/fake/stop" "$T/host1/runs/ssh3/node-1.ckpt"
   out=$(timeout 60 "$CLUSTER" "$T/long.json" restart 1 "${FAKE_RUN[@]}" 2>&1); rc=$?
   echo "$out"
   [ $rc -eq 0 ] && grep -q "node 1 restarted: .* train $want_cfg --node 1$" <<< "$out" || return 1
