@@ -694,7 +694,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
        "<th>epoch</th><th>loss</th><th>test acc</th><th class=\"l\">params_hash</th><th>mean img/s</th><th>idle</th>"
        "<th>max dist (run)</th><th>throttles</th><th>sent</th><th>received</th><th>rejected</th>"
        "<th>bad lines</th>";
-  if (any_views) o += "<th class=\"l\">view</th>";
+  if (any_views) o += "<th class=\"l\">view (epoch [members])</th>";
   o += any_failed ? "<th class=\"l\">error</th></tr>\n" : "</tr>\n";
   std::set<std::string> hashes;
   size_t with_hash = 0;

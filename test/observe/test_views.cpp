@@ -281,7 +281,7 @@ TEST_CASE("report: view changes drawn on the plots, a views table, anchors per e
   CHECK(contains(html, "<li>10.0 s: node 2 left the view (epoch 2: node 2 silent for 1503 ms)</li>"));
   CHECK(contains(html, "<li>20.0 s: node 2 rejoined (epoch 3, 431.08 KB transferred, 1200 ms)</li>"));
   // Each node's current view in the summary table.
-  CHECK(contains(html, "<th class=\"l\">view</th>"));
+  CHECK(contains(html, "<th class=\"l\">view (epoch [members])</th>"));
   CHECK(count_of(html, "<td class=\"l\">3 [0,1,2,3]</td>") == 4);
   // Figures stay whole: every group closed.
   CHECK(count_of(html, "<svg class=\"plot\"") == count_of(html, "</svg>"));
@@ -325,7 +325,7 @@ TEST_CASE("report: without membership records, no views section, column or lines
   std::string html = tether::render_report(log);
   CHECK_FALSE(contains(html, "Views, failures and rejoins"));
   CHECK_FALSE(contains(html, "class=\"views\""));
-  CHECK_FALSE(contains(html, "<th class=\"l\">view</th>"));
+  CHECK_FALSE(contains(html, "<th class=\"l\">view (epoch [members])</th>"));
   std::string frame = tether::render_frame(log);
   CHECK_FALSE(contains(frame, "view:"));
   CHECK_FALSE(contains(frame, "view changes"));
