@@ -467,9 +467,9 @@ do_start() {
   say "$N node(s) running; scripts/cluster.sh $CONFIG status|logs|stop"
 }
 
-# --- foreground: stream, wait, stop all on a failure or Ctrl-C -----------------
+# --- foreground: stream, wait, report failures, stop all on Ctrl-C -------------
 watch_one() {   # runs in the background: prefixed output; result in wres-K
-  local k=$1 id=${IDS[$1]} line rc
+  local k=$1 id=${IDS[$1]} line rc kept=0
   trap '' INT TERM   # Ctrl-C reaches the whole process group: the main shell stops the nodes
   : > "$TMP/last-$k"; : > "$TMP/log-$k"
   {
@@ -482,7 +482,11 @@ watch_one() {   # runs in the background: prefixed output; result in wres-K
       "__SSH_RC__ "*) rc=${line#__SSH_RC__ }
                       [ -s "$TMP/wres-$k" ] || echo "ssh $rc" > "$TMP/wres-$k";;
       *) line=${line//$'\r'/}; printf '[node %s] %s\n' "$id" "$line"
-         [ -n "${line//[[:space:]]/}" ] && printf '%s\n' "$line" > "$TMP/last-$k" && printf '%s\n' "$line" >> "$TMP/log-$k";;
+         [ -n "${line//[[:space:]]/}" ] || continue
+         printf '%s\n' "$line" > "$TMP/last-$k"
+         # The last lines, for the failure report (cut back every 1000 lines).
+         printf '%s\n' "$line" >> "$TMP/log-$k"; kept=$((kept + 1))
+         if [ $kept -ge 1000 ]; then tail -n 5 "$TMP/log-$k" > "$TMP/log-$k.cut"; mv -f "$TMP/log-$k.cut" "$TMP/log-$k"; kept=5; fi;;
     esac
   done
 }
