@@ -517,9 +517,9 @@ do_run() {
     if [ "$res" != 0 ] && [ $stopping = 0 ]; then
       # Reported at once; the others keep running (a view without it).
       [ -n "$first" ] || first=$k
-      say "node ${IDS[$k]} failed on $(where "$k") ($(describe_res "$k" "$res")); the others keep running" \
-          "(scripts/cluster.sh $CONFIG restart ${IDS[$k]} starts it again); last lines of its log:"
-      tail -n 5 "$TMP/log-$k" | sed 's/^/[cluster]   /' >&2
+      local report="[cluster] node ${IDS[$k]} failed on $(where "$k") ($(describe_res "$k" "$res")); the others keep running (scripts/cluster.sh $CONFIG restart ${IDS[$k]} starts it again); last lines of its log:" l
+      while IFS= read -r l; do report+=$'\n'"[cluster]   $l"; done < <(tail -n 5 "$TMP/log-$k")
+      printf '%s\n' "$report" >&2   # one write: the report's lines stay together
     fi
   done
   trap - INT TERM

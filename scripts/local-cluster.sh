@@ -59,11 +59,17 @@ log_settled() {
     sleep 0.1
   done
 }
-# report_failure ID RC: which node, its exit code, the last lines of its log.
-report_failure() {
+# failure_report ID RC: which node, its exit code, the last lines of its log.
+failure_report() {
   log_settled "$logdir/node-$1.log"
-  echo "[local-cluster] node $1 failed: $(describe_exit "$2"); last lines of $logdir/node-$1.log:" >&2
-  tail -n 5 "$logdir/node-$1.log" 2>/dev/null | sed 's/^/[local-cluster]   /' >&2
+  echo "[local-cluster] node $1 failed: $(describe_exit "$2"); last lines of $logdir/node-$1.log:"
+  tail -n 5 "$logdir/node-$1.log" 2>/dev/null | sed 's/^/[local-cluster]   /'
+}
+# report_failure ID RC [LINE]: the report and LINE, in one write to stderr.
+report_failure() {
+  local msg; msg=$(failure_report "$1" "$2")
+  [ $# -ge 3 ] && msg+=$'\n'$3
+  printf '%s\n' "$msg" >&2
 }
 
 if [ -n "$RESTART" ]; then
@@ -101,8 +107,7 @@ trap 'forward TERM' TERM
 
 on_exit() {   # called by wait_nodes as each node ends
   [ "$2" -eq 0 ] && return
-  report_failure "$1" "$2"
-  echo "[local-cluster] the others keep running; $0 $CONFIG restart $1 starts it again" >&2
+  report_failure "$1" "$2" "[local-cluster] the others keep running; $0 $CONFIG restart $1 starts it again"
 }
 NODE_EXIT_HOOK=on_exit wait_nodes "$ids" "${pids[@]}"
 if [ ${#NODE_FAILURES[@]} -gt 0 ]; then

@@ -346,7 +346,9 @@ fake_failure() {
   wait_for 60 reported || { cat "$T/fake1.log"; return 1; }
   sleep 1   # whatever the script would do after the report, it has done
   cat "$T/fake1.log"
-  grep -q "^\[cluster\]   node 1 line 7$" "$T/fake1.log" || { echo "no last lines"; return 1; }
+  # The last lines, written with the report in one piece.
+  grep -A5 "^\[cluster\] node 1 failed on" "$T/fake1.log" | grep -q "^\[cluster\]   node 1 line 7$" \
+    || { echo "no last lines"; return 1; }
   local i; for i in 0 2; do
     kill -0 "$(cat "$T/host$i/tether-run/node-$i.pid")" || { echo "node $i was stopped"; return 1; }
   done

@@ -99,10 +99,13 @@ failure_keeps_others() {
   touch "$T/fake/fail-1"
   "$LOCAL" "$T/three.json" --set train.epochs=1 > "$T/run1.out" 2>&1 &
   BG_PID=$!
-  reported() { grep -q "node 1 failed: exit 137 (killed by SIGKILL)" "$T/run1.out"; }
+  # The report's last line (it is written in one piece).
+  reported() { grep -q "restart 1 starts it again" "$T/run1.out"; }
   wait_for 60 reported || { cat "$T/run1.out"; return 1; }
   wait_for 20 test -s "$T/fake/pid-2" && wait_for 20 test -s "$T/fake/pid-0" || return 1
   cat "$T/run1.out"
+  grep -q "^\[local-cluster\] node 1 failed: exit 137 (killed by SIGKILL); last lines of $T/logs/node-1.log:$" \
+    "$T/run1.out" || return 1
   # The report names the last lines of its log, and how to restart it.
   grep -q "^\[local-cluster\]   node 1 line 7$" "$T/run1.out" || { echo "no last lines"; return 1; }
   # (stderr goes through its own filter: where its line lands among stdout's is not fixed)
