@@ -31,12 +31,18 @@ wait_nodes() {
   for i in "${!left[@]}"; do id_of[${left[$i]}]=${ids[$i]}; done
   NODE_FAILURES=(); NODE_LAST_RC=0
   while [ ${#left[@]} -gt 0 ]; do
+    # Polled, not `wait -n`: a node that ended before `wait -n` was called
+    # (reaped while the others were being started) is not a job any more and
+    # `wait -n` would never return it; `wait PID` still has its status.
     done_pid=""
-    wait -n -p done_pid "${left[@]}" 2>/dev/null; rc=$?   # (no "Killed" job messages)
-    if [ -z "$done_pid" ]; then
-      [ $rc -eq 127 ] && break   # none of them is a child any more
-      continue                   # a trapped signal interrupted the wait: wait again
-    fi
+    for p in "${left[@]}"; do kill -0 "$p" 2>/dev/null || { done_pid=$p; break; }; done
+    if [ -z "$done_pid" ]; then sleep 0.1; continue; fi
+    while true; do
+      wait "$done_pid" 2>/dev/null; rc=$?   # (2>/dev/null: no "Killed" job messages)
+      # > 128 also when a trapped signal interrupts wait: wait again while it lives.
+      if [ $rc -gt 128 ] && kill -0 "$done_pid" 2>/dev/null; then continue; fi
+      break
+    done
     local -a rest=()
     for p in "${left[@]}"; do [ "$p" = "$done_pid" ] || rest+=("$p"); done
     left=("${rest[@]}")

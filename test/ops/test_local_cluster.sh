@@ -6,6 +6,7 @@
 #      script reports it at once (node, exit 137, the last lines of its log)
 #      while nodes 0 and 2 still run; once they end (exit 0), the script exits
 #      1 naming node 1
+#      (and wait_nodes reports a node that ended before the wait began at once)
 #   2. `restart 1` runs `tether train CONFIG --node 1 ARGS`, plus `--resume
 #      CKPT` once node 1's checkpoint exists (train.checkpoint x.ckpt in a
 #      cluster config: x.node-1.ckpt); an unknown node is exit 2; a restarted
@@ -135,6 +136,25 @@ all_ok() {
   local i; for i in 0 1 2; do [ "$(cat "$T/fake/argv-$i")" = "train $T/three.json --node $i" ] || return 1; done
 }
 check "local-cluster: every node exits 0: exit 0, each started as train CONFIG --node ID" all_ok
+
+# wait_nodes itself: a node that ended (and was reaped) before the wait began
+# is reported at once, not when the next one ends (`wait -n` misses it).
+early_end() {
+  bash -c '
+    source "$1/scripts/wait_nodes.sh"
+    (exit 3) & a=$!
+    sleep 30 & b=$!
+    while kill -0 "$a" 2>/dev/null; do sleep 0.05; done   # reaped by the shell
+    hook() { echo "hook $1 $2 after $((SECONDS - t0)) s"; [ "$1" = 0 ] && kill "$b"; }
+    t0=$SECONDS
+    NODE_EXIT_HOOK=hook wait_nodes "0 1" "$a" "$b"
+    echo "failures: ${NODE_FAILURES[*]}"
+  ' early "$SRC" > "$T/early.out" 2>&1
+  cat "$T/early.out"
+  grep -q "^hook 0 3 after [0-2] s$" "$T/early.out" && grep -q "^hook 1 143 " "$T/early.out" \
+    && grep -q "^failures: node 0 (exit 3) node 1 (exit 143)$" "$T/early.out"
+}
+check "wait_nodes: a node that ended before the wait began is reported at once" early_end
 
 # --- 2. restart -----------------------------------------------------------------------
 restart_cmd() {
