@@ -501,14 +501,14 @@ do_run() {
   for ((k = 0; k < N; k++)); do rm -f "$TMP/wres-$k"; watch_one "$k" & wpids+=($!); node_of[$!]=$k; done
   stop_all_once() { [ $stopping = 1 ] && return; stopping=1; do_stop >&2; }
   trap 'interrupted=1; say "interrupted: stopping every node"; stop_all_once' INT TERM
-  local done_pid res wrc p
+  local done_pid res p
   while [ ${#wpids[@]} -gt 0 ]; do
+    # Polled, not `wait -n`: a watcher that ended before `wait -n` was called
+    # is not a job any more and `wait -n` would not return it (wait_nodes.sh).
     done_pid=""
-    wait -n -p done_pid "${wpids[@]}" 2>/dev/null; wrc=$?
-    if [ -z "${done_pid:-}" ]; then        # interrupted by a trapped signal (or no child left)
-      [ $wrc -eq 127 ] && break
-      continue
-    fi
+    for p in "${wpids[@]}"; do kill -0 "$p" 2>/dev/null || { done_pid=$p; break; }; done
+    if [ -z "$done_pid" ]; then sleep 0.2; continue; fi
+    wait "$done_pid" 2>/dev/null
     local rest=()
     for p in "${wpids[@]}"; do [ "$p" = "$done_pid" ] || rest+=("$p"); done
     wpids=("${rest[@]}")
