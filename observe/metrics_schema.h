@@ -13,8 +13,12 @@
 //   {"event": "eval"}    kEvalFields, after a single node's evaluations
 //   {"event": "final"}   kFinalFields, + kNetworkFields on a cluster
 //   {"event": "failed"}  kFailedFields, when the node fails
-//   {"event": "view"}    kViewFields, each view change the node takes part in
-//   {"event": "no_quorum"} kNoQuorumFields, before a failed record
+//   {"event": "view"}    kViewFields, on every view change the node takes
+//                        part in (DESIGN.md, "Membership: failures and
+//                        rejoins"); here kEpoch is the view's epoch, not the
+//                        data epoch
+//   {"event": "no_quorum"}  kNoQuorumFields, when the node cannot be in a
+//                        view (no majority) and gave up waiting
 // The reader takes every field of these lists except kNode (it has the node
 // id from the file name) and, of the final record's network fields, the run
 // totals (kRunTotalFields); it reads a missing field as absent (0).
@@ -33,8 +37,8 @@ inline constexpr char kEvent[] = "event";   // absent in periodic records
 inline constexpr char kEventEval[] = "eval";
 inline constexpr char kEventFinal[] = "final";
 inline constexpr char kEventFailed[] = "failed";
-inline constexpr char kEventView[] = "view";            // a view change this node took part in
-inline constexpr char kEventNoQuorum[] = "no_quorum";   // no majority reachable: the node stops
+inline constexpr char kEventView[] = "view";
+inline constexpr char kEventNoQuorum[] = "no_quorum";
 
 // The trainer's fields.
 inline constexpr char kStep[] = "step";
@@ -71,15 +75,16 @@ inline constexpr char kInterrupted[] = "interrupted";
 inline constexpr char kCheckpoint[] = "checkpoint";
 inline constexpr char kWallS[] = "wall_s";
 inline constexpr char kError[] = "error";
-inline constexpr char kViewEpoch[] = "view_epoch";   // view: the view's epoch (kEpoch is the data epoch)
-inline constexpr char kMembers[] = "members";
-inline constexpr char kReason[] = "reason";
-inline constexpr char kResumeRound[] = "resume_round";
-inline constexpr char kMs[] = "ms";
-inline constexpr char kAnchorHash[] = "anchor_hash";   // hash64 of x̄ at the resume round, hex
-inline constexpr char kTransferredBytes[] = "transferred_bytes";
-inline constexpr char kUnreachable[] = "unreachable";   // no_quorum
-inline constexpr char kWaitedMs[] = "waited_ms";
+
+// Membership events' fields (with kStep, and kEpoch as the view's epoch).
+inline constexpr char kMembers[] = "members";                     // view: the sorted live ids
+inline constexpr char kReason[] = "reason";                       // view: "node 2 silent for 1503 ms", "node 2 joined"
+inline constexpr char kResumeRound[] = "resume_round";            // view: the round training resumes at
+inline constexpr char kMs[] = "ms";                               // view: how long the change took
+inline constexpr char kAnchorHash[] = "anchor_hash";              // view: hash (hex) of the anchor after the change
+inline constexpr char kTransferredBytes[] = "transferred_bytes";  // view: state transfer bytes this node moved
+inline constexpr char kUnreachable[] = "unreachable";             // no_quorum: the peers it could not reach
+inline constexpr char kWaitedMs[] = "waited_ms";                  // no_quorum: how long it waited for them
 
 inline constexpr std::array kRecordFields = {kTime, kNode};
 inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
@@ -95,7 +100,7 @@ inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, 
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};
-inline constexpr std::array kViewFields = {kEvent,  kStep,       kViewEpoch, kMembers,          kReason,
+inline constexpr std::array kViewFields = {kEvent, kStep, kEpoch,      kMembers,          kReason,
                                            kResumeRound, kMs, kAnchorHash, kTransferredBytes};
 inline constexpr std::array kNoQuorumFields = {kEvent, kStep, kUnreachable, kWaitedMs};
 

@@ -150,7 +150,7 @@ void Trainer::setup() {
     resume_.on_view = [this](const net::ViewEvent& e) {
       char hash[24];
       std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(e.anchor_hash));
-      log_->metrics.write({{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kViewEpoch, e.epoch},
+      log_->metrics.write({{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kEpoch, e.epoch},
                            {field::kMembers, e.members}, {field::kReason, e.reason},
                            {field::kResumeRound, e.resume_round}, {field::kMs, e.ms}, {field::kAnchorHash, hash},
                            {field::kTransferredBytes, e.transferred_bytes}});

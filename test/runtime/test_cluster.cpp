@@ -703,9 +703,9 @@ TEST_CASE("cluster: kill -9 of one node of 4: survivors detect it within 2 s, fo
     CHECK((why.find("peer 2") != std::string::npos || why == "proposed by node 0"));
     if (i == 0) CHECK(why.find("peer 2") != std::string::npos);
     const double detect_s = views[0].value("time", 0.0) - kill_wall;
-    MESSAGE("node " << i << ": view " << views[0]["view_epoch"] << " " << views[0]["members"].dump() << " "
+    MESSAGE("node " << i << ": view " << views[0]["epoch"] << " " << views[0]["members"].dump() << " "
                     << detect_s << " s after the kill (" << views[0].value("ms", 0.0) << " ms to change); rejoin: view "
-                    << views.back()["view_epoch"] << " " << views.back().value("time", 0.0) - restart_wall
+                    << views.back()["epoch"] << " " << views.back().value("time", 0.0) - restart_wall
                     << " s after the restart, " << views.back().value("transferred_bytes", 0) << " bytes streamed");
     CHECK(detect_s < 2.5);   // peer_timeout_ms 1500 and the change, plus a step to log it
     CHECK(views.back()["members"] == json::array({0, 1, 2, 3}));
