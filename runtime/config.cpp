@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -492,7 +493,21 @@ RunKeys config_run_keys(const Config& cfg) {
     add("model.hidden", cfg.model.hidden);
     add("model.dropout", cfg.model.dropout);
   } else {
-    add("model.layers", layers_to_json(cfg.model.layers));
+    // One key per layer, so that a refused resume names the layer that
+    // changed. `in` is left out: parse_config has checked it equals the
+    // inferred input, so stating it or not is the same model.
+    const json layers = layers_to_json(cfg.model.layers);
+    std::function<void(json&)> drop_in = [&](json& list) {
+      for (json& layer : list) {
+        layer.erase("in");
+        for (const char* inner : {"layers", "shortcut"}) {
+          if (layer.contains(inner)) drop_in(layer[inner]);
+        }
+      }
+    };
+    json keyed = layers;
+    drop_in(keyed);
+    for (size_t i = 0; i < keyed.size(); ++i) keys.emplace_back("model.layers[" + std::to_string(i) + "]", keyed[i].dump());
   }
   add("data.name", cfg.data.name);
   add("data.batch_size", cfg.data.batch_size);

@@ -158,7 +158,8 @@ std::string config_get(const Config& cfg, const std::string& path);
 // pairs in a fixed order. Values are the resolved typed values written as JSON
 // ("0.05", "64", "\"mnist\"", "true"), so an explicit default and an absent
 // key give the same string. They are model.* (a declared model: model.name
-// and model.layers, every layer with every key of its type), data.name, data.batch_size,
+// and model.layers[i] for each layer i, the layer with every key of its
+// type but `in`, which only checks), data.name, data.batch_size,
 // data.synthetic_*, optimizer.*, algorithm.*, monitor.bound,
 // monitor.sketch_buckets, train.epochs, train.seed, train.max_steps,
 // train.compute, train.synthetic_step_ms, train.checkpoint_every_steps and

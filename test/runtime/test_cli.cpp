@@ -411,3 +411,31 @@ TEST_CASE("cli: bad model.layers declarations exit 2 naming the layer and the sh
           "model.layers[7].in: expected 1600 inputs, got 3136 (the input of this layer is (1600,1,1)) [the data set "
           "read has images (1,20,20), 10 classes]"});
 }
+
+// The run keys of a declared model are its layers, one key each: --resume
+// with a changed layer is refused naming that layer with both declarations.
+TEST_CASE("cli: --resume refuses a changed model.layers, naming the layer") {
+  TempDir dir("cli-layers-resume");
+  std::string cfg = dir.write("cfg.json", R"({"model": {"layers": [{"type": "flatten"}, {"type": "linear", "out": 16},
+      {"type": "relu"}, {"type": "linear", "out": 10}]},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 2, "threads": 1}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  auto first = run_command(tether_bin() + " train " + cfg + " --set train.max_steps=3", 120);
+  CAPTURE(first.output);
+  REQUIRE(first.exit_code == 0);
+  const std::string ck = dir.file("log/node-0.ckpt");
+  expect({"changed layer", "train " + cfg + " --resume " + ck + " --set model.layers.1.out=24", 2,
+          "was written by a run with model.layers[1]={\"bias\":true,\"out\":16,\"type\":\"linear\"}; "
+          "this run has model.layers[1]={\"bias\":true,\"out\":24,\"type\":\"linear\"}"});
+  auto builtin = run_command(tether_bin() + " train " + cfg + " --resume " + ck +
+                             " --set model.layers=null --set model.name=mlp --set model.hidden=16");
+  CAPTURE(builtin.output);
+  CHECK(builtin.exit_code == 2);
+  CHECK(builtin.output.find("model.name=\"custom\"") != std::string::npos);
+  CHECK(builtin.output.find("model.name=\"mlp\"") != std::string::npos);
+  // Same model: an explicit default, a stated `in` (it only checks).
+  auto same = run_command(tether_bin() + " train " + cfg + " --resume " + ck +
+                          " --set model.layers.1.bias=true --set model.layers.1.in=784", 120);
+  CAPTURE(same.output);
+  CHECK(same.exit_code == 0);
+}

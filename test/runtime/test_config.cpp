@@ -1,6 +1,7 @@
 // Config validation: every key checked, errors name the JSON path.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "models/dataset.h"
@@ -493,20 +494,34 @@ TEST_CASE("config: model.layers round-trips through config_to_json; run keys cov
                                                      "stride": 1, "bias": true, "in": null})")));
   CHECK(hash_of(lenet) == hash_of(lenet_with(2, R"({"type": "maxpool2d", "kernel": 2, "stride": 2})")));
   CHECK(hash_of(lenet) == hash_of(R"({"model": {"name": "custom", "layers": )" + std::string(kLenetLayers) + "}}"));
+  // One run key per layer: a change names the layer.
   for (const auto& [index, layer] : std::vector<std::pair<size_t, std::string>>{
            {0, R"({"type": "conv2d", "out": 32, "kernel": 5, "padding": 2, "bias": false})"},
            {2, R"({"type": "avgpool2d", "kernel": 2})"},
-           {7, R"({"type": "linear", "out": 128, "in": 3136})"},
+           {7, R"({"type": "linear", "out": 128, "bias": false})"},
            {8, R"({"type": "dropout", "p": 0.5})"}}) {
     CAPTURE(layer);
-    CHECK(diff_of(lenet, lenet_with(index, layer)) == std::vector<std::string>{"model.layers"});
+    CHECK(diff_of(lenet, lenet_with(index, layer)) == std::vector<std::string>{"model.layers[" + std::to_string(index) + "]"});
   }
+  const tether::RunKeys keys = tether::config_run_keys(c);
+  const auto key = std::find_if(keys.begin(), keys.end(), [](const auto& k) { return k.first == "model.layers[7]"; });
+  REQUIRE(key != keys.end());
+  CHECK(key->second == R"({"bias":true,"out":128,"type":"linear"})");
+  // `in` only checks: stating it is the same run.
+  CHECK(hash_of(lenet) == hash_of(lenet_with(7, R"({"type": "linear", "out": 128, "in": 3136})")));
+  // A layer more (or fewer): the new index is named.
+  json longer = json::parse(kLenetLayers);
+  longer.insert(longer.begin() + 8, json::parse(R"({"type": "dropout", "p": 0.5})"));
+  CHECK(diff_of(lenet, with_layers(longer.dump())) == std::vector<std::string>{"model.layers[8]", "model.layers[9]",
+                                                                               "model.layers[10]"});
   // The built-in lenet and lenet declared are different run keys: the nodes
   // of a run (and a resume) must agree on how the model was chosen.
-  CHECK(diff_of(lenet, R"({"model": {"name": "lenet"}})") ==
-        std::vector<std::string>{"model.name", "model.layers", "model.depth", "model.width", "model.hidden",
-                                 "model.dropout"});
+  std::vector<std::string> names = {"model.name"};
+  for (int i = 0; i < 10; ++i) names.push_back("model.layers[" + std::to_string(i) + "]");
+  for (const char* k : {"model.depth", "model.width", "model.hidden", "model.dropout"}) names.push_back(k);
+  CHECK(diff_of(lenet, R"({"model": {"name": "lenet"}})") == names);
   // A built-in model's run keys are those it had before model.layers existed.
-  const tether::RunKeys keys = tether::config_run_keys(tether::parse_config(json::object()));
-  for (const auto& [path, value] : keys) CHECK(path != "model.layers");
+  for (const auto& [path, value] : tether::config_run_keys(tether::parse_config(json::object()))) {
+    CHECK(path.rfind("model.layers", 0) == std::string::npos);
+  }
 }
