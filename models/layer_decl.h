@@ -5,7 +5,7 @@
 // LayerDecls with the builders below). Shapes are inferred from the input
 // (the data set's images); an error names the layer's path and the shapes
 // that do not fit: "model.layers[7].in: expected 3136 inputs, got 1568 (the
-// input of this layer is (64,7,7))".
+// input of this layer is (3136,1,1))".
 //
 // Layer types and their fields (the JSON keys of the same name):
 //   conv2d          out, kernel, stride (1), padding (0), bias (true), in

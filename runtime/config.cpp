@@ -114,6 +114,8 @@ class Obj {
 };
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+constexpr const char* kHostChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:[]-";
+constexpr const char* kLoginChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
 // model.layers (models/layer_decl.h): every layer an object with "type" and
 // the keys of that type, nothing else; a residual holds its own lists.
@@ -208,8 +210,6 @@ std::vector<LayerDecl> parse_layers(const json& list, const std::string& path, i
   }
   return out;
 }
-constexpr const char* kHostChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:[]-";
-constexpr const char* kLoginChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
 }  // namespace
 
@@ -266,7 +266,7 @@ Config parse_config(const json& doc) {
   {
     Obj m = top.child("model");
     const json* layers = m.get("layers");
-    if (layers != nullptr && !layers->is_null()) {   // null: unset, as config_to_json writes it
+    if (layers != nullptr && !layers->is_null()) {   // null: unset (a built-in model)
       // A declared model: its layers say everything the built-ins' keys would.
       c.model.layers = parse_layers(*layers, "model.layers", 0);
       const json* name = m.get("name");
