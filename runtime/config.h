@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/layer_decl.h"
+
 namespace tether {
 
 class ConfigError : public std::runtime_error {
@@ -31,9 +33,13 @@ struct Config {
   std::string device = "auto";          // "auto" | "cpu" | "cuda:N"
 
   struct Model {
-    std::string name = "lenet";
+    std::string name = "lenet";         // mlp | lenet | resnet; "custom" with layers
     int depth = 1, width = 16, hidden = 512;
     double dropout = 0.0;
+    // model.layers: a declared model (name "custom"; depth, width, hidden and
+    // dropout do not apply). Empty: the built-in model `name`. parse_config
+    // has checked its shapes against data.name's images (dataset_shape).
+    std::vector<LayerDecl> layers;
   } model;
 
   struct Data {
@@ -128,6 +134,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // back to an equal Config (same config_hash). `tether config` prints it.
 nlohmann::json config_to_json(const Config& cfg);
 
+// model.layers as config_to_json writes it: every layer with every key of its
+// type (`in` null when unchecked, a residual's identity shortcut []).
+nlohmann::json layers_to_json(const std::vector<LayerDecl>& layers);
+
 // `tether config --peers`: one line per entry of cluster.peers, in the
 // config's order (line k is cluster.peers.k, for a --set of its fields), none
 // for a single node. Fields are separated by one space:
@@ -148,7 +158,9 @@ std::string config_get(const Config& cfg, const std::string& path);
 // and between a checkpoint and its --resume, as (JSON path, canonical value)
 // pairs in a fixed order. Values are the resolved typed values written as JSON
 // ("0.05", "64", "\"mnist\"", "true"), so an explicit default and an absent
-// key give the same string. They are model.*, data.name, data.batch_size,
+// key give the same string. They are model.* (a declared model: model.name
+// and model.layers[i] for each layer i, the layer with every key of its
+// type but `in`, which only checks), data.name, data.batch_size,
 // data.synthetic_*, optimizer.*, algorithm.*, monitor.bound,
 // monitor.sketch_buckets, train.epochs, train.seed, train.max_steps,
 // train.compute, train.synthetic_step_ms, train.checkpoint_every_steps and

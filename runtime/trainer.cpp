@@ -40,13 +40,24 @@ DatasetSpec dataset_spec(const Config& cfg) {
 }
 
 std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data) {
-  ModelSpec spec;
-  spec.name = cfg.model.name;
-  spec.depth = cfg.model.depth;
-  spec.width = cfg.model.width;
-  spec.hidden = cfg.model.hidden;
-  spec.dropout = float(cfg.model.dropout);
-  return make_model(spec, Shape{data.channels, data.height, data.width}, data.classes);
+  const Shape input{data.channels, data.height, data.width};
+  try {
+    if (!cfg.model.layers.empty()) {
+      return make_declared_model(cfg.model.name, cfg.model.layers, input, data.classes, "model.layers");
+    }
+    ModelSpec spec;
+    spec.name = cfg.model.name;
+    spec.depth = cfg.model.depth;
+    spec.width = cfg.model.width;
+    spec.hidden = cfg.model.hidden;
+    spec.dropout = float(cfg.model.dropout);
+    return make_model(spec, input, data.classes);
+  } catch (const ModelDeclError& e) {
+    // parse_config checked the declaration against data.name's usual images;
+    // these files have others.
+    throw ConfigError(std::string(e.what()) + " [the data set read has images " + input.str() + ", " +
+                      std::to_string(data.classes) + " classes]");
+  }
 }
 
 uint64_t dropout_seed(uint64_t seed, int node, uint64_t step) {
