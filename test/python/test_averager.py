@@ -91,13 +91,17 @@ def quitter_node(node, cfg, out):
         json.dump(result, f)
 
 
-def refused_node(node, cfg, out):
+def refused_node(node, cfg, out, count=0):
+    """count: a model of `count` parameters instead of LeNet."""
     try:
         torch.manual_seed(0)
-        tether.Averager(pytorch_fmnist.LeNet().parameters(), config=cfg, node=node)
+        params = [torch.zeros(count, requires_grad=True)] if count else pytorch_fmnist.LeNet().parameters()
+        tether.Averager(params, config=cfg, node=node)
         result = {"raised": None}
-    except tether.StartRefused as e:
-        result = {"raised": "StartRefused", "message": str(e), "is_value_error": isinstance(e, ValueError)}
+    except tether.NetError as e:
+        result = {"raised": type(e).__name__, "message": str(e), "is_value_error": isinstance(e, ValueError)}
+    except ValueError as e:
+        result = {"raised": type(e).__name__, "message": str(e), "is_value_error": True}
     with open(f"{out}/refused-{node}.json", "w") as f:
         json.dump(result, f)
 
@@ -302,6 +306,17 @@ def test_another_config_is_refused(tmp):
             r = json.load(f)
         assert r["raised"] == "StartRefused" and r["is_value_error"], r
         assert "algorithm" in r["message"], r
+
+
+def test_another_parameter_count_fails_at_the_start(tmp):
+    cfg = cluster_config(2, f"{tmp}/log")
+    codes = spawn(refused_node, [(0, cfg, tmp), (1, cfg, tmp, 1000)])
+    assert codes == [0, 0], codes
+    for n in range(2):
+        with open(f"{tmp}/refused-{n}.json") as f:
+            r = json.load(f)
+        print(f"  node {n}: {r['raised']}: {r['message']}")
+        assert r["raised"] == "StartRefused" and "parameter count" in r["message"], r
 
 
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
