@@ -40,21 +40,25 @@ static int g_checks = 0, g_failed = 0;
     }                                                                    \
   } while (0)
 
-/* A port the OS says is free on 127.0.0.1 (bound to 0, then released). */
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr*)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr*)&a, &len) != 0) {
-    perror("free_port");
-    exit(1);
+/* Two distinct ports the OS says are free on 127.0.0.1 (bound to 0 together,
+ * then released). */
+static void free_ports(int* ports, int n) {
+  int fds[8];
+  for (int i = 0; i < n; ++i) {   /* i over the ports asked for (n <= 8) */
+    fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fds[i] < 0 || bind(fds[i], (struct sockaddr*)&a, sizeof a) != 0 ||
+        getsockname(fds[i], (struct sockaddr*)&a, &len) != 0) {
+      perror("free_ports");
+      exit(1);
+    }
+    ports[i] = ntohs(a.sin_port);
   }
-  close(fd);
-  return ntohs(a.sin_port);
+  for (int i = 0; i < n; ++i) close(fds[i]);
 }
 
 static char g_config[256], g_logdir[64];
@@ -158,6 +162,8 @@ int main(void) {
     return 1;
   }
   snprintf(g_config, sizeof g_config, "%s/config.json", g_logdir);
+  int ports[2];
+  free_ports(ports, 2);
   FILE* f = fopen(g_config, "w");
   if (!f) {
     perror(g_config);
@@ -168,7 +174,7 @@ int main(void) {
           "                           {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": %d}]},\n"
           " \"algorithm\": {\"name\": \"sync\", \"period\": 1},\n"
           " \"log\": {\"dir\": \"%s/log\", \"every_steps\": 10}}\n",
-          free_port(), free_port(), g_logdir);
+          ports[0], ports[1], g_logdir);
   fclose(f);
   int cases = 0, failed_cases = 0, before;
   before = g_failed; test_two_nodes(); ++cases; failed_cases += g_failed != before;

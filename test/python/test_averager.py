@@ -179,11 +179,11 @@ def test_sync_4_nodes_equals_one_process_on_the_union(tmp):
 
 
 def test_overlap_4_nodes_end_with_the_same_parameters(tmp):
-    # The example's loop on the first 4096 Fashion-MNIST images (16 steps of
+    # The example's loop on the first 8192 Fashion-MNIST images (32 steps of
     # 64 per node), s = 2: rounds overlap the compute; finish() agrees.
     out = f"{tmp}/out.json"
     res = subprocess.run([sys.executable, f"{SOURCE_ROOT}/examples/pytorch_fmnist.py", "--nodes", "4",
-                          "--staleness", "2", "--train-limit", "4096", "--test-limit", "2000",
+                          "--staleness", "2", "--train-limit", "8192", "--test-limit", "2000",
                           "--log-dir", f"{tmp}/log", "--save-params", f"{tmp}/p", "--out", out],
                          capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -193,9 +193,9 @@ def test_overlap_4_nodes_end_with_the_same_parameters(tmp):
     finals = [np.load(f"{tmp}/p-node{r}.npy") for r in range(4)]
     for r in range(1, 4):
         assert np.array_equal(finals[r], finals[0]), f"node {r}'s final parameters differ from node 0's"
-    assert [r["steps"] for r in summary["results"]] == [16] * 4
+    assert [r["steps"] for r in summary["results"]] == [32] * 4
     acc = summary["results"][0]["test_acc"]
-    assert acc > 0.3, f"test accuracy {acc} after 16 averaged steps: not training"
+    assert acc > 0.3, f"test accuracy {acc} after 32 averaged steps: not training"
     with open(f"{tmp}/log/node-2.jsonl") as f:
         recs = [json.loads(line) for line in f]
     periodic = [x for x in recs if "event" not in x]
