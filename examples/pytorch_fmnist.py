@@ -187,6 +187,8 @@ def run_node(node, nodes, a, result_queue=None):
         np.save(f"{a.save_params}-node{node}.npy", flat_params(model).numpy())
     if result_queue is not None:
         result_queue.put(res)
+        result_queue.close()
+        result_queue.join_thread()   # flushed before a possible os._exit below
     if a.backend == "ddp":
         sys.stdout.flush(); sys.stderr.flush()
         os._exit(0)   # skip the gloo teardown, which can hang once rank 0 is gone (see ddp_rank.py of the peers)
@@ -253,7 +255,7 @@ def main(argv=None):
                     results.append(q.get(timeout=5))
                     break
                 except Exception:
-                    if any(p.exitcode not in (None, 0) for p in procs):
+                    if any(p.exitcode not in (None, 0) for p in procs) or all(p.exitcode == 0 for p in procs):
                         for p in procs:
                             if p.exitcode is None:
                                 p.kill()
