@@ -70,7 +70,7 @@ def load_split(data_dir, split, limit=0):
         raise FileNotFoundError(f"{data_dir}: no {split} {kind} (install Debian's dataset-fashion-mnist)")
     x = read_idx(find("images"))
     y = read_idx(find("labels"))
-    if limit:
+    if limit:   # before the conversion to float
         x, y = x[:limit], y[:limit]
     return torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
@@ -165,7 +165,7 @@ def run_node(node, nodes, a, result_queue=None):
             break
     train_s = time.perf_counter() - t0
     test_acc = test_loss = None
-    xt, yt = load_split(a.data, "t10k", a.test_limit)
+    xt, yt = load_split(a.data, "t10k", a.test_limit) if node == 0 else (None, None)
     if avg is not None:
         avg.finish()
         metrics = avg.metrics()
