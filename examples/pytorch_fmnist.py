@@ -129,6 +129,8 @@ def run_node(node, nodes, a, result_queue=None):
         a.epochs = doc.get("train", {}).get("epochs", a.epochs)
         a.seed = doc.get("train", {}).get("seed", a.seed)
         nodes = len(doc.get("cluster", {}).get("peers") or [0])
+        alg = doc.get("algorithm", {})
+        a.staleness = 0 if alg.get("name") == "sync" else alg.get("staleness", 2)   # for the RESULT line
     torch.manual_seed(a.seed)
     x, y = load_split(a.data, "train", a.train_limit)
     model = LeNet()
