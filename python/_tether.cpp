@@ -81,6 +81,8 @@ PYBIND11_MODULE(_tether, m) {
   static py::exception<tether::ConfigError> config_error(m, "ConfigError", PyExc_ValueError);
   static py::exception<tether::net::NetError> net_error(m, "NetError", PyExc_RuntimeError);
   static py::exception<tether::net::PeerLost> peer_lost(m, "PeerLost", net_error.ptr());
+  static py::exception<tether::net::NoQuorum> no_quorum(m, "NoQuorum", net_error.ptr());
+  static py::exception<tether::net::Excluded> excluded(m, "Excluded", net_error.ptr());
   static py::exception<tether::net::StartRefused> start_refused(m, "StartRefused", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -91,6 +93,10 @@ PYBIND11_MODULE(_tether, m) {
       start_refused(e.what());
     } catch (const tether::net::PeerLost& e) {
       peer_lost(e.what());
+    } catch (const tether::net::NoQuorum& e) {
+      no_quorum(e.what());
+    } catch (const tether::net::Excluded& e) {
+      excluded(e.what());
     } catch (const tether::net::NetError& e) {
       net_error(e.what());
     } catch (const std::logic_error& e) {

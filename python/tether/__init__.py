@@ -29,15 +29,16 @@ writes it in place, with no copy per step. What that means (docs/python.md):
 
 Errors keep the runtime's text: ConfigError (a ValueError naming the JSON
 path, or the node id), StartRefused (a ValueError: a peer runs another
-config), PeerLost / NetError (RuntimeErrors) from the network.
+config), PeerLost / NoQuorum / Excluded / NetError (RuntimeErrors) from the
+network.
 """
 import json as _json
 import os as _os
 
-from ._tether import ConfigError, NetError, PeerLost, StartRefused
+from ._tether import ConfigError, Excluded, NetError, NoQuorum, PeerLost, StartRefused
 from . import _tether
 
-__all__ = ["Averager", "ConfigError", "NetError", "PeerLost", "StartRefused"]
+__all__ = ["Averager", "ConfigError", "Excluded", "NetError", "NoQuorum", "PeerLost", "StartRefused"]
 
 
 def _unique(params):
