@@ -469,7 +469,11 @@ std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::un
   return std::make_unique<OverlapAveraging>(std::move(opts), std::move(comm), params);
 }
 
-std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume) {
+namespace {
+
+// The factory's body: `params` is `owned` when this object owns the store.
+std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamStore* params,
+                                             std::unique_ptr<ParamStore> owned, const AveragingOptions& resume) {
   AveragingOptions a;
   a.node = node;
   a.staleness = cfg.effective_staleness();
@@ -514,9 +518,21 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
     o.config_keys.emplace_back(path, net::hash64(value.data(), value.size()));
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
+  return std::make_unique<OverlapAveraging>(std::move(a), std::make_unique<net::Communicator>(o), params,
+                                            std::move(owned));
+}
+
+}  // namespace
+
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume) {
   auto params = std::make_unique<ModelParams>(model);
   ParamStore* p = params.get();
-  return std::make_unique<OverlapAveraging>(std::move(a), std::make_unique<net::Communicator>(o), p, std::move(params));
+  return make_averaging_on(cfg, node, p, std::move(params), resume);
+}
+
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, ParamStore* params,
+                                          const AveragingOptions& resume) {
+  return make_averaging_on(cfg, node, params, nullptr, resume);
 }
 
 }  // namespace tether

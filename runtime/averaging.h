@@ -148,4 +148,9 @@ std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::un
 // max_delta), or zeros.
 std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume);
 
+// The same on a caller's ParamStore (a foreign training loop's flat buffer:
+// runtime/averager.h); `params` must outlive the result.
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, ParamStore* params,
+                                          const AveragingOptions& resume);
+
 }  // namespace tether
