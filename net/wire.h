@@ -45,8 +45,17 @@ enum class Kind : uint8_t {
   kSketch = 5,     // this node's sketch for the round (all floats, offset 0)
   kHeartbeat = 6,  // empty payload
   kBye = 7,        // empty payload; round = number of rounds the sender submitted
+  // Parameter-server baselines (net/shard_server.h): the vector is sharded
+  // over the nodes; offset/count are always the receiver's (push, fetch) or
+  // the sender's (shard, ack) whole shard.
+  kPush = 8,       // worker -> server: an update of the server's shard; round = push number
+  kFetch = 9,      // worker -> server: empty payload; round = fetch number
+  kShard = 10,     // server -> worker: the shard's values; round = fetch number answered,
+                   // step = server version (updates applied when read)
+  kAck = 11,       // server -> worker: empty payload; round = push number applied,
+                   // step = server version after applying it
 };
-inline constexpr uint8_t kKindMax = 7;
+inline constexpr uint8_t kKindMax = 11;
 
 // Why a frame was refused. Names (reject_name) are the keys of
 // CommStats::rejected_by_reason.
@@ -150,7 +159,8 @@ bool all_finite(const float* x, size_t count);
 
 // True for the kinds whose payload is a range of float32.
 inline bool carries_floats(Kind k) {
-  return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch;
+  return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch ||
+         k == Kind::kPush || k == Kind::kShard;
 }
 
 }  // namespace tether::net

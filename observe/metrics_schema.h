@@ -56,6 +56,9 @@ inline constexpr char kBytesSent[] = "bytes_sent";   // run
 inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
+// downpour, easgd only (runtime/server_averaging.h), run: mean number of
+// server updates between a worker's fetch and its push.
+inline constexpr char kGradDelay[] = "grad_delay";
 
 // Events' fields.
 inline constexpr char kTestAcc[] = "test_acc";     // final: null when interrupted

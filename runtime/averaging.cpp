@@ -16,6 +16,7 @@
 #include "observe/metrics_schema.h"
 #include "runtime/config.h"
 #include "runtime/monitor.h"
+#include "runtime/server_averaging.h"
 
 namespace tether {
 
@@ -494,6 +495,7 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
   auto params = std::make_unique<ModelParams>(model);
+  if (cfg.algorithm.server_based()) return make_server_averaging(cfg, a, std::move(o), std::move(params));
   ParamStore* p = params.get();
   return std::make_unique<OverlapAveraging>(std::move(a), std::make_unique<net::Communicator>(o), p, std::move(params));
 }
