@@ -611,7 +611,8 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
     case Kind::kPush:
     case Kind::kFetch:
     case Kind::kShard:
-    case Kind::kAck: {
+    case Kind::kAck:
+    case Kind::kNodeSketch: {
       if (!opts_.service || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return Reject::kUnexpected;
       if ((r = opts_.service->check(h)) != Reject::kNone) return r;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;

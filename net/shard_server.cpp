@@ -23,8 +23,8 @@ ShardRange shard_range(int k, int nodes, uint64_t count) {
   return {lo, hi - lo};
 }
 
-ShardService::ShardService(int self, int nodes, size_t count, int max_pushes)
-    : self_(self), nodes_(nodes), count_(count), max_pushes_(max_pushes) {
+ShardService::ShardService(int self, int nodes, size_t count, int max_pushes, uint64_t sketch_floats)
+    : self_(self), nodes_(nodes), count_(count), max_pushes_(max_pushes), sketch_floats_(sketch_floats) {
   TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " of " << nodes);
   TETHER_NET_CHECK(max_pushes >= 1, "max_pushes " << max_pushes);
   for (int k = 0; k < nodes; ++k) ranges_.push_back(shard_range(k, nodes, count));  // k over the shards
@@ -36,6 +36,7 @@ ShardService::ShardService(int self, int nodes, size_t count, int max_pushes)
   ack_next_.assign(n, 0);
   shard_next_.assign(n, 0);
   seen_version_.assign(n, 0);
+  sketch_in_.assign(n, 0);
   unacked_.assign(n, 0);
   fetch_version_.assign(n, 0);
   fetched_.assign(count, 0.0f);
@@ -49,7 +50,7 @@ void ShardService::attach(Outbox* out, Post post) {
 uint64_t ShardService::max_frame_bytes() const {
   uint64_t m = 0;
   for (const ShardRange& r : ranges_) m = std::max(m, r.count * sizeof(float));  // r over the shards
-  return m;
+  return std::max(m, sketch_floats_ * sizeof(float));
 }
 
 void ShardService::on_start(const float* params, size_t count) {
@@ -72,6 +73,13 @@ void ShardService::on_start(const float* params, size_t count) {
 
 Reject ShardService::check(const Header& h) const {
   const auto peer = size_t(h.sender);
+  if (h.kind == Kind::kNodeSketch) {  // not a request: the sender's own numbering
+    if (sketch_floats_ == 0) return Reject::kUnexpected;
+    if (h.step != 0 || h.chunk != 0 || h.offset != 0 || h.count != sketch_floats_) return Reject::kRangeMismatch;
+    if (h.round < sketch_in_[peer]) return Reject::kDuplicate;
+    if (h.round != sketch_in_[peer]) return Reject::kUnexpected;
+    return Reject::kNone;
+  }
   const bool to_me = h.kind == Kind::kPush || h.kind == Kind::kFetch;  // this node serves it
   if (h.step != 0 && to_me) return Reject::kRangeMismatch;
   if (h.chunk != 0) return Reject::kRangeMismatch;
@@ -135,6 +143,14 @@ void ShardService::apply(const Header& h, zmq::message_t& payload) {
       seen_version_[size_t(peer)] = h.step;
       on_ack(peer, h.step);
       break;
+    case Kind::kNodeSketch: {
+      ++sketch_in_[size_t(peer)];
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!sketches_.empty() && h.round + kSketchRounds <= sketches_.rbegin()->first) break;  // too old to matter
+      sketches_[h.round][peer].assign(values, values + h.count);
+      while (sketches_.size() > kSketchRounds) sketches_.erase(sketches_.begin());
+      break;
+    }
     default:
       break;
   }
@@ -291,6 +307,34 @@ void ShardService::wait_pushes(const Alive& alive, int timeout_ms) {
   std::unique_lock<std::mutex> lk(mu_);
   wait(lk, [&] { return *std::max_element(unacked_.begin(), unacked_.end()) == 0; }, alive, timeout_ms,
        "the servers acknowledging every push");
+}
+
+void ShardService::send_sketch(uint64_t round, std::vector<float> sketch) {
+  TETHER_NET_CHECK(sketch.size() == sketch_floats_, "sketch of " << sketch.size() << " floats, expected " << sketch_floats_);
+  auto buf = std::make_shared<RoundBuffer>();
+  buf->data = std::move(sketch);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    sketches_[round][self_] = buf->data;
+    while (sketches_.size() > kSketchRounds) sketches_.erase(sketches_.begin());
+  }
+  post_([this, round, buf] {
+    for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
+      if (p == self_) continue;
+      Header h;
+      h.kind = Kind::kNodeSketch;
+      h.round = round;
+      h.count = buf->data.size();
+      out_->send(p, h, zero_copy(buf, 0, buf->data.size()), nullptr);
+    }
+  });
+}
+
+std::map<int, std::vector<float>> ShardService::sketches_of(uint64_t round) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = sketches_.find(round);
+  if (it == sketches_.end() || it->second.size() != size_t(nodes_)) return {};
+  return it->second;
 }
 
 ShardService::DelayStats ShardService::delay() const {

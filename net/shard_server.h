@@ -22,6 +22,11 @@
 // Bytes on the wire per node: a push or a fetch reply moves count·4·(N−1)/N
 // bytes out (push) or in (fetch); acks and fetches are headers only.
 //
+// Sketches (the discrepancy monitor without a mixer): as it closes round r a
+// node sends its CountSketch (sketch_floats floats) to every other node
+// (send_sketch); each node keeps the sketches of the last kSketchRounds
+// rounds, and sketches_of(r) returns round r's once every node's is there.
+//
 // Failure: a server that falls silent surfaces as the communicator's
 // PeerLost (the waiting trainer polls it); one that says bye while the
 // service is open makes every wait throw PeerLost naming it (graceful when
@@ -33,6 +38,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,8 +57,10 @@ ShardRange shard_range(int k, int nodes, uint64_t count);
 
 class ShardService final : public Service {
  public:
-  // max_pushes: pushes per server not yet acknowledged before push() waits.
-  ShardService(int self, int nodes, size_t count, int max_pushes = 4);
+  // max_pushes: pushes per server not yet acknowledged before push() waits;
+  // sketch_floats: length of every node's sketch (0: no sketches).
+  ShardService(int self, int nodes, size_t count, int max_pushes = 4, uint64_t sketch_floats = 0);
+  static constexpr uint64_t kSketchRounds = 64;
 
   // Service (I/O thread)
   void attach(Outbox* out, Post post) override;
@@ -75,6 +83,12 @@ class ShardService final : public Service {
   void wait_pushes(const Alive& alive, int timeout_ms);
   // Peers' byes no longer stop the run (the run is over).
   void close();
+  // Trainer thread: this node's sketch of round r (sketch_floats floats; r =
+  // 0, 1, 2, ...) to every other node, non-blocking.
+  void send_sketch(uint64_t round, std::vector<float> sketch);
+  // Every node's sketch of round r (node id -> sketch) once all are there
+  // (and r is one of the last kSketchRounds rounds), else empty.
+  std::map<int, std::vector<float>> sketches_of(uint64_t round) const;
 
   // Gradient delay: acknowledged pushes and the sum of their delays.
   struct DelayStats {
@@ -106,6 +120,7 @@ class ShardService final : public Service {
   const int self_, nodes_;
   const size_t count_;
   const int max_pushes_;
+  const uint64_t sketch_floats_;
   std::vector<ShardRange> ranges_;  // [node]
   Outbox* out_ = nullptr;
   Post post_;
@@ -119,6 +134,7 @@ class ShardService final : public Service {
   std::vector<uint64_t> push_out_, fetch_out_;      // [server] next sequence number to send
   std::vector<uint64_t> ack_next_, shard_next_;     // [server] oldest outstanding request
   std::vector<uint32_t> seen_version_;              // [server] latest version in a reply
+  std::vector<uint64_t> sketch_in_;                 // [node] next sketch round expected
 
   // shared, under mu_
   mutable std::mutex mu_;
@@ -129,6 +145,7 @@ class ShardService final : public Service {
   std::vector<uint32_t> fetch_version_;  // [server] version of the last fetch
   DelayStats delay_;
   uint64_t version_seen_ = 0;          // server_version() for other threads
+  std::map<uint64_t, std::map<int, std::vector<float>>> sketches_;  // [round][node], the last kSketchRounds
   bool closed_ = false;
   int gone_peer_ = -1;
   bool gone_failed_ = false;

@@ -54,8 +54,10 @@ enum class Kind : uint8_t {
                    // step = server version (updates applied when read)
   kAck = 11,       // server -> worker: empty payload; round = push number applied,
                    // step = server version after applying it
+  kNodeSketch = 12,  // a node's CountSketch as it closes a round, to every other node;
+                     // round = the round (0, 1, 2, ... per sender), offset 0
 };
-inline constexpr uint8_t kKindMax = 11;
+inline constexpr uint8_t kKindMax = 12;
 
 // Why a frame was refused. Names (reject_name) are the keys of
 // CommStats::rejected_by_reason.
@@ -160,7 +162,7 @@ bool all_finite(const float* x, size_t count);
 // True for the kinds whose payload is a range of float32.
 inline bool carries_floats(Kind k) {
   return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch ||
-         k == Kind::kPush || k == Kind::kShard;
+         k == Kind::kPush || k == Kind::kShard || k == Kind::kNodeSketch;
 }
 
 }  // namespace tether::net

@@ -8,6 +8,7 @@
 
 #include "observe/metrics_schema.h"
 #include "runtime/config.h"
+#include "runtime/monitor.h"
 
 namespace tether {
 
@@ -25,6 +26,7 @@ class ServerAveraging : public Averaging {
         owned_params_(std::move(owned)),
         params_(params),
         dim_(params->count()),
+        sketch_(params->count(), o_.sketch_buckets, o_.sketch_seed ^ 0x5ce7c4ull),   // the overlap algorithm's
         svc_(std::move(svc)),
         comm_(std::move(comm)) {
     x_.resize(dim_);
@@ -133,8 +135,8 @@ class ServerAveraging : public Averaging {
             {field::kIdleFracTotal, idle_s_ / std::max(1e-9, t - start_)},
             {field::kRoundsInFlight, 0},
             {field::kDispNorm, disp_norm_},
-            {field::kMaxPairDist, 0.0},
-            {field::kMaxPairDistRun, 0.0},
+            {field::kMaxPairDist, max_pair_dist_},
+            {field::kMaxPairDistRun, max_pair_dist_run_},
             {field::kBound, 0.0},
             {field::kThrottled, false},
             {field::kThrottleCount, 0},
@@ -201,6 +203,22 @@ class ServerAveraging : public Averaging {
     disp_norm_ = std::sqrt(disp);
     max_delta_ = std::max(max_delta_, std::sqrt(dn));
     if (o_.on_close) o_.on_close(closes_, x_.data(), dim_, std::sqrt(dn));
+    if (o_.sketch_floats == uint64_t(o_.sketch_buckets) + 1) {
+      std::vector<float> sk(size_t(o_.sketch_floats));
+      sketch_.apply(x_.data(), sk.data());
+      sk.back() = float(max_delta_);
+      svc_->send_sketch(closes_, std::move(sk));
+      // The latest round not estimated yet whose sketches are all in.
+      for (uint64_t r = closes_ + 1; r-- > estimated_;) {   // bounded: rounds since the last estimate
+        auto sketches = svc_->sketches_of(r);
+        if (sketches.empty()) continue;
+        const PairEstimate e = estimate_distances(sketches, o_.sketch_buckets, o_.node);
+        max_pair_dist_ = e.max_pair;
+        max_pair_dist_run_ = std::max(max_pair_dist_run_, e.max_pair);
+        estimated_ = r + 1;
+        break;
+      }
+    }
     ++closes_;
   }
 
@@ -221,13 +239,14 @@ class ServerAveraging : public Averaging {
   std::unique_ptr<ParamStore> owned_params_;
   ParamStore* params_;
   size_t dim_;
+  CountSketch sketch_;
   std::shared_ptr<net::ShardService> svc_;
   std::unique_ptr<net::Communicator> comm_;
   net::ShardService::Alive alive_;
   std::vector<float> x_, base_, fetched_, last_close_;
-  uint64_t steps_done_ = 0, next_round_ = 0, closes_ = 0;
+  uint64_t steps_done_ = 0, next_round_ = 0, closes_ = 0, estimated_ = 0;
   double start_ = 0, last_metrics_ = 0, idle_s_ = 0, idle_at_last_ = 0;
-  double disp_norm_ = 0, max_delta_ = 0;
+  double disp_norm_ = 0, max_delta_ = 0, max_pair_dist_ = 0, max_pair_dist_run_ = 0;
   bool finished_ = false, peer_left_ = false, stop_wanted_ = false, stopping_ = false;
   std::string stop_why_;
 };
@@ -255,8 +274,11 @@ std::unique_ptr<Averaging> make_server_averaging(const Config& cfg, const Averag
   o.shutdown_timeout_ms = a.shutdown_timeout_ms;
   o.first_round = a.first_round;
   o.sketch_floats = comm.sketch_floats;
+  o.sketch_buckets = a.sketch_buckets;
+  o.sketch_seed = a.sketch_seed;
   o.on_close = a.on_close;
-  auto svc = std::make_shared<net::ShardService>(comm.self, int(comm.peers.size()), params->count());
+  auto svc = std::make_shared<net::ShardService>(comm.self, int(comm.peers.size()), params->count(), 4,
+                                                 comm.sketch_floats);
   comm.service = svc;
   comm.window = 1;   // the end's barriers, one at a time
   ParamStore* p = params.get();

@@ -15,7 +15,10 @@
 //       fetch x̃ ; d = α(x_i − x̃) ; x_i −= d ; push d      servers: x̃ += d
 //   every `period` steps a round closes: x_i goes to on_close (snapshots for
 //   exact distances) and the metrics' displacement ‖x_i − b‖ (downpour) or
-//   ‖x_i − x̃‖ at the last exchange (easgd).
+//   ‖x_i − x̃‖ at the last exchange (easgd); its CountSketch goes to every
+//   other node (the service's kNodeSketch), and the latest round whose
+//   sketches from every node are in gives the estimated pairwise distances
+//   (max_pair_dist; no bound, no throttle).
 //   at the end: every unpushed update is pushed and acknowledged, a ring
 //   round (a barrier), every node fetches x̃ (the same bits everywhere: no
 //   server changes any more), x_i = x̃, a second barrier; then bye.
@@ -50,7 +53,9 @@ struct ServerOptions {
   int peer_timeout_ms = 3000;   // the longest wait for a server's reply or a barrier
   int shutdown_timeout_ms = 10000;
   uint64_t first_round = 0;     // the communicator's first round (the end's barriers)
-  uint64_t sketch_floats = 0;   // the barrier rounds' (zero) sketch length (CommOptions::sketch_floats)
+  uint64_t sketch_floats = 0;   // CommOptions::sketch_floats: sketch_buckets + 1 (0: no sketches)
+  int sketch_buckets = 1024;
+  uint64_t sketch_seed = 1;
   std::function<void(uint64_t round, const float* x, size_t count, double delta_norm)> on_close;
 };
 

@@ -53,6 +53,7 @@ struct NodeOut {
   std::vector<std::vector<float>> closes;   // [round] x_i as the round closed (period 1: after each step)
   std::vector<float> final_x;
   double grad_delay = 0;
+  double max_pair_dist_run = 0;   // the monitor's estimate from the nodes' sketches
   std::string error;
 };
 
@@ -77,8 +78,8 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.connect_timeout_ms = 20000;
         c.heartbeat_ms = 100;
         c.peer_timeout_ms = 10000;
-        c.sketch_floats = 17;
-        auto svc = std::make_shared<net::ShardService>(i, run.nodes, run.dim);
+        c.sketch_floats = 1025;
+        auto svc = std::make_shared<net::ShardService>(i, run.nodes, run.dim, 4, c.sketch_floats);
         c.service = svc;
         ServerOptions o;
         o.node = i;
@@ -88,7 +89,8 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         o.alpha = run.alpha;
         o.tau = run.tau;
         o.peer_timeout_ms = 20000;
-        o.sketch_floats = 17;
+        o.sketch_floats = 1025;
+        o.sketch_buckets = 1024;
         o.on_close = [&me](uint64_t, const float* x, size_t n, double) { me.closes.emplace_back(x, x + n); };
         // Node 0's x0 everywhere (the start-up broadcast): the others start elsewhere.
         VectorParams params(i == 0 ? x0_of(run.dim) : std::vector<float>(run.dim, 99.0f));
@@ -98,7 +100,9 @@ std::vector<NodeOut> run_cluster(const Run& run) {
           if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
           avg->after_step(uint64_t(t) + 1);
         }
-        me.grad_delay = avg->metrics().value("grad_delay", -1.0);
+        const nlohmann::json m = avg->metrics();
+        me.grad_delay = m.value("grad_delay", -1.0);
+        me.max_pair_dist_run = m.value("max_pair_dist_run", -1.0);
         avg->finish();
         me.final_x = params.x;
       } catch (const std::exception& e) {
@@ -211,6 +215,22 @@ TEST_CASE("downpour: the gradient delay is measured and grows with N (2 vs 8 wor
       sum += o.grad_delay;
     }
     for (size_t i = 1; i < out.size(); ++i) CHECK(same_bits(out[i].final_x, out[0].final_x));
+    // The monitor's sketched distances against the exact ones of the closes.
+    double exact = 0;
+    for (size_t r = 0; r < 30; ++r)
+      for (size_t i = 0; i < out.size(); ++i)
+        for (size_t k = i + 1; k < out.size(); ++k) {
+          double d2 = 0;
+          for (size_t j = 0; j < run.dim; ++j) {
+            const double d = double(out[i].closes[r][j]) - double(out[k].closes[r][j]);
+            d2 += d * d;
+          }
+          exact = std::max(exact, std::sqrt(d2));
+        }
+    for (const NodeOut& o : out) {
+      CHECK(o.max_pair_dist_run > 0.25 * exact);   // an estimate of a round's, not the run's worst
+      CHECK(o.max_pair_dist_run < 1.3 * exact);
+    }
     return sum / nodes;
   };
   const double d2 = mean_delay(2), d8 = mean_delay(8);
