@@ -17,6 +17,7 @@
 #include "net/gossip.h"
 #include "net/net_check.h"
 #include "net/ring_allreduce.h"
+#include "net/service.h"
 #include "net/transport.h"
 
 namespace tether::net {
@@ -287,7 +288,10 @@ void Communicator::io_main() {
     const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
                                                         kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
-                                                        kHeaderBytes}));
+                                                        kHeaderBytes,
+                                                        opts_.service ? opts_.service->max_frame_bytes() : 0}));
+    if (opts_.service)
+      opts_.service->attach(transport_.get(), [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
     transport_->open(opts_.test_after_bind);
 
     const std::vector<uint64_t> hello = hello_fields();
@@ -359,6 +363,7 @@ void Communicator::maybe_started() {
   } else if (params_received_ != params_chunks_) {
     return;
   }
+  if (opts_.service) opts_.service->on_start(params_, count_);
   phase_ = Phase::kRunning;
   connect_timer_.cancel();
   if (membership()) anchor_io_ = start_anchor_.empty() ? std::vector<float>(params_, params_ + count_) : start_anchor_;
@@ -707,6 +712,21 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
         payload = zmq::message_t(payload.data(), payload.size());
       return handle_membership(h, parts);
     }
+    case Kind::kPush:
+    case Kind::kFetch:
+    case Kind::kShard:
+    case Kind::kAck:
+    case Kind::kNodeSketch: {
+      if (!opts_.service || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return Reject::kUnexpected;
+      if ((r = opts_.service->check(h)) != Reject::kNone) return r;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (reinterpret_cast<uintptr_t>(payload.data()) % alignof(float) != 0) {
+        payload = zmq::message_t(payload.data(), payload.size());  // realign
+      }
+      if ((r = opts_.service->receive(h, std::move(payload))) != Reject::kNone) return r;
+      break;
+    }
   }
   ps.last_seen = Clock::now();
   return Reject::kNone;
@@ -873,6 +893,7 @@ void Communicator::handle_bye(const Header& h) {
     suspect(peer, peer_name(peer) + " stopped after a failure (bye after " + std::to_string(h.round) + " rounds)");
     return;
   }
+  if (opts_.service && phase_ == Phase::kRunning) opts_.service->peer_left(peer, ps.bye_failed);
   if (phase_ == Phase::kRunning && (ps.bye_failed || submitted_io_ > h.round)) {
     const std::string what = ps.bye_failed
         ? peer_name(peer) + " stopped after a failure (bye after " + std::to_string(h.round) + " rounds)"

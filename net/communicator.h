@@ -72,6 +72,7 @@
 namespace tether::net {
 
 class Transport;
+class Service;
 
 struct PeerAddr {
   int id;
@@ -123,6 +124,9 @@ struct CommOptions {
   // a node there so that a peer's hello is queued before this node's
   // start-up state exists).
   std::function<void()> test_after_bind;
+  // Frames of the service kinds (kPush, kFetch, kShard, kAck: the
+  // parameter-server baselines, net/shard_server.h) go to it; none: refused.
+  std::shared_ptr<Service> service;
 };
 
 // Per-round options of submit().

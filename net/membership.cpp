@@ -57,7 +57,9 @@ bool Communicator::View::has(int id) const {
   return std::binary_search(members.begin(), members.end(), id);
 }
 
-bool Communicator::membership() const { return opts_.mixer == MixerKind::kRing && nodes_ > 1; }
+// The parameter-server baselines (a service) keep the old rule: a dead node
+// takes its shard with it, so the others stop naming it.
+bool Communicator::membership() const { return opts_.mixer == MixerKind::kRing && nodes_ > 1 && !opts_.service; }
 
 std::unique_ptr<Mixer> Communicator::make_ring() {
   return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get());

@@ -52,8 +52,19 @@ enum class Kind : uint8_t {
   kCommit = 10,    // coordinator -> members: [epoch, resume round, k, (id, done) x k]
   kResult = 11,    // a completed round's result for a member that lacks it; range of floats
   kState = 12,     // x̄ at the resume round for a joining node; range of floats
+  // Parameter-server baselines (net/shard_server.h): the vector is sharded
+  // over the nodes; offset/count are always the receiver's (push, fetch) or
+  // the sender's (shard, ack) whole shard.
+  kPush = 13,       // worker -> server: an update of the server's shard; round = push number
+  kFetch = 14,      // worker -> server: empty payload; round = fetch number
+  kShard = 15,     // server -> worker: the shard's values; round = fetch number answered,
+                   // step = server version (updates applied when read)
+  kAck = 16,       // server -> worker: empty payload; round = push number applied,
+                   // step = server version after applying it
+  kNodeSketch = 17,  // a node's CountSketch as it closes a round, to every other node;
+                     // round = the round (0, 1, 2, ... per sender), offset 0
 };
-inline constexpr uint8_t kKindMax = 12;
+inline constexpr uint8_t kKindMax = 17;
 
 // Why a frame was refused. Names (reject_name) are the keys of
 // CommStats::rejected_by_reason.
@@ -162,7 +173,8 @@ bool all_finite(const float* x, size_t count);
 // True for the kinds whose payload is a range of float32.
 inline bool carries_floats(Kind k) {
   return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch ||
-         k == Kind::kResult || k == Kind::kState;
+         k == Kind::kResult || k == Kind::kState || k == Kind::kPush || k == Kind::kShard ||
+         k == Kind::kNodeSketch;
 }
 
 // The kinds whose payload is a list of u64 (the receiver checks its length).

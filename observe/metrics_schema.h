@@ -65,6 +65,9 @@ inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
 inline constexpr char kViewChanges[] = "view_changes";   // run: view changes this node took part in
+// downpour, easgd only (runtime/server_averaging.h), run: mean number of
+// server updates between a worker's fetch and its push.
+inline constexpr char kGradDelay[] = "grad_delay";
 
 // Events' fields.
 inline constexpr char kTestAcc[] = "test_acc";     // final: null when interrupted

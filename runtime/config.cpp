@@ -412,10 +412,20 @@ Config parse_config(const json& doc) {
   }
   {
     Obj a = top.child("algorithm");
-    c.algorithm.name = a.choice("name", c.algorithm.name, {"overlap", "sync"});
+    c.algorithm.name = a.choice("name", c.algorithm.name, {"overlap", "sync", "local-sgd", "downpour", "easgd"});
     c.algorithm.staleness = int(a.integer("staleness", c.algorithm.staleness, 0, 64, "in 0..64"));
     c.algorithm.period = int(a.integer("period", c.algorithm.period, 1, 1000000, ">= 1"));
     c.algorithm.mixer = a.choice("mixer", c.algorithm.mixer, {"ring", "gossip"});
+    c.algorithm.n_push = int(a.integer("n_push", c.algorithm.n_push, 1, 1000000, ">= 1"));
+    c.algorithm.n_fetch = int(a.integer("n_fetch", c.algorithm.n_fetch, 1, 1000000, ">= 1"));
+    c.algorithm.alpha = a.number("alpha", c.algorithm.alpha, 0.0, 0.5, "in [0, 0.5]");
+    c.algorithm.tau = int(a.integer("tau", c.algorithm.tau, 1, 1000000, ">= 1"));
+    if (c.algorithm.mixer == "gossip" && (c.algorithm.name == "local-sgd" || c.algorithm.server_based())) {
+      throw ConfigError("algorithm.mixer: \"" + c.algorithm.name + "\" " +
+                        (c.algorithm.server_based() ? std::string("moves parameters through shard servers, not a mixer")
+                                                    : std::string("is a blocking ring average")) +
+                        "; leave it \"ring\", got \"gossip\"");
+    }
     a.finish();
   }
   {
@@ -446,6 +456,10 @@ Config parse_config(const json& doc) {
                         std::to_string(c.net.heartbeat_ms) + "), got " + std::to_string(c.net.peer_timeout_ms));
     }
     n.finish();
+  }
+  if (c.algorithm.server_based() && c.monitor.bound > 0) {
+    throw ConfigError("monitor.bound: \"" + c.algorithm.name + "\" has no distance bound (its discrepancy grows with "
+                      "the gradient delay); leave it \"auto\", got " + show(json(c.monitor.bound)));
   }
   if (c.algorithm.mixer == "gossip" && c.monitor.bound > 0) {
     throw ConfigError("monitor.bound: the gossip mixer has no proven distance bound (its spread depends on the number "
@@ -529,6 +543,10 @@ RunKeys config_run_keys(const Config& cfg) {
   add("algorithm.staleness", cfg.algorithm.staleness);
   add("algorithm.period", cfg.algorithm.period);
   add("algorithm.mixer", cfg.algorithm.mixer);
+  add("algorithm.n_push", cfg.algorithm.n_push);
+  add("algorithm.n_fetch", cfg.algorithm.n_fetch);
+  add("algorithm.alpha", cfg.algorithm.alpha);
+  add("algorithm.tau", cfg.algorithm.tau);
   add("monitor.bound", cfg.monitor.bound == 0.0 ? json("auto") : json(cfg.monitor.bound));
   add("monitor.sketch_buckets", cfg.monitor.sketch_buckets);
   add("train.epochs", cfg.train.epochs);
@@ -647,7 +665,9 @@ json config_to_json(const Config& c) {
       {"log", {{"dir", c.log.dir}, {"every_steps", c.log.every_steps}, {"progress", c.log.progress}}},
       {"cluster", {{"peers", peers}}},
       {"algorithm", {{"name", c.algorithm.name}, {"staleness", c.algorithm.staleness},
-                     {"period", c.algorithm.period}, {"mixer", c.algorithm.mixer}}},
+                     {"period", c.algorithm.period}, {"mixer", c.algorithm.mixer},
+                     {"n_push", c.algorithm.n_push}, {"n_fetch", c.algorithm.n_fetch},
+                     {"alpha", c.algorithm.alpha}, {"tau", c.algorithm.tau}}},
       {"monitor", {{"bound", c.monitor.bound == 0.0 ? json("auto") : json(c.monitor.bound)},
                    {"sketch_buckets", c.monitor.sketch_buckets}, {"snapshots", c.monitor.snapshots},
                    {"snapshot_every", c.monitor.snapshot_every}}},

@@ -88,10 +88,18 @@ struct Config {
   } cluster;
 
   struct Algorithm {
-    std::string name = "overlap";       // overlap | sync (sync = staleness 0)
+    // overlap | sync (sync = staleness 0) | local-sgd (a blocking average
+    // every H steps: staleness 0, period H) | downpour | easgd (the
+    // parameter-server baselines, runtime/server_averaging.h)
+    std::string name = "overlap";
     int staleness = 2;                  // s: rounds in flight while computing
-    int period = 1;                     // H: local steps per round
+    int period = 1;                     // H: local steps per round (downpour, easgd: per snapshot)
     std::string mixer = "ring";         // ring | gossip
+    int n_push = 1;                     // downpour: push the accumulated update every n_push steps
+    int n_fetch = 1;                    // downpour: fetch the parameters every n_fetch steps
+    double alpha = 0.1;                 // easgd: moving rate α
+    int tau = 1;                        // easgd: an elastic exchange every tau steps
+    bool server_based() const { return name == "downpour" || name == "easgd"; }
   } algorithm;
 
   struct Monitor {
@@ -114,7 +122,10 @@ struct Config {
   } net;
 
   int nodes() const { return cluster.peers.empty() ? 1 : int(cluster.peers.size()); }
-  int effective_staleness() const { return algorithm.name == "sync" ? 0 : algorithm.staleness; }
+  int effective_staleness() const {
+    return algorithm.name == "sync" || algorithm.name == "local-sgd" || algorithm.server_based() ? 0
+                                                                                                : algorithm.staleness;
+  }
   nlohmann::json raw;                   // the validated document (after --set)
 };
 

@@ -846,6 +846,82 @@ TEST_CASE("cluster: a node whose trainer stalls (heartbeats go on) is removed af
   procs[victim]->kill_and_reap(t0);
 }
 
+TEST_CASE("cluster: local-sgd with H = 1 is sync bit for bit; downpour and easgd train through the binary to one model") {
+  TempDir dir("cl-baselines");
+  const int n = 3, steps = 30;
+  json base = small_config(16, 8, 8 * n * steps, 0.05);
+  base["train"]["max_steps"] = steps;
+  auto run_algo = [&](const std::string& tag, json algorithm) {
+    json cfg = base;
+    cfg["algorithm"] = algorithm;
+    ClusterRun r = run_cluster(dir, tag, cfg, n, 120);
+    check_completed_same_hash(r, n);
+    return r;
+  };
+  auto hash = [](const ClusterRun& r) { return last_event(r.log_dir, 0, "final").value("params_hash", std::string()); };
+  const ClusterRun sync = run_algo("sync", {{"name", "sync"}, {"period", 1}});
+  const ClusterRun local1 = run_algo("local1", {{"name", "local-sgd"}, {"period", 1}, {"staleness", 3}});
+  const ClusterRun local4 = run_algo("local4", {{"name", "local-sgd"}, {"period", 4}});
+  CHECK(hash(local1) == hash(sync));   // H = 1: the same rounds, the same bits
+  CHECK(hash(local4) != hash(sync));   // H = 4 averages less often: another model
+  for (const char* name : {"downpour", "easgd"}) {
+    CAPTURE(name);
+    const ClusterRun r = run_algo(name, {{"name", name}, {"alpha", 0.2}, {"tau", 2}, {"n_fetch", 2}});
+    for (int i = 0; i < n; ++i) {
+      const json fin = last_event(r.log_dir, i, "final");
+      CHECK(fin.value("steps", 0) == steps);
+      CHECK(fin.contains("grad_delay"));
+      CHECK(fin.value("bytes_sent", uint64_t(0)) > 0);
+    }
+    CHECK(hash(r) != hash(sync));
+  }
+}
+
+TEST_CASE("cluster: SIGKILL of a downpour node (worker and shard server): survivors fail fast naming it") {
+  TempDir dir("cl-kill-ps");
+  const int n = 3, victim = 1, peer_timeout_ms = 1500;
+  json base = small_config(16, 16, 16 * n * 2000, 0.05);
+  base["train"]["epochs"] = 50;   // far longer than the test: only the kill ends it
+  base["algorithm"] = {{"name", "downpour"}};
+  base["net"]["peer_timeout_ms"] = peer_timeout_ms;
+  base["net"]["heartbeat_ms"] = 100;
+  base["log"]["dir"] = dir.file("log");
+  base["log"]["every_steps"] = 10;
+  std::string cfg = dir.write("kill.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", std::to_string(i)},
+                                           dir.file("node" + std::to_string(i) + ".out")));
+  }
+  bool running = false;
+  for (int i = 0; i < 3000 && seconds_since(t0) < 60; ++i) {   // bounded: 60 s
+    running = true;
+    for (int k = 0; k < n; ++k) running = running && line_count(dir.file("log/node-" + std::to_string(k) + ".jsonl")) >= 3;
+    for (auto& p : procs) REQUIRE_FALSE(p->poll(t0));
+    if (running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(running);
+  auto t_kill = Clock::now();
+  procs[victim]->kill_and_reap(t_kill);
+  std::vector<std::unique_ptr<Proc>> survivors;
+  for (int i = 0; i < n; ++i)
+    if (i != victim) survivors.push_back(std::move(procs[size_t(i)]));
+  const double limit_s = peer_timeout_ms / 1000.0 + 5.0;
+  CHECK(wait_all(survivors, t_kill, t_kill + std::chrono::milliseconds(int(limit_s * 1000))));
+  for (size_t k = 0; k < survivors.size(); ++k) {
+    const int id = k == 0 ? 0 : 2;
+    CAPTURE(id);
+    std::string out = survivors[k]->output();
+    CAPTURE(out);
+    CHECK(survivors[k]->exit_code() == 1);
+    CHECK(survivors[k]->exit_time_s() < limit_s);
+    CHECK(out.find("peer " + std::to_string(victim)) != std::string::npos);
+    CHECK(last_event(dir.file("log"), id, "failed").contains("error"));
+  }
+}
+
 TEST_CASE("cluster: a node whose peers never come up fails after connect_timeout_ms naming them") {
   TempDir dir("cl-alone");
   const int n = 3, connect_timeout_ms = 1500;

@@ -129,6 +129,11 @@ TEST_CASE("config: run keys are resolved values; the hash and the diff cover wha
       {"optimizer.lr", R"({"optimizer": {"lr": 5}})"},
       {"optimizer.schedule", R"({"optimizer": {"schedule": "cosine"}})"},
       {"algorithm.period", R"({"algorithm": {"period": 4}})"},
+      {"algorithm.name", R"({"algorithm": {"name": "downpour"}})"},
+      {"algorithm.n_push", R"({"algorithm": {"n_push": 2}})"},
+      {"algorithm.n_fetch", R"({"algorithm": {"n_fetch": 3}})"},
+      {"algorithm.alpha", R"({"algorithm": {"alpha": 0.2}})"},
+      {"algorithm.tau", R"({"algorithm": {"tau": 4}})"},
       {"monitor.bound", R"({"monitor": {"bound": 3}})"},
       {"train.epochs", R"({"train": {"epochs": 2}})"},
       {"train.seed", R"({"train": {"seed": 2}})"},
@@ -174,6 +179,34 @@ TEST_CASE("config: checkpoint paths are per node in a cluster config") {
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "/abs/d.v2/x"}})", 1) == "/abs/d.v2/x.node-1");
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "x.tar.ckpt"}})", 1) == "x.tar.node-1.ckpt");
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "ckpt/"}})", 1) == "ckpt/node-1.ckpt");
+}
+
+TEST_CASE("config: the baselines (local-sgd, downpour, easgd): keys, defaults, errors naming the path") {
+  Config d = tether::parse_config(json::parse("{}"));
+  CHECK(d.algorithm.n_push == 1);
+  CHECK(d.algorithm.n_fetch == 1);
+  CHECK(d.algorithm.alpha == 0.1);
+  CHECK(d.algorithm.tau == 1);
+  CHECK(d.effective_staleness() == 2);
+  Config l = tether::parse_config(json::parse(R"({"algorithm": {"name": "local-sgd", "period": 4, "staleness": 3}})"));
+  CHECK(l.effective_staleness() == 0);   // a blocking average every H steps
+  CHECK(l.algorithm.period == 4);
+  Config e = tether::parse_config(json::parse(R"({"algorithm": {"name": "easgd", "alpha": 0.25, "tau": 4}})"));
+  CHECK(e.algorithm.server_based());
+  CHECK(e.algorithm.alpha == 0.25);
+  CHECK(e.algorithm.tau == 4);
+  CHECK(!l.algorithm.server_based());
+  CHECK(error_of(R"({"algorithm": {"name": "hogwild"}})").find("algorithm.name: expected one of") == 0);
+  CHECK(error_of(R"({"algorithm": {"n_push": 0}})") == "algorithm.n_push: expected an integer >= 1, got 0");
+  CHECK(error_of(R"({"algorithm": {"n_fetch": 1.5}})") == "algorithm.n_fetch: expected an integer >= 1, got 1.5");
+  CHECK(error_of(R"({"algorithm": {"alpha": 0.7}})") == "algorithm.alpha: expected a number in [0, 0.5], got 0.7");
+  CHECK(error_of(R"({"algorithm": {"tau": "2"}})") == "algorithm.tau: expected an integer >= 1, got \"2\"");
+  CHECK(error_of(R"({"algorithm": {"name": "local-sgd", "mixer": "gossip"}})")
+            .find("algorithm.mixer: \"local-sgd\" is a blocking ring average") == 0);
+  CHECK(error_of(R"({"algorithm": {"name": "downpour", "mixer": "gossip"}})")
+            .find("algorithm.mixer: \"downpour\" moves parameters through shard servers") == 0);
+  CHECK(error_of(R"({"algorithm": {"name": "easgd"}, "monitor": {"bound": 3}})")
+            .find("monitor.bound: \"easgd\" has no distance bound") == 0);
 }
 
 TEST_CASE("config: gossip has no proven bound; cluster checkpoints fall on round boundaries") {
