@@ -128,7 +128,7 @@ TEST_CASE("hostile push, fetch, shard and ack frames are refused and counted; va
   {
     Header h;
     h.kind = Kind::kHello;
-    const uint64_t fields[] = {o.config_hash, o.sketch_seed, 2, 0, 1, o.chunk_bytes, count, 0, 0};
+    const uint64_t fields[] = {o.config_hash, o.sketch_seed, 2, 0, 1, o.chunk_bytes, count, 0, 0, 0x77};  // ..., incarnation
     send_frame(self, h, fields, sizeof fields);
   }
   const auto deadline = Clock::now() + std::chrono::seconds(15);
