@@ -35,16 +35,10 @@ import argparse, itertools, json, os, shutil, socket, statistics, struct, subpro
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_util import free_ports, records, tether_binary  # noqa: E402
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def algorithm_config(name, n, s, a):

@@ -26,30 +26,12 @@ Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/). Ends with one line:
 import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_util import free_ports, records, tether_binary  # noqa: E402
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
-def records(logdir, node):
-    out = []
-    path = os.path.join(logdir, f"node-{node}.jsonl")
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
 
 
 def config(a, logdir, ports):
@@ -121,9 +103,7 @@ def main():
     ap.add_argument("--restart-after", type=float, default=5.0)
     ap.add_argument("--data", default="fashion-mnist")
     a = ap.parse_args()
-    binary = os.path.join(os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")), "tether")
-    if not os.access(binary, os.X_OK):
-        sys.exit(f"no tether binary at {binary}: build first (scripts/test.sh or ninja -C build)")
+    binary = tether_binary()
     workdir = tempfile.mkdtemp(prefix="tether-faults-")
     rows = []
     for k in range(a.runs):
