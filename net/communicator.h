@@ -339,6 +339,7 @@ class Communicator {
   void install(uint32_t epoch, std::vector<int> members, uint64_t resume, const std::map<int, uint64_t>& done);
   void send_kept_result(int to, uint64_t round);
   void send_state(int to);
+  void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v);
   void check_quorum(Clock::time_point now);
   void notify_outside(int peer);
   void crash_now(const char* where);

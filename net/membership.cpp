@@ -321,10 +321,15 @@ void Communicator::send_kept_result(int to, uint64_t round) {
                  opts_.self, round, to);
     return;
   }
-  auto buf = make_buffer(it->second);
+  send_chunks(to, Kind::kResult, round, it->second);
+}
+
+// A vector of count_ floats to `to`, chunked like the start-up parameters.
+void Communicator::send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v) {
+  auto buf = make_buffer(v);
   for (uint64_t c = 0; c < chunks_of(count_); ++c) {  // c over the chunks
     Header h;
-    h.kind = Kind::kResult;
+    h.kind = kind;
     h.round = round;
     h.chunk = static_cast<uint32_t>(c);
     h.offset = c * chunk_elems();
@@ -334,16 +339,7 @@ void Communicator::send_kept_result(int to, uint64_t round) {
 }
 
 void Communicator::send_state(int to) {
-  auto buf = make_buffer(anchor_io_);
-  for (uint64_t c = 0; c < chunks_of(count_); ++c) {  // c over the chunks
-    Header h;
-    h.kind = Kind::kState;
-    h.round = resume_round_;
-    h.chunk = static_cast<uint32_t>(c);
-    h.offset = c * chunk_elems();
-    h.count = std::min<uint64_t>(chunk_elems(), count_ - h.offset);
-    transport_->send(to, h, zero_copy(buf, h.offset, h.count), nullptr);
-  }
+  send_chunks(to, Kind::kState, resume_round_, anchor_io_);
   std::fprintf(stderr, "[tether.net node %d] streaming x̄ at round %" PRIu64 " to node %d (%" PRIu64 " bytes)\n",
                opts_.self, resume_round_, to, count_ * sizeof(float));
 }
