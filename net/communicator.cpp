@@ -585,7 +585,7 @@ void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, con
   if (!corrupts_stream(why) || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return;
   int peer = -1;
   for (int p = 0; p < nodes_ && peer < 0; ++p)  // p over the nodes: whose connection it came on
-    if (p != opts_.self && identity.to_string_view() == Transport::identity(p)) peer = p;
+    if (p != opts_.self && Transport::names_node(identity.to_string_view(), p)) peer = p;
   if (peer < 0) return;  // not a peer's connection: refused and counted, nothing lost
   std::ostringstream os;
   os << "node " << opts_.self << ": a frame from " << peer_name(peer)
@@ -607,11 +607,10 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   zmq::message_t& payload = parts[2];
   if (membership() && ps.lost && h.kind != Kind::kHello && h.kind != Kind::kCommit) {
     // Taken for dead and left out of the view: it must join again.
-    if (parts[0].to_string_view() == Transport::identity(peer) && phase_ == Phase::kRunning) notify_outside(peer);
+    if (Transport::names_node(parts[0].to_string_view(), peer) && phase_ == Phase::kRunning) notify_outside(peer);
     return Reject::kStaleEpoch;
   }
-  const std::string expected_identity = Transport::identity(peer);
-  auto identity_ok = [&] { return parts[0].to_string_view() == expected_identity; };
+  auto identity_ok = [&] { return Transport::names_node(parts[0].to_string_view(), peer); };
   auto in_window = [&] {
     return h.round >= done_ && h.round - done_ < 2 * static_cast<uint64_t>(opts_.window);
   };

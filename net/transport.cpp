@@ -1,6 +1,8 @@
 #include "net/transport.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <random>
 
 #include <boost/asio/post.hpp>
 
@@ -15,6 +17,20 @@ namespace {
 // heartbeats and time-outs must run under a flood).
 constexpr int kMaxPerWake = 256;
 }  // namespace
+
+std::string Transport::connection_id(int id) {
+  static thread_local std::mt19937_64 gen{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
+                                          std::random_device{}()};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, ".%016llx", static_cast<unsigned long long>(gen()));
+  return identity(id) + buf;
+}
+
+bool Transport::names_node(std::string_view rid, int id) {
+  const std::string name = identity(id);
+  if (rid.size() < name.size() || rid.compare(0, name.size(), name) != 0) return false;
+  return rid.size() == name.size() || rid[name.size()] == '.';
+}
 
 Transport::Transport(asio::io_context& io, int self, std::vector<TransportPeer> peers,
                      double delay_ms, double rate_mbps, OnMessage on_message,
@@ -65,7 +81,7 @@ void Transport::open(const std::function<void()>& after_bind) {
 
 void Transport::connect_dealer(const TransportPeer& p) {
   zmq::socket_t& d = dealers_[static_cast<size_t>(p.id)].emplace(ctx_, zmq::socket_type::dealer);
-  d.set(zmq::sockopt::routing_id, identity(self_));
+  d.set(zmq::sockopt::routing_id, connection_id(self_));
   d.set(zmq::sockopt::sndhwm, 0);
   d.set(zmq::sockopt::linger, 0);
   d.set(zmq::sockopt::reconnect_ivl, 100);

@@ -18,6 +18,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -75,7 +76,14 @@ class Transport final : public Outbox {
   // terminates the ZeroMQ context; pending messages are released.
   void close(int linger_ms, const std::vector<int>& finished = {});
 
+  // A node's name on the wire: its DEALERs' routing ids are "n<id>." plus 16
+  // random hex digits, new for every connection. A ROUTER silently parks a
+  // connection whose routing id it still holds from an earlier one, so a
+  // reconnect (reset_peer, a restarted process) must never reuse one.
   static std::string identity(int id) { return "n" + std::to_string(id); }
+  static std::string connection_id(int id);
+  // Whether routing id `rid` is one of node `id`'s: "n<id>" or "n<id>.<...>".
+  static bool names_node(std::string_view rid, int id);
 
  private:
   struct Queued {
