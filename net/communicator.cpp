@@ -12,6 +12,7 @@
 #include <boost/asio/post.hpp>
 
 #include "net/gossip.h"
+#include "net/hello.h"
 #include "net/net_check.h"
 #include "net/ring_allreduce.h"
 #include "net/transport.h"
@@ -22,16 +23,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Hello payload: 9 little-endian u64 fields, all of which must match ours.
-constexpr size_t kHelloFields = 9;
-constexpr size_t kHelloBytes = kHelloFields * sizeof(uint64_t);
-constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed", "node count",
-                                                   "mixer",       "window",      "chunk bytes",
-                                                   "parameter count", "start round", "start step"};
-constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
-// After the fixed fields: one (hash64 of the path, hash of the value) pair per
-// run key (CommOptions::config_keys), so a config mismatch names the keys.
-constexpr size_t kMaxHelloKeys = 4096;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
@@ -258,16 +249,16 @@ void Communicator::io_main() {
     // The largest legal frame: a chunk, a sketch or a hello; headers are smaller.
     const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
-                                                        kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
+                                                        kMaxHelloBytes,
                                                         kHeaderBytes}));
     transport_->open(opts_.test_after_bind);
 
-    const std::vector<uint64_t> hello = hello_fields();
+    const std::vector<unsigned char> hello = encode_hello(hello_fields());
     for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
       if (p == opts_.self) continue;
       Header h;
       h.kind = Kind::kHello;
-      transport_->send(p, h, zmq::message_t(hello.data(), hello.size() * sizeof(uint64_t)), nullptr);
+      transport_->send(p, h, zmq::message_t(hello.data(), hello.size()), nullptr);
     }
     heartbeat_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
     heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -536,13 +527,13 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   Reject r = Reject::kNone;
   switch (h.kind) {
     case Kind::kHello: {
-      if (h.payload_bytes < kHelloBytes || (h.payload_bytes - kHelloBytes) % (2 * sizeof(uint64_t)) != 0 ||
-          (h.payload_bytes - kHelloBytes) / (2 * sizeof(uint64_t)) > kMaxHelloKeys)
-        return Reject::kLengthMismatch;
+      if (h.payload_bytes > kMaxHelloBytes) return Reject::kLengthMismatch;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      HelloInfo theirs;
+      if ((r = decode_hello(payload.data(), payload.size(), &theirs)) != Reject::kNone) return r;
       if (!identity_ok()) return Reject::kIdentityMismatch;
       if (ps.hello) return Reject::kDuplicate;
-      handle_hello(h, payload);
+      handle_hello(h, theirs);
       break;
     }
     case Kind::kHeartbeat:
@@ -608,29 +599,28 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   return Reject::kNone;
 }
 
-std::vector<uint64_t> Communicator::hello_fields() const {
-  std::vector<uint64_t> f = {opts_.config_hash,
-                             opts_.sketch_seed,
-                             static_cast<uint64_t>(nodes_),
-                             static_cast<uint64_t>(opts_.mixer),
-                             static_cast<uint64_t>(opts_.window),
-                             opts_.chunk_bytes,
-                             count_,
-                             opts_.first_round,
-                             opts_.start_step};
+HelloInfo Communicator::hello_fields() const {
+  HelloInfo f;
+  f.fields = {opts_.config_hash,
+              opts_.sketch_seed,
+              static_cast<uint64_t>(nodes_),
+              static_cast<uint64_t>(opts_.mixer),
+              static_cast<uint64_t>(opts_.window),
+              opts_.chunk_bytes,
+              count_,
+              opts_.first_round,
+              opts_.start_step};
   for (size_t k = 0; k < opts_.config_keys.size() && k < kMaxHelloKeys; ++k) {  // k over the run keys
     const std::string& path = opts_.config_keys[k].first;
-    f.push_back(hash64(path.data(), path.size()));
-    f.push_back(opts_.config_keys[k].second);
+    f.keys.emplace_back(hash64(path.data(), path.size()), opts_.config_keys[k].second);
   }
   return f;
 }
 
-void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
+void Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
   const int peer = static_cast<int>(h.sender);
-  std::vector<uint64_t> theirs(payload.size() / sizeof(uint64_t));
-  std::memcpy(theirs.data(), payload.data(), theirs.size() * sizeof(uint64_t));
-  const std::vector<uint64_t> ours = hello_fields();
+  const auto& theirs = hello.fields;
+  const auto ours = hello_fields().fields;
   if (theirs[kHelloStartRound] != ours[kHelloStartRound] || theirs[kHelloStartStep] != ours[kHelloStartStep]) {
     auto where = [](uint64_t round, uint64_t step) {
       return step == 0 ? std::string("a fresh start (round 0, step 0)")
@@ -652,7 +642,7 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
                          (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
                          " differs from ours " +
                          (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
-      if (f == 0) what += config_keys_differing(theirs);
+      if (f == 0) what += hello_keys_differing(hello.keys, opts_.config_keys);
       std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
       fail(std::make_exception_ptr(StartRefused({peer}, what)));
       return;
@@ -662,21 +652,6 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
   ps.hello = true;
   ps.last_seen = Clock::now();
   maybe_started();
-}
-
-std::string Communicator::config_keys_differing(const std::vector<uint64_t>& theirs) const {
-  std::map<uint64_t, uint64_t> peer_keys;  // hash of the path -> hash of the value
-  for (size_t i = kHelloFields; i + 1 < theirs.size(); i += 2) peer_keys[theirs[i]] = theirs[i + 1];
-  if (peer_keys.empty() || opts_.config_keys.empty()) return "";
-  std::string names;
-  size_t matched = 0;
-  for (const auto& [path, value] : opts_.config_keys) {  // our run keys, in order
-    auto it = peer_keys.find(hash64(path.data(), path.size()));
-    if (it != peer_keys.end()) ++matched;
-    if (it == peer_keys.end() || it->second != value) names += (names.empty() ? "" : ", ") + path;
-  }
-  if (matched != peer_keys.size()) names += std::string(names.empty() ? "" : ", ") + "keys this node does not know";
-  return names.empty() ? "" : " (it differs in " + names + ")";
 }
 
 void Communicator::handle_params(const Header& h, const zmq::message_t& payload) {

@@ -43,6 +43,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <zmq.hpp>
 
+#include "net/hello.h"
 #include "net/mixer.h"
 #include "net/wire.h"
 
@@ -205,10 +206,8 @@ class Communicator {
   void io_main();
   void on_message(std::vector<zmq::message_t>& parts, bool truncated);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
-  void handle_hello(const Header& h, const zmq::message_t& payload);
-  std::vector<uint64_t> hello_fields() const;
-  // " (it differs in a.b, c.d)" from a peer's hello key pairs, or "".
-  std::string config_keys_differing(const std::vector<uint64_t>& theirs) const;
+  void handle_hello(const Header& h, const HelloInfo& hello);
+  HelloInfo hello_fields() const;
   void handle_params(const Header& h, const zmq::message_t& payload);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,

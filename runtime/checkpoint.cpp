@@ -79,7 +79,7 @@ uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed) {
     h = kmath::mix64(h ^ w) + 0x9e3779b97f4a7c15ull;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, p + i, bytes - i);
+  if (bytes > i) std::memcpy(&tail, p + i, bytes - i);  // an empty buffer may have no address
   return kmath::mix64(h ^ tail ^ (uint64_t(bytes - i) << 56));
 }
 
@@ -171,6 +171,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::vector<float>* dst[3] = {&ck.params, &ck.momentum, &ck.anchor};
   for (int i = 0; i < 3; ++i) {
     dst[i]->resize(counts[i]);
+    if (counts[i] == 0) continue;  // an empty vector's data() may be null: no memcpy from or to it
     std::memcpy(dst[i]->data(), p, counts[i] * sizeof(float));
     p += counts[i] * sizeof(float);
   }
