@@ -65,6 +65,31 @@ uint32_t check_prefix(const std::string& path, const char* data, size_t have, si
 nlohmann::json parse_header(const std::string& path, const std::string& text) {
   nlohmann::json meta = nlohmann::json::parse(text, nullptr, false);
   if (meta.is_discarded() || !meta.is_object()) throw CheckpointError(path + ": checkpoint header is not a JSON object");
+  // The keys the trainer reads as typed values (Trainer::setup,
+  // evaluate_checkpoint): one of another type is refused here, naming it,
+  // rather than thrown later by the JSON library without the file's name.
+  struct Typed {
+    const char* key;
+    bool (*ok)(const nlohmann::json&);
+    const char* expected;
+  };
+  static const Typed kTyped[] = {
+      {"step", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
+      {"round", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
+      {"test_acc", [](const nlohmann::json& v) { return v.is_number(); }, "a number"},
+      {"max_delta", [](const nlohmann::json& v) { return v.is_number(); }, "a number"},
+      {"cut", [](const nlohmann::json& v) { return v.is_boolean(); }, "true or false"},
+      {"model", [](const nlohmann::json& v) { return v.is_string(); }, "a string"},
+      {"data", [](const nlohmann::json& v) { return v.is_string(); }, "a string"},
+  };
+  for (const Typed& t : kTyped) {  // t over the typed keys; absent ones keep their defaults
+    auto it = meta.find(t.key);
+    if (it != meta.end() && !t.ok(*it)) {
+      std::string got = it->dump();
+      if (got.size() > 60) got = got.substr(0, 57) + "...";
+      throw CheckpointError(path + ": header field " + t.key + " is " + got + ", expected " + t.expected);
+    }
+  }
   return meta;
 }
 }  // namespace
