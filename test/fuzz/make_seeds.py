@@ -88,6 +88,11 @@ def idx(flags, n, rows, cols):
 
 put("idx", "plain", idx(0, 3, 4, 5))
 put("idx", "gzip-both", idx(3, 2, 2, 2))
+# a gzip image file whose header claims 100000 28x28 images over 10 bytes: the
+# reader must not size its buffer from the claim (the harness's 12 MiB bound)
+img = bytes([0, 0, 8, 3]) + struct.pack(">III", 100000, 28, 28) + bytes(range(10))
+lab = bytes([0, 0, 8, 1]) + struct.pack(">I", 100000) + bytes([1, 2, 3])
+put("idx", "regress-gzip-claims-more", bytes([1]) + struct.pack("<H", len(img)) + img + lab)
 
 # cifar: flags, then records of a label byte and 3072 pixels
 rec = lambda label: bytes([label]) + bytes((label + i) % 256 for i in range(3072))
