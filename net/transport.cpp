@@ -1,6 +1,8 @@
 #include "net/transport.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <random>
 
 #include <boost/asio/post.hpp>
 
@@ -15,6 +17,20 @@ namespace {
 // heartbeats and time-outs must run under a flood).
 constexpr int kMaxPerWake = 256;
 }  // namespace
+
+std::string Transport::connection_id(int id) {
+  static thread_local std::mt19937_64 gen{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
+                                          std::random_device{}()};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, ".%016llx", static_cast<unsigned long long>(gen()));
+  return identity(id) + buf;
+}
+
+bool Transport::names_node(std::string_view rid, int id) {
+  const std::string name = identity(id);
+  if (rid.size() < name.size() || rid.compare(0, name.size(), name) != 0) return false;
+  return rid.size() == name.size() || rid[name.size()] == '.';
+}
 
 Transport::Transport(asio::io_context& io, int self, std::vector<TransportPeer> peers,
                      double delay_ms, double rate_mbps, OnMessage on_message,
@@ -56,23 +72,38 @@ void Transport::open(const std::function<void()>& after_bind) {
   for (const TransportPeer& p : peers_) max_id = std::max(max_id, p.id);
   dealers_.resize(static_cast<size_t>(max_id) + 1);
   for (const TransportPeer& p : peers_) {  // one DEALER per other peer
-    if (p.id == self_) continue;
-    zmq::socket_t& d = dealers_[static_cast<size_t>(p.id)].emplace(ctx_, zmq::socket_type::dealer);
-    d.set(zmq::sockopt::routing_id, identity(self_));
-    d.set(zmq::sockopt::sndhwm, 0);
-    d.set(zmq::sockopt::linger, 0);
-    d.set(zmq::sockopt::reconnect_ivl, 100);
-    const std::string to = "tcp://" + p.host + ":" + std::to_string(p.port);
-    try {
-      d.connect(to);
-    } catch (const zmq::error_t& e) {
-      throw std::runtime_error("node " + std::to_string(self_) + " cannot connect to peer " +
-                               std::to_string(p.id) + " at " + to + ": " + e.what());
-    }
+    if (p.id != self_) connect_dealer(p);
   }
   router_fd_.emplace(io_, router_->get(zmq::sockopt::fd));
   // No read here: the owner calls drain() once it can handle messages (a
   // peer's hello may already be queued, and handling it starts the node).
+}
+
+void Transport::connect_dealer(const TransportPeer& p) {
+  zmq::socket_t& d = dealers_[static_cast<size_t>(p.id)].emplace(ctx_, zmq::socket_type::dealer);
+  d.set(zmq::sockopt::routing_id, connection_id(self_));
+  d.set(zmq::sockopt::sndhwm, 0);
+  d.set(zmq::sockopt::linger, 0);
+  d.set(zmq::sockopt::reconnect_ivl, 100);
+  const std::string to = "tcp://" + p.host + ":" + std::to_string(p.port);
+  try {
+    d.connect(to);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("node " + std::to_string(self_) + " cannot connect to peer " +
+                             std::to_string(p.id) + " at " + to + ": " + e.what());
+  }
+}
+
+void Transport::reset_peer(int peer) {
+  if (closed_ || !open_ || peer < 0 || static_cast<size_t>(peer) >= dealers_.size() ||
+      !dealers_[static_cast<size_t>(peer)])
+    return;
+  std::erase_if(queue_, [peer](const Queued& q) { return q.peer == peer; });
+  dealers_[static_cast<size_t>(peer)]->close();  // linger 0: what it held is dropped
+  dealers_[static_cast<size_t>(peer)].reset();
+  for (const TransportPeer& p : peers_) {
+    if (p.id == peer) connect_dealer(p);
+  }
 }
 
 void Transport::arm_read() {
@@ -122,6 +153,7 @@ void Transport::send(int peer, Header h, zmq::message_t payload, const uint64_t*
   h.magic = kMagic;
   h.version = kProtocolVersion;
   h.sender = static_cast<uint32_t>(self_);
+  h.epoch = epoch_;
   h.payload_bytes = payload.size();
   h.payload_hash = known_hash ? *known_hash : payload_hash(payload.data(), payload.size());
   zmq::message_t header(kHeaderBytes);

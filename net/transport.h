@@ -18,6 +18,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -59,6 +60,12 @@ class Transport final : public Outbox {
   // sender's connection before anything is buffered). Call before open().
   void set_max_frame_bytes(uint64_t bytes) { max_frame_bytes_ = bytes; }
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
+  // The view epoch stamped on every frame sent from now on.
+  void set_epoch(uint32_t epoch) { epoch_ = epoch; }
+  // Drops everything queued for `peer` (here and in ZeroMQ) and connects a
+  // fresh socket to it: a peer declared dead gets nothing stale when (a new
+  // incarnation of) it comes back.
+  void reset_peer(int peer);
   // Receives everything ZeroMQ holds now (also called by timers before they
   // judge a peer silent).
   void drain();
@@ -69,7 +76,14 @@ class Transport final : public Outbox {
   // terminates the ZeroMQ context; pending messages are released.
   void close(int linger_ms, const std::vector<int>& finished = {});
 
+  // A node's name on the wire: its DEALERs' routing ids are "n<id>." plus 16
+  // random hex digits, new for every connection. A ROUTER silently parks a
+  // connection whose routing id it still holds from an earlier one, so a
+  // reconnect (reset_peer, a restarted process) must never reuse one.
   static std::string identity(int id) { return "n" + std::to_string(id); }
+  static std::string connection_id(int id);
+  // Whether routing id `rid` is one of node `id`'s: "n<id>" or "n<id>.<...>".
+  static bool names_node(std::string_view rid, int id);
 
  private:
   struct Queued {
@@ -78,6 +92,7 @@ class Transport final : public Outbox {
     Clock::time_point ready;
   };
   bool try_send(Queued& q);
+  void connect_dealer(const TransportPeer& p);
   void flush();
   void arm_flush(Clock::time_point at);
   void arm_read();
@@ -100,6 +115,7 @@ class Transport final : public Outbox {
   bool open_ = false, closed_ = false, reading_ = false;
   std::atomic<uint64_t>* bytes_sent_;  // owned by the caller, read by other threads
   uint64_t max_frame_bytes_ = kMaxPayloadBytes;
+  uint32_t epoch_ = 0;
   std::atomic<uint64_t>* bytes_recv_;
 };
 
