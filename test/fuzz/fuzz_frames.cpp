@@ -1,13 +1,19 @@
 // Fuzzes what a node does with a peer's frame: decode_header and
 // check_payload (net/wire.h), then the mixers' check() and receive() on live
-// round state — a ring all-reduce or a gossip mixer of a small cluster with
-// rounds open, fed frames interleaved with this node's own submits, the
-// validation order of Communicator::handle (sender, window, mixer check,
-// payload, alignment, receive).
+// round state — a ring all-reduce over a view's members or a gossip mixer
+// of a small cluster with rounds open, fed frames interleaved with this
+// node's own submits, the validation order of Communicator::handle (sender,
+// view epoch and membership for ring runs, window, mixer check, payload,
+// alignment, receive). Frames of every kind (the membership and the
+// baselines' kinds too) go through decode_header and check_payload; only ring
+// and gossip frames reach a handler here (membership and the shard servers
+// are the communicator's, not fuzzed by this harness).
 //
 // Input: 5 set-up bytes, then operations until the input ends.
-//   set-up: mixer (bit 0: gossip), nodes 2..5, self, count 0..47 floats,
-//           chunk 1..8 floats, window 1..3
+//   set-up: byte 0: mixer (bit 0: gossip), nodes 2..5 (bits 1..2), nodes
+//           left out of the ring's view (bits 3..7, by id; never self);
+//           self; count 0..47 floats; chunk 1..8 floats (bits 0..2) and the
+//           view's epoch 1..32 (bits 3..7, ring runs); window 1..3
 //   op % 4 == 0: the trainer submits its next round (when the window allows)
 //                and takes every finished round
 //   otherwise:   a frame: 72 header bytes, a u16 payload length (mod 513),
@@ -17,10 +23,14 @@
 // Properties checked (a crash when broken): a header that decodes encodes
 // back to the same bytes; every frame a mixer sends passes the receiver's
 // decode_header and check_payload (its hash and finite values), goes to the
-// right peer and stays inside the vector; take() hands back count floats.
+// right peer (ring: the next member of the view) and stays inside the
+// vector; a payload that passes check_payload has the length its header
+// claims (every kind); take() hands back count floats.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <vector>
 
 #include "net/gossip.h"
 #include "net/ring_allreduce.h"
@@ -35,14 +45,16 @@ namespace {
 // What the mixers send: checked as the receiving node would check it.
 class CheckingOutbox final : public Outbox {
  public:
-  CheckingOutbox(int self, int nodes, uint64_t count, bool ring)
-      : self_(self), nodes_(nodes), count_(count), ring_(ring) {}
+  // ring: over `members` (sorted node ids, self among them) in view `epoch`
+  CheckingOutbox(int self, int nodes, uint64_t count, bool ring, std::vector<int> members, uint32_t epoch)
+      : self_(self), nodes_(nodes), count_(count), ring_(ring), members_(std::move(members)), epoch_(epoch) {}
   uint64_t round = 0;  // set by the caller around submit/receive: the round being worked on
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override {
     // what Transport::send fills in
     h.magic = kMagic;
     h.version = kProtocolVersion;
     h.sender = static_cast<uint32_t>(self_);
+    h.epoch = epoch_;  // Transport::set_epoch
     h.payload_bytes = payload.size();
     h.payload_hash = known_hash ? *known_hash : payload_hash(payload.data(), payload.size());
     unsigned char frame[kHeaderBytes];
@@ -54,7 +66,10 @@ class CheckingOutbox final : public Outbox {
                    std::string(reject_name(check_payload(back, payload.data(), payload.size()))));
     FUZZ_CHECK(peer >= 0 && peer < nodes_ && peer != self_, "sent to peer " + std::to_string(peer));
     if (ring_) {
-      FUZZ_CHECK(peer == mod_nodes(self_ + 1, nodes_), "ring chunk not sent to the successor");
+      const auto me = std::find(members_.begin(), members_.end(), self_);
+      const int rank = static_cast<int>(me - members_.begin()), n = static_cast<int>(members_.size());
+      FUZZ_CHECK(peer == members_[static_cast<size_t>(mod_nodes(rank + 1, n))],
+                 "ring chunk not sent to the next member of the view");
     } else {
       FUZZ_CHECK(peer == gossip_partner(self_, h.round, nodes_), "gossip chunk not sent to the partner");
     }
@@ -67,6 +82,8 @@ class CheckingOutbox final : public Outbox {
   int self_, nodes_;
   uint64_t count_;
   bool ring_;
+  std::vector<int> members_;
+  uint32_t epoch_;
 };
 
 std::shared_ptr<RoundBuffer> own_vector(uint64_t round, int self, uint64_t count) {
@@ -86,15 +103,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int nodes = 2 + (setup >> 1) % 4;
   const int self = in.byte() % nodes;
   const uint64_t count = in.byte() % 48;
-  const size_t chunk_bytes = (1 + in.byte() % 8) * sizeof(float);
+  const uint8_t chunk_epoch = in.byte();
+  const size_t chunk_bytes = (1 + chunk_epoch % 8) * sizeof(float);
   const uint64_t window = 1 + in.byte() % 3;
+  // Ring runs have membership (Communicator::membership): the ring runs over
+  // the view's members, and frames of another view are not the mixer's. A
+  // gossip run has neither (its frames carry the epoch of the first view).
+  const uint32_t epoch = gossip ? 1 : 1 + (chunk_epoch >> 3);
+  std::vector<int> members;
+  for (int id = 0; id < nodes; ++id)  // id over the configured nodes, sorted
+    if (gossip || id == self || ((setup >> (3 + id)) & 1) == 0) members.push_back(id);
+  auto member = [&](int id) { return std::binary_search(members.begin(), members.end(), id); };
 
-  CheckingOutbox outbox(self, nodes, count, !gossip);
+  CheckingOutbox outbox(self, nodes, count, !gossip, members, epoch);
   std::unique_ptr<Mixer> mixer;
   if (gossip) {
     mixer = std::make_unique<Gossip>(self, nodes, count, chunk_bytes, &outbox);
   } else {
-    mixer = std::make_unique<RingAllreduce>(self, nodes, count, chunk_bytes, &outbox);
+    mixer = std::make_unique<RingAllreduce>(self, members, count, chunk_bytes, &outbox);
   }
   const Kind kind = gossip ? Kind::kGossip : Kind::kRing;
   uint64_t done = 0, next_submit = 0;  // Communicator's done_ and next_submit_
@@ -146,13 +172,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       unsigned char again[kHeaderBytes];
       encode_header(h, again);
       FUZZ_CHECK(std::memcmp(again, header.data(), kHeaderBytes) == 0, "decode then encode changed the header");
+      // Every kind's payload check (u64 lists, float ranges, empty); a
+      // payload that passes is the length the header claims.
+      const Reject payload_ok = check_payload(h, payload.data(), payload.size());
+      FUZZ_CHECK(payload_ok != Reject::kNone || payload.size() == h.payload_bytes, "payload of the wrong length passed");
       // Communicator::handle, ring and gossip frames
       if (h.sender >= static_cast<uint32_t>(nodes) || static_cast<int>(h.sender) == self) continue;
       if (h.kind != kind) continue;
+      if (!gossip) {  // Communicator::check_epoch
+        if (h.epoch < epoch) continue;                        // kStaleEpoch
+        if (h.epoch > epoch) continue;                        // buffered until that view (not modelled)
+        if (!member(static_cast<int>(h.sender))) continue;    // kStaleEpoch
+      }
       if (h.round < done || h.round - done >= 2 * window) continue;
       if (mixer->check(h) != Reject::kNone) continue;
       FUZZ_CHECK(h.offset + h.count <= count, "check() passed a range outside the vector");
-      if (check_payload(h, payload.data(), payload.size()) != Reject::kNone) continue;
+      if (payload_ok != Reject::kNone) continue;
       zmq::message_t msg(payload.data(), payload.size());  // a fresh ZeroMQ buffer, as received
       if (reinterpret_cast<uintptr_t>(msg.data()) % alignof(float) != 0) msg = zmq::message_t(msg.data(), msg.size());
       mixer->receive(h, std::move(msg));

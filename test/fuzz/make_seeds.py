@@ -18,13 +18,19 @@ def put(name, seed, data):
 
 # frames: set-up bytes, then ops. A frame op with bits 2..5 set (0x3d) has its
 # magic, version, payload length and both hashes repaired by the harness.
-def header(kind, sender, step=0, rnd=0, chunk=0, offset=0, count=0):
-    return struct.pack("<IHBBIIQIIQQQQQ", 0, 0, kind, 0, sender, step, rnd, chunk, 0, offset, count, 0, 0, 0)
+# Offset 28 is the sender's view epoch (protocol v4); the first view is 1.
+def header(kind, sender, step=0, rnd=0, chunk=0, offset=0, count=0, epoch=1):
+    return struct.pack("<IHBBIIQIIQQQQQ", 0, 0, kind, 0, sender, step, rnd, chunk, epoch, offset, count, 0, 0, 0)
 
 
 def frame(kind, sender, payload_floats, **kw):
     payload = struct.pack("<%df" % len(payload_floats), *payload_floats)
     return bytes([0x3D]) + header(kind, sender, count=len(payload_floats), **kw) + struct.pack("<H", len(payload)) + payload
+
+
+def frame_u64(kind, sender, values, **kw):  # the membership kinds: a list of u64
+    payload = struct.pack("<%dQ" % len(values), *values)
+    return bytes([0x3D]) + header(kind, sender, count=len(values), **kw) + struct.pack("<H", len(payload)) + payload
 
 
 # ring, 3 nodes, self 1 (predecessor 0), 12 floats, chunks of 2 floats, window 2:
@@ -41,6 +47,20 @@ for c in range(2):
     ring += frame(3, 0, [7.0, 8.0], step=3, chunk=c, offset=0 + 2 * c)
 ring += bytes([0]) + frame(3, 0, [1.5, 2.5], step=0, rnd=1, chunk=0, offset=0)
 put("frames", "ring-3-nodes", ring)
+# ring, 4 nodes with node 2 left out of view 3 (members 0, 1, 3), self 1: the
+# same layout as above over 3 members; then a frame of view 2 and one from
+# node 2 (both dropped), and a propose and a commit (decoded, payload checked)
+setup = bytes([(2 << 1) | (1 << (3 + 2)), 1, 12, 1 | ((3 - 1) << 3), 1])
+view = setup
+for step, base in ((0, 0), (1, 8), (2, 4), (3, 0)):
+    for c in range(2):
+        view += frame(3, 0, [1.0 + step, 2.0], step=step, chunk=c, offset=base + 2 * c, epoch=3)
+view += frame(3, 0, [9.0, 9.0], step=0, rnd=1, chunk=0, offset=0, epoch=2)
+view += frame(3, 2, [9.0, 9.0], step=0, rnd=1, chunk=0, offset=0, epoch=3)
+view += frame_u64(8, 0, [4, 3, 0, 1, 3], epoch=3)
+view += frame_u64(10, 0, [4, 1, 3, 0, 1, 1, 1, 3, 1], epoch=3)
+view += bytes([0])
+put("frames", "ring-view-3-of-4", view)
 # gossip, 2 nodes (partner of 0 is 1 every round), 6 floats, chunks of 3 floats
 g = bytes([1, 0, 6, 2, 2])
 for r in range(2):
@@ -53,8 +73,8 @@ g3 = bytes([3, 2, 4, 3, 2]) + frame(4, 1, [1.0, 2.0, 3.0, 4.0], rnd=0, chunk=0, 
 g3 += frame(4, 0, [1.0, 2.0, 3.0, 4.0], rnd=1, chunk=0, offset=0)
 put("frames", "gossip-3-nodes", g3)
 
-# hello: 9 fixed fields, then key pairs
-fixed = struct.pack("<9Q", 0x1234, 7, 4, 0, 3, 1 << 20, 61706, 0, 0)
+# hello: 10 fixed fields (the last: the process's incarnation), then key pairs
+fixed = struct.pack("<10Q", 0x1234, 7, 4, 0, 3, 1 << 20, 61706, 0, 0, 0x9e3779b97f4a7c15)
 put("hello", "no-keys", fixed)
 put("hello", "three-keys", fixed + struct.pack("<6Q", 1, 2, 3, 4, 5, 6))
 
