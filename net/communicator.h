@@ -119,8 +119,11 @@ struct CommOptions {
   int view_timeout_ms = 0;
   // Test hook (I/O thread), asked at points of a round ("submit" before this
   // node's round leaves, "reduce-scatter" / "all-gather" as a chunk arrives,
-  // "commit" as a coordinator commits a view): true makes this node crash
-  // there, closing every socket without a bye (as kill -9 would).
+  // "commit" as a coordinator commits a view, "state" halfway through
+  // streaming x̄ to a joiner): true makes this node crash there, closing every
+  // socket without a bye (as kill -9 would). At "corrupt-state" (asked as a
+  // node starts streaming x̄), true sends one chunk with a checksum that does
+  // not match its bytes, and the node goes on.
   std::function<bool(const char* point, uint64_t round)> test_crash_at;
   // Test hook: runs on the I/O thread between bind and connect (a test holds
   // a node there so that a peer's hello is queued before this node's
@@ -342,7 +345,9 @@ class Communicator {
   void install_gossip(uint64_t resume);
   void send_kept_result(int to, uint64_t round);
   void send_state(int to);
-  void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v);
+  // Chunks [0, limit) of v (all by default); corrupt: chunk 0's hash is wrong.
+  void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v, uint64_t limit = UINT64_MAX,
+                   bool corrupt = false);
   void check_quorum(Clock::time_point now);
   void notify_outside(int peer);
   void crash_now(const char* where);

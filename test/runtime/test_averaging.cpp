@@ -52,6 +52,7 @@ struct Run {
   // rejoin_after_ms >= 0, starts again that much later and joins.
   int crash_node = -1, dead_node = -1;
   std::string crash_point;
+  std::string dead_point = "submit";   // where dead_node dies ("state", "corrupt-state": see CommOptions)
   uint64_t crash_round = 0;
   int rejoin_after_ms = -1;
   int peer_timeout_ms = 10000;
@@ -93,10 +94,13 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.peer_timeout_ms = run.peer_timeout_ms;
         c.inject_delay_ms = run.delay_ms;
         const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
-        if (dies && run.crash_point != "window") {
-          const std::string point = i == run.dead_node ? std::string("submit") : run.crash_point;
+        const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
+        if ((dies && run.crash_point != "window") || faulty) {
+          const std::string point = i == run.dead_node ? run.dead_point : run.crash_point;
           c.test_crash_at = [&run, point](const char* at, uint64_t round) {
-            return point == at && (point == "commit" || round == run.crash_round);
+            // commit, state, corrupt-state: the first time the node gets there
+            return point == at && (point == "commit" || point == "state" || point == "corrupt-state" ||
+                                   round == run.crash_round);
           };
         }
         AveragingOptions o;
@@ -137,7 +141,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
       } catch (const std::exception& e) {
         me.error = e.what();
         me.crashed = me.error.find("crashed (test hook") != std::string::npos;
-        if (me.crashed && run.rejoin_after_ms >= 0) {
+        if (me.crashed && run.rejoin_after_ms >= 0 && i == run.crash_node) {
           std::this_thread::sleep_for(std::chrono::milliseconds(run.rejoin_after_ms));
           for (auto& a : me.anchors) a.clear();   // the earlier life's; the joined one records its own
           for (auto& x : me.closes) x.clear();
@@ -535,6 +539,59 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
     double worst = 0;
     for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
     CHECK(worst <= bound);
+  }
+}
+
+TEST_CASE("ring, a rejoin whose x̄ stream breaks: its source dies halfway (x̄ comes from the next member), or sends a corrupt chunk (the joiner stops naming it, the members go on)") {
+  for (const std::string fault : {"state", "corrupt-state"}) {
+    CAPTURE(fault);
+    Run run;
+    run.nodes = 4;
+    run.gossip = false;
+    run.staleness = 2;
+    run.period = 2;
+    run.steps = 140;
+    run.step_ms = 2;
+    run.delay_ms = 3;
+    run.peer_timeout_ms = 600;
+    run.crash_node = 2;   // dies mid all-gather of round 20, starts again 300 ms later
+    run.crash_point = "all-gather";
+    run.crash_round = 20;
+    run.rejoin_after_ms = 300;
+    run.dead_node = 0;    // the lowest member: the one that streams x̄ to the joiner
+    run.dead_point = fault;
+    const auto out = run_cluster(run);
+    const size_t rounds = size_t(run.steps / run.period);
+    const bool source_dies = fault == "state";
+    // who ends the run: without the source, or without the joiner
+    const std::vector<int> live = source_dies ? std::vector<int>{1, 2, 3} : std::vector<int>{0, 1, 3};
+    if (source_dies) {
+      CHECK_MESSAGE(out[0].crashed, out[0].error);
+      CHECK(out[0].error.find("test hook at state") != std::string::npos);
+    } else {
+      const std::string& e = out[2].error;
+      CAPTURE(e);
+      CHECK(e.find("after rejoining") != std::string::npos);
+      CHECK(e.find("bad_checksum") != std::string::npos);
+      CHECK(e.find("kind 12") != std::string::npos);   // the state transfer's frames
+    }
+    const NodeOut& ref = out[size_t(live.front())];
+    for (int i : live) {
+      CAPTURE(i);
+      REQUIRE_MESSAGE(out[size_t(i)].error.empty(), "node " << i << ": " << out[size_t(i)].error);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.final_x.data(), run.dim * 4) == 0);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.anchors[rounds - 1].data(), run.dim * 4) == 0);
+      for (size_t r = 0; r < rounds; ++r)   // x̄ after every round it applied: the same bits
+        if (!out[size_t(i)].anchors[r].empty() && !ref.anchors[r].empty())
+          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), ref.anchors[r].data(), run.dim * 4) == 0);
+      REQUIRE(!out[size_t(i)].views.empty());
+      CHECK(out[size_t(i)].views.back().members == live);
+      CHECK(out[size_t(i)].views.back().anchor_hash == ref.views.back().anchor_hash);
+    }
+    if (source_dies) {   // the joiner took x̄ from node 1 and trained on to the end
+      CHECK(out[2].joined_round > 0);
+      CHECK(out[2].views.back().transferred_bytes >= run.dim * 4);
+    }
   }
 }
 
