@@ -44,6 +44,16 @@ constexpr size_t kMaxHelloKeys = 4096;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
+// net.compression joins the config hash (and the named keys) of the hello
+// only when it is not "none": a run without compression says the same hello
+// as before it existed.
+constexpr const char* kCompressionKey = "net.compression";
+uint64_t codec_config_hash(Codec c) {
+  if (c == Codec::kNone) return 0;
+  const std::string_view name = codec_name(c);
+  return hash64(name.data(), name.size(), 0x636f646563ull);
+}
+
 double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -237,12 +247,19 @@ CommStats Communicator::stats() const {
   CommStats s;
   s.bytes_sent = bytes_sent_.load();
   s.bytes_recv = bytes_recv_.load();
+  s.tensor_bytes_sent = tensor_bytes_sent_.load();
+  s.tensor_raw_bytes_sent = tensor_raw_bytes_sent_.load();
   s.msgs_rejected = rejected_total_.load();
   for (size_t r = 1; r < rejected_.size(); ++r) {  // r over the Reject reasons
     const uint64_t n = rejected_[r].load();
     if (n) s.rejected_by_reason[std::string(reject_name(static_cast<Reject>(r)))] = n;
   }
   return s;
+}
+
+std::vector<float> Communicator::residual() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return feedback_ ? feedback_->residual(count_) : std::vector<float>(count_, 0.0f);
 }
 
 std::vector<int> Communicator::lost_peers() const {
@@ -266,6 +283,11 @@ void Communicator::io_main() {
         io_, opts_.self, std::move(tpeers), opts_.inject_delay_ms, opts_.inject_rate_mbps,
         [this](std::vector<zmq::message_t>& parts, bool truncated) { on_message(parts, truncated); },
         &bytes_sent_, &bytes_recv_);
+    transport_->set_tensor_counters(&tensor_bytes_sent_, &tensor_raw_bytes_sent_);
+    if (opts_.mixer == MixerKind::kRing && opts_.codec != Codec::kNone) {
+      std::lock_guard<std::mutex> lk(mu_);
+      feedback_ = std::make_unique<ErrorFeedback>(static_cast<uint64_t>(opts_.window));
+    }
     // The first view: every configured node (a node that finds the others
     // running joins their view instead). The ring also carries the exact
     // averages a gossip run asks for.
@@ -277,7 +299,7 @@ void Communicator::io_main() {
     ring_ = make_ring();
     if (opts_.mixer == MixerKind::kGossip)
       gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
-                                         transport_.get(), opts_.first_round);
+                                         transport_.get(), opts_.first_round, opts_.codec);
     params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
@@ -287,6 +309,7 @@ void Communicator::io_main() {
     // The largest legal frame: a chunk, a sketch or a hello; headers are smaller.
     const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
+                                                        encoded_bytes(opts_.codec, params_chunk_elems_),
                                                         kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
                                                         kHeaderBytes,
                                                         opts_.service ? opts_.service->max_frame_bytes() : 0}));
@@ -547,6 +570,7 @@ bool corrupts_stream(Reject r) {
     case Reject::kRangeMismatch:
     case Reject::kBadChecksum:
     case Reject::kNonFinite:
+    case Reject::kBadCodec:
       return true;
     default:  // unknown sender, identity, window, duplicate, unexpected: not this peer's bytes, or harmless
       return false;
@@ -732,7 +756,7 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
 }
 
 std::vector<uint64_t> Communicator::hello_fields() const {
-  std::vector<uint64_t> f = {opts_.config_hash,
+  std::vector<uint64_t> f = {opts_.config_hash ^ codec_config_hash(opts_.codec),
                              opts_.sketch_seed,
                              static_cast<uint64_t>(nodes_),
                              static_cast<uint64_t>(opts_.mixer),
@@ -746,6 +770,10 @@ std::vector<uint64_t> Communicator::hello_fields() const {
     const std::string& path = opts_.config_keys[k].first;
     f.push_back(hash64(path.data(), path.size()));
     f.push_back(opts_.config_keys[k].second);
+  }
+  if (opts_.codec != Codec::kNone && !opts_.config_keys.empty()) {  // named in a refusal
+    f.push_back(hash64(kCompressionKey, std::strlen(kCompressionKey)));
+    f.push_back(codec_config_hash(opts_.codec));
   }
   return f;
 }
@@ -866,7 +894,12 @@ std::string Communicator::config_keys_differing(const std::vector<uint64_t>& the
   if (peer_keys.empty() || opts_.config_keys.empty()) return "";
   std::string names;
   size_t matched = 0;
-  for (const auto& [path, value] : opts_.config_keys) {  // our run keys, in order
+  std::vector<std::pair<std::string, uint64_t>> keys = opts_.config_keys;
+  // net.compression: ours (0 for none, which the hello then leaves out)
+  keys.emplace_back(kCompressionKey, codec_config_hash(opts_.codec));
+  const uint64_t compression_path = hash64(kCompressionKey, std::strlen(kCompressionKey));
+  if (opts_.codec == Codec::kNone && !peer_keys.count(compression_path)) keys.pop_back();  // both none
+  for (const auto& [path, value] : keys) {  // our run keys, in order
     auto it = peer_keys.find(hash64(path.data(), path.size()));
     if (it != peer_keys.end()) ++matched;
     if (it == peer_keys.end() || it->second != value) names += (names.empty() ? "" : ", ") + path;
@@ -936,6 +969,12 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   slot.stop = slot.stop || flags.stop;
   slot.applied = applied;
   slot.exact = flags.exact;
+  // Error feedback: the losses of round round - window and earlier ride on
+  // this round's vector (kept in `retained` too, so a re-run carries them).
+  if (feedback_ && !flags.exact) {
+    std::lock_guard<std::mutex> lk(mu_);
+    feedback_->apply(round, data->data.data(), data->data.size());
+  }
   // Ring: keep what we submit until the round is done here; a view change
   // re-runs it over the new members (the mixer reuses the buffer in place).
   if (membership() && !flags.exact) slot.retained = data->data;
@@ -977,6 +1016,11 @@ void Communicator::try_complete() {
     if (slot.transfer) {
       res.mixed = std::move(slot.result);
     } else {
+      std::vector<float> loss = mixer_for(slot)->take_loss(done_);
+      if (feedback_ && !loss.empty()) {
+        std::lock_guard<std::mutex> lk(mu_);
+        feedback_->record(done_, std::move(loss));
+      }
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
     }
     res.sketches = std::move(slot.sketches);

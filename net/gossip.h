@@ -40,7 +40,14 @@
 //   arrived, compute c^r. A correction is kept until the caller has applied
 //   it and every round still to be sent was closed after that (at most the
 //   communicator's window of them).
-// Bytes on the wire per node and round: n * 4 sent and received (0 on a bye).
+// Bytes on the wire per node and round: n * 4 sent and received (0 on a bye);
+//   with a codec n * 2 (bf16) or n + 4 per chunk (int8).
+// Compression (codec other than none): the snapshot goes out encoded, and the
+//   correction uses the decoded bits on both sides, c_i = (dec(m_p) −
+//   dec(m_i)) · ½, so it still anti-commutes bit for bit and the sum is still
+//   conserved. Error feedback: what the encoding lost of a snapshot
+//   (m_i − dec(m_i)) is kept and added to the next snapshot this node sends,
+//   so over rounds the snapshots the partners see track the true ones.
 // Peer failure: the pair's round never completes; the communicator's
 //   heartbeats raise PeerLost naming the silent peer.
 #pragma once
@@ -50,6 +57,7 @@
 #include <memory>
 #include <vector>
 
+#include "net/codec.h"
 #include "net/mixer.h"
 
 namespace tether::net {
@@ -61,7 +69,7 @@ class Gossip final : public Mixer {
  public:
   // Rounds are numbered from first_round (a resumed run's cut).
   Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
-         uint64_t first_round = 0);
+         uint64_t first_round = 0, Codec codec = Codec::kNone);
 
   Reject check(const Header& h) const override;
   void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) override;
@@ -71,6 +79,9 @@ class Gossip final : public Mixer {
 
   uint32_t chunks() const { return chunks_; }
   ChunkRange chunk(uint32_t c) const;
+  // What the encodings lost and the next snapshot will carry (n floats; empty
+  // without a codec).
+  const std::vector<float>& residual() const { return residual_; }
 
  private:
   struct RoundState {
@@ -92,6 +103,8 @@ class Gossip final : public Mixer {
   uint64_t count_, chunk_elems_;
   uint32_t chunks_;
   Outbox* outbox_;
+  Codec codec_;
+  std::vector<float> residual_;  // error feedback (codec only)
   std::map<uint64_t, RoundState> rounds_;             // submitted or with frames, not finished
   std::map<uint64_t, std::vector<float>> corrections_;  // finished, maybe still needed
   uint64_t next_send_ = 0;       // lowest round not sent yet
