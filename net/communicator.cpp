@@ -1000,7 +1000,9 @@ void Communicator::try_complete() {
     auto it = slots_.find(done_);
     if (it == slots_.end()) break;
     Slot& slot = it->second;
-    if (!slot.submitted || slot.own_sketch->in_flight.load() != 0) break;
+    // Never waits on its own sketch's frames: one sent to a peer that died
+    // stays in ZeroMQ's queue until that peer's socket is reset (copied below).
+    if (!slot.submitted) break;
     if (slot.transfer) {  // its result comes from a member that holds it
       if (slot.result_chunks != slot.result_seen.size()) break;
     } else {
@@ -1024,7 +1026,11 @@ void Communicator::try_complete() {
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
     }
     res.sketches = std::move(slot.sketches);
-    res.sketches[opts_.self] = std::move(slot.own_sketch->data);
+    if (slot.own_sketch->in_flight.load() == 0) {  // ZeroMQ holds none of it
+      res.sketches[opts_.self] = std::move(slot.own_sketch->data);
+    } else {  // still lent to ZeroMQ (read only there): a copy
+      res.sketches[opts_.self] = slot.own_sketch->data;
+    }
     after_complete(done_, res.mixed, res.exact);
     slots_.erase(it);
     ++done_;

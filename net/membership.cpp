@@ -115,7 +115,7 @@ void Communicator::suspect(int peer, const std::string& why) {
     std::lock_guard<std::mutex> lk(mu_);
     lost_.push_back(peer);
   }
-  transport_->reset_peer(peer);
+  transport_->reset_peer(peer);  // also frees what ZeroMQ queued for it
   joiners_.erase(std::remove(joiners_.begin(), joiners_.end(), peer), joiners_.end());
   if (!view_.has(peer)) return;
   if (!changing_) {
