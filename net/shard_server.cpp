@@ -245,14 +245,18 @@ void ShardService::start_push(const std::shared_ptr<RoundBuffer>& u) {
     h.offset = r.offset;
     h.count = r.count;
     if (codec_ != Codec::kNone) {  // u + the residual goes out encoded; what it lost is kept
-      std::lock_guard<std::mutex> lk(mu_);
-      float* e = push_residual_.data() + r.offset;
-      std::vector<float> v(u->data.begin() + long(r.offset), u->data.begin() + long(r.offset + r.count));
-      for (uint64_t j = 0; j < r.count; ++j) v[j] += e[j];  // j over the slice
       zmq::message_t msg(encoded_bytes(codec_, r.count));
-      decoded_.resize(r.count);
-      encode(codec_, v.data(), r.count, msg.data(), decoded_.data());
-      for (uint64_t j = 0; j < r.count; ++j) e[j] = v[j] - decoded_[j];  // j over the slice
+      {
+        // the lock guards push_residual() readers only: released before the
+        // send (an in-process outbox may deliver, and so ack, at once)
+        std::lock_guard<std::mutex> lk(mu_);
+        float* e = push_residual_.data() + r.offset;
+        std::vector<float> v(u->data.begin() + long(r.offset), u->data.begin() + long(r.offset + r.count));
+        for (uint64_t j = 0; j < r.count; ++j) v[j] += e[j];  // j over the slice
+        decoded_.resize(r.count);
+        encode(codec_, v.data(), r.count, msg.data(), decoded_.data());
+        for (uint64_t j = 0; j < r.count; ++j) e[j] = v[j] - decoded_[j];  // j over the slice
+      }
       h.codec = codec_;
       out_->send(s, h, std::move(msg), nullptr);
       continue;

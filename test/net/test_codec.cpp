@@ -18,6 +18,7 @@
 #include "net/codec.h"
 #include "net/gossip.h"
 #include "net/ring_allreduce.h"
+#include "net/shard_server.h"
 
 using namespace tether::net;
 
@@ -470,6 +471,110 @@ TEST_CASE("gossip with a codec: corrections anti-commute exactly, the sum is con
       CHECK(spread < (codec == Codec::kBf16 ? 0.05 : 0.2));
       CHECK(gs[0]->residual().size() == count);
     }
+  }
+}
+
+}  // TEST_SUITE
+
+namespace {
+
+// Shard services of nodes 0..N-1 wired in-process: a frame goes through the
+// header encoding and the receiver's checks, and is handled at once (the
+// services' I/O work runs on the calling thread).
+struct ServiceNet {
+  struct Box : Outbox {
+    ServiceNet* net;
+    int self;
+    uint64_t bytes = 0, raw_bytes = 0;
+    void send(int peer, Header h, zmq::message_t payload, const uint64_t* known) override {
+      h.sender = static_cast<uint32_t>(self);
+      h.payload_bytes = payload.size();
+      h.payload_hash = known ? *known : payload_hash(payload.data(), payload.size());
+      if (carries_codec(h.kind)) {
+        bytes += payload.size();
+        raw_bytes += h.count * sizeof(float);
+      }
+      unsigned char hb[kHeaderBytes];
+      encode_header(h, hb);
+      Header d;
+      REQUIRE(decode_header(hb, kHeaderBytes, &d) == Reject::kNone);
+      ShardService& dst = *net->services[static_cast<size_t>(peer)];
+      REQUIRE(dst.check(d) == Reject::kNone);
+      REQUIRE(check_payload(d, payload.data(), payload.size()) == Reject::kNone);
+      zmq::message_t copy(payload.data(), payload.size());
+      REQUIRE(dst.receive(d, std::move(copy)) == Reject::kNone);
+    }
+  };
+  std::vector<std::shared_ptr<ShardService>> services;
+  std::vector<std::unique_ptr<Box>> boxes;
+};
+
+}  // namespace
+
+TEST_SUITE("codec") {
+
+TEST_CASE("shard servers with a codec: pushes carry their loss forward exactly, fetches read x̃ encoded, bytes drop") {
+  for (Codec codec : {Codec::kBf16, Codec::kInt8}) {
+    CAPTURE(codec_name(codec));
+    const int nodes = 3;
+    const size_t count = 301;
+    ServiceNet net;
+    std::vector<float> x0(count);
+    for (size_t j = 0; j < count; ++j) x0[j] = 0.5f + 0.001f * static_cast<float>(j);
+    for (int i = 0; i < nodes; ++i) {
+      net.services.push_back(std::make_shared<ShardService>(i, nodes, count, 4, 0, codec));
+      net.boxes.push_back(std::make_unique<ServiceNet::Box>());
+      net.boxes.back()->net = &net;
+      net.boxes.back()->self = i;
+      net.services.back()->attach(net.boxes.back().get(), [](std::function<void()> fn) { fn(); });
+    }
+    for (auto& s : net.services) s->on_start(x0.data(), count);
+    // node 0 pushes scripted updates; its loss is kept, the servers apply what arrived
+    std::vector<double> want(x0.begin(), x0.end());
+    const int pushes = 40;
+    for (int r = 0; r < pushes; ++r) {
+      std::vector<float> u(count);
+      for (size_t j = 0; j < count; ++j) {
+        u[j] = 0.01f * delta_value(0, r, j);
+        want[j] += u[j];
+      }
+      net.services[0]->push(std::move(u), nullptr, 1000);
+    }
+    net.services[0]->wait_pushes(nullptr, 1000);
+    // x̃ exactly: every server reads its own shard without the wire
+    std::vector<float> exact(count), seen(count), via_wire(count);
+    for (int k = 0; k < nodes; ++k) {
+      net.services[size_t(k)]->fetch(seen.data(), nullptr, 1000);
+      const ShardRange r = shard_range(k, nodes, count);
+      std::copy(seen.begin() + long(r.offset), seen.begin() + long(r.offset + r.count), exact.begin() + long(r.offset));
+    }
+    net.services[0]->fetch(via_wire.data(), nullptr, 1000);  // node 0: shards 1, 2 encoded
+    const std::vector<float> e = net.services[0]->push_residual();
+    REQUIRE(e.size() == count);
+    double worst = 0, worst_without = 0, residual_max = 0, fetch_error = 0;
+    for (size_t j = 0; j < count; ++j) {
+      worst = std::max(worst, std::fabs(double(exact[j]) + double(e[j]) - want[j]));
+      worst_without = std::max(worst_without, std::fabs(double(exact[j]) - want[j]));
+      residual_max = std::max(residual_max, std::fabs(double(e[j])));
+      fetch_error = std::max(fetch_error, std::fabs(double(via_wire[j]) - double(exact[j])));
+    }
+    MESSAGE(codec_name(codec) << ": invariant error " << worst << ", without the residual " << worst_without
+                              << ", a fetch's decoding error " << fetch_error);
+    const ShardRange own = shard_range(0, nodes, count);
+    for (uint64_t j = own.offset; j < own.offset + own.count; ++j) {  // the own shard: exact, no residual
+      CHECK(e[j] == 0.0f);
+      CHECK(via_wire[j] == exact[j]);
+    }
+    CHECK(worst <= 2e-6);  // float rounding of 40 additions
+    CHECK(residual_max > 0);
+    CHECK(worst_without > 4 * worst);
+    // a fetch reply is the codec's rounding of x̃ (|x̃| < 1.2 here)
+    CHECK(fetch_error > 0);
+    CHECK(fetch_error <= (codec == Codec::kBf16 ? 1.2 * 0x1p-9 : 1.2 / 127 / 2 * 1.0001));
+    const uint64_t bytes = net.boxes[0]->bytes, raw = net.boxes[0]->raw_bytes;
+    if (codec == Codec::kBf16) CHECK(bytes * 2 == raw);
+    // a scale per shard and push, and per fetch reply (shard 0 to nodes 1 and 2)
+    else CHECK(bytes == raw / 4 + 4 * (uint64_t(pushes) * (nodes - 1) + (nodes - 1)));
   }
 }
 
