@@ -297,9 +297,10 @@ void Communicator::io_main() {
     promised_ = 1;
     transport_->set_epoch(view_.epoch);
     ring_ = make_ring();
-    if (opts_.mixer == MixerKind::kGossip)
-      gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
-                                         transport_.get(), opts_.first_round, opts_.codec);
+    if (opts_.mixer == MixerKind::kGossip)  // keeps corrections a view change may need again
+      gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes, transport_.get(),
+                                         opts_.first_round, 2 * static_cast<uint64_t>(opts_.window) + 2,
+                                         opts_.codec);
     params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
@@ -778,6 +779,12 @@ std::vector<uint64_t> Communicator::hello_fields() const {
   return f;
 }
 
+namespace {
+constexpr const char* kGossipNoJoin =
+    "the run mixes by gossip, which takes no node in while it runs (there is no shared anchor to hand over); "
+    "the others go on without it, and a cluster restarted from its checkpoints (--resume) has it back";
+}  // namespace
+
 Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
   const int peer = static_cast<int>(h.sender);
   std::vector<uint64_t> theirs(payload.size() / sizeof(uint64_t));
@@ -809,6 +816,7 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     if (why.empty() && view_.has(peer) && !ps.lost)
       why = "node " + std::to_string(peer) + " is a live member of view " + std::to_string(view_.epoch) +
             " (an earlier incarnation still answers; it is asked again once that one is taken for dead)";
+    if (why.empty() && gossip_) why = kGossipNoJoin;
     if (!why.empty()) {
       std::fprintf(stderr, "[tether.net node %d] refuses the join request of %s: %s\n", opts_.self,
                    peer_name(peer).c_str(), why.c_str());
@@ -843,7 +851,8 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
   }
   if (membership() && from_running && phase_ == Phase::kStarting) {
     // The others already run: this node joins their view.
-    const std::string why = differing(false);
+    std::string why = differing(false);
+    if (why.empty() && gossip_) why = kGossipNoJoin;
     if (!why.empty()) {
       const std::string what = "node " + std::to_string(opts_.self) + " cannot join the running view of " + peer_name(peer) + ": " + why;
       std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
@@ -975,9 +984,9 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
     std::lock_guard<std::mutex> lk(mu_);
     feedback_->apply(round, data->data.data(), data->data.size());
   }
-  // Ring: keep what we submit until the round is done here; a view change
-  // re-runs it over the new members (the mixer reuses the buffer in place).
-  if (membership() && !flags.exact) slot.retained = data->data;
+  // Keep what we submit until the round is done here; a view change re-runs
+  // it over the new members (the mixer reuses the buffer in place).
+  if (membership()) slot.retained = data->data;
   for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other member
     if (p == opts_.self || (membership() && !view_.has(p))) continue;
     Header h;
@@ -990,7 +999,10 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   submitted_io_ = round + 1;
   progress_at_ = Clock::now();
   // During a view change the round waits: the commit re-runs it in the new view.
-  if (!slot.transfer && !changing_) mixer_for(slot)->submit(round, std::move(data), applied);
+  if (!slot.transfer && !changing_) {
+    slot.in_mixer = true;
+    mixer_for(slot)->submit(round, std::move(data), applied);
+  }
   try_complete();
 }
 
@@ -1044,7 +1056,8 @@ void Communicator::try_complete() {
   // get it.
   if (membership() && !joining_ && done_ >= resume_round_) {
     if (pending_event_) {
-      pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
+      pending_event_->has_anchor = !gossip_;
+      if (!gossip_) pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
       pending_event_->transferred_bytes = transferred_bytes_;
       push_event(*pending_event_);
       pending_event_.reset();

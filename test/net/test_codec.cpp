@@ -425,7 +425,7 @@ TEST_CASE("gossip with a codec: corrections anti-commute exactly, the sum is con
       std::vector<Mixer*> mixers;
       std::vector<std::vector<float>> x(static_cast<size_t>(nodes), std::vector<float>(count));
       for (int i = 0; i < nodes; ++i) {
-        gs.push_back(std::make_unique<Gossip>(i, nodes, count, 32 * 4, net.box(i), 0, codec));
+        gs.push_back(std::make_unique<Gossip>(i, nodes, count, 32 * 4, net.box(i), 0, 0, codec));
         mixers.push_back(gs.back().get());
         for (size_t j = 0; j < count; ++j) x[size_t(i)][j] = delta_value(i, 0, j) * 3.0f;
       }
