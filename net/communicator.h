@@ -68,6 +68,7 @@
 
 #include "net/codec.h"
 #include "net/gossip.h"
+#include "net/hello.h"
 #include "net/mixer.h"
 #include "net/wire.h"
 
@@ -329,10 +330,10 @@ class Communicator {
   void io_main();
   void on_message(std::vector<zmq::message_t>& parts, bool truncated);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
-  Reject handle_hello(const Header& h, const zmq::message_t& payload);
-  std::vector<uint64_t> hello_fields() const;
-  // " (it differs in a.b, c.d)" from a peer's hello key pairs, or "".
-  std::string config_keys_differing(const std::vector<uint64_t>& theirs) const;
+  Reject handle_hello(const Header& h, const HelloInfo& theirs);
+  HelloInfo hello_fields() const;
+  // The run keys our hello carries, by path (config_keys and net.compression).
+  std::vector<std::pair<std::string, uint64_t>> hello_keys() const;
   void handle_params(const Header& h, const zmq::message_t& payload);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
