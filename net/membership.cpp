@@ -62,7 +62,10 @@ bool Communicator::View::has(int id) const {
 bool Communicator::membership() const { return nodes_ > 1 && !opts_.service; }
 
 std::unique_ptr<Mixer> Communicator::make_ring() {
-  return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get());
+  // A gossip run's ring carries only its exact rounds (the closing average): never compressed.
+  const Codec codec = opts_.mixer == MixerKind::kRing ? opts_.codec : Codec::kNone;
+  return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get(),
+                                         codec);
 }
 
 std::vector<int> Communicator::alive_members() const {

@@ -62,6 +62,12 @@ class Transport final : public Outbox {
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
   // The view epoch stamped on every frame sent from now on.
   void set_epoch(uint32_t epoch) { epoch_ = epoch; }
+  // Counters of tensor payloads (carries_codec kinds) handed to send(): the
+  // bytes as encoded and the float32 bytes they stand for (owned by the caller).
+  void set_tensor_counters(std::atomic<uint64_t>* bytes, std::atomic<uint64_t>* raw_bytes) {
+    tensor_bytes_ = bytes;
+    tensor_raw_bytes_ = raw_bytes;
+  }
   // Drops everything queued for `peer` (here and in ZeroMQ) and connects a
   // fresh socket to it: a peer declared dead gets nothing stale when (a new
   // incarnation of) it comes back.
@@ -117,6 +123,8 @@ class Transport final : public Outbox {
   uint64_t max_frame_bytes_ = kMaxPayloadBytes;
   uint32_t epoch_ = 0;
   std::atomic<uint64_t>* bytes_recv_;
+  std::atomic<uint64_t>* tensor_bytes_ = nullptr;
+  std::atomic<uint64_t>* tensor_raw_bytes_ = nullptr;
 };
 
 }  // namespace tether::net

@@ -63,6 +63,10 @@ inline constexpr char kMaxDeltaNorm[] = "max_delta_norm";
 inline constexpr char kBytesSent[] = "bytes_sent";   // run
 inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
+// Tensor payloads sent (ring chunks, gossip snapshots, pushes, fetch replies),
+// run: bytes as encoded by net.compression, and what they take as float32.
+inline constexpr char kTensorBytesSent[] = "tensor_bytes_sent";
+inline constexpr char kTensorRawBytesSent[] = "tensor_raw_bytes_sent";
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
 inline constexpr char kViewChanges[] = "view_changes";   // run: view changes this node took part in
 // downpour, easgd only (runtime/server_averaging.h), run: mean number of

@@ -459,6 +459,7 @@ Config parse_config(const json& doc) {
     c.net.chunk_bytes = n.integer("chunk_bytes", c.net.chunk_bytes, 1024, int64_t(1) << 30, "in 1024..2^30");
     c.net.inject_delay_ms = n.number("inject_delay_ms", c.net.inject_delay_ms, 0.0, 60000.0, "in [0, 60000]");
     c.net.inject_rate_mbps = n.number("inject_rate_mbps", c.net.inject_rate_mbps, 0.0, 1e6, "in [0, 1e6]");
+    c.net.compression = n.choice("compression", c.net.compression, {"none", "bf16", "int8"});
     if (c.net.peer_timeout_ms <= c.net.heartbeat_ms) {
       throw ConfigError("net.peer_timeout_ms: expected more than net.heartbeat_ms (" +
                         std::to_string(c.net.heartbeat_ms) + "), got " + std::to_string(c.net.peer_timeout_ms));
@@ -685,7 +686,7 @@ json config_to_json(const Config& c) {
                {"quorum_wait_ms", c.net.quorum_wait_ms},
                {"shutdown_timeout_ms", c.net.shutdown_timeout_ms},
                {"chunk_bytes", c.net.chunk_bytes}, {"inject_delay_ms", c.net.inject_delay_ms},
-               {"inject_rate_mbps", c.net.inject_rate_mbps}}},
+               {"inject_rate_mbps", c.net.inject_rate_mbps}, {"compression", c.net.compression}}},
   };
 }
 

@@ -119,6 +119,7 @@ struct Config {
     int64_t chunk_bytes = 1 << 20;
     double inject_delay_ms = 0.0;       // emulated one-way delay in our transport
     double inject_rate_mbps = 0.0;      // emulated link rate (0 = off)
+    std::string compression = "none";   // tensor payloads: none, bf16, int8 (net/codec.h)
   } net;
 
   int nodes() const { return cluster.peers.empty() ? 1 : int(cluster.peers.size()); }

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "net/codec.h"
 #include "net/gossip.h"
 #include "runtime/averaging.h"
 #include "test/runtime/vector_params.h"
@@ -56,6 +57,7 @@ struct Run {
   uint64_t crash_round = 0;
   int rejoin_after_ms = -1;
   int peer_timeout_ms = 10000;
+  net::Codec codec = net::Codec::kNone;   // net.compression
 };
 
 struct NodeOut {
@@ -67,6 +69,7 @@ struct NodeOut {
   bool crashed = false;                     // the scripted crash happened (then error says why)
   uint64_t joined_round = 0;                // a node that rejoined: its first round
   std::vector<net::ViewEvent> views;
+  net::CommStats stats;                     // after finish()
 };
 
 // Runs the cluster; every node starts from the same x0 (node 0's, by the
@@ -93,6 +96,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.heartbeat_ms = 100;
         c.peer_timeout_ms = run.peer_timeout_ms;
         c.inject_delay_ms = run.delay_ms;
+        c.codec = run.codec;
         const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
         const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
         if ((dies && run.crash_point != "window") || faulty) {
@@ -135,6 +139,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         me.throttle_count = avg->metrics().value("throttle_count", uint64_t(0));
         avg->finish();
         me.final_x = params.x;
+        me.stats = raw->stats();
       };
       try {
         life(false);
@@ -338,6 +343,91 @@ TEST_CASE("ring, s in {0, 1, 2, 4}, H in {1, 3}, merges slower than steps: one a
       for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
       MESSAGE("s = " << s << ", H = " << h << ": largest distance " << worst << ", 2(s+1)H·u_max = " << bound);
       CHECK(worst <= bound);
+    }
+  }
+}
+
+TEST_CASE("ring with compression, N = 2, 3, 4, 7: one anchor on every node, the bound holds, tensor bytes drop to 1/2 and about 1/4") {
+  for (int nodes : {2, 3, 4, 7}) {
+    uint64_t none_bytes = 0;
+    for (net::Codec codec : {net::Codec::kNone, net::Codec::kBf16, net::Codec::kInt8}) {
+      CAPTURE(nodes);
+      CAPTURE(net::codec_name(codec));
+      Run run;
+      run.nodes = nodes;
+      run.gossip = false;
+      run.staleness = 1;
+      run.period = 1;
+      run.steps = 40;
+      run.codec = codec;
+      const auto out = run_cluster(run);
+      for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+      const size_t rounds = size_t(run.steps);
+      for (size_t r = 0; r < rounds; ++r) {   // every node's anchor: the same bits after every round
+        CAPTURE(r);
+        for (int i = 1; i < run.nodes; ++i) {
+          REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
+          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
+        }
+      }
+      for (const NodeOut& o : out)
+        CHECK(std::memcmp(o.final_x.data(), out[0].anchors[rounds - 1].data(), run.dim * 4) == 0);
+      double worst = 0;
+      for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+      CHECK(worst <= 2.0 * double(run.staleness + 1) * max_update_norm(run));
+      // tensor payloads: every node sends the same number of values in every run
+      uint64_t bytes = 0, raw = 0;
+      for (const NodeOut& o : out) {
+        bytes += o.stats.tensor_bytes_sent;
+        raw += o.stats.tensor_raw_bytes_sent;
+      }
+      // 2(N-1) times the vector per round over all nodes, as float32
+      CHECK(raw == uint64_t(rounds) * 2 * uint64_t(nodes - 1) * run.dim * 4);
+      MESSAGE("N = " << nodes << ", " << net::codec_name(codec) << ": tensor bytes " << bytes << " of " << raw
+                     << " raw, largest distance " << worst);
+      if (codec == net::Codec::kNone) {
+        CHECK(bytes == raw);
+        none_bytes = bytes;
+      } else if (codec == net::Codec::kBf16) {
+        CHECK(bytes * 2 == none_bytes);
+      } else {
+        // a quarter, plus a 4-byte scale per chunk (at most 64 floats here, chunk_bytes
+        // 256; a segment's last chunk is shorter): (n + 4) / 4n stays under 0.3 for n >= 36
+        CHECK(double(bytes) / double(none_bytes) > 0.25);
+        CHECK(double(bytes) / double(none_bytes) < 0.3);
+      }
+    }
+  }
+}
+
+TEST_CASE("ring with compression, s in {0, 2}, H in {1, 3}, merges slower than steps: one anchor, distance within 2(s+1)H·u_max") {
+  for (net::Codec codec : {net::Codec::kBf16, net::Codec::kInt8}) {
+    for (int s : {0, 2}) {
+      for (int h : {1, 3}) {
+        CAPTURE(net::codec_name(codec));
+        CAPTURE(s);
+        CAPTURE(h);
+        Run run;
+        run.nodes = 3;
+        run.gossip = false;
+        run.staleness = s;
+        run.period = h;
+        run.steps = 40 * h;
+        run.codec = codec;
+        const auto out = run_cluster(run);
+        for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+        const size_t rounds = size_t(run.steps / h);
+        for (size_t r = 0; r < rounds; ++r)
+          for (int i = 1; i < run.nodes; ++i)
+            CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
+        const double bound = 2.0 * double(s + 1) * double(h) * max_update_norm(run);
+        double worst = 0;
+        for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+        MESSAGE(net::codec_name(codec) << ", s = " << s << ", H = " << h << ": largest distance " << worst
+                                       << ", 2(s+1)H·u_max = " << bound);
+        CHECK(worst <= bound);
+        CHECK(worst > 0);
+      }
     }
   }
 }
