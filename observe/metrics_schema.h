@@ -98,12 +98,13 @@ inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, 
 inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
-    kDeltaClaimsRefused, kViewChanges};
+    kDeltaClaimsRefused, kViewChanges, kTensorBytesSent, kTensorRawBytesSent};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
-                                               kDeltaClaimsRefused, kViewChanges};
+                                               kDeltaClaimsRefused, kViewChanges, kTensorBytesSent,
+                                               kTensorRawBytesSent};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};
