@@ -962,7 +962,21 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
 
 void Communicator::try_complete() {
   if (!ring_) return;
+  // A view change is complete here once its resume round is reached: x̄ is
+  // then the same on every member (the record carries its hash), and joiners
+  // get it. Its event is queued before the result of any round from the
+  // resume round on: a trainer that has applied round r has taken every
+  // view whose resume round is <= r (the data epochs' rule, runtime/trainer.cpp).
+  auto push_view_event = [this] {
+    if (!membership() || joining_ || done_ < resume_round_ || !pending_event_) return;
+    pending_event_->has_anchor = !gossip_;
+    if (!gossip_) pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
+    pending_event_->transferred_bytes = transferred_bytes_;
+    push_event(*pending_event_);
+    pending_event_.reset();
+  };
   for (;;) {  // deliver finished rounds in order; bounded by the window
+    push_view_event();
     auto it = slots_.find(done_);
     if (it == slots_.end()) break;
     Slot& slot = it->second;
@@ -1005,17 +1019,8 @@ void Communicator::try_complete() {
     results_.push_back(std::move(res));
     cv_.notify_all();
   }
-  // A view change is complete here once its resume round is reached: x̄ is
-  // then the same on every member (the record carries its hash), and joiners
-  // get it.
+  push_view_event();
   if (membership() && !joining_ && done_ >= resume_round_) {
-    if (pending_event_) {
-      pending_event_->has_anchor = !gossip_;
-      if (!gossip_) pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
-      pending_event_->transferred_bytes = transferred_bytes_;
-      push_event(*pending_event_);
-      pending_event_.reset();
-    }
     for (int j : state_to_) send_state(j);
     state_to_.clear();
   }
