@@ -11,15 +11,20 @@
 # nodes of a run share this machine, with a 5 ms injected delay per message.
 # The work is bench/distance_growth.py --algorithms (see there).
 #   bench/discrepancy.sh [--nodes 2,4,8,16] [--rounds 40] [--seeds 7] [--algorithms overlap,sync,...]
+#                        [--out DIR]
+# With --out DIR: DIR/discrepancy.json (every run's figures), DIR/distance_vs_n.json
+# (the chart spec) and DIR/distance_vs_n.svg, drawn by `tether report --chart`
+# (largest distance solid, median pair distance dashed, one colour per
+# algorithm, N on a log scale). docs/distance_vs_n.svg is such a drawing.
 # Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/; SKIP_BUILD=1 skips the build).
 # Ends with one line:
 #   RESULT overlap_all_pairs=... overlap_per_pair=... overlap_median=... sync_... local_sgd_... downpour_... easgd_...
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
-NODES=2,4,8,16 ROUNDS=40 SEEDS=7 ALGORITHMS=overlap,sync,local-sgd,downpour,easgd
+NODES=2,4,8,16 ROUNDS=40 SEEDS=7 ALGORITHMS=overlap,sync,local-sgd,downpour,easgd OUT=
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2;; --rounds) ROUNDS=$2; shift 2;; --seeds) SEEDS=$2; shift 2;;
-    --algorithms) ALGORITHMS=$2; shift 2;;
+    --algorithms) ALGORITHMS=$2; shift 2;; --out) OUT=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -27,6 +32,15 @@ DATA=/usr/share/datasets/fashion-mnist
 if [ "${SKIP_BUILD:-0}" != 1 ]; then build_tether; ensure_packages python3-numpy dataset-fashion-mnist; fi
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not found under $DATA" >&2; exit 2; }
 export BUILD_DIR
-exec "${PYTHON:-/usr/bin/python3}" "$TETHER_ROOT/bench/distance_growth.py" --algorithms "$ALGORITHMS" \
+out_args=()
+if [ -n "$OUT" ]; then
+  mkdir -p "$OUT" || exit 2
+  out_args=(--json "$OUT/discrepancy.json" --chart-out "$OUT/distance_vs_n.json")
+fi
+"${PYTHON:-/usr/bin/python3}" "$TETHER_ROOT/bench/distance_growth.py" --algorithms "$ALGORITHMS" \
   --nodes "$NODES" --rounds "$ROUNDS" --seeds "$SEEDS" --staleness 2 --model lenet --data fashion-mnist \
-  --batch 64 --lr 0.02 --delay-ms 5 --local-period 4 --easgd-beta 0.9 --easgd-tau 4 --timeout-s 900
+  --batch 64 --lr 0.02 --delay-ms 5 --local-period 4 --easgd-beta 0.9 --easgd-tau 4 --timeout-s 900 \
+  "${out_args[@]}" || exit $?
+if [ -n "$OUT" ]; then
+  "$BUILD_DIR/tether" report --chart "$OUT/distance_vs_n.json" -o "$OUT/distance_vs_n.svg" || exit $?
+fi

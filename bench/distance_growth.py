@@ -143,6 +143,10 @@ def main():
     ap.add_argument("--local-period", type=int, default=4, help="H of local-sgd")
     ap.add_argument("--easgd-beta", type=float, default=0.9, help="easgd: alpha = beta / N")
     ap.add_argument("--easgd-tau", type=int, default=4)
+    ap.add_argument("--json", default="", help="--algorithms: write every run's figures here (the input of "
+                    "`tether report --chart`, see --chart-out)")
+    ap.add_argument("--chart-out", default="", help="--algorithms: with --json, the chart spec of distance against N "
+                    "(`tether report --chart SPEC -o FILE.svg` draws it)")
     a = ap.parse_args()
     binary = os.path.join(os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")), "tether")
     if not os.access(binary, os.X_OK):
@@ -182,6 +186,7 @@ def compare_algorithms(binary, a):
     print(f"{'algorithm':<10} {'N':>3} {'rounds':>6} {'largest':>10} {'pair max, median':>17} {'median pair':>12} {'s/run':>6}",
           flush=True)
     growth = {}
+    runs = []   # one entry per (algorithm, seed, N): what --json keeps
     with tempfile.TemporaryDirectory(prefix="tether-discrepancy-") as work:
         for name in names:
             period = a.local_period if name == "local-sgd" else 1
@@ -195,6 +200,7 @@ def compare_algorithms(binary, a):
                     if res[n]["rounds"] != a.rounds // period:
                         sys.exit(f"{name} seed={seed} N={n}: {res[n]['rounds']} rounds snapshotted, "
                                  f"expected {a.rounds // period}")
+                    runs.append({"algorithm": name, "seed": seed, "n": n, "seconds": time.time() - t0, **res[n]})
                     print(f"{name:<10} {n:>3} {res[n]['rounds']:>6} {res[n]['all_pairs']:>10.4f} "
                           f"{res[n]['per_pair']:>17.4f} {res[n]['median']:>12.4f} {time.time() - t0:>6.1f}", flush=True)
                 for k in ("all_pairs", "per_pair", "median"):
@@ -202,8 +208,35 @@ def compare_algorithms(binary, a):
             print(f"{name}: growth N={lo} -> {hi}: largest x{statistics.median(growth[(name, 'all_pairs')]):.2f}, "
                   f"a pair's maximum (median pair) x{statistics.median(growth[(name, 'per_pair')]):.2f}, "
                   f"median x{statistics.median(growth[(name, 'median')]):.2f}", flush=True)
+    if a.json:
+        write_json(a, names, nodes, seeds, runs)
     print("RESULT " + " ".join(f"{name.replace('-', '_')}_{k}={statistics.median(v):.3f}"
                                for (name, k), v in growth.items()))
+
+
+def write_json(a, names, nodes, seeds, runs):
+    """--json: every run's figures and the settings; with --chart-out, the chart
+    of distance against N (median over seeds): per algorithm one solid line
+    (the largest distance) and one dashed (the median pair distance)."""
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    doc = {"commit": commit, "date": time.strftime("%Y-%m-%d", time.gmtime()), "cores": os.cpu_count(),
+           "model": a.model, "data": a.data, "batch": a.batch, "lr": a.lr, "rounds": a.rounds,
+           "delay_ms": a.delay_ms, "nodes": nodes, "seeds": seeds, "algorithms": names, "runs": runs}
+    with open(a.json, "w") as f:
+        json.dump(doc, f, indent=1)
+    if not a.chart_out:
+        return
+    series = []
+    for name in names:
+        for key, label, dashed in (("all_pairs", "largest", False), ("median", "median pair", True)):
+            pts = [[n, statistics.median(r[key] for r in runs if r["algorithm"] == name and r["n"] == n)]
+                   for n in nodes]
+            series.append({"name": f"{name} {label}", "group": name, "dashed": dashed, "points": pts})
+    chart = {"title": f"Distance between nodes against N ({a.model}, {a.data}, {a.rounds} steps, commit {commit})",
+             "xlabel": "nodes N (log scale)", "ylabel": "distance (L2)", "log_x": True, "series": series}
+    with open(a.chart_out, "w") as f:
+        json.dump(chart, f, indent=1)
 
 
 if __name__ == "__main__":

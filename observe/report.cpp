@@ -18,7 +18,11 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <sstream>
+#include <stdexcept>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace tether {
 
@@ -796,6 +800,244 @@ int report_command(const ReportArgs& args, const LinkRateOfConfig& link_rate_of_
     return 1;
   }
   std::printf("wrote %s (%zu nodes, %zu bytes)\n", out.c_str(), node_count, html.size());
+  return 0;
+}
+
+// ---- Charts of y against x: `tether report --chart` ----
+
+namespace {
+
+Chart parse_one_chart(const nlohmann::json& j, const std::string& where) {
+  auto fail = [&](const std::string& what) { throw std::runtime_error(where + ": " + what); };
+  if (!j.is_object()) fail("a chart must be an object");
+  auto text = [&](const char* key) -> std::string {
+    if (!j.contains(key)) return "";
+    if (!j[key].is_string()) fail(std::string("\"") + key + "\" must be a string");
+    return j[key].get<std::string>();
+  };
+  Chart c;
+  c.title = text("title");
+  c.xlabel = text("xlabel");
+  c.ylabel = text("ylabel");
+  if (j.contains("log_x")) {
+    if (!j["log_x"].is_boolean()) fail("\"log_x\" must be true or false");
+    c.log_x = j["log_x"].get<bool>();
+  }
+  if (!j.contains("series") || !j["series"].is_array() || j["series"].empty()) fail("\"series\" must be a non-empty array");
+  for (size_t i = 0; i < j["series"].size(); ++i) {   // i: index into the spec's series
+    const nlohmann::json& sj = j["series"][i];
+    const std::string at = "series " + std::to_string(i);
+    if (!sj.is_object()) fail(at + " must be an object");
+    ChartSeries s;
+    if (!sj.contains("name") || !sj["name"].is_string()) fail(at + ": \"name\" must be a string");
+    s.name = sj["name"].get<std::string>();
+    if (sj.contains("group")) {
+      if (!sj["group"].is_string()) fail(at + ": \"group\" must be a string");
+      s.group = sj["group"].get<std::string>();
+    }
+    if (sj.contains("dashed")) {
+      if (!sj["dashed"].is_boolean()) fail(at + ": \"dashed\" must be true or false");
+      s.dashed = sj["dashed"].get<bool>();
+    }
+    if (!sj.contains("points") || !sj["points"].is_array()) fail(at + ": \"points\" must be an array of [x, y]");
+    for (const nlohmann::json& pj : sj["points"]) {
+      if (!pj.is_array() || pj.size() != 2 || !pj[0].is_number() || !pj[1].is_number())
+        fail(at + ": every point must be [x, y] (two numbers)");
+      double x = pj[0].get<double>(), y = pj[1].get<double>();
+      if (!std::isfinite(x) || !std::isfinite(y)) fail(at + ": a point is not finite");
+      if (c.log_x && !(x > 0)) fail(at + ": x = " + fmt("%g", x) + " on a log scale (x must be > 0)");
+      s.points.emplace_back(x, y);
+    }
+    c.series.push_back(std::move(s));
+  }
+  return c;
+}
+
+}  // namespace
+
+ChartPage parse_chart_spec(const std::string& json_text) {
+  nlohmann::json j = nlohmann::json::parse(json_text, nullptr, false);
+  if (j.is_discarded()) throw std::runtime_error("not JSON");
+  if (!j.is_object()) throw std::runtime_error("the spec must be a JSON object");
+  ChartPage page;
+  if (j.contains("charts")) {
+    if (j.contains("title") && !j["title"].is_string()) throw std::runtime_error("\"title\" must be a string");
+    page.title = j.value("title", "");
+    if (!j["charts"].is_array() || j["charts"].empty())
+      throw std::runtime_error("\"charts\" must be a non-empty array");
+    for (size_t i = 0; i < j["charts"].size(); ++i)   // i: index into the spec's charts
+      page.charts.push_back(parse_one_chart(j["charts"][i], "chart " + std::to_string(i)));
+  } else {
+    page.charts.push_back(parse_one_chart(j, "chart"));
+    page.title = page.charts[0].title;
+  }
+  return page;
+}
+
+std::string render_chart_svg(const Chart& c) {
+  constexpr double W = 720, left = 70, right = 18, top = 34, plot_h = 300, bottom = 46;
+  constexpr int kPerRow = 3;
+  constexpr double kRowH = 18;
+  const double pw = W - left - right;
+  const int legend_rows = int((c.series.size() + kPerRow - 1) / kPerRow);
+  const double H = top + plot_h + bottom + legend_rows * kRowH + 8;
+  auto usable = [&](const std::pair<double, double>& q) {
+    return std::isfinite(q.first) && std::isfinite(q.second) && (!c.log_x || q.first > 0);
+  };
+  auto tx = [&](double x) { return c.log_x ? std::log10(x) : x; };
+  double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+  std::set<double> xs;   // distinct x values: the ticks of a log axis
+  for (const ChartSeries& s : c.series)
+    for (const auto& q : s.points) {
+      if (!usable(q)) continue;
+      xlo = std::min(xlo, tx(q.first));
+      xhi = std::max(xhi, tx(q.first));
+      ylo = std::min(ylo, q.second);
+      yhi = std::max(yhi, q.second);
+      xs.insert(q.first);
+    }
+  const bool any = !xs.empty();
+  if (!any) xlo = xhi = ylo = yhi = c.log_x ? 1 : 0;
+  if (ylo >= 0) ylo = 0;   // distances, losses: from zero
+  Axis ya = axis(ylo, yhi, 5, true);
+  double xpad = xhi > xlo ? (xhi - xlo) * 0.05 : (c.log_x ? 0.3 : std::max(1.0, std::fabs(xlo) * 0.1));
+  double x0 = xlo - xpad, x1 = xhi + xpad;
+  auto px = [&](double x) { return left + (tx(x) - x0) / (x1 - x0) * pw; };
+  auto py = [&](double y) { return top + plot_h - (y - ya.lo) / (ya.hi - ya.lo) * plot_h; };
+  std::map<std::string, size_t> group_index;   // group -> colour, in order of first appearance
+  auto colour = [&](const ChartSeries& s) {
+    const std::string& g = s.group.empty() ? s.name : s.group;
+    auto it = group_index.emplace(g, group_index.size()).first;
+    return std::string(kPalette[it->second % std::size(kPalette)]);
+  };
+
+  std::string o;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" "
+                "height=\"%.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\" font-size=\"11\" role=\"img\">\n",
+                W, H, W, H);
+  o += buf;
+  o += "<title>" + esc(c.title) + "</title>\n";
+  std::snprintf(buf, sizeof buf, "<rect width=\"%.0f\" height=\"%.0f\" fill=\"#fff\"/>\n", W, H);
+  o += buf;
+  std::snprintf(buf, sizeof buf, "<text class=\"title\" x=\"%.1f\" y=\"20\" text-anchor=\"middle\" font-size=\"13\" "
+                "font-weight=\"bold\" fill=\"#222\">", W / 2);
+  o += buf + esc(c.title) + "</text>\n";
+  o += "<g class=\"grid\" stroke=\"#e4e4e4\">\n";
+  for (double y = ya.lo; y <= ya.hi + ya.step * 1e-6; y += ya.step) {
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"yt\" x=\"%.1f\" y=\"%.1f\" "
+                  "text-anchor=\"end\" stroke=\"none\" fill=\"#444\">",
+                  left, left + pw, py(y), py(y), left - 6, py(y) + 4);
+    o += buf + tick_label(y, ya.step) + "</text>\n";
+  }
+  std::vector<double> xticks;
+  if (c.log_x) {
+    if (xs.size() <= 12) {
+      xticks.assign(xs.begin(), xs.end());
+    } else {
+      for (double e = std::ceil(x0); e <= x1; e += 1) xticks.push_back(std::pow(10.0, e));
+    }
+  } else {
+    Axis xa = axis(x0, x1, 6, false);
+    for (double x = std::ceil(x0 / xa.step - 1e-9) * xa.step; x <= x1 + xa.step * 1e-6; x += xa.step)
+      xticks.push_back(std::fabs(x) < xa.step * 1e-6 ? 0 : x);
+  }
+  for (double x : xticks) {
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"xt\" x=\"%.1f\" y=\"%.1f\" "
+                  "text-anchor=\"middle\" stroke=\"none\" fill=\"#444\">",
+                  px(x), px(x), top, top + plot_h, px(x), top + plot_h + 16);
+    o += buf + fmt("%g", x) + "</text>\n";
+  }
+  o += "</g>\n";
+  std::snprintf(buf, sizeof buf,
+                "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+                "stroke=\"#999\"/>\n",
+                left, top, pw, plot_h);
+  o += buf;
+  std::snprintf(buf, sizeof buf, "<text class=\"xl\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\" "
+                "fill=\"#222\">", left + pw / 2, top + plot_h + 36);
+  o += buf + esc(c.xlabel) + "</text>\n";
+  std::snprintf(buf, sizeof buf, "<text class=\"yl\" transform=\"translate(16 %.1f) rotate(-90)\" "
+                "text-anchor=\"middle\" font-size=\"12\" fill=\"#222\">", top + plot_h / 2);
+  o += buf + esc(c.ylabel) + "</text>\n";
+  if (!any) {
+    std::snprintf(buf, sizeof buf, "<text class=\"nodata\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
+                  "fill=\"#999\" font-size=\"14\">no data</text>\n", left + pw / 2, top + plot_h / 2);
+    o += buf;
+  }
+  for (size_t si = 0; si < c.series.size(); ++si) {   // si: index into c.series (legend order)
+    const ChartSeries& s = c.series[si];
+    const std::string col = colour(s);
+    std::string pts, dots;
+    for (const auto& q : s.points) {
+      if (!usable(q)) continue;
+      std::snprintf(buf, sizeof buf, "%s%.1f,%.1f", pts.empty() ? "" : " ", px(q.first), py(q.second));
+      pts += buf;
+      std::snprintf(buf, sizeof buf, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\"/>", px(q.first), py(q.second));
+      dots += buf;
+    }
+    o += "<g class=\"series\" data-i=\"" + std::to_string(si) + "\" data-name=\"" + esc(s.name) + "\" fill=\"" + col +
+         "\" stroke=\"" + col + "\">";
+    o += "<polyline points=\"" + pts + "\" fill=\"none\" stroke-width=\"2\"" +
+         (s.dashed ? " stroke-dasharray=\"6 4\"" : "") + "/>" + dots + "</g>\n";
+  }
+  o += "<g class=\"legend\">\n";
+  for (size_t si = 0; si < c.series.size(); ++si) {   // si: index into c.series, as data-i above
+    const ChartSeries& s = c.series[si];
+    double lx = left + double(si % kPerRow) * (pw / kPerRow), ly = top + plot_h + bottom + double(si / kPerRow) * kRowH + 6;
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>"
+                  "<text x=\"%.1f\" y=\"%.1f\" fill=\"#222\">",
+                  lx, lx + 26, ly, ly, colour(s).c_str(), s.dashed ? " stroke-dasharray=\"6 4\"" : "", lx + 32, ly + 4);
+    o += buf + esc(s.name) + "</text>\n";
+  }
+  o += "</g>\n</svg>\n";
+  return o;
+}
+
+int chart_command(const std::string& spec_path, const std::string& out) {
+  std::ifstream in(spec_path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "tether: report: %s: cannot read\n", spec_path.c_str());
+    return 2;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  ChartPage page;
+  try {
+    page = parse_chart_spec(text.str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tether: report: %s: %s\n", spec_path.c_str(), e.what());
+    return 2;
+  }
+  const bool svg = out.size() >= 4 && out.compare(out.size() - 4, 4, ".svg") == 0;
+  std::string doc;
+  if (svg) {
+    if (page.charts.size() != 1) {
+      std::fprintf(stderr, "tether: report: %s: %zu charts; an .svg holds one (write .html for a page)\n",
+                   spec_path.c_str(), page.charts.size());
+      return 2;
+    }
+    doc = render_chart_svg(page.charts[0]);
+  } else {
+    doc = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" + esc(page.title) +
+          "</title>\n<style>body { font: 14px/1.4 system-ui, \"DejaVu Sans\", sans-serif; margin: 20px 28px; } "
+          "svg.chart { max-width: 100%; height: auto; display: block; margin-bottom: 18px; }</style>\n"
+          "</head>\n<body>\n<h1>" + esc(page.title) + "</h1>\n";
+    for (const Chart& c : page.charts) doc += render_chart_svg(c);
+    doc += "</body>\n</html>\n";
+  }
+  std::ofstream f(out, std::ios::binary | std::ios::trunc);
+  f << doc;
+  f.close();
+  if (!f) {
+    std::fprintf(stderr, "tether: report: %s: cannot write\n", out.c_str());
+    return 1;
+  }
+  std::printf("wrote %s (%zu charts, %zu bytes)\n", out.c_str(), page.charts.size(), doc.size());
   return 0;
 }
 

@@ -30,10 +30,19 @@
 //     and legend as written) and data-errors (script errors) — what the
 //     headless-browser test (test/observe/report_browser.sh) checks.
 //   - render_report is a pure function of the log and the options.
+//
+// Charts of y against x (not time), for the benchmarks' figures: `tether
+// report --chart SPEC -o FILE` draws a chart spec (JSON, below) as one
+// standalone SVG (FILE ending .svg) or an HTML page of its charts. Each series
+// is one <polyline> with one point per data point (and a circle per point),
+// coloured by its group (series of one group share a colour: e.g. an
+// algorithm's largest distance solid and its median dashed); names and
+// labels are XML-escaped; log_x draws x on a log scale (every x > 0).
 #pragma once
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "observe/run_log.h"
@@ -63,5 +72,40 @@ struct ReportArgs {
   ReportOptions opts;
 };
 int report_command(const ReportArgs& args, const LinkRateOfConfig& link_rate_of_config);
+
+struct ChartSeries {
+  std::string name;
+  std::string group;   // empty: the series is its own group (its own colour)
+  std::vector<std::pair<double, double>> points;   // (x, y), drawn in this order
+  bool dashed = false;
+};
+
+struct Chart {
+  std::string title, xlabel, ylabel;
+  bool log_x = false;
+  std::vector<ChartSeries> series;
+};
+
+// A chart spec: either one chart
+//   {"title": T, "xlabel": X, "ylabel": Y, "log_x": bool,
+//    "series": [{"name": N, "group": G, "dashed": bool, "points": [[x, y], ...]}, ...]}
+// or a page of charts {"title": T, "charts": [chart, ...]}. Throws
+// std::runtime_error naming what is wrong (not JSON, a missing or mistyped
+// key, a non-finite value, x <= 0 with log_x, no series).
+struct ChartPage {
+  std::string title;
+  std::vector<Chart> charts;
+};
+ChartPage parse_chart_spec(const std::string& json_text);
+
+// One standalone SVG document (xmlns, colours as attributes: it shows as an
+// <img> in a README) with axes, tick labels, axis labels, the title and a
+// legend. A pure function of the chart.
+std::string render_chart_svg(const Chart& chart);
+
+// `tether report --chart SPEC -o FILE`: FILE ending .svg gets the spec's one
+// chart (exit 2 when it holds more), any other FILE an HTML page of every
+// chart. Exit 0, 1 if FILE cannot be written, 2 for a bad or unreadable spec.
+int chart_command(const std::string& spec_path, const std::string& out);
 
 }  // namespace tether

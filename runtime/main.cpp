@@ -69,6 +69,7 @@ const char* kUsage =
     "  tether config CONFIG [--set json.path=value]... [--peers | --get json.path]\n"
     "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
+    "  tether report --chart SPEC -o FILE\n"
     "  tether --help, tether COMMAND --help\n"
     "\n"
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
@@ -92,6 +93,8 @@ const char* kUsage =
     "        until every node finished or Ctrl-C; --once (or no terminal): one frame.\n"
     "report  writes a self-contained HTML page with plots and a summary of LOGDIR;\n"
     "        --link-mbps (or the config's net.inject_rate_mbps) draws the link rate.\n"
+    "        --chart SPEC: draws a chart spec (JSON: series of [x, y] points, e.g.\n"
+    "        bench/discrepancy.sh's distance against N) as FILE.svg or an HTML page.\n"
     "--set   overrides one config value, e.g. --set optimizer.lr=0.1\n"
     "        --set data.name=synthetic (values are JSON, bare words are strings;\n"
     "        array elements by index: --set cluster.peers.1.host=10.0.0.2)\n"
@@ -132,7 +135,13 @@ const char* kReportHelp =
     "usage: tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
     "  one self-contained HTML page (inline SVG, no network) with plots over time and\n"
     "  a summary table of LOGDIR/node-*.jsonl; --link-mbps, or the config's\n"
-    "  net.inject_rate_mbps, draws the link rate on the bytes-on-the-wire plot.\n";
+    "  net.inject_rate_mbps, draws the link rate on the bytes-on-the-wire plot.\n"
+    "usage: tether report --chart SPEC -o FILE\n"
+    "  draws SPEC, a JSON chart spec ({\"title\", \"xlabel\", \"ylabel\", \"log_x\",\n"
+    "  \"series\": [{\"name\", \"group\", \"dashed\", \"points\": [[x, y], ...]}]}, or\n"
+    "  {\"title\", \"charts\": [chart, ...]}): one polyline per series, a colour per\n"
+    "  group. FILE ending .svg: a standalone SVG of the one chart; else an HTML page.\n"
+    "  Written by bench/discrepancy.sh --out and bench/paper.sh --out.\n";
 
 int usage_error(const std::string& msg, const std::string& cmd = "") {
   std::fprintf(stderr, "tether: %s\n(run `tether %s--help` for usage)\n", msg.c_str(),
@@ -150,6 +159,7 @@ struct Args {
   bool any_data = false, peers = false;
   tether::DashboardArgs dashboard;
   tether::ReportArgs report;
+  std::string chart;   // report --chart SPEC
 };
 
 // A CLI11 check that returns `message + ", got " + value` when `ok` fails.
@@ -225,6 +235,7 @@ int parse_args(int argc, char** argv, Args& a) {
   }));
   report->add_option("--config", a.report.config);
   report->add_option("--title", a.report.opts.title);
+  report->add_option("--chart", a.chart);
 
   try {
     app.parse(argc, argv);
@@ -262,7 +273,10 @@ int parse_args(int argc, char** argv, Args& a) {
   }
   const bool on_logs = a.cmd == "dashboard" || a.cmd == "report";
   if (!on_logs && a.config_path.empty()) return usage_error(a.cmd + ": missing CONFIG", a.cmd);
-  if (on_logs && (a.cmd == "dashboard" ? a.dashboard.dir : a.report.dir).empty()) {
+  if (a.cmd == "report" && !a.chart.empty() && !a.report.dir.empty()) {
+    return usage_error("report: LOGDIR and --chart exclude each other", a.cmd);
+  }
+  if (on_logs && (a.cmd == "dashboard" ? a.dashboard.dir : a.chart.empty() ? a.report.dir : a.chart).empty()) {
     return usage_error(a.cmd + ": missing LOGDIR", a.cmd);
   }
   if (a.cmd == "eval" && a.checkpoint.empty()) return usage_error("eval: missing --checkpoint FILE", a.cmd);
@@ -323,6 +337,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   start_signal_thread();
   if (args.cmd == "dashboard") return tether::dashboard_command(args.dashboard, &g_stop);
+  if (args.cmd == "report" && !args.chart.empty()) return tether::chart_command(args.chart, args.report.out);
   if (args.cmd == "report") {
     // --config: the link rate from the node's config (observe/ does not read configs).
     return tether::report_command(args.report, [](const std::string& path) {
