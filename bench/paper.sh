@@ -233,7 +233,7 @@ def get(kind, algo, n, key):
 def base_get(rt, algo, key):
     for r in rows:
         if r["kind"] == "baseline" and r["rate"] == rt and r["algo"] == algo:
-            return r[key]
+            return r[key] * 100 if key == "acc" and r[key] is not None else r[key]   # acc in %, as acc_1
     return None
 real_n = max([r["n"] for r in rows if r["kind"] == "real"], default=1)
 syn_n = max([r["n"] for r in rows if r["kind"] == "synthetic"], default=1)
@@ -252,7 +252,7 @@ print("RESULT rate=%s mode=%s sync_idle_%d=%s overlap_idle_%d=%s overlap_speedup
       + "".join(f" base_{rt}_{algo.replace('-', '_')}_{key}_{n}={fmt(base_get(rt, algo, k), f)}"
                 for rt, n in dict.fromkeys((r["rate"], r["n"]) for r in rows if r["kind"] == "baseline")
                 for algo in names
-                for key, k, f in (("acc", "acc", "{:.4f}"), ("idle", "idle", "{:.3f}"), ("ips", "ips", "{:.0f}"),
+                for key, k, f in (("acc", "acc", "{:.2f}"), ("idle", "idle", "{:.3f}"), ("ips", "ips", "{:.0f}"),
                                   ("dist", "dist", "{:.3g}"))))
 PY
 if [ -n "$OUT" ] && [ -f "$OUT/loss_vs_samples.json" ]; then

@@ -876,7 +876,7 @@ ChartPage parse_chart_spec(const std::string& json_text) {
 
 std::string render_chart_svg(const Chart& c) {
   constexpr double W = 720, left = 70, right = 18, top = 34, plot_h = 300, bottom = 46;
-  constexpr int kPerRow = 3;
+  constexpr int kPerRow = 2;   // legend items per row: a group's two series side by side
   constexpr double kRowH = 18;
   const double pw = W - left - right;
   const int legend_rows = int((c.series.size() + kPerRow - 1) / kPerRow);
@@ -933,6 +933,7 @@ std::string render_chart_svg(const Chart& c) {
     o += buf + tick_label(y, ya.step) + "</text>\n";
   }
   std::vector<double> xticks;
+  double xstep = 0;   // linear axis: the tick step (labels in k, M); log axis: 0 (labels %g)
   if (c.log_x) {
     if (xs.size() <= 12) {
       xticks.assign(xs.begin(), xs.end());
@@ -941,6 +942,7 @@ std::string render_chart_svg(const Chart& c) {
     }
   } else {
     Axis xa = axis(x0, x1, 6, false);
+    xstep = xa.step;
     for (double x = std::ceil(x0 / xa.step - 1e-9) * xa.step; x <= x1 + xa.step * 1e-6; x += xa.step)
       xticks.push_back(std::fabs(x) < xa.step * 1e-6 ? 0 : x);
   }
@@ -949,7 +951,7 @@ std::string render_chart_svg(const Chart& c) {
                   "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"xt\" x=\"%.1f\" y=\"%.1f\" "
                   "text-anchor=\"middle\" stroke=\"none\" fill=\"#444\">",
                   px(x), px(x), top, top + plot_h, px(x), top + plot_h + 16);
-    o += buf + fmt("%g", x) + "</text>\n";
+    o += buf + (xstep > 0 ? tick_label(x, xstep) : fmt("%g", x)) + "</text>\n";
   }
   o += "</g>\n";
   std::snprintf(buf, sizeof buf,
