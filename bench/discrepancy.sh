@@ -15,7 +15,8 @@
 # With --out DIR: DIR/discrepancy.json (every run's figures), DIR/distance_vs_n.json
 # (the chart spec) and DIR/distance_vs_n.svg, drawn by `tether report --chart`
 # (largest distance solid, median pair distance dashed, one colour per
-# algorithm, N on a log scale). docs/distance_vs_n.svg is such a drawing.
+# algorithm, N on a log scale). docs/distance_vs_n.svg is such a drawing, and
+# docs/discrepancy_runs.json the discrepancy.json behind it.
 # Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/; SKIP_BUILD=1 skips the build).
 # Ends with one line:
 #   RESULT overlap_all_pairs=... overlap_per_pair=... overlap_median=... sync_... local_sgd_... downpour_... easgd_...

@@ -153,7 +153,8 @@ def main():
         sys.exit(f"{binary}: not built (meson setup build && ninja -C build)")
     seeds = [int(x) for x in a.seeds.split(",")]
     stalenesses = [int(x) for x in a.staleness.split(",")]
-    print(f"# commit {subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}, "
+    a.commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    print(f"# commit {a.commit}, "
           f"{os.cpu_count()} cores; {a.model if a.model != 'mlp' else f'mlp hidden {a.hidden}'} on {a.data}, bound {a.bound}, batch {a.batch}, lr {a.lr}, H 1, {a.rounds} rounds, "
           f"delay {a.delay_ms} ms/hop", flush=True)
     if a.algorithms:
@@ -218,8 +219,7 @@ def write_json(a, names, nodes, seeds, runs):
     """--json: every run's figures and the settings; with --chart-out, the chart
     of distance against N (median over seeds): per algorithm one solid line
     (the largest distance) and one dashed (the median pair distance)."""
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = a.commit   # the checkout's commit when the runs began
     doc = {"commit": commit, "date": time.strftime("%Y-%m-%d", time.gmtime()), "cores": os.cpu_count(),
            "model": a.model, "data": a.data, "batch": a.batch, "lr": a.lr, "rounds": a.rounds,
            "delay_ms": a.delay_ms, "nodes": nodes, "seeds": seeds, "algorithms": names, "runs": runs}
