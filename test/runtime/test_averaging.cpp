@@ -529,18 +529,22 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
     std::string point;
     int node;
     int rejoin_ms;
+    net::Codec codec = net::Codec::kNone;
   };
   // node 2 at each point of round 20; node 0 (the coordinator of view 1);
   // the coordinator of the change (node 0) dying as it commits a view
-  // without node 3, so node 1 takes over; and a crash followed by a rejoin.
-  const std::vector<Case> cases = {{"submit", 2, -1}, {"reduce-scatter", 2, -1}, {"all-gather", 2, -1},
-                                   {"window", 2, -1},  {"submit", 0, -1},         {"commit", 0, -1},
-                                   {"all-gather", 2, 300}};
+  // without node 3, so node 1 takes over; a crash followed by a rejoin, and
+  // the same with int8 compression (error feedback across the re-run rounds).
+  const std::vector<Case> cases = {{"submit", 2, -1},     {"reduce-scatter", 2, -1}, {"all-gather", 2, -1},
+                                   {"window", 2, -1},     {"submit", 0, -1},         {"commit", 0, -1},
+                                   {"all-gather", 2, 300}, {"reduce-scatter", 2, 300, net::Codec::kInt8}};
   for (const Case& k : cases) {
     CAPTURE(k.point);
     CAPTURE(k.node);
     CAPTURE(k.rejoin_ms);
+    CAPTURE(net::codec_name(k.codec));
     Run run;
+    run.codec = k.codec;
     run.nodes = k.point == "commit" ? 5 : 4;   // two deaths need 5 for a majority of 3
     run.gossip = false;
     run.staleness = 2;
