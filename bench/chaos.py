@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Chaos: 6 nodes train lenet on Fashion-MNIST while a script kills -9 a random
 node every 10-20 s (never more than 2 down at once) and starts it again 3-8 s
-later (the same command, with --resume of its checkpoint when it has one).
+later (the same command, with --resume of its checkpoint when it has one). No
+kill comes in the last 12 s of the clean run's length, so that every killed
+node is back before the run ends.
 
 Checks, and prints (exit 1 when one fails):
   - at least --min-kills kills happened;
@@ -40,7 +42,7 @@ def final(logdir, node):
     return rec
 
 
-def run(binary, workdir, tag, a, chaos):
+def run(binary, workdir, tag, a, chaos, last_kill_s=float("inf")):
     logdir = os.path.join(workdir, tag)
     shutil.rmtree(logdir, ignore_errors=True)
     os.makedirs(logdir)
@@ -87,7 +89,7 @@ def run(binary, workdir, tag, a, chaos):
                 procs[i] = None
         if all(p is None for p in procs.values()) and not down:
             break
-        if chaos and now >= next_kill:
+        if chaos and now >= next_kill and now - t0 <= last_kill_s:
             alive = [i for i, p in procs.items() if p is not None]
             if len(down) < 2 and len(alive) == a.nodes - len(down) and alive:
                 victim = rng.choice(alive)
@@ -131,7 +133,10 @@ def main():
     workdir = tempfile.mkdtemp(prefix="tether-chaos-")
     clean = run(binary, workdir, "clean", a, False)
     print(f"clean run: {clean['wall_s']:.0f} s", flush=True)
-    chaos = run(binary, workdir, "chaos", a, True)
+    # No kill so late that the run could end before the node is back (a restart
+    # 3-8 s later, then its join): the clean run's length is the estimate.
+    last_kill_s = clean["wall_s"] - 12
+    chaos = run(binary, workdir, "chaos", a, True, last_kill_s)
     print(f"chaos run: {chaos['wall_s']:.0f} s, {chaos['kills']} kills", flush=True)
     ok = True
     for r, name in ((clean, "clean"), (chaos, "chaos")):
