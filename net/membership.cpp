@@ -136,7 +136,10 @@ void Communicator::maybe_change_view() {
   for (int m : view_.members) need = need || (m != opts_.self && peers_[static_cast<size_t>(m)].lost);
   if (!need) return;
   const std::vector<int> alive = alive_members();
-  if (alive.empty() || alive.front() != opts_.self) return;  // not the coordinator
+  // The coordinator: the lowest live member. A joiner cannot coordinate, even
+  // with a lower id (a restarted node 0 joins a view that node 1 runs).
+  const auto coordinator = std::find_if(alive.begin(), alive.end(), [this](int p) { return view_.has(p); });
+  if (coordinator == alive.end() || *coordinator != opts_.self) return;
   if (2 * alive.size() <= static_cast<size_t>(nodes_)) return;  // no majority: check_quorum waits
   propose(alive);
 }
@@ -221,6 +224,13 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
   changing_ = false;
   proposing_.reset();
   transport_->set_epoch(epoch);
+  // The rounds from the resume round run again over the new members: their
+  // time-out counts from here. (A member that took the proposal without
+  // having timed the stalled round out itself kept the old start, and at its
+  // next tick took the new view's members for stalled before their frames of
+  // the re-run could come: seen in the stalled-trainer cluster test, which
+  // then lost a second member and its quorum.)
+  progress_at_ = Clock::now();
   for (int m : view_.members) {
     joiners_.erase(std::remove(joiners_.begin(), joiners_.end(), m), joiners_.end());
     PeerState& ps = peers_[static_cast<size_t>(m)];
@@ -301,15 +311,7 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     if (r < resume) continue;
     slot.sketches.clear();  // every member sends its sketch again in this view
     if (!slot.submitted) continue;
-    for (int m : view_.members) {
-      if (m == opts_.self) continue;
-      Header h;
-      h.kind = Kind::kSketch;
-      h.flags = slot.own_stop ? kStopRequest : 0;
-      h.round = r;
-      h.count = slot.own_sketch->data.size();
-      transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
-    }
+    resend_sketch(r, slot);
     ring_->submit(r, make_buffer(slot.retained), slot.applied);
     slot.in_mixer = true;
   }
@@ -337,22 +339,25 @@ void Communicator::install_gossip(uint64_t resume) {
     if (r >= resume) {
       slot.sketches.clear();  // every member sends its sketch again in this view
       slot.in_mixer = false;
-      if (slot.submitted) {
-        for (int m : view_.members) {
-          if (m == opts_.self) continue;
-          Header h;
-          h.kind = Kind::kSketch;
-          h.flags = slot.own_stop ? kStopRequest : 0;
-          h.round = r;
-          h.count = slot.own_sketch->data.size();
-          transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
-        }
-      }
+      if (slot.submitted) resend_sketch(r, slot);
     }
     if (slot.exact && r < resume) slot.in_mixer = false;  // the ring it ran on is gone
     if (!slot.submitted || slot.in_mixer) continue;
     mixer_for(slot)->submit(r, make_buffer(slot.retained), slot.applied);
     slot.in_mixer = true;
+  }
+}
+
+// A round re-run in a new view: this node's sketch to every member again.
+void Communicator::resend_sketch(uint64_t round, const Slot& slot) {
+  for (int m : view_.members) {
+    if (m == opts_.self) continue;
+    Header h;
+    h.kind = Kind::kSketch;
+    h.flags = slot.own_stop ? kStopRequest : 0;
+    h.round = round;
+    h.count = slot.own_sketch->data.size();
+    transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
   }
 }
 
@@ -522,7 +527,9 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
         if (v[2 + i] >= static_cast<uint64_t>(nodes_) || (i > 0 && v[2 + i] <= v[1 + i])) return Reject::kRangeMismatch;
         members.push_back(static_cast<int>(v[2 + i]));
       }
-      if (members.front() != peer) return Reject::kRangeMismatch;  // the coordinator is the lowest id
+      // The coordinator is the lowest member that does not join: a proposal
+      // names its members, the commit says which of them join (checked there).
+      if (!std::binary_search(members.begin(), members.end(), peer)) return Reject::kRangeMismatch;
       const auto epoch = static_cast<uint32_t>(v[0]);
       if (epoch <= promised_) return Reject::kStaleEpoch;  // answered a newer one already
       if (!std::binary_search(members.begin(), members.end(), opts_.self)) {
@@ -596,7 +603,10 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
                                                            " of the others (it was stopped or cut off): start it again to rejoin")));
         return Reject::kNone;
       }
-      if (members.front() != peer || epoch < promised_) return Reject::kStaleEpoch;
+      int coordinator = -1;  // the lowest member that does not join
+      for (const auto& [id, d] : done)
+        if (d != kJoinerDone && coordinator < 0) coordinator = id;
+      if (coordinator != peer || epoch < promised_) return Reject::kStaleEpoch;
       for (const auto& [id, d] : done)
         if (d != kJoinerDone && d > v[1]) return Reject::kRangeMismatch;  // R is the largest done
       peers_[static_cast<size_t>(peer)].last_seen = Clock::now();
