@@ -277,7 +277,7 @@ int parse_args(int argc, char** argv, Args& a) {
     return usage_error("report: LOGDIR and --chart exclude each other", a.cmd);
   }
   if (on_logs && (a.cmd == "dashboard" ? a.dashboard.dir : a.chart.empty() ? a.report.dir : a.chart).empty()) {
-    return usage_error(a.cmd + ": missing LOGDIR", a.cmd);
+    return usage_error(a.cmd + (a.cmd == "report" ? ": missing LOGDIR (or --chart SPEC)" : ": missing LOGDIR"), a.cmd);
   }
   if (a.cmd == "eval" && a.checkpoint.empty()) return usage_error("eval: missing --checkpoint FILE", a.cmd);
   if (a.cmd == "report" && a.report.out.empty()) return usage_error("report: missing -o FILE", a.cmd);
