@@ -32,6 +32,9 @@ constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
 // After the fixed fields: one (hash64 of the path, hash of the value) pair per
 // run key (CommOptions::config_keys), so a config mismatch names the keys.
 constexpr size_t kMaxHelloKeys = 4096;
+// ZeroMQ limits per connection of the ROUTER (see io_main).
+constexpr int kReceiveHwm = 256;
+constexpr int kHandshakeMs = 5000;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
@@ -51,7 +54,8 @@ Communicator::Communicator(CommOptions options)
     : opts_(std::move(options)),
       nodes_(static_cast<int>(opts_.peers.size())),
       work_(asio::make_work_guard(io_)),
-      rejected_(static_cast<size_t>(Reject::kCount)) {
+      rejected_(static_cast<size_t>(Reject::kCount)),
+      handshake_failed_(static_cast<size_t>(HandshakeFailure::kCount)) {
   std::sort(opts_.peers.begin(), opts_.peers.end(),
             [](const PeerAddr& a, const PeerAddr& b) { return a.id < b.id; });
   TETHER_NET_CHECK(nodes_ >= 1, "no peers configured");
@@ -67,6 +71,12 @@ Communicator::Communicator(CommOptions options)
                                    << opts_.peer_timeout_ms);
   TETHER_NET_CHECK(opts_.connect_timeout_ms > 0, "connect_timeout_ms " << opts_.connect_timeout_ms);
   TETHER_NET_CHECK(opts_.chunk_bytes >= sizeof(float), "chunk_bytes " << opts_.chunk_bytes);
+  if (opts_.curve) {
+    TETHER_NET_CHECK(opts_.secret_key.size() == 40 && opts_.public_key.size() == 40,
+                     "curve: this node's keypair must be two 40-character Z85 keys");
+    for (const PeerAddr& p : opts_.peers)  // every peer's key: the ZAP handler's list
+      TETHER_NET_CHECK(p.public_key.size() == 40, "curve: peer " << p.id << " has no 40-character public key");
+  }
   last_log_.assign(static_cast<size_t>(Reject::kCount), Clock::time_point{});
   unlogged_.assign(static_cast<size_t>(Reject::kCount), 0);
 }
@@ -219,6 +229,11 @@ CommStats Communicator::stats() const {
     const uint64_t n = rejected_[r].load();
     if (n) s.rejected_by_reason[std::string(reject_name(static_cast<Reject>(r)))] = n;
   }
+  for (size_t f = 0; f < handshake_failed_.size(); ++f) {  // f over the HandshakeFailure reasons
+    const uint64_t n = handshake_failed_[f].load();
+    s.handshakes_failed += n;
+    if (n) s.handshake_failed_by_reason[std::string(handshake_failure_name(static_cast<HandshakeFailure>(f)))] = n;
+  }
   return s;
 }
 
@@ -238,11 +253,16 @@ void Communicator::fail(std::exception_ptr e) {
 void Communicator::io_main() {
   try {
     std::vector<TransportPeer> tpeers;
-    for (const PeerAddr& p : opts_.peers) tpeers.push_back({p.id, p.host, p.port});
+    for (const PeerAddr& p : opts_.peers) tpeers.push_back({p.id, p.host, p.port, p.public_key});
     transport_ = std::make_unique<Transport>(
         io_, opts_.self, std::move(tpeers), opts_.inject_delay_ms, opts_.inject_rate_mbps,
-        [this](std::vector<zmq::message_t>& parts, bool truncated) { on_message(parts, truncated); },
+        [this](std::vector<zmq::message_t>& parts, bool truncated, int auth_peer) {
+          on_message(parts, truncated, auth_peer);
+        },
         &bytes_sent_, &bytes_recv_);
+    transport_->set_handshake_counters(handshake_failed_.data());
+    if (opts_.curve) transport_->set_curve(opts_.secret_key, opts_.public_key);
+    bound_.assign(static_cast<size_t>(nodes_), std::string());
     // The ring also carries the exact averages a gossip run asks for.
     ring_ = std::make_unique<RingAllreduce>(opts_.self, nodes_, count_, opts_.chunk_bytes,
                                             transport_.get());
@@ -260,6 +280,13 @@ void Communicator::io_main() {
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
                                                         kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
                                                         kHeaderBytes}));
+    // Per connection: what ZeroMQ may buffer before this thread reads it
+    // (messages; the node reads as fast as frames come, so a peer only meets
+    // TCP back-pressure), the handshake's deadline, and ZMTP heartbeats that
+    // drop a connection silent far longer than a peer may be (strangers'
+    // idle connections; a peer's own silence is judged by peer_timeout_ms).
+    transport_->set_limits(kReceiveHwm, kHandshakeMs, opts_.heartbeat_ms,
+                           std::max(4 * opts_.peer_timeout_ms, 10000));
     transport_->open(opts_.test_after_bind);
 
     const std::vector<uint64_t> hello = hello_fields();
@@ -476,10 +503,32 @@ bool corrupts_stream(Reject r) {
   }
 }
 
-void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated) {
+void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated, int auth_peer) {
+  msg_peer_ = -1;  // whose connection: never the routing id alone
+  if (opts_.curve) {
+    msg_peer_ = auth_peer >= 0 && auth_peer < nodes_ && auth_peer != opts_.self ? auth_peer : -1;
+  } else if (!parts.empty()) {
+    for (int p = 0; p < nodes_ && msg_peer_ < 0; ++p)  // p over the peers bound to a routing id
+      if (!bound_[static_cast<size_t>(p)].empty() && parts[0].to_string_view() == bound_[static_cast<size_t>(p)])
+        msg_peer_ = p;
+  }
+  // Start-up diagnosis only (check_corrupt), without CURVE: a connection not
+  // bound yet whose routing id names a peer not bound either ("n<k>" or
+  // "n<k>.<anything>", as Transport's DEALERs), e.g. a peer whose hello
+  // speaks another protocol version.
+  claimed_peer_ = -1;
+  if (!opts_.curve && msg_peer_ < 0 && !parts.empty()) {
+    const std::string_view rid = parts[0].to_string_view();
+    size_t end = 1;
+    while (end < rid.size() && end < 6 && rid[end] >= '0' && rid[end] <= '9') ++end;  // at most 5 digits
+    if (rid.size() > 1 && rid[0] == 'n' && end > 1 && (end == rid.size() || rid[end] == '.')) {
+      const int k = std::stoi(std::string(rid.substr(1, end - 1)));
+      if (k < nodes_ && k != opts_.self && bound_[static_cast<size_t>(k)].empty()) claimed_peer_ = k;
+    }
+  }
   if (truncated || parts.size() != 3) {  // [identity][header][payload]
     reject(Reject::kFrameCount, nullptr);
-    if (!parts.empty()) check_corrupt(parts[0], Reject::kFrameCount, nullptr);
+    check_corrupt(Reject::kFrameCount, nullptr);
     return;
   }
   Header h;
@@ -493,22 +542,19 @@ void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated
       detail = "it speaks wire protocol version " + std::to_string(theirs) + ", this node " +
                std::to_string(kProtocolVersion) + ": every node must run the same tether";
     }
-    check_corrupt(parts[0], r, nullptr, detail);
+    check_corrupt(r, nullptr, detail);
     return;
   }
   r = handle(h, parts);
   if (r != Reject::kNone) {
     reject(r, &h);
-    check_corrupt(parts[0], r, &h);
+    check_corrupt(r, &h);
   }
 }
 
-void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, const Header* h,
-                                 const std::string& detail) {
+void Communicator::check_corrupt(Reject why, const Header* h, const std::string& detail) {
   if (!corrupts_stream(why) || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return;
-  int peer = -1;
-  for (int p = 0; p < nodes_ && peer < 0; ++p)  // p over the nodes: whose connection it came on
-    if (p != opts_.self && identity.to_string_view() == Transport::identity(p)) peer = p;
+  const int peer = msg_peer_ >= 0 ? msg_peer_ : claimed_peer_;  // whose connection it came on
   if (peer < 0) return;  // not a peer's connection: refused and counted, nothing lost
   std::ostringstream os;
   os << "node " << opts_.self << ": a frame from " << peer_name(peer)
@@ -528,8 +574,10 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   const int peer = static_cast<int>(h.sender);
   PeerState& ps = peers_[static_cast<size_t>(peer)];
   zmq::message_t& payload = parts[2];
-  const std::string expected_identity = Transport::identity(peer);
-  auto identity_ok = [&] { return parts[0].to_string_view() == expected_identity; };
+  // The frame claims `peer`: its connection must be that peer's (module
+  // comment). Without CURVE, a hello binds its routing id to the peer it
+  // claims when that peer has none yet.
+  auto identity_ok = [&] { return msg_peer_ == peer; };
   auto in_window = [&] {
     return h.round >= done_ && h.round - done_ < 2 * static_cast<uint64_t>(opts_.window);
   };
@@ -540,6 +588,20 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
           (h.payload_bytes - kHelloBytes) / (2 * sizeof(uint64_t)) > kMaxHelloKeys)
         return Reject::kLengthMismatch;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!opts_.curve && msg_peer_ < 0 && bound_[static_cast<size_t>(peer)].empty()) {
+        bound_[static_cast<size_t>(peer)] = parts[0].to_string();
+        msg_peer_ = peer;
+      } else if (!opts_.curve && msg_peer_ != peer && !bound_[static_cast<size_t>(peer)].empty()) {
+        // A second connection claiming a peer that has one: refused, logged
+        // (the first connection stays; "none" cannot tell which is genuine).
+        transport_->count_handshake_failure(HandshakeFailure::kIdentityTaken);
+        std::fprintf(stderr,
+                     "[tether.net node %d] refused a hello claiming to be %s on a second connection "
+                     "(routing id \"%.40s\"): that peer is connected already (net.security \"none\" "
+                     "cannot authenticate; use \"curve\")\n",
+                     opts_.self, peer_name(peer).c_str(), parts[0].to_string().c_str());
+        return Reject::kIdentityMismatch;
+      }
       if (!identity_ok()) return Reject::kIdentityMismatch;
       if (ps.hello) return Reject::kDuplicate;
       handle_hello(h, payload);

@@ -54,6 +54,7 @@ struct PeerAddr {
   int id;
   std::string host;
   int port;
+  std::string public_key = {};  // Z85, 40 characters: required with CommOptions::curve
 };
 enum class MixerKind { kRing, kGossip };
 
@@ -78,6 +79,14 @@ struct CommOptions {
   // bounds what ZeroMQ buffers from a connection (ZMQ_MAXMSGSIZE).
   uint64_t sketch_floats = 0;
   uint64_t config_hash = 0;     // hello: peers with another config hash are refused
+  // CurveZMQ on every link (net/transport.h): this node's keypair (Z85) and
+  // every peer's public_key. A frame is taken from peer k only when its
+  // connection authenticated with k's key. Off (plaintext, the library's
+  // default; the tether binary's default is on, net.security): a peer is the
+  // routing id its first accepted hello came on, and a hello claiming the
+  // same peer on another connection is refused and logged (identity_taken).
+  bool curve = false;
+  std::string secret_key, public_key;
   // The keys behind config_hash: JSON path -> hash of its value. Sent with
   // the hello, so a refusal names the keys that differ.
   std::vector<std::pair<std::string, uint64_t>> config_keys;
@@ -148,6 +157,9 @@ struct StartRefused : StartFailed {
 struct CommStats {
   uint64_t bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
   std::map<std::string, uint64_t> rejected_by_reason;
+  // connections refused before any frame was read (handshake_failure_name)
+  uint64_t handshakes_failed = 0;
+  std::map<std::string, uint64_t> handshake_failed_by_reason;
 };
 
 class Communicator {
@@ -183,6 +195,7 @@ class Communicator {
   // Peers detected silent so far (thread-safe).
   std::vector<int> lost_peers() const;
   int self() const { return opts_.self; }
+  bool curve() const { return opts_.curve; }
   int nodes() const { return static_cast<int>(opts_.peers.size()); }
 
  private:
@@ -203,7 +216,7 @@ class Communicator {
 
   // I/O thread
   void io_main();
-  void on_message(std::vector<zmq::message_t>& parts, bool truncated);
+  void on_message(std::vector<zmq::message_t>& parts, bool truncated, int auth_peer);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
   void handle_hello(const Header& h, const zmq::message_t& payload);
   std::vector<uint64_t> hello_fields() const;
@@ -222,9 +235,8 @@ class Communicator {
   void check_round_progress(Clock::time_point now);
   void reject(Reject why, const Header* h);
   // After a refused frame: PeerCorrupt when it came on a peer's own
-  // connection (routing identity) and corrupts_stream(why).
-  void check_corrupt(const zmq::message_t& identity, Reject why, const Header* h,
-                     const std::string& detail = "");
+  // connection (msg_peer_) and corrupts_stream(why).
+  void check_corrupt(Reject why, const Header* h, const std::string& detail = "");
   void fail(std::exception_ptr e);
   std::string peer_name(int id) const;
   std::shared_ptr<RoundBuffer> make_buffer(std::vector<float> v);
@@ -256,6 +268,11 @@ class Communicator {
   Clock::time_point start_time_{};
   std::vector<Clock::time_point> last_log_;  // [reason], rate limit
   std::vector<uint64_t> unlogged_;           // [reason], suppressed since
+  // The peer whose connection the message being handled came on (-1: none):
+  // curve: the key's owner; else the peer bound to its routing id (bound_).
+  int msg_peer_ = -1;
+  int claimed_peer_ = -1;  // no curve: the unbound peer its routing id names (on_message)
+  std::vector<std::string> bound_;  // [peer] routing id of its accepted hello (no curve)
   std::thread io_thread_;
 
   // trainer thread only
@@ -274,6 +291,7 @@ class Communicator {
   std::atomic<uint64_t> bytes_sent_{0}, bytes_recv_{0};
   std::atomic<uint64_t> rejected_total_{0};
   std::vector<std::atomic<uint64_t>> rejected_;  // [Reject]
+  std::vector<std::atomic<uint64_t>> handshake_failed_;  // [HandshakeFailure]
   std::atomic<int> linger_ms_{0};
 };
 

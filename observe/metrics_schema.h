@@ -56,6 +56,9 @@ inline constexpr char kBytesSent[] = "bytes_sent";   // run
 inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
+inline constexpr char kSecurity[] = "security";   // net.security: "curve" or "none"
+inline constexpr char kHandshakesFailed[] = "handshakes_failed";   // run: connections refused at the handshake
+inline constexpr char kHandshakeFailedBy[] = "handshake_failed";   // run: {reason: count} (net/transport.h)
 
 // Events' fields.
 inline constexpr char kTestAcc[] = "test_acc";     // final: null when interrupted
@@ -72,12 +75,12 @@ inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, 
 inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
-    kDeltaClaimsRefused};
+    kDeltaClaimsRefused, kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
-                                               kDeltaClaimsRefused};
+                                               kDeltaClaimsRefused, kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};

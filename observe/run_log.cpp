@@ -140,6 +140,9 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.bytes_recv = count(j, field::kBytesRecv);
     s.msgs_rejected = count(j, field::kMsgsRejected);
     s.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
+    s.security = text(j, field::kSecurity);
+    s.handshakes_failed = count(j, field::kHandshakesFailed);
+    s.handshake_failed = text(j, field::kHandshakeFailedBy);
     node.samples.push_back(s);
     return;
   }
@@ -169,6 +172,9 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.bytes_recv = count(j, field::kBytesRecv);
     f.msgs_rejected = count(j, field::kMsgsRejected);
     f.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
+    f.security = text(j, field::kSecurity);
+    f.handshakes_failed = count(j, field::kHandshakesFailed);
+    f.handshake_failed = text(j, field::kHandshakeFailedBy);
     if (f.test_acc) {
       EvalPoint e;
       e.time = time;

@@ -42,6 +42,10 @@ struct NodeSample {
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0;
+  // net.security ("curve", "none"; "" before this field existed), connections
+  // refused at the handshake, and by reason (a JSON object as text, "" when absent).
+  std::string security, handshake_failed;
+  uint64_t handshakes_failed = 0;
   bool operator==(const NodeSample&) const = default;
 };
 
@@ -64,6 +68,10 @@ struct NodeFinal {
   // Network totals of the final record (0 on a single node).
   double idle_frac_total = 0, max_pair_dist_run = 0;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0;
+  // net.security ("curve", "none"; "" before this field existed), connections
+  // refused at the handshake, and by reason (a JSON object as text, "" when absent).
+  std::string security, handshake_failed;
+  uint64_t handshakes_failed = 0;
   bool operator==(const NodeFinal&) const = default;
 };
 

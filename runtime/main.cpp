@@ -29,6 +29,7 @@
 #include "observe/report.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
+#include "runtime/keys.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -65,6 +66,7 @@ const char* kUsage =
     "  tether config CONFIG [--set json.path=value]... [--peers | --get json.path]\n"
     "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
+    "  tether keygen --out DIR (--nodes N | --node K) | --config CONFIG --out DIR\n"
     "  tether --help, tether COMMAND --help\n"
     "\n"
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
@@ -88,6 +90,8 @@ const char* kUsage =
     "        until every node finished or Ctrl-C; --once (or no terminal): one frame.\n"
     "report  writes a self-contained HTML page with plots and a summary of LOGDIR;\n"
     "        --link-mbps (or the config's net.inject_rate_mbps) draws the link rate.\n"
+    "keygen  writes CURVE keypairs (DIR/node-K.key, mode 0600, and node-K.pub); with\n"
+    "        --config, for every peer, and prints the config with the keys filled in.\n"
     "--set   overrides one config value, e.g. --set optimizer.lr=0.1\n"
     "        --set data.name=synthetic (values are JSON, bare words are strings;\n"
     "        array elements by index: --set cluster.peers.1.host=10.0.0.2)\n"
@@ -279,6 +283,8 @@ int config_command(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // keygen parses its own arguments (runtime/keygen.cpp)
+  if (argc >= 2 && std::strcmp(argv[1], "keygen") == 0) return tether::keygen_command(argc - 1, argv + 1);
   Args args;
   if (int rc = parse_args(argc, argv, args); rc >= 0) return rc;
   if (args.cmd == "config") return config_command(args);
