@@ -323,19 +323,6 @@ Config parse_config(const json& doc) {
     c.net.inject_rate_mbps = n.number("inject_rate_mbps", c.net.inject_rate_mbps, 0.0, 1e6, "in [0, 1e6]");
     c.net.security = n.choice("security", c.net.security, {"curve", "none"});
     c.net.secret_key_file = n.optional_string("secret_key_file");
-    if (c.net.security == "curve" && c.nodes() > 1) {   // a single node has no links
-      if (c.net.secret_key_file.empty()) {
-        throw ConfigError("net.secret_key_file: missing (net.security is \"curve\": this node's secret key file, or a "
-                          "directory holding node-<id>.key; make keys with `tether keygen`, or set net.security "
-                          "\"none\" on trusted links)");
-      }
-      for (size_t i = 0; i < c.cluster.peers.size(); ++i) {   // in the file's order: the path names the entry
-        if (c.cluster.peers[i].public_key.empty()) {
-          throw ConfigError("cluster.peers[" + std::to_string(i) + "].public_key: missing (net.security is \"curve\": "
-                            "every peer's public key; `tether keygen --config CONFIG --out DIR` fills them in)");
-        }
-      }
-    }
     if (c.net.peer_timeout_ms <= c.net.heartbeat_ms) {
       throw ConfigError("net.peer_timeout_ms: expected more than net.heartbeat_ms (" +
                         std::to_string(c.net.heartbeat_ms) + "), got " + std::to_string(c.net.peer_timeout_ms));

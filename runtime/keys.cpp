@@ -39,8 +39,17 @@ std::string secret_key_path(const Config& cfg, int node) {
 }
 
 NodeKeys load_node_keys(const Config& cfg, int node) {
-  if (cfg.net.secret_key_file.empty())
-    throw ConfigError("net.secret_key_file: missing (net.security is \"curve\"; make keys with `tether keygen`)");
+  if (cfg.net.secret_key_file.empty()) {
+    throw ConfigError("net.secret_key_file: missing (net.security is \"curve\": this node's secret key file, or a "
+                      "directory holding node-<id>.key; make keys with `tether keygen --config CONFIG --out DIR`, or "
+                      "set net.security \"none\" on trusted links)");
+  }
+  for (size_t i = 0; i < cfg.cluster.peers.size(); ++i) {   // in the file's order: the path names the entry
+    if (cfg.cluster.peers[i].public_key.empty()) {
+      throw ConfigError("cluster.peers[" + std::to_string(i) + "].public_key: missing (net.security is \"curve\": "
+                        "every peer's public key; `tether keygen --config CONFIG --out DIR` fills them in)");
+    }
+  }
   const std::string path = secret_key_path(cfg, node);
   const std::string what = path + " (net.secret_key_file, node " + std::to_string(node) + ")";
   struct stat st {};

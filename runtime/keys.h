@@ -20,7 +20,10 @@ struct NodeKeys {
 // <net.secret_key_file>/node-<node>.key when that is a directory.
 std::string secret_key_path(const Config& cfg, int node);
 
-// Reads and checks node `node`'s keys: the file exists, is a regular file
+// Reads and checks node `node`'s keys (net.security "curve"; `tether train`
+// calls it, `tether config` does not, so that scripts read a config before
+// its keys exist): net.secret_key_file and every peer's public_key are set,
+// the file exists, is a regular file
 // that group and others cannot access, holds a CURVE secret key, and its
 // public key is the one cluster.peers lists for `node`. Throws ConfigError
 // naming the file (or the JSON path) and what is wrong.
