@@ -595,6 +595,9 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
         // A second connection claiming a peer that has one: refused, logged
         // (the first connection stays; "none" cannot tell which is genuine).
         transport_->count_handshake_failure(HandshakeFailure::kIdentityTaken);
+        const Clock::time_point now = Clock::now();
+        if (now - taken_logged_at_ < std::chrono::seconds(1)) return Reject::kIdentityMismatch;  // one line a second
+        taken_logged_at_ = now;
         std::fprintf(stderr,
                      "[tether.net node %d] refused a hello claiming to be %s on a second connection "
                      "(routing id \"%.40s\"): that peer is connected already (net.security \"none\" "

@@ -273,6 +273,7 @@ class Communicator {
   int msg_peer_ = -1;
   int claimed_peer_ = -1;  // no curve: the unbound peer its routing id names (on_message)
   std::vector<std::string> bound_;  // [peer] routing id of its accepted hello (no curve)
+  Clock::time_point taken_logged_at_{};  // identity_taken: logged at most once a second
   std::thread io_thread_;
 
   // trainer thread only
