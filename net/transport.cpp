@@ -20,6 +20,9 @@ constexpr int kMaxPerWake = 256;
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 constexpr const char* kZapDomain = "tether";
 constexpr const char* kMonitorEndpoint = "inproc://tether.router-monitor";
+// What CurveZMQ adds around each message frame: "\x07MESSAGE" (8), flags (1),
+// short nonce (8), Poly1305 MAC (16) = 33 bytes; rounded up.
+constexpr uint64_t kCurveEnvelopeBytes = 64;
 
 // A routing id nobody else uses: "n<self>." and 16 random hex digits.
 std::string unique_routing_id(int self) {
@@ -116,7 +119,10 @@ void Transport::open(const std::function<void()>& after_bind) {
   }
   router_.emplace(ctx_, zmq::socket_type::router);
   router_->set(zmq::sockopt::linger, 0);
-  router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_frame_bytes_));
+  // With CURVE ZeroMQ checks the size of the encrypted MESSAGE command: the
+  // frame plus its envelope (command name, flags, nonce, MAC: 33 bytes).
+  router_->set(zmq::sockopt::maxmsgsize,
+               static_cast<int64_t>(max_frame_bytes_ + (curve_ ? kCurveEnvelopeBytes : 0)));
   router_->set(zmq::sockopt::rcvhwm, receive_hwm_);
   router_->set(zmq::sockopt::handshake_ivl, handshake_ms_);
   if (heartbeat_ms_ > 0) {

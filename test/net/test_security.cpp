@@ -397,9 +397,14 @@ TEST_CASE("passive listener: a relay between two nodes sees no parameter bytes w
     Cluster cl(2, curve);
     cl.pause_at = -1;
     cl.rounds = 3;
+    cl.count = 131072;  // 512 KB: ring chunks of exactly chunk_bytes, the largest legal frame
     Relay relay(cl.ports[0]);  // node 1 reaches node 0 through the relay
     cl.edit = [&](int self, CommOptions& o) {
       if (self == 1) o.peers[0].port = relay.port();
+      // the largest legal frame is a full chunk (ZMQ_MAXMSGSIZE), as in the
+      // runtime: CURVE's envelope must not count against it
+      o.chunk_bytes = 131072;
+      o.sketch_floats = 1;
     };
     cl.start();
     cl.finish();
