@@ -63,6 +63,8 @@ for f in sorted(glob.glob(sys.argv[1] + "/node-*.jsonl")):
     ips.append(sum(steady) / len(steady))
     if f.endswith("node-0.jsonl") and fin:
         rej, hs = fin[-1].get("msgs_rejected", 0), fin[-1].get("handshakes_failed", 0)
+        print("node 0 refused:", json.dumps(fin[-1].get("handshake_failed", {})),
+              "rejected by reason: see its log", file=sys.stderr)
 if len(ips) != 4 or len(hashes) != 1:
     sys.exit(f"run incomplete: {len(ips)} nodes, params_hash values {hashes}")
 print(f"{sum(ips) / len(ips):.1f} {rej} {hs}")

@@ -141,6 +141,7 @@ void Transport::open(const std::function<void()>& after_bind) {
     throw zmq::error_t();
   monitor_.emplace(ctx_, zmq::socket_type::pair);
   monitor_->set(zmq::sockopt::linger, 0);
+  monitor_->set(zmq::sockopt::rcvhwm, 0);  // no event dropped under a flood of failed handshakes
   monitor_->connect(kMonitorEndpoint);
   monitor_fd_.emplace(io_, monitor_->get(zmq::sockopt::fd));
   const std::string endpoint = "tcp://" + me->host + ":" + std::to_string(me->port);

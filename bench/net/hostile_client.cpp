@@ -17,7 +17,7 @@
 //             in turn: bad magic, version, header checksum, truncated header,
 //             bad kind, oversized, length mismatch, unknown sender, round
 //             outside the window, bad payload checksum, non-finite value,
-//             a hello claiming peer 1.
+//             a well-formed hello claiming peer 1 (identity_taken).
 // Output: "sent=N seconds=S".
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -60,7 +60,7 @@ std::pair<std::vector<unsigned char>, std::vector<unsigned char>> hostile(int k)
     case 8: h.round = uint64_t{1} << 40; break;
     case 9: break;  // payload checksum: wrong below
     case 10: payload[5] = std::numeric_limits<float>::quiet_NaN(); break;
-    case 11: h.kind = Kind::kHello; h.count = 0; break;
+    case 11: h.kind = Kind::kHello; h.count = 0; payload.assign(18, 0.0f); break;  // 72 bytes: a hello's fields
   }
   std::vector<unsigned char> head(kHeaderBytes), body(payload.size() * 4);
   std::memcpy(body.data(), payload.data(), body.size());
@@ -142,7 +142,7 @@ uint64_t run_wrongkey(int port, uint64_t count, const std::string& server_key) {
       d.set(zmq::sockopt::curve_secretkey, std::string(sec));
       d.connect("tcp://127.0.0.1:" + std::to_string(port));
     }
-    usleep(20000);  // let the handshakes happen before the sockets close
+    usleep(200000);  // let the handshakes fail before the sockets close (a busy node answers late)
   }
   return sent;
 }
@@ -151,7 +151,7 @@ uint64_t run_frames(int port, uint64_t count) {
   zmq::context_t ctx(1);
   zmq::socket_t d(ctx, zmq::socket_type::dealer);
   d.set(zmq::sockopt::routing_id, std::string("evil"));
-  d.set(zmq::sockopt::linger, 2000);
+  d.set(zmq::sockopt::linger, 60000);  // every frame delivered before exit (the node reads at its pace)
   d.set(zmq::sockopt::sndhwm, 10000);
   d.connect("tcp://127.0.0.1:" + std::to_string(port));
   std::vector<std::pair<std::vector<unsigned char>, std::vector<unsigned char>>> kinds;
