@@ -20,26 +20,48 @@ usage: bench/distance_growth.py [--staleness 2,0] [--seeds 7,8,9] [--rounds 120]
          [--train-samples 5120] [--batch 64] [--bound auto|DIST] [--model lenet --data fashion-mnist]
 Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/). Ends with one line:
   RESULT s2_all_pairs=... s2_per_pair=... s0_all_pairs=... ...   (medians over seeds)
+
+With --algorithms (bench/discrepancy.sh) it compares algorithms instead of
+staleness values, at the same per-node batch and learning rate and the same
+injected delay, over every N of --nodes: overlap (s = --staleness, H = 1),
+sync, local-sgd (H = --local-period), downpour (n_push = n_fetch = 1) and
+easgd (tau = --easgd-tau, alpha = --easgd-beta / N as Zhang et al. advise).
+Snapshots are taken at every round close (every step; every H steps for
+local-sgd), and growth is from the smallest N to the largest:
+  RESULT overlap_all_pairs=... overlap_per_pair=... overlap_median=... downpour_all_pairs=... ...
 """
 import argparse, itertools, json, os, shutil, socket, statistics, struct, subprocess, sys, tempfile, time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_util import free_ports, records, tether_binary  # noqa: E402
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
-def run_cluster(binary, workdir, n, s, seed, a):
-    logdir = os.path.join(workdir, f"s{s}-seed{seed}-n{n}")
+def algorithm_config(name, n, s, a):
+    """The algorithm section of a run: name one of ALGORITHMS, or None for the
+    legacy staleness mode (overlap, staleness s)."""
+    if name is None or name == "overlap":
+        return {"name": "overlap", "staleness": s, "period": 1, "mixer": "ring"}
+    if name == "sync":
+        return {"name": "sync", "period": 1}
+    if name == "local-sgd":
+        return {"name": "local-sgd", "period": a.local_period}
+    if name == "downpour":
+        return {"name": "downpour", "n_push": 1, "n_fetch": 1}
+    if name == "easgd":
+        return {"name": "easgd", "alpha": min(0.5, a.easgd_beta / n), "tau": a.easgd_tau}
+    sys.exit(f"unknown algorithm {name} (expected one of {', '.join(ALGORITHMS)})")
+
+
+ALGORITHMS = ["overlap", "sync", "local-sgd", "downpour", "easgd"]
+
+
+def run_cluster(binary, workdir, n, s, seed, a, algorithm=None):
+    logdir = os.path.join(workdir, f"{algorithm or 's' + str(s)}-seed{seed}-n{n}")
     shutil.rmtree(logdir, ignore_errors=True)
     os.makedirs(logdir)
     cfg = {
@@ -53,7 +75,7 @@ def run_cluster(binary, workdir, n, s, seed, a):
         "log": {"every_steps": 10, "progress": False, "dir": logdir},
         "net": {"connect_timeout_ms": 20000, "inject_delay_ms": a.delay_ms, "peer_timeout_ms": 10000,
                 "shutdown_timeout_ms": 2000},
-        "algorithm": {"name": "overlap", "staleness": s, "period": 1, "mixer": "ring"},
+        "algorithm": algorithm_config(algorithm, n, s, a),
         "monitor": {"bound": a.bound if a.bound == "auto" else float(a.bound), "sketch_buckets": 256, "snapshots": True},
         "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(n))]},
     }
@@ -69,9 +91,9 @@ def run_cluster(binary, workdir, n, s, seed, a):
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            sys.exit(f"N={n} s={s} seed={seed}: timed out after {a.timeout_s} s (logs in {logdir})")
+            sys.exit(f"N={n} {algorithm or f's={s}'} seed={seed}: timed out after {a.timeout_s} s (logs in {logdir})")
         if code != 0:
-            sys.exit(f"N={n} s={s} seed={seed}: node {i} exited {code}: "
+            sys.exit(f"N={n} {algorithm or f's={s}'} seed={seed}: node {i} exited {code}: "
                      + open(os.path.join(logdir, f"node{i}.err")).read()[-500:])
     return logdir
 
@@ -116,6 +138,11 @@ def main():
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--delay-ms", type=int, default=10)
     ap.add_argument("--timeout-s", type=int, default=300)
+    ap.add_argument("--algorithms", default="", help="compare these (of " + ",".join(ALGORITHMS) + ") instead of staleness values")
+    ap.add_argument("--nodes", default="2,8", help="cluster sizes of --algorithms")
+    ap.add_argument("--local-period", type=int, default=4, help="H of local-sgd")
+    ap.add_argument("--easgd-beta", type=float, default=0.9, help="easgd: alpha = beta / N")
+    ap.add_argument("--easgd-tau", type=int, default=4)
     a = ap.parse_args()
     binary = os.path.join(os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")), "tether")
     if not os.access(binary, os.X_OK):
@@ -125,6 +152,9 @@ def main():
     print(f"# commit {subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}, "
           f"{os.cpu_count()} cores; {a.model if a.model != 'mlp' else f'mlp hidden {a.hidden}'} on {a.data}, bound {a.bound}, batch {a.batch}, lr {a.lr}, H 1, {a.rounds} rounds, "
           f"delay {a.delay_ms} ms/hop", flush=True)
+    if a.algorithms:
+        compare_algorithms(binary, a)
+        return
     growth = {}
     with tempfile.TemporaryDirectory(prefix="tether-growth-") as work:
         for s in stalenesses:
@@ -139,6 +169,41 @@ def main():
                 print(f"s={s} seed={seed}: largest distance {res[2]['all_pairs']:.4f} -> {res[8]['all_pairs']:.4f} "
                       f"x{g['all_pairs']:.3f} | per pair x{g['per_pair']:.3f} | median x{g['median']:.3f}", flush=True)
     print("RESULT " + " ".join(f"s{s}_{k}={statistics.median(v):.3f}" for (s, k), v in growth.items()))
+
+
+def compare_algorithms(binary, a):
+    names = a.algorithms.split(",")
+    nodes = [int(x) for x in a.nodes.split(",")]
+    seeds = [int(x) for x in a.seeds.split(",")]
+    s = int(a.staleness.split(",")[0])
+    lo, hi = min(nodes), max(nodes)
+    print(f"# algorithms {', '.join(names)}; overlap s={s}, local-sgd H={a.local_period}, "
+          f"easgd alpha={a.easgd_beta}/N tau={a.easgd_tau}; N in {nodes}; seeds {seeds}", flush=True)
+    print(f"{'algorithm':<10} {'N':>3} {'rounds':>6} {'largest':>10} {'pair max, median':>17} {'median pair':>12} {'s/run':>6}",
+          flush=True)
+    growth = {}
+    with tempfile.TemporaryDirectory(prefix="tether-discrepancy-") as work:
+        for name in names:
+            period = a.local_period if name == "local-sgd" else 1
+            for seed in seeds:
+                res = {}
+                for n in nodes:
+                    t0 = time.time()
+                    logdir = run_cluster(binary, work, n, s, seed, a, name)
+                    res[n] = summary(pair_distances(logdir, n))
+                    shutil.rmtree(os.path.join(logdir, "snapshots"), ignore_errors=True)   # lenet: 240 kB a snapshot
+                    if res[n]["rounds"] != a.rounds // period:
+                        sys.exit(f"{name} seed={seed} N={n}: {res[n]['rounds']} rounds snapshotted, "
+                                 f"expected {a.rounds // period}")
+                    print(f"{name:<10} {n:>3} {res[n]['rounds']:>6} {res[n]['all_pairs']:>10.4f} "
+                          f"{res[n]['per_pair']:>17.4f} {res[n]['median']:>12.4f} {time.time() - t0:>6.1f}", flush=True)
+                for k in ("all_pairs", "per_pair", "median"):
+                    growth.setdefault((name, k), []).append(res[hi][k] / res[lo][k])
+            print(f"{name}: growth N={lo} -> {hi}: largest x{statistics.median(growth[(name, 'all_pairs')]):.2f}, "
+                  f"a pair's maximum (median pair) x{statistics.median(growth[(name, 'per_pair')]):.2f}, "
+                  f"median x{statistics.median(growth[(name, 'median')]):.2f}", flush=True)
+    print("RESULT " + " ".join(f"{name.replace('-', '_')}_{k}={statistics.median(v):.3f}"
+                               for (name, k), v in growth.items()))
 
 
 if __name__ == "__main__":

@@ -26,16 +26,10 @@ Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/). Ends with one line:
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_util import free_ports, records, tether_binary  # noqa: E402
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def final(logdir, node):

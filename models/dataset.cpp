@@ -419,6 +419,13 @@ std::string dataset_dir(const DatasetSpec& spec) {
                                       : kCifar10DefaultPath;
 }
 
+DatasetShape dataset_shape(const std::string& name) {
+  if (name == "fashion-mnist" || name == "mnist") return {1, 28, 28, 10};
+  if (name == "cifar10") return {3, 32, 32, 10};
+  if (name == "synthetic") return {1, 28, 28, 10};   // make_synthetic's defaults, as load_dataset calls it
+  throw DataError("dataset '" + name + "'", "unknown dataset (expected fashion-mnist, mnist, cifar10 or synthetic)");
+}
+
 DataSplits load_dataset(const DatasetSpec& spec) {
   if (spec.name == "fashion-mnist" || spec.name == "mnist") {
     const bool fashion = spec.name == "fashion-mnist";

@@ -94,6 +94,15 @@ inline constexpr size_t kMaxImageCount = 0xFFFFFFFFu;   // indices are uint32
 // DataError for an unknown name.
 std::string dataset_dir(const DatasetSpec& spec);
 
+// The image shape and number of classes of a data set by name, as
+// load_dataset gives them with the standard files (an IDX file of other
+// dimensions gives its own): what a declared model is checked against when
+// the config is read. Throws DataError for an unknown name.
+struct DatasetShape {
+  int channels = 0, height = 0, width = 0, classes = 0;
+};
+DatasetShape dataset_shape(const std::string& name);
+
 // Loads both splits of a dataset by name from dataset_dir(spec). Throws
 // DataError (unknown name, or any problem of the files).
 DataSplits load_dataset(const DatasetSpec& spec);

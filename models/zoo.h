@@ -1,9 +1,13 @@
-// The model zoo: mlp, lenet and resnet.
+// The model zoo: mlp, lenet and resnet, written as layer declarations
+// (models/layer_decl.h) and built by the same code as a model declared in the
+// config (model.layers).
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "models/layer_decl.h"
 #include "models/model.h"
 
 namespace tether {
@@ -25,6 +29,10 @@ struct ModelSpec {
 //         w, 2w, 4w (stride 2 entering stages 2 and 3, 1x1 conv+bn shortcut on
 //         a shape change), global average pooling, linear(4w->classes).
 //         Works for 28x28 and 32x32 inputs (ResNet-20 is depth 3, width 16).
+// The declaration of a built-in model; throws std::invalid_argument for an
+// unknown name.
+std::vector<LayerDecl> zoo_layers(const ModelSpec& spec, int classes);
+// make_declared_model(spec.name, zoo_layers(spec, classes), ...).
 std::unique_ptr<Model> make_model(const ModelSpec& spec, Shape input, int classes);
 
 }  // namespace tether

@@ -7,13 +7,17 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <sstream>
+
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 
 #include "net/gossip.h"
 #include "net/net_check.h"
 #include "net/ring_allreduce.h"
+#include "net/service.h"
 #include "net/transport.h"
 
 namespace tether::net {
@@ -23,12 +27,17 @@ namespace asio = boost::asio;
 namespace {
 
 // Hello payload: 9 little-endian u64 fields, all of which must match ours.
-constexpr size_t kHelloFields = 9;
+constexpr size_t kHelloFields = 10;
 constexpr size_t kHelloBytes = kHelloFields * sizeof(uint64_t);
 constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed", "node count",
                                                    "mixer",       "window",      "chunk bytes",
-                                                   "parameter count", "start round", "start step"};
+                                                   "parameter count", "start round", "start step",
+                                                   "incarnation"};
 constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
+// A number drawn by each process at start (not compared): a hello with
+// another incarnation than the one a member knows comes from a restarted
+// process, so the earlier one is dead.
+constexpr size_t kHelloIncarnation = 9;
 // After the fixed fields: one (hash64 of the path, hash of the value) pair per
 // run key (CommOptions::config_keys), so a config mismatch names the keys.
 constexpr size_t kMaxHelloKeys = 4096;
@@ -42,6 +51,12 @@ double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_c
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+uint64_t draw_incarnation() {
+  std::random_device rd;
+  const uint64_t t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return ((uint64_t{rd()} << 32) ^ rd() ^ t ^ (static_cast<uint64_t>(::getpid()) << 16)) | 1;  // never 0
+}
+
 std::string hex(uint64_t v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
@@ -52,6 +67,7 @@ std::string hex(uint64_t v) {
 
 Communicator::Communicator(CommOptions options)
     : opts_(std::move(options)),
+      incarnation_(draw_incarnation()),
       nodes_(static_cast<int>(opts_.peers.size())),
       work_(asio::make_work_guard(io_)),
       rejected_(static_cast<size_t>(Reject::kCount)),
@@ -104,12 +120,14 @@ std::shared_ptr<RoundBuffer> Communicator::make_buffer(std::vector<float> v) {
 
 // ---------------------------------------------------------------- trainer side
 
-void Communicator::start(float* params, size_t count) {
+void Communicator::start(float* params, size_t count, std::vector<float> anchor) {
   TETHER_NET_CHECK(!started_called_, "start() called twice");
   TETHER_NET_CHECK(params != nullptr || count == 0, "null parameter buffer of " << count << " floats");
   started_called_ = true;
   count_ = count;
   params_ = params;
+  start_anchor_ = std::move(anchor);
+  TETHER_NET_CHECK(start_anchor_.empty() || start_anchor_.size() == count, "anchor of " << start_anchor_.size() << " floats");
   next_submit_ = next_poll_ = done_ = submitted_io_ = opts_.first_round;  // before the I/O thread exists
   {
     // The I/O thread takes no asynchronous signals (ZeroMQ's threads block
@@ -129,7 +147,12 @@ void Communicator::start(float* params, size_t count) {
   {
     std::unique_lock<std::mutex> lk(mu_);
     cv_.wait_until(lk, deadline, [&] { return started_ || error_ || io_exited_; });
-    if (started_) return;
+    if (started_) {
+      joined_ = join_done_;
+      if (joined_) first_round_ = next_submit_ = next_poll_ = join_round_;
+      else first_round_ = opts_.first_round;
+      return;
+    }
     error = error_;
   }
   // Our hello may still reach a peer we refused: it refuses us too. Known
@@ -263,9 +286,15 @@ void Communicator::io_main() {
     transport_->set_handshake_counters(handshake_failed_.data());
     if (opts_.curve) transport_->set_curve(opts_.secret_key, opts_.public_key);
     bound_.assign(static_cast<size_t>(nodes_), std::string());
-    // The ring also carries the exact averages a gossip run asks for.
-    ring_ = std::make_unique<RingAllreduce>(opts_.self, nodes_, count_, opts_.chunk_bytes,
-                                            transport_.get());
+    // The first view: every configured node (a node that finds the others
+    // running joins their view instead). The ring also carries the exact
+    // averages a gossip run asks for.
+    view_.epoch = 1;
+    view_.members.clear();
+    for (int p = 0; p < nodes_; ++p) view_.members.push_back(p);  // p over the configured nodes
+    promised_ = 1;
+    transport_->set_epoch(view_.epoch);
+    ring_ = make_ring();
     if (opts_.mixer == MixerKind::kGossip)
       gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
                                          transport_.get(), opts_.first_round);
@@ -279,7 +308,8 @@ void Communicator::io_main() {
     const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
                                                         kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
-                                                        kHeaderBytes}));
+                                                        kHeaderBytes,
+                                                        opts_.service ? opts_.service->max_frame_bytes() : 0}));
     // Per connection: what ZeroMQ may buffer before this thread reads it
     // (messages; the node reads as fast as frames come, so a peer only meets
     // TCP back-pressure), the handshake's deadline, and ZMTP heartbeats that
@@ -287,6 +317,8 @@ void Communicator::io_main() {
     // idle connections; a peer's own silence is judged by peer_timeout_ms).
     transport_->set_limits(kReceiveHwm, kHandshakeMs, opts_.heartbeat_ms,
                            std::max(4 * opts_.peer_timeout_ms, 10000));
+    if (opts_.service)
+      opts_.service->attach(transport_.get(), [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
     transport_->open(opts_.test_after_bind);
 
     const std::vector<uint64_t> hello = hello_fields();
@@ -336,7 +368,7 @@ void Communicator::io_main() {
 }
 
 void Communicator::maybe_started() {
-  if (phase_ != Phase::kStarting) return;
+  if (phase_ != Phase::kStarting || joining_) return;
   for (int p = 0; p < nodes_; ++p) {  // every other node said hello
     if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) return;
   }
@@ -358,8 +390,10 @@ void Communicator::maybe_started() {
   } else if (params_received_ != params_chunks_) {
     return;
   }
+  if (opts_.service) opts_.service->on_start(params_, count_);
   phase_ = Phase::kRunning;
   connect_timer_.cancel();
+  if (membership()) anchor_io_ = start_anchor_.empty() ? std::vector<float>(params_, params_ + count_) : start_anchor_;
   std::lock_guard<std::mutex> lk(mu_);
   started_ = true;
   cv_.notify_all();
@@ -370,6 +404,16 @@ void Communicator::connect_deadline() {
   std::vector<int> missing;
   std::ostringstream os;
   os << "node " << opts_.self << ": start-up failed after " << opts_.connect_timeout_ms << " ms: ";
+  if (joining_) {
+    os << "the others run view " << view_.epoch << " but did not take this node in (no view with it"
+       << (view_.epoch > 1 ? "" : " was committed") << ", or x̄ did not arrive: " << state_received_ << " of "
+       << chunks_of(count_) << " chunks)";
+    std::vector<int> members;
+    for (int p = 0; p < nodes_; ++p)
+      if (p != opts_.self && peers_[static_cast<size_t>(p)].hello) members.push_back(p);
+    fail(std::make_exception_ptr(StartFailed(members, os.str())));
+    return;
+  }
   for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
     if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) missing.push_back(p);
   }
@@ -387,14 +431,19 @@ void Communicator::connect_deadline() {
 void Communicator::heartbeat_tick() {
   if (!transport_ || phase_ == Phase::kDone) return;
   transport_->drain();  // judge silence only after reading what has arrived
+  if (phase_ == Phase::kDone) return;  // a test crash while reading
   const Clock::time_point now = Clock::now();
+  ++ticks_;
+
   for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
     PeerState& ps = peers_[static_cast<size_t>(p)];
     if (p == opts_.self || ps.lost) continue;
     // Once stopping, our bye is out and peers no longer judge our silence:
     // more heartbeats would only keep the (delay-emulating) send queue from
     // ever draining, and check_stop_ready waits for it to drain.
-    if (phase_ != Phase::kStopping) {
+    // At start-up only to peers that said hello: a restarted node must not
+    // keep its earlier incarnation alive in the others' eyes.
+    if (phase_ != Phase::kStopping && (phase_ != Phase::kStarting || ps.hello)) {
       Header h;  // also to peers that said bye: they may be draining, waiting for ours
       h.kind = Kind::kHeartbeat;
       h.round = done_;
@@ -403,8 +452,13 @@ void Communicator::heartbeat_tick() {
     if (!ps.hello || ps.bye) continue;  // start-up: the connect deadline applies instead
     const double silent = ms_between(ps.last_seen, now);
     if (silent > opts_.peer_timeout_ms) {
-      ps.lost = true;
       const std::string what = peer_name(p) + " silent for " + std::to_string(static_cast<long long>(silent)) + " ms";
+      if (membership() && phase_ == Phase::kRunning) {
+        suspect(p, what);  // the others carry on in a view without it
+        continue;
+      }
+      if (joining_) continue;  // not a member yet: nothing to fail
+      ps.lost = true;
       std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -413,7 +467,23 @@ void Communicator::heartbeat_tick() {
       if (phase_ != Phase::kStopping) fail(std::make_exception_ptr(PeerLost(p, silent, what)));
     }
   }
+  // A joiner says hello again until a view takes it in.
+  // At start-up, a hello is repeated (every 5 ticks) to the peers that have
+  // not answered: a peer may have refused it while it still took this
+  // node's earlier incarnation for alive.
+  if (phase_ == Phase::kStarting && membership() && !(joining_ && view_.epoch != 0) &&
+      ticks_ % (joining_ ? 3 : 5) == 0) {
+    const std::vector<uint64_t> hello = hello_fields();
+    for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
+      if (p == opts_.self || (!joining_ && peers_[static_cast<size_t>(p)].hello)) continue;
+      Header h;
+      h.kind = Kind::kHello;
+      transport_->send(p, h, zmq::message_t(hello.data(), hello.size() * sizeof(uint64_t)), nullptr);
+    }
+  }
   check_round_progress(now);
+  check_quorum(now);
+  maybe_change_view();
   check_stop_ready();
   heartbeat_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
   heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -425,20 +495,27 @@ void Communicator::check_round_progress(Clock::time_point now) {
   if (opts_.round_timeout_ms <= 0 || phase_ != Phase::kRunning || progress_failed_) return;
   auto it = slots_.find(done_);
   if (it == slots_.end() || !it->second.submitted) return;  // not waiting on the network
+  if (changing_ || no_quorum_) return;  // a view change or the quorum wait has its own deadline
   const double waited = ms_between(progress_at_, now);
   if (waited <= opts_.round_timeout_ms) return;
   std::vector<int> missing;
   std::ostringstream os;
   os << "round " << done_ << " made no progress for " << static_cast<long long>(waited) << " ms (net.round_timeout_ms "
      << opts_.round_timeout_ms << "): ";
-  for (int p = 0; p < nodes_; ++p)  // p over the other nodes: who has not sent this round
-    if (p != opts_.self && !it->second.sketches.count(p)) missing.push_back(p);
+  for (int p = 0; p < nodes_; ++p)  // p over the other members: who has not sent this round
+    if (p != opts_.self && view_.has(p) && !peers_[static_cast<size_t>(p)].lost && !it->second.sketches.count(p))
+      missing.push_back(p);
   if (!missing.empty()) {
     os << "waiting for ";
     for (size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << peer_name(missing[i]);
     os << ", whose heartbeats still arrive (a stalled trainer or data reader?)";
   } else {
     os << "every peer sent its sketch, but the mixer's data is incomplete (a peer sent part of the round)";
+  }
+  if (membership() && !missing.empty()) {  // the others carry on without them
+    for (int p : missing) suspect(p, os.str());
+    progress_at_ = now;
+    return;
   }
   std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, os.str().c_str());
   const int peer = missing.empty() ? -1 : missing[0];
@@ -518,13 +595,10 @@ void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated
   // speaks another protocol version.
   claimed_peer_ = -1;
   if (!opts_.curve && msg_peer_ < 0 && !parts.empty()) {
-    const std::string_view rid = parts[0].to_string_view();
-    size_t end = 1;
-    while (end < rid.size() && end < 6 && rid[end] >= '0' && rid[end] <= '9') ++end;  // at most 5 digits
-    if (rid.size() > 1 && rid[0] == 'n' && end > 1 && (end == rid.size() || rid[end] == '.')) {
-      const int k = std::stoi(std::string(rid.substr(1, end - 1)));
-      if (k < nodes_ && k != opts_.self && bound_[static_cast<size_t>(k)].empty()) claimed_peer_ = k;
-    }
+    for (int k = 0; k < nodes_ && claimed_peer_ < 0; ++k)  // k over the peers not bound yet
+      if (k != opts_.self && bound_[static_cast<size_t>(k)].empty() &&
+          Transport::names_node(parts[0].to_string_view(), k))
+        claimed_peer_ = k;
   }
   if (truncated || parts.size() != 3) {  // [identity][header][payload]
     reject(Reject::kFrameCount, nullptr);
@@ -568,6 +642,17 @@ void Communicator::check_corrupt(Reject why, const Header* h, const std::string&
   fail(std::make_exception_ptr(PeerCorrupt(peer, why, os.str())));
 }
 
+void Communicator::rebind_none(const Header& h, const zmq::message_t& identity) {
+  const int peer = static_cast<int>(h.sender);
+  std::string& bound = bound_[static_cast<size_t>(peer)];
+  if (bound.empty() || !Transport::names_node(identity.to_string_view(), peer)) return;  // a hello binds it
+  // The old connection still open and the peer not taken for lost: a second
+  // connection claiming a live peer (refused by the caller).
+  if (!peers_[static_cast<size_t>(peer)].lost && transport_->routes_to(bound)) return;
+  bound = identity.to_string();
+  msg_peer_ = peer;
+}
+
 Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts) {
   if (h.sender >= static_cast<uint32_t>(nodes_) || static_cast<int>(h.sender) == opts_.self)
     return Reject::kUnknownSender;
@@ -575,8 +660,15 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   PeerState& ps = peers_[static_cast<size_t>(peer)];
   zmq::message_t& payload = parts[2];
   // The frame claims `peer`: its connection must be that peer's (module
-  // comment). Without CURVE, a hello binds its routing id to the peer it
-  // claims when that peer has none yet.
+  // comment). Without CURVE, a connection is bound to the peer its first
+  // accepted hello claimed, and moves to a new connection only once the old
+  // one is gone (rebind_none).
+  if (!opts_.curve && msg_peer_ < 0) rebind_none(h, parts[0]);
+  if (membership() && ps.lost && h.kind != Kind::kHello && h.kind != Kind::kCommit) {
+    // Taken for dead and left out of the view: it must join again.
+    if (msg_peer_ == peer && phase_ == Phase::kRunning) notify_outside(peer);
+    return Reject::kStaleEpoch;
+  }
   auto identity_ok = [&] { return msg_peer_ == peer; };
   auto in_window = [&] {
     return h.round >= done_ && h.round - done_ < 2 * static_cast<uint64_t>(opts_.window);
@@ -592,8 +684,9 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
         bound_[static_cast<size_t>(peer)] = parts[0].to_string();
         msg_peer_ = peer;
       } else if (!opts_.curve && msg_peer_ != peer && !bound_[static_cast<size_t>(peer)].empty()) {
-        // A second connection claiming a peer that has one: refused, logged
-        // (the first connection stays; "none" cannot tell which is genuine).
+        // A second connection claiming a peer whose connection is open (else
+        // rebind_none moved the binding): refused, logged (the first
+        // connection stays; "none" cannot tell which is genuine).
         transport_->count_handshake_failure(HandshakeFailure::kIdentityTaken);
         const Clock::time_point now = Clock::now();
         if (now - taken_logged_at_ < std::chrono::seconds(1)) return Reject::kIdentityMismatch;  // one line a second
@@ -606,8 +699,12 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
         return Reject::kIdentityMismatch;
       }
       if (!identity_ok()) return Reject::kIdentityMismatch;
-      if (ps.hello) return Reject::kDuplicate;
-      handle_hello(h, payload);
+      if (ps.hello && !(membership() && ((h.flags & kHelloRunning) != 0 || phase_ == Phase::kRunning))) {
+        // said again (start-up repeats a hello until answered): nothing new
+        if (phase_ == Phase::kStarting) break;
+        return Reject::kDuplicate;
+      }
+      if ((r = handle_hello(h, payload)) != Reject::kNone) return r;
       break;
     }
     case Kind::kHeartbeat:
@@ -637,7 +734,14 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
     case Kind::kGossip: {
       if (phase_ != Phase::kStarting && phase_ != Phase::kRunning && phase_ != Phase::kStopping)
         return Reject::kUnexpected;
+      bool buffered = false;
+      if ((r = check_epoch(h, parts, &buffered)) != Reject::kNone || buffered) return r;
       if (!in_window()) return Reject::kRoundOutsideWindow;
+      if (opts_.test_crash_at && h.kind == Kind::kRing &&
+          opts_.test_crash_at(h.step + 1 < view_.members.size() ? "reduce-scatter" : "all-gather", h.round)) {
+        crash_now(h.step + 1 < view_.members.size() ? "reduce-scatter" : "all-gather");
+        return Reject::kNone;
+      }
       Mixer* mixer = h.kind == Kind::kRing ? ring_.get() : gossip_.get();
       if (!mixer) return Reject::kUnexpected;
       if ((r = mixer->check(h)) != Reject::kNone) return r;
@@ -652,6 +756,8 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       return Reject::kNone;
     }
     case Kind::kSketch: {
+      bool buffered = false;
+      if ((r = check_epoch(h, parts, &buffered)) != Reject::kNone || buffered) return r;
       if (!in_window()) return Reject::kRoundOutsideWindow;
       if (h.step != 0 || h.chunk != 0 || h.offset != 0) return Reject::kRangeMismatch;
       if (h.count > kMaxSketchCount) return Reject::kOversized;
@@ -668,6 +774,35 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       try_complete();
       return Reject::kNone;
     }
+    case Kind::kPropose:
+    case Kind::kAccept:
+    case Kind::kCommit:
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      return handle_membership(h, parts);
+    case Kind::kResult:
+    case Kind::kState: {
+      bool buffered = false;
+      if ((r = check_epoch(h, parts, &buffered)) != Reject::kNone || buffered) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (reinterpret_cast<uintptr_t>(payload.data()) % alignof(float) != 0)
+        payload = zmq::message_t(payload.data(), payload.size());
+      return handle_membership(h, parts);
+    }
+    case Kind::kPush:
+    case Kind::kFetch:
+    case Kind::kShard:
+    case Kind::kAck:
+    case Kind::kNodeSketch: {
+      if (!opts_.service || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return Reject::kUnexpected;
+      if ((r = opts_.service->check(h)) != Reject::kNone) return r;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (reinterpret_cast<uintptr_t>(payload.data()) % alignof(float) != 0) {
+        payload = zmq::message_t(payload.data(), payload.size());  // realign
+      }
+      if ((r = opts_.service->receive(h, std::move(payload))) != Reject::kNone) return r;
+      break;
+    }
   }
   ps.last_seen = Clock::now();
   return Reject::kNone;
@@ -682,7 +817,8 @@ std::vector<uint64_t> Communicator::hello_fields() const {
                              opts_.chunk_bytes,
                              count_,
                              opts_.first_round,
-                             opts_.start_step};
+                             opts_.start_step,
+                             incarnation_};
   for (size_t k = 0; k < opts_.config_keys.size() && k < kMaxHelloKeys; ++k) {  // k over the run keys
     const std::string& path = opts_.config_keys[k].first;
     f.push_back(hash64(path.data(), path.size()));
@@ -691,11 +827,90 @@ std::vector<uint64_t> Communicator::hello_fields() const {
   return f;
 }
 
-void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
+Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
   const int peer = static_cast<int>(h.sender);
   std::vector<uint64_t> theirs(payload.size() / sizeof(uint64_t));
   std::memcpy(theirs.data(), payload.data(), theirs.size() * sizeof(uint64_t));
   const std::vector<uint64_t> ours = hello_fields();
+  const bool from_running = (h.flags & kHelloRunning) != 0;
+  // The fields every node must share (the start round and step only at a
+  // common start: a joiner takes the running view's).
+  auto differing = [&](bool with_start) -> std::string {
+    for (size_t f = 0; f < kHelloFields; ++f) {  // f over the fixed hello fields
+      if (f == kHelloIncarnation || (!with_start && (f == kHelloStartRound || f == kHelloStartStep))) continue;
+      if (theirs[f] == ours[f]) continue;
+      const bool as_hex = f < 2;
+      std::string what = "its " + std::string(kHelloNames[f]) + " " + (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
+                         " differs from ours " + (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
+      if (f == 0) what += config_keys_differing(theirs);
+      return what;
+    }
+    return "";
+  };
+  PeerState& ps = peers_[static_cast<size_t>(peer)];
+  if (membership() && phase_ == Phase::kRunning) {
+    if (from_running) return Reject::kDuplicate;  // a member answering an earlier hello of ours
+    // A node asks to join the running view: refused (logged, counted, nothing
+    // applied) when it runs another configuration or its id is a live member.
+    std::string why = differing(false);
+    if (why.empty() && view_.has(peer) && !ps.lost && ps.incarnation != 0 && theirs[kHelloIncarnation] != ps.incarnation)
+      suspect(peer, peer_name(peer) + " started again (a new process): the earlier one is gone");
+    if (why.empty() && view_.has(peer) && !ps.lost)
+      why = "node " + std::to_string(peer) + " is a live member of view " + std::to_string(view_.epoch) +
+            " (an earlier incarnation still answers; it is asked again once that one is taken for dead)";
+    if (!why.empty()) {
+      std::fprintf(stderr, "[tether.net node %d] refuses the join request of %s: %s\n", opts_.self,
+                   peer_name(peer).c_str(), why.c_str());
+      if (!(view_.has(peer) && !ps.lost)) {  // another configuration: our hello tells it why (it exits 2)
+        Header reply;
+        reply.kind = Kind::kHello;
+        reply.flags = kHelloRunning;
+        transport_->send(peer, reply, zmq::message_t(ours.data(), ours.size() * sizeof(uint64_t)), nullptr);
+      }
+      return Reject::kUnexpected;
+    }
+    if (std::find(joiners_.begin(), joiners_.end(), peer) == joiners_.end()) {
+      joiners_.push_back(peer);
+      std::fprintf(stderr, "[tether.net node %d] %s asks to join view %u\n", opts_.self, peer_name(peer).c_str(),
+                   view_.epoch);
+    }
+    ps = PeerState{};
+    ps.hello = true;
+    ps.incarnation = theirs[kHelloIncarnation];
+    ps.last_seen = Clock::now();
+    Header reply;
+    reply.kind = Kind::kHello;
+    reply.flags = kHelloRunning;
+    transport_->send(peer, reply, zmq::message_t(ours.data(), ours.size() * sizeof(uint64_t)), nullptr);
+    if (!changing_) {
+      changing_ = true;
+      change_started_ = Clock::now();
+      change_reason_ = "node " + std::to_string(peer) + " joined";
+    }
+    maybe_change_view();
+    return Reject::kNone;
+  }
+  if (membership() && from_running && phase_ == Phase::kStarting) {
+    // The others already run: this node joins their view.
+    const std::string why = differing(false);
+    if (!why.empty()) {
+      const std::string what = "node " + std::to_string(opts_.self) + " cannot join the running view of " + peer_name(peer) + ": " + why;
+      std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
+      fail(std::make_exception_ptr(StartRefused({peer}, what)));
+      return Reject::kNone;
+    }
+    if (!joining_) {
+      joining_ = true;
+      view_ = View{};
+      promised_ = 0;
+      transport_->set_epoch(0);
+      std::fprintf(stderr, "[tether.net node %d] the others are running: joining their view\n", opts_.self);
+    }
+    ps.hello = true;
+    ps.last_seen = Clock::now();
+    return Reject::kNone;
+  }
+  if (from_running) return Reject::kUnexpected;
   if (theirs[kHelloStartRound] != ours[kHelloStartRound] || theirs[kHelloStartStep] != ours[kHelloStartStep]) {
     auto where = [](uint64_t round, uint64_t step) {
       return step == 0 ? std::string("a fresh start (round 0, step 0)")
@@ -707,26 +922,19 @@ void Communicator::handle_hello(const Header& h, const zmq::message_t& payload) 
                              "; resume every node from checkpoints of the same cut, or none";
     std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
     fail(std::make_exception_ptr(StartRefused({peer}, what)));
-    return;
+    return Reject::kNone;
   }
-  for (size_t f = 0; f < kHelloFields; ++f) {  // f over the fixed hello fields
-    if (theirs[f] != ours[f]) {
-      const bool as_hex = f < 2;
-      std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) +
-                         ": its " + kHelloNames[f] + " " +
-                         (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
-                         " differs from ours " +
-                         (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
-      if (f == 0) what += config_keys_differing(theirs);
-      std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
-      fail(std::make_exception_ptr(StartRefused({peer}, what)));
-      return;
-    }
+  if (const std::string why = differing(true); !why.empty()) {
+    const std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) + ": " + why;
+    std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
+    fail(std::make_exception_ptr(StartRefused({peer}, what)));
+    return Reject::kNone;
   }
-  PeerState& ps = peers_[static_cast<size_t>(peer)];
   ps.hello = true;
+  ps.incarnation = theirs[kHelloIncarnation];
   ps.last_seen = Clock::now();
   maybe_started();
+  return Reject::kNone;
 }
 
 std::string Communicator::config_keys_differing(const std::vector<uint64_t>& theirs) const {
@@ -757,6 +965,11 @@ void Communicator::handle_bye(const Header& h) {
   ps.bye = true;
   ps.bye_failed = (h.flags & kByeFailed) != 0;
   ps.bye_rounds = h.round;
+  if (membership() && phase_ == Phase::kRunning && ps.bye_failed && view_.has(peer)) {
+    suspect(peer, peer_name(peer) + " stopped after a failure (bye after " + std::to_string(h.round) + " rounds)");
+    return;
+  }
+  if (opts_.service && phase_ == Phase::kRunning) opts_.service->peer_left(peer, ps.bye_failed);
   if (phase_ == Phase::kRunning && (ps.bye_failed || submitted_io_ > h.round)) {
     const std::string what = ps.bye_failed
         ? peer_name(peer) + " stopped after a failure (bye after " + std::to_string(h.round) + " rounds)"
@@ -774,9 +987,9 @@ void Communicator::handle_bye(const Header& h) {
 void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
                              std::shared_ptr<RoundBuffer> sketch, uint64_t applied, RoundFlags flags) {
   if (!transport_ || phase_ != Phase::kRunning) return;
-  for (int p = 0; p < nodes_; ++p) {  // a peer that left before this round
+  for (int p = 0; p < nodes_; ++p) {  // a member that left before this round
     const PeerState& ps = peers_[static_cast<size_t>(p)];
-    if (p != opts_.self && ps.bye && ps.bye_rounds <= round) {
+    if (p != opts_.self && ps.bye && ps.bye_rounds <= round && (!membership() || view_.has(p))) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         lost_.push_back(p);
@@ -789,12 +1002,22 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
       return;
     }
   }
+  if (opts_.test_crash_at && opts_.test_crash_at("submit", round)) {
+    crash_now("submit");
+    return;
+  }
   Slot& slot = slots_[round];
   slot.submitted = true;
   slot.own_sketch = sketch;
+  slot.own_stop = flags.stop;
   slot.stop = slot.stop || flags.stop;
-  for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other node
-    if (p == opts_.self) continue;
+  slot.applied = applied;
+  slot.exact = flags.exact;
+  // Ring: keep what we submit until the round is done here; a view change
+  // re-runs it over the new members (the mixer reuses the buffer in place).
+  if (membership() && !flags.exact) slot.retained = data->data;
+  for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other member
+    if (p == opts_.self || (membership() && !view_.has(p))) continue;
     Header h;
     h.kind = Kind::kSketch;
     h.flags = flags.stop ? kStopRequest : 0;
@@ -804,8 +1027,8 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   }
   submitted_io_ = round + 1;
   progress_at_ = Clock::now();
-  slot.exact = flags.exact;
-  mixer_for(slot)->submit(round, std::move(data), applied);
+  // During a view change the round waits: the commit re-runs it in the new view.
+  if (!slot.transfer && !changing_) mixer_for(slot)->submit(round, std::move(data), applied);
   try_complete();
 }
 
@@ -813,24 +1036,48 @@ void Communicator::try_complete() {
   if (!ring_) return;
   for (;;) {  // deliver finished rounds in order; bounded by the window
     auto it = slots_.find(done_);
-    if (it == slots_.end()) return;
+    if (it == slots_.end()) break;
     Slot& slot = it->second;
-    if (!slot.submitted || slot.sketches.size() != static_cast<size_t>(nodes_ - 1) ||
-        slot.own_sketch->in_flight.load() != 0 || !mixer_for(slot)->finished(done_))
-      return;
+    if (!slot.submitted || slot.own_sketch->in_flight.load() != 0) break;
+    if (slot.transfer) {  // its result comes from a member that holds it
+      if (slot.result_chunks != slot.result_seen.size()) break;
+    } else {
+      size_t sketches = 0;
+      for (const auto& [id, sk] : slot.sketches) sketches += membership() ? view_.has(id) : 1;
+      const size_t others = membership() ? view_.members.size() - 1 : static_cast<size_t>(nodes_ - 1);
+      if (sketches != others || changing_ || !mixer_for(slot)->finished(done_)) break;
+    }
     RoundResult res;
     res.round = done_;
     res.exact = slot.exact;
     res.stop_requested = slot.stop;
-    res.mixed = mixer_for(slot)->take(done_, &res.partner);
+    if (slot.transfer) {
+      res.mixed = std::move(slot.result);
+    } else {
+      res.mixed = mixer_for(slot)->take(done_, &res.partner);
+    }
     res.sketches = std::move(slot.sketches);
     res.sketches[opts_.self] = std::move(slot.own_sketch->data);
+    after_complete(done_, res.mixed, res.exact);
     slots_.erase(it);
     ++done_;
     progress_at_ = Clock::now();
     std::lock_guard<std::mutex> lk(mu_);
     results_.push_back(std::move(res));
     cv_.notify_all();
+  }
+  // A view change is complete here once its resume round is reached: x̄ is
+  // then the same on every member (the record carries its hash), and joiners
+  // get it.
+  if (membership() && !joining_ && done_ >= resume_round_) {
+    if (pending_event_) {
+      pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
+      pending_event_->transferred_bytes = transferred_bytes_;
+      push_event(*pending_event_);
+      pending_event_.reset();
+    }
+    for (int j : state_to_) send_state(j);
+    state_to_.clear();
   }
 }
 

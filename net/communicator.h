@@ -13,9 +13,32 @@
 // parameters. A round r is accepted from peers while done <= r < done + 2 *
 // window (done: the lowest round not finished here): a peer may be up to two
 // windows ahead (its window, plus ours it may have finished).
-// Failure: heartbeats every heartbeat_ms; any valid frame counts as a sign of
-// life; a peer silent for peer_timeout_ms (or one that said bye before the
-// rounds this node still needs) raises PeerLost from poll/wait/submit.
+// Failure (gossip): heartbeats every heartbeat_ms; any valid frame counts as a
+// sign of life; a peer silent for peer_timeout_ms (or one that said bye
+// before the rounds this node still needs) raises PeerLost from
+// poll/wait/submit.
+//
+// Membership (ring; net/membership.cpp). The nodes training at a moment are a
+// view: an epoch and the sorted live ids; every ring/sketch/result frame
+// carries its sender's epoch, and frames of an older view are dropped
+// (counted as stale_epoch). A member silent for peer_timeout_ms, whose
+// connection dropped, that said bye after a failure, or whose rounds make no
+// progress for round_timeout_ms is suspected; a configured node that says
+// hello while the view runs asks to join. The lowest live id coordinates, with
+// no master: it proposes view e+1 (which needs a majority of the configured
+// nodes) to its members, each answers with the first round it has not
+// finished (done) and whether it joins; with every answer it commits the view
+// and the resume round R = the largest done. Rounds below R are complete
+// somewhere: a member that lacks one receives its result (same bits) from the
+// lowest member that holds it; rounds from R on are re-run over the new view
+// from each member's retained vector. A joiner receives x̄ at R from the
+// lowest member and starts there. If the coordinator dies during the change,
+// the next lowest live id proposes a higher epoch (each node promises one
+// coordinator per epoch, so two views never share an epoch). A node that
+// cannot see a majority stops (its rounds wait), and raises NoQuorum after
+// quorum_wait_ms naming the peers it cannot reach. A node left out of a view
+// (stopped, partitioned, falsely suspected) learns it from the members and
+// raises Excluded: it must start again and join.
 // A frame that fails validation is refused, counted and logged. When it came
 // on a peer's own connection and its bytes are broken (checksum, finite
 // values, length, layout, header: see corrupts_stream), what that peer sent
@@ -49,6 +72,7 @@
 namespace tether::net {
 
 class Transport;
+class Service;
 
 struct PeerAddr {
   int id;
@@ -94,10 +118,24 @@ struct CommOptions {
   // its checkpoints' cut. Every node must agree (hello); the initial
   // parameters are broadcast from node 0 only when start_step is 0.
   uint64_t first_round = 0, start_step = 0;
+  // Membership (ring): how long a node that cannot see a majority waits for
+  // peers to return before NoQuorum; a view change that takes longer than
+  // view_timeout_ms (0: 2 * peer_timeout_ms) is retried without the members
+  // that did not answer.
+  int quorum_wait_ms = 60000;
+  int view_timeout_ms = 0;
+  // Test hook (I/O thread), asked at points of a round ("submit" before this
+  // node's round leaves, "reduce-scatter" / "all-gather" as a chunk arrives,
+  // "commit" as a coordinator commits a view): true makes this node crash
+  // there, closing every socket without a bye (as kill -9 would).
+  std::function<bool(const char* point, uint64_t round)> test_crash_at;
   // Test hook: runs on the I/O thread between bind and connect (a test holds
   // a node there so that a peer's hello is queued before this node's
   // start-up state exists).
   std::function<void()> test_after_bind;
+  // Frames of the service kinds (kPush, kFetch, kShard, kAck: the
+  // parameter-server baselines, net/shard_server.h) go to it; none: refused.
+  std::shared_ptr<Service> service;
 };
 
 // Per-round options of submit().
@@ -120,6 +158,18 @@ struct RoundResult {
   int partner = -1;                            // gossip partner, -1 for ring
 };
 
+// One view change as this node saw it (Communicator::take_events).
+struct ViewEvent {
+  uint32_t epoch = 0;
+  std::vector<int> members;
+  std::string reason;            // "node 2 silent for 1503 ms", "node 2 joined", ...
+  uint64_t resume_round = 0;     // rounds from here on run in this view
+  double ms = 0;                 // from the first suspicion (or join request) to the commit here
+  uint64_t anchor_hash = 0;      // hash64 of x̄ at resume_round: equal on every member
+  uint64_t transferred_bytes = 0;  // results and state received for this change
+  bool joined = false;           // this node joined with this view
+};
+
 // Errors the caller can act on (STYLE: typed by how one recovers).
 struct NetError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -131,6 +181,17 @@ struct PeerLost : NetError {
   bool graceful;   // the peer said bye (it was stopped) rather than fell silent
   PeerLost(int peer_id, double silent, const std::string& what, bool said_bye = false)
       : NetError(what), peer(peer_id), silent_ms(silent), graceful(said_bye) {}
+};
+// This node cannot be in a view with a majority of the configured nodes and
+// waited quorum_wait_ms for peers to return.
+struct NoQuorum : NetError {
+  std::vector<int> unreachable;
+  NoQuorum(std::vector<int> ids, const std::string& what) : NetError(what), unreachable(std::move(ids)) {}
+};
+// The others formed a view without this node: it must start again and join.
+struct Excluded : NetError {
+  uint32_t epoch;
+  Excluded(uint32_t e, const std::string& what) : NetError(what), epoch(e) {}
 };
 // A frame on a peer's own connection failed validation in a way no correct
 // peer produces (see corrupts_stream): what it carried is lost.
@@ -174,7 +235,19 @@ class Communicator {
   // starts from identical bits; a resumed run keeps every node's own.
   // Throws StartFailed naming the unreachable or refused peers after
   // connect_timeout_ms.
-  void start(float* params, size_t count);
+  // A node that finds the others running joins their view instead: start()
+  // returns once it holds x̄ at the view's resume round (written to params;
+  // joined() and first_round() say so). `anchor`: x̄ of a resumed run (empty:
+  // the start parameters).
+  void start(float* params, size_t count, std::vector<float> anchor = {});
+  // After start(): the first round this node runs and whether it joined a
+  // running view.
+  uint64_t first_round() const { return first_round_; }
+  bool joined() const { return joined_; }
+  // View changes since the last call (thread-safe).
+  std::vector<ViewEvent> take_events();
+  // Test hook: crash now (no bye), from any thread.
+  void crash();
   // Trainer thread, non-blocking: this round's vector (count floats; ring: the
   // delta, gossip: the snapshot, with the results of every round returned by
   // poll/wait so far already applied to it) and this node's sketch. Rounds in
@@ -203,6 +276,9 @@ class Communicator {
   enum class Phase { kIdle, kStarting, kRunning, kStopping, kDone };
   struct PeerState {
     bool hello = false, bye = false, lost = false, bye_failed = false;
+    Clock::time_point notified{};  // last time told it is outside the view
+    uint32_t notified_epoch = 0;   // of which view
+    uint64_t incarnation = 0;      // from its hello: which process of that node
     uint64_t bye_rounds = 0;  // rounds the peer submitted before its bye
     Clock::time_point last_seen{};
   };
@@ -212,13 +288,41 @@ class Communicator {
     bool stop = false;   // some node asked to stop (RoundFlags::stop)
     std::shared_ptr<RoundBuffer> own_sketch;
     std::map<int, std::vector<float>> sketches;  // other nodes'
+    bool own_stop = false;                        // our sketch carried kStopRequest
+    std::vector<float> retained;                  // what we submitted (re-run in a new view)
+    uint64_t applied = 0;                         // submit()'s applied
+    // reconciliation: the round's result, received from a member that holds it
+    bool transfer = false;
+    int holder = -1;
+    std::vector<float> result;
+    std::vector<uint8_t> result_seen;  // [chunk]
+    uint64_t result_chunks = 0;
+  };
+  struct View {
+    uint32_t epoch = 0;
+    std::vector<int> members;  // sorted
+    bool has(int id) const;
+  };
+  struct Accept {
+    uint64_t done = 0, submitted = 0;
+    bool joiner = false;
+  };
+  struct Proposal {
+    uint32_t epoch = 0;
+    std::vector<int> members;
+    std::map<int, Accept> accepts;
+  };
+  struct Future {  // a frame of a view this node has not committed yet
+    Header h;
+    std::vector<zmq::message_t> parts;
+    int conn_peer = -1;  // msg_peer_ of the connection it came on (handled again as if it came now)
   };
 
   // I/O thread
   void io_main();
   void on_message(std::vector<zmq::message_t>& parts, bool truncated, int auth_peer);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
-  void handle_hello(const Header& h, const zmq::message_t& payload);
+  Reject handle_hello(const Header& h, const zmq::message_t& payload);
   std::vector<uint64_t> hello_fields() const;
   // " (it differs in a.b, c.d)" from a peer's hello key pairs, or "".
   std::string config_keys_differing(const std::vector<uint64_t>& theirs) const;
@@ -237,11 +341,41 @@ class Communicator {
   // After a refused frame: PeerCorrupt when it came on a peer's own
   // connection (msg_peer_) and corrupts_stream(why).
   void check_corrupt(Reject why, const Header* h, const std::string& detail = "");
+  // Without CURVE, a frame claiming h.sender on a connection bound to no
+  // peer (msg_peer_ < 0): binds that connection to h.sender (msg_peer_) when
+  // the peer's bound connection is gone (closed: a restarted process, a
+  // DEALER replaced by reset_peer) or membership took the peer for lost, and
+  // the routing id has the form of the peer's (Transport::names_node).
+  void rebind_none(const Header& h, const zmq::message_t& identity);
   void fail(std::exception_ptr e);
+  // membership (net/membership.cpp)
+  bool membership() const;
+  void suspect(int peer, const std::string& why);
+  void maybe_change_view();
+  void propose(std::vector<int> members);
+  void view_deadline(uint32_t epoch);
+  void commit();
+  void install(uint32_t epoch, std::vector<int> members, uint64_t resume, const std::map<int, uint64_t>& done);
+  void send_kept_result(int to, uint64_t round);
+  void send_state(int to);
+  void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v);
+  void check_quorum(Clock::time_point now);
+  void notify_outside(int peer);
+  void crash_now(const char* where);
+  Reject handle_membership(const Header& h, std::vector<zmq::message_t>& parts);
+  Reject check_epoch(const Header& h, std::vector<zmq::message_t>& parts, bool* buffered);
+  void replay_future();
+  void after_complete(uint64_t round, const std::vector<float>& mixed, bool exact);
+  void push_event(ViewEvent e);
+  std::vector<int> alive_members() const;
+  uint64_t chunk_elems() const { return params_chunk_elems_; }
+  uint64_t chunks_of(uint64_t count) const { return (count + params_chunk_elems_ - 1) / params_chunk_elems_; }
+  std::unique_ptr<Mixer> make_ring();
   std::string peer_name(int id) const;
   std::shared_ptr<RoundBuffer> make_buffer(std::vector<float> v);
 
   CommOptions opts_;
+  uint64_t incarnation_;  // drawn at construction; sent with the hello
   int nodes_;
   size_t count_ = 0;
   float* params_ = nullptr;
@@ -255,7 +389,32 @@ class Communicator {
   // Plain members: they exist from construction, so any handler may cancel
   // or re-arm them whatever has happened yet (a hello handled during start-up
   // cancels the connect timer).
-  boost::asio::steady_timer heartbeat_timer_{io_}, connect_timer_{io_};
+  boost::asio::steady_timer heartbeat_timer_{io_}, connect_timer_{io_}, view_timer_{io_};
+  // membership (I/O thread)
+  View view_;
+  uint32_t promised_ = 0;              // highest epoch this node answered or proposed
+  std::optional<Proposal> proposing_;  // as coordinator
+  bool changing_ = false;              // a view change is under way (answered, no commit yet)
+  Clock::time_point change_started_{};
+  std::string change_reason_;
+  std::vector<int> joiners_;           // configured nodes that asked to join
+  bool joining_ = false;               // this node joins a running view
+  int state_source_ = -1;              // joiner: who streams x̄
+  std::vector<float> state_;           // joiner: x̄ as it arrives
+  std::vector<uint8_t> state_seen_;
+  uint64_t state_received_ = 0;
+  std::vector<float> start_anchor_;    // x̄ of a resumed run, from start()
+  std::vector<int> state_to_;          // joiners to stream x̄ to once done_ reaches resume_round_
+  uint64_t resume_round_ = 0;
+  std::optional<ViewEvent> pending_event_;  // reported once done_ reaches resume_round_
+  uint64_t transferred_bytes_ = 0;
+  std::map<uint64_t, std::vector<float>> kept_;  // results of the last rounds finished here
+  std::vector<float> anchor_io_;       // x̄ after the rounds finished here (state transfer)
+  std::deque<Future> future_;
+  uint64_t future_bytes_ = 0;
+  Clock::time_point no_quorum_since_{};
+  bool no_quorum_ = false;
+  uint64_t ticks_ = 0;
   Phase phase_ = Phase::kIdle;
   std::vector<PeerState> peers_;
   std::vector<uint8_t> params_seen_;
@@ -272,11 +431,15 @@ class Communicator {
   // curve: the key's owner; else the peer bound to its routing id (bound_).
   int msg_peer_ = -1;
   int claimed_peer_ = -1;  // no curve: the unbound peer its routing id names (on_message)
-  std::vector<std::string> bound_;  // [peer] routing id of its accepted hello (no curve)
+  // [peer] routing id of its accepted hello, or of the connection that
+  // replaced that one (rebind_none) (no curve)
+  std::vector<std::string> bound_;
   Clock::time_point taken_logged_at_{};  // identity_taken: logged at most once a second
   std::thread io_thread_;
 
-  // trainer thread only
+  // trainer thread only (copied from the shared ones when start() returns)
+  uint64_t first_round_ = 0;
+  bool joined_ = false;
   uint64_t next_submit_ = 0, next_poll_ = 0;
   bool started_called_ = false, stopped_ = false;
 
@@ -284,6 +447,9 @@ class Communicator {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<RoundResult> results_;
+  std::vector<ViewEvent> events_;
+  uint64_t join_round_ = 0;
+  bool join_done_ = false;
   std::exception_ptr error_;
   std::vector<int> lost_;
   bool started_ = false, stop_ready_ = false, io_exited_ = false;

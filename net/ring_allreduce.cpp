@@ -28,16 +28,33 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void add_block(
 
 }  // namespace
 
-RingAllreduce::RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes,
+namespace {
+std::vector<int> iota_ids(int nodes) {
+  std::vector<int> ids(static_cast<size_t>(std::max(nodes, 0)));
+  for (int i = 0; i < nodes; ++i) ids[static_cast<size_t>(i)] = i;   // i over the nodes
+  return ids;
+}
+int rank_of(const std::vector<int>& ids, int id) {
+  auto it = std::find(ids.begin(), ids.end(), id);
+  return it == ids.end() ? -1 : static_cast<int>(it - ids.begin());
+}
+}  // namespace
+
+RingAllreduce::RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox)
+    : RingAllreduce(self, iota_ids(nodes), count, chunk_bytes, outbox) {}
+
+RingAllreduce::RingAllreduce(int self, std::vector<int> members, size_t count, size_t chunk_bytes,
                              Outbox* outbox)
-    : self_(self),
-      nodes_(nodes),
-      succ_(mod_nodes(self + 1, nodes)),
-      pred_(mod_nodes(self - 1, nodes)),
+    : ids_(std::move(members)),
+      self_(rank_of(ids_, self)),
+      nodes_(static_cast<int>(ids_.size())),
+      succ_(nodes_ > 0 ? mod_nodes(self_ + 1, nodes_) : 0),
+      pred_(nodes_ > 0 ? mod_nodes(self_ - 1, nodes_) : 0),
       count_(count),
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
       outbox_(outbox) {
-  TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " nodes " << nodes);
+  TETHER_NET_CHECK(nodes_ >= 1 && self_ >= 0 && std::is_sorted(ids_.begin(), ids_.end()),
+                   "node " << self << " in a ring of " << nodes_ << " members (sorted, self among them)");
   for (int s = 0; s < nodes_; ++s) {  // s over the N segments
     max_chunks_ = std::max(max_chunks_, chunks_in(s));
     total_chunks_ += chunks_in(s);
@@ -64,7 +81,7 @@ int RingAllreduce::segment_of_step(uint32_t step) const {
 
 Reject RingAllreduce::check(const Header& h) const {
   if (h.kind != Kind::kRing || nodes_ == 1) return Reject::kUnexpected;
-  if (static_cast<int>(h.sender) != pred_) return Reject::kUnexpected;
+  if (static_cast<int>(h.sender) != ids_[static_cast<size_t>(pred_)]) return Reject::kUnexpected;
   if (h.step >= static_cast<uint32_t>(2 * (nodes_ - 1))) return Reject::kRangeMismatch;
   const int seg = segment_of_step(h.step);
   if (h.chunk >= chunks_in(seg)) return Reject::kRangeMismatch;
@@ -89,7 +106,7 @@ void RingAllreduce::send(uint64_t round, uint32_t step, int seg, uint32_t c,
   h.chunk = c;
   h.offset = r.offset;
   h.count = r.count;
-  outbox_->send(succ_, h, std::move(payload), known_hash);
+  outbox_->send(ids_[static_cast<size_t>(succ_)], h, std::move(payload), known_hash);
 }
 
 void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,

@@ -22,8 +22,10 @@
 //   submitted yet are buffered until it does (the communicator bounds the
 //   rounds accepted by its window). N = 1 and n = 0 finish at submit;
 //   n < N leaves some segments empty (no messages for them).
-// Peer failure: the ring stops; nothing here times out. The communicator's
-//   heartbeats detect the silent peer and raise PeerLost to the trainer.
+// Members: the ring runs over a view's members (sorted node ids); ranks are
+//   positions in that list, headers and the outbox speak node ids.
+// Peer failure: the ring stops; nothing here times out. The communicator
+//   detects the silent peer and forms a new view with a new ring.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +39,10 @@ namespace tether::net {
 
 class RingAllreduce final : public Mixer {
  public:
+  // The ring over nodes 0..nodes-1.
   RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox);
+  // The ring over `members` (sorted node ids, self among them).
+  RingAllreduce(int self, std::vector<int> members, size_t count, size_t chunk_bytes, Outbox* outbox);
 
   Reject check(const Header& h) const override;
   void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) override;
@@ -69,7 +74,8 @@ class RingAllreduce final : public Mixer {
   void send(uint64_t round, uint32_t step, int seg, uint32_t c, zmq::message_t payload,
             const uint64_t* known_hash);
 
-  int self_, nodes_, succ_, pred_;
+  std::vector<int> ids_;       // [rank] -> node id
+  int self_, nodes_, succ_, pred_;  // ranks
   uint64_t count_, chunk_elems_;
   uint32_t max_chunks_ = 0;
   uint64_t total_chunks_ = 0;

@@ -1,6 +1,7 @@
 #include "net/transport.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -23,15 +24,6 @@ constexpr const char* kMonitorEndpoint = "inproc://tether.router-monitor";
 // What CurveZMQ adds around each message frame: "\x07MESSAGE" (8), flags (1),
 // short nonce (8), Poly1305 MAC (16) = 33 bytes; rounded up.
 constexpr uint64_t kCurveEnvelopeBytes = 64;
-
-// A routing id nobody else uses: "n<self>." and 16 random hex digits.
-std::string unique_routing_id(int self) {
-  std::random_device rd;
-  const uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  char buf[32];
-  std::snprintf(buf, sizeof buf, ".%016llx", static_cast<unsigned long long>(r));
-  return Transport::identity(self) + buf;
-}
 }  // namespace
 
 std::string_view handshake_failure_name(HandshakeFailure f) {
@@ -44,6 +36,20 @@ std::string_view handshake_failure_name(HandshakeFailure f) {
     case HandshakeFailure::kCount: break;
   }
   return "?";
+}
+
+std::string Transport::connection_id(int id) {
+  static thread_local std::mt19937_64 gen{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
+                                          std::random_device{}()};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, ".%016llx", static_cast<unsigned long long>(gen()));
+  return identity(id) + buf;
+}
+
+bool Transport::names_node(std::string_view rid, int id) {
+  const std::string name = identity(id);
+  if (rid.size() < name.size() || rid.compare(0, name.size(), name) != 0) return false;
+  return rid.size() == name.size() || rid[name.size()] == '.';
 }
 
 Transport::Transport(asio::io_context& io, int self, std::vector<TransportPeer> peers,
@@ -124,6 +130,10 @@ void Transport::open(const std::function<void()>& after_bind) {
   router_->set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(max_frame_bytes_ + (curve_ ? kCurveEnvelopeBytes : 0)));
   router_->set(zmq::sockopt::rcvhwm, receive_hwm_);
+  // The ROUTER sends only routes_to's probes: an unknown routing id is an
+  // error, and a few unread probes make a connection's pipe full (EAGAIN).
+  router_->set(zmq::sockopt::router_mandatory, true);
+  router_->set(zmq::sockopt::sndhwm, 16);
   router_->set(zmq::sockopt::handshake_ivl, handshake_ms_);
   if (heartbeat_ms_ > 0) {
     router_->set(zmq::sockopt::heartbeat_ivl, heartbeat_ms_);
@@ -156,25 +166,7 @@ void Transport::open(const std::function<void()>& after_bind) {
   for (const TransportPeer& p : peers_) max_id = std::max(max_id, p.id);
   dealers_.resize(static_cast<size_t>(max_id) + 1);
   for (const TransportPeer& p : peers_) {  // one DEALER per other peer
-    if (p.id == self_) continue;
-    zmq::socket_t& d = dealers_[static_cast<size_t>(p.id)].emplace(ctx_, zmq::socket_type::dealer);
-    d.set(zmq::sockopt::routing_id, unique_routing_id(self_));
-    d.set(zmq::sockopt::sndhwm, 0);
-    d.set(zmq::sockopt::linger, 0);
-    d.set(zmq::sockopt::reconnect_ivl, 100);
-    d.set(zmq::sockopt::handshake_ivl, handshake_ms_);
-    if (curve_) {
-      d.set(zmq::sockopt::curve_serverkey, p.public_key);
-      d.set(zmq::sockopt::curve_publickey, public_key_);
-      d.set(zmq::sockopt::curve_secretkey, secret_key_);
-    }
-    const std::string to = "tcp://" + p.host + ":" + std::to_string(p.port);
-    try {
-      d.connect(to);
-    } catch (const zmq::error_t& e) {
-      throw std::runtime_error("node " + std::to_string(self_) + " cannot connect to peer " +
-                               std::to_string(p.id) + " at " + to + ": " + e.what());
-    }
+    if (p.id != self_) connect_dealer(p);
   }
   router_fd_.emplace(io_, router_->get(zmq::sockopt::fd));
   // Handshakes need no start-up state: answer them from now on.
@@ -182,6 +174,52 @@ void Transport::open(const std::function<void()>& after_bind) {
   drain_monitor();
   // No read here: the owner calls drain() once it can handle messages (a
   // peer's hello may already be queued, and handling it starts the node).
+}
+
+void Transport::connect_dealer(const TransportPeer& p) {
+  zmq::socket_t& d = dealers_[static_cast<size_t>(p.id)].emplace(ctx_, zmq::socket_type::dealer);
+  d.set(zmq::sockopt::routing_id, connection_id(self_));
+  d.set(zmq::sockopt::sndhwm, 0);
+  d.set(zmq::sockopt::linger, 0);
+  d.set(zmq::sockopt::reconnect_ivl, 100);
+  d.set(zmq::sockopt::handshake_ivl, handshake_ms_);
+  if (curve_) {
+    d.set(zmq::sockopt::curve_serverkey, p.public_key);
+    d.set(zmq::sockopt::curve_publickey, public_key_);
+    d.set(zmq::sockopt::curve_secretkey, secret_key_);
+  }
+  const std::string to = "tcp://" + p.host + ":" + std::to_string(p.port);
+  try {
+    d.connect(to);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("node " + std::to_string(self_) + " cannot connect to peer " +
+                             std::to_string(p.id) + " at " + to + ": " + e.what());
+  }
+}
+
+void Transport::reset_peer(int peer) {
+  if (closed_ || !open_ || peer < 0 || static_cast<size_t>(peer) >= dealers_.size() ||
+      !dealers_[static_cast<size_t>(peer)])
+    return;
+  std::erase_if(queue_, [peer](const Queued& q) { return q.peer == peer; });
+  dealers_[static_cast<size_t>(peer)]->close();  // linger 0: what it held is dropped
+  dealers_[static_cast<size_t>(peer)].reset();
+  for (const TransportPeer& p : peers_) {
+    if (p.id == peer) connect_dealer(p);
+  }
+}
+
+bool Transport::routes_to(const std::string& rid) {
+  if (closed_ || !router_) return false;
+  try {
+    if (!router_->send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+      return true;  // EAGAIN: its pipe is full of earlier probes, the connection is there
+    router_->send(zmq::message_t(), zmq::send_flags::dontwait);
+    return true;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return false;
+    throw;
+  }
 }
 
 void Transport::arm_read() {
@@ -326,6 +364,7 @@ void Transport::send(int peer, Header h, zmq::message_t payload, const uint64_t*
   h.magic = kMagic;
   h.version = kProtocolVersion;
   h.sender = static_cast<uint32_t>(self_);
+  h.epoch = epoch_;
   h.payload_bytes = payload.size();
   h.payload_hash = known_hash ? *known_hash : payload_hash(payload.data(), payload.size());
   zmq::message_t header(kHeaderBytes);

@@ -1,6 +1,6 @@
 // Transport — the ZeroMQ sockets of one node, driven by its Asio event loop
 // (ps-lite's socket layout: one ROUTER bound on the node's port receives from
-// everyone; one DEALER per peer, routing id "n<self>", sends to it).
+// everyone; one DEALER per peer, routing id "n<self>.<random>", sends to it).
 //
 // Every socket is created, used and closed on the I/O thread that runs the
 // io_context. Readiness comes from the ROUTER's ZMQ_FD wrapped in an Asio
@@ -17,9 +17,9 @@
 // the configured peers and names each connection after the key's owner: its
 // messages carry that peer id as ZeroMQ "User-Id" metadata, which on_message
 // receives as auth_peer. Routing ids are never trusted: a DEALER's is
-// "n<self>.<random>", unique per run, so a second connection that copies a
-// peer's id is still delivered (and refused by the communicator) instead of
-// being parked by the ROUTER. A socket monitor on the ROUTER counts the
+// "n<self>.<random>", new for every connection (connection_id; reset_peer's
+// too), so a second connection that copies a peer's id is still delivered
+// (and refused by the communicator) instead of being parked by the ROUTER. A socket monitor on the ROUTER counts the
 // connections that fail the handshake, by reason (handshake_failures()).
 // ZeroMQ limits bound what a stranger costs before it is identified: the
 // largest frame (ZMQ_MAXMSGSIZE), the time to finish a handshake
@@ -107,6 +107,17 @@ class Transport final : public Outbox {
   void count_handshake_failure(HandshakeFailure f);
   bool curve() const { return curve_; }
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
+  // The view epoch stamped on every frame sent from now on.
+  void set_epoch(uint32_t epoch) { epoch_ = epoch; }
+  // Drops everything queued for `peer` (here and in ZeroMQ) and connects a
+  // fresh socket to it: a peer declared dead gets nothing stale when (a new
+  // incarnation of) it comes back.
+  void reset_peer(int peer);
+  // Whether a connection with routing id `rid` is open on the ROUTER. Probed
+  // by routing an empty message to it (ZMQ_ROUTER_MANDATORY: refused with
+  // EHOSTUNREACH when none has that id, or its peer closed it); a peer's
+  // DEALER never reads, so what arrives there is dropped with the socket.
+  bool routes_to(const std::string& rid);
   // Receives everything ZeroMQ holds now (also called by timers before they
   // judge a peer silent).
   void drain();
@@ -117,7 +128,17 @@ class Transport final : public Outbox {
   // terminates the ZeroMQ context; pending messages are released.
   void close(int linger_ms, const std::vector<int>& finished = {});
 
+  // A node's name on the wire: its DEALERs' routing ids are "n<id>." plus 16
+  // random hex digits, new for every connection. A ROUTER silently parks a
+  // connection whose routing id it still holds from an earlier one, so a
+  // reconnect (reset_peer, a restarted process) must never reuse one.
   static std::string identity(int id) { return "n" + std::to_string(id); }
+  static std::string connection_id(int id);
+  // Whether routing id `rid` has the form of node `id`'s: "n<id>" or
+  // "n<id>.<...>". A claim only, anybody can copy it: the communicator takes
+  // a connection for a peer's by its key (CURVE) or its bound hello, and
+  // uses this for start-up diagnosis alone.
+  static bool names_node(std::string_view rid, int id);
 
  private:
   struct Queued {
@@ -126,6 +147,7 @@ class Transport final : public Outbox {
     Clock::time_point ready;
   };
   bool try_send(Queued& q);
+  void connect_dealer(const TransportPeer& p);
   void flush();
   void arm_flush(Clock::time_point at);
   void arm_read();
@@ -154,6 +176,7 @@ class Transport final : public Outbox {
   bool open_ = false, closed_ = false, reading_ = false;
   std::atomic<uint64_t>* bytes_sent_;  // owned by the caller, read by other threads
   uint64_t max_frame_bytes_ = kMaxPayloadBytes;
+  uint32_t epoch_ = 0;
   std::atomic<uint64_t>* bytes_recv_;
   bool curve_ = false;
   std::string secret_key_, public_key_;  // Z85

@@ -29,6 +29,7 @@ std::string_view reject_name(Reject r) {
     case Reject::kDuplicate: return "duplicate";
     case Reject::kUnexpected: return "unexpected";
     case Reject::kIdentityMismatch: return "identity_mismatch";
+    case Reject::kStaleEpoch: return "stale_epoch";
     case Reject::kCount: break;
   }
   return "unknown";
@@ -253,7 +254,7 @@ void encode_header(const Header& h, unsigned char* out) {
   put<uint32_t>(out, 12, h.step);
   put<uint64_t>(out, 16, h.round);
   put<uint32_t>(out, 24, h.chunk);
-  put<uint32_t>(out, 28, h.reserved2);
+  put<uint32_t>(out, 28, h.epoch);
   put<uint64_t>(out, 32, h.offset);
   put<uint64_t>(out, 40, h.count);
   put<uint64_t>(out, 48, h.payload_bytes);
@@ -279,10 +280,11 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
   h.step = get<uint32_t>(in, 12);
   h.round = get<uint64_t>(in, 16);
   h.chunk = get<uint32_t>(in, 24);
-  h.reserved2 = get<uint32_t>(in, 28);
+  h.epoch = get<uint32_t>(in, 28);
   const bool flags_ok = h.flags == 0 || (h.kind == Kind::kBye && h.flags == kByeFailed) ||
-                        (h.kind == Kind::kSketch && h.flags == kStopRequest);
-  if (!flags_ok || h.reserved2 != 0) return Reject::kBadFlags;
+                        (h.kind == Kind::kSketch && h.flags == kStopRequest) ||
+                        (h.kind == Kind::kHello && h.flags == kHelloRunning);
+  if (!flags_ok) return Reject::kBadFlags;
   h.offset = get<uint64_t>(in, 32);
   h.count = get<uint64_t>(in, 40);
   h.payload_bytes = get<uint64_t>(in, 48);
@@ -292,7 +294,7 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
     if (h.count > kMaxPayloadBytes / sizeof(float)) return Reject::kOversized;
     if (h.count * sizeof(float) != h.payload_bytes) return Reject::kLengthMismatch;
     if (h.offset > (uint64_t{1} << 62)) return Reject::kOversized;  // offset + count cannot wrap
-  } else if (h.kind != Kind::kHello && (h.count != 0 || h.payload_bytes != 0)) {
+  } else if (!carries_u64s(h.kind) && (h.count != 0 || h.payload_bytes != 0)) {
     return Reject::kLengthMismatch;
   }
   *out = h;

@@ -10,7 +10,7 @@
 //       12    4 step             mixer step (ring: 0..2N-3), 0 otherwise
 //       16    8 round            averaging round (hello/heartbeat/bye: see Kind)
 //       24    4 chunk            chunk index inside the step's segment
-//       28    4 reserved2        must be 0
+//       28    4 epoch            the sender's view epoch (membership; 0 before the first view)
 //       32    8 offset           first element (float) of the range carried
 //       40    8 count            number of elements carried
 //       48    8 payload_bytes    length of the payload frame
@@ -31,8 +31,9 @@ namespace tether::net {
 
 inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
 // 2: 64-lane payload hash; 3: hello carries the start round and step, a
-// sketch may carry kStopRequest.
-inline constexpr uint16_t kProtocolVersion = 3;
+// sketch may carry kStopRequest; 4: the view epoch in the header, membership
+// kinds (propose, accept, commit, result and state transfer).
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
 inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;
@@ -45,8 +46,25 @@ enum class Kind : uint8_t {
   kSketch = 5,     // this node's sketch for the round (all floats, offset 0)
   kHeartbeat = 6,  // empty payload
   kBye = 7,        // empty payload; round = number of rounds the sender submitted
+  // Membership (net/communicator.h, "Membership"): u64 payloads.
+  kPropose = 8,    // coordinator -> members: [epoch, k, ids...]
+  kAccept = 9,     // member -> coordinator: [epoch, done, submitted, joiner]
+  kCommit = 10,    // coordinator -> members: [epoch, resume round, k, (id, done) x k]
+  kResult = 11,    // a completed round's result for a member that lacks it; range of floats
+  kState = 12,     // x̄ at the resume round for a joining node; range of floats
+  // Parameter-server baselines (net/shard_server.h): the vector is sharded
+  // over the nodes; offset/count are always the receiver's (push, fetch) or
+  // the sender's (shard, ack) whole shard.
+  kPush = 13,       // worker -> server: an update of the server's shard; round = push number
+  kFetch = 14,      // worker -> server: empty payload; round = fetch number
+  kShard = 15,     // server -> worker: the shard's values; round = fetch number answered,
+                   // step = server version (updates applied when read)
+  kAck = 16,       // server -> worker: empty payload; round = push number applied,
+                   // step = server version after applying it
+  kNodeSketch = 17,  // a node's CountSketch as it closes a round, to every other node;
+                     // round = the round (0, 1, 2, ... per sender), offset 0
 };
-inline constexpr uint8_t kKindMax = 7;
+inline constexpr uint8_t kKindMax = 17;
 
 // Why a frame was refused. Names (reject_name) are the keys of
 // CommStats::rejected_by_reason.
@@ -69,6 +87,7 @@ enum class Reject : uint8_t {
   kDuplicate,        // this (round, step, chunk) was already received
   kUnexpected,       // valid frame that this node does not expect in its state
   kIdentityMismatch, // ZeroMQ routing id is not the one of the claimed sender
+  kStaleEpoch,       // a frame of an older view (or of a node outside the view): dropped
   kCount
 };
 std::string_view reject_name(Reject r);
@@ -79,6 +98,9 @@ std::string_view reject_name(Reject r);
 // boundary (a coordinated checkpoint, see runtime/averaging.h).
 constexpr uint8_t kByeFailed = 1;
 constexpr uint8_t kStopRequest = 2;
+// A hello may carry kHelloRunning: its sender is a member of a running view
+// (the receiver then joins it rather than starting a fresh run).
+constexpr uint8_t kHelloRunning = 4;
 
 struct Header {
   uint32_t magic = kMagic;
@@ -89,7 +111,7 @@ struct Header {
   uint32_t step = 0;
   uint64_t round = 0;
   uint32_t chunk = 0;
-  uint32_t reserved2 = 0;
+  uint32_t epoch = 0;
   uint64_t offset = 0;
   uint64_t count = 0;
   uint64_t payload_bytes = 0;
@@ -150,7 +172,14 @@ bool all_finite(const float* x, size_t count);
 
 // True for the kinds whose payload is a range of float32.
 inline bool carries_floats(Kind k) {
-  return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch;
+  return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch ||
+         k == Kind::kResult || k == Kind::kState || k == Kind::kPush || k == Kind::kShard ||
+         k == Kind::kNodeSketch;
+}
+
+// The kinds whose payload is a list of u64 (the receiver checks its length).
+inline bool carries_u64s(Kind k) {
+  return k == Kind::kHello || k == Kind::kPropose || k == Kind::kAccept || k == Kind::kCommit;
 }
 
 }  // namespace tether::net

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -108,6 +109,73 @@ const char* short_state(NodeState s) {
     case NodeState::kFailed: return "FAIL";
   }
   return "?";
+}
+
+// "0,1,3"
+std::string id_list(const std::vector<int>& ids) {
+  std::string s;
+  for (int id : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(id);
+  }
+  return s;
+}
+
+// "-2", "+2", "-2 +4", "" for none.
+std::string membership_delta(const ViewSummary& v) {
+  std::string s;
+  auto add = [&s](char sign, int id) {
+    if (!s.empty()) s += ' ';
+    s += sign;
+    s += std::to_string(id);
+  };
+  for (int id : v.left) add('-', id);
+  for (int id : v.joined) add('+', id);
+  return s;
+}
+
+const char* anchors_word(const ViewSummary& v) {
+  auto eq = v.anchors_equal();
+  return !eq ? "anchors ?" : *eq ? "anchors equal" : "anchors DIFFER";
+}
+
+// The membership lines: each node's current view (nodes in the same view on
+// one line), the last kViewLines view changes, and no-quorum events.
+constexpr size_t kViewLines = 5;
+void membership_lines(const RunLog& log, std::vector<std::string>& lines, size_t width) {
+  // Current views: (epoch, members) -> nodes in it.
+  std::map<std::pair<uint64_t, std::vector<int>>, std::vector<int>> current;
+  for (const auto& [id, n] : log.nodes())
+    if (const ViewRecord* v = n.current_view()) current[{v->epoch, v->members}].push_back(id);
+  for (const auto& [view, in] : current) {
+    lines.push_back(clip("view: epoch " + std::to_string(view.first) + " [" + id_list(view.second) + "] on " +
+                             (in.size() == 1 ? "node " : "nodes ") + id_list(in),
+                         width));
+  }
+  const std::vector<ViewSummary> views = log.views();
+  if (!views.empty()) {
+    std::string head = "view changes: " + std::to_string(views.size());
+    if (views.size() > kViewLines) head += " (last " + std::to_string(kViewLines) + ")";
+    lines.push_back(head);
+    // The last kViewLines of `views` (epoch order).
+    for (size_t i = views.size() > kViewLines ? views.size() - kViewLines : 0; i < views.size(); ++i) {
+      const ViewSummary& v = views[i];
+      std::string delta = membership_delta(v);
+      std::string l = "  " + local_clock(v.time) + " epoch " + std::to_string(v.epoch) + " [" + id_list(v.members) +
+                      "]" + (delta.empty() ? "" : " " + delta) + " " + fmt("%.0f", v.ms) + " ms " + anchors_word(v) +
+                      (v.reason.empty() ? "" : ": " + v.reason);
+      std::replace(l.begin(), l.end(), '\n', ' ');
+      lines.push_back(clip(l, width));
+    }
+  }
+  for (const auto& [id, n] : log.nodes()) {
+    for (const NoQuorumRecord& q : n.no_quorum) {
+      lines.push_back(clip("node " + std::to_string(id) + ": no quorum at step " + std::to_string(q.step) +
+                               ", unreachable " + (q.unreachable.empty() ? "?" : id_list(q.unreachable)) +
+                               ", waited " + fmt("%.0f", q.waited_ms) + " ms",
+                           width));
+    }
+  }
 }
 
 }  // namespace
@@ -224,6 +292,8 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
                            width));
     }
   }
+
+  membership_lines(log, lines, width);
 
   for (const auto& [id, n] : nodes) {
     if (!n.failed) continue;

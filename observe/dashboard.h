@@ -20,8 +20,11 @@ struct FrameOptions {
   double now = 0;
 };
 
-// One frame: a header, a column header, one row per node, a summary, failed
-// nodes' errors. Lines end with '\n', none longer than kDashboardColumns.
+// One frame: a header, a column header, one row per node, a summary; when
+// the logs hold membership records, each node's current view ("view: epoch 3
+// [0,1,3] on nodes 0,1,3"), the last view changes (time, epoch, members, who
+// left (-K) or joined (+K), milliseconds, whether the members' anchor hashes
+// agree, reason) and no-quorum events; failed nodes' errors. Lines end with '\n', none longer than kDashboardColumns.
 //   id     node id               step   last logged step     ep   epoch
 //   loss   training loss         test%  last test accuracy   img/s  images/s
 //   idle%  idle fraction (%)     infl   rounds in flight     disp   displacement norm

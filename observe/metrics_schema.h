@@ -13,6 +13,12 @@
 //   {"event": "eval"}    kEvalFields, after a single node's evaluations
 //   {"event": "final"}   kFinalFields, + kNetworkFields on a cluster
 //   {"event": "failed"}  kFailedFields, when the node fails
+//   {"event": "view"}    kViewFields, on every view change the node takes
+//                        part in (DESIGN.md, "Membership: failures and
+//                        rejoins"); here kEpoch is the view's epoch, not the
+//                        data epoch
+//   {"event": "no_quorum"}  kNoQuorumFields, when the node cannot be in a
+//                        view (no majority) and gave up waiting
 // The reader takes every field of these lists except kNode (it has the node
 // id from the file name) and, of the final record's network fields, the run
 // totals (kRunTotalFields); it reads a missing field as absent (0).
@@ -31,6 +37,8 @@ inline constexpr char kEvent[] = "event";   // absent in periodic records
 inline constexpr char kEventEval[] = "eval";
 inline constexpr char kEventFinal[] = "final";
 inline constexpr char kEventFailed[] = "failed";
+inline constexpr char kEventView[] = "view";
+inline constexpr char kEventNoQuorum[] = "no_quorum";
 
 // The trainer's fields.
 inline constexpr char kStep[] = "step";
@@ -56,6 +64,10 @@ inline constexpr char kBytesSent[] = "bytes_sent";   // run
 inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
+inline constexpr char kViewChanges[] = "view_changes";   // run: view changes this node took part in
+// downpour, easgd only (runtime/server_averaging.h), run: mean number of
+// server updates between a worker's fetch and its push.
+inline constexpr char kGradDelay[] = "grad_delay";
 inline constexpr char kSecurity[] = "security";   // net.security: "curve" or "none"
 inline constexpr char kHandshakesFailed[] = "handshakes_failed";   // run: connections refused at the handshake
 inline constexpr char kHandshakeFailedBy[] = "handshake_failed";   // run: {reason: count} (net/transport.h)
@@ -70,19 +82,34 @@ inline constexpr char kCheckpoint[] = "checkpoint";
 inline constexpr char kWallS[] = "wall_s";
 inline constexpr char kError[] = "error";
 
+// Membership events' fields (with kStep, and kEpoch as the view's epoch).
+inline constexpr char kMembers[] = "members";                     // view: the sorted live ids
+inline constexpr char kReason[] = "reason";                       // view: "node 2 silent for 1503 ms", "node 2 joined"
+inline constexpr char kResumeRound[] = "resume_round";            // view: the round training resumes at
+inline constexpr char kMs[] = "ms";                               // view: how long the change took
+inline constexpr char kAnchorHash[] = "anchor_hash";              // view: hash (hex) of the anchor after the change
+inline constexpr char kTransferredBytes[] = "transferred_bytes";  // view: state transfer bytes this node moved
+inline constexpr char kUnreachable[] = "unreachable";             // no_quorum: the peers it could not reach
+inline constexpr char kWaitedMs[] = "waited_ms";                  // no_quorum: how long it waited for them
+
 inline constexpr std::array kRecordFields = {kTime, kNode};
 inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
 inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
-    kDeltaClaimsRefused, kSecurity, kHandshakesFailed, kHandshakeFailedBy};
+    kDeltaClaimsRefused, kViewChanges,
+    kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
-                                               kDeltaClaimsRefused, kSecurity, kHandshakesFailed, kHandshakeFailedBy};
+                                               kDeltaClaimsRefused, kViewChanges,
+                                               kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};
+inline constexpr std::array kViewFields = {kEvent, kStep, kEpoch,      kMembers,          kReason,
+                                           kResumeRound, kMs, kAnchorHash, kTransferredBytes};
+inline constexpr std::array kNoQuorumFields = {kEvent, kStep, kUnreachable, kWaitedMs};
 
 }  // namespace tether::field

@@ -136,7 +136,17 @@ TimeAxis time_axis(double t0, double t1) {
   return {t0, span, 1, "s"};
 }
 
-std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
+// A view change drawn as a vertical line on every time plot: `x` in the time
+// axis' unit; a view that lost members is a "fail" line, one that took members
+// in (and lost none) a "join" line.
+struct ViewMark {
+  double x;
+  uint64_t epoch;
+  std::string kind;    // "fail", "join" or "view"
+  std::string title;   // hover text
+};
+
+std::string svg_plot(const Plot& p, const TimeAxis& ta, int index, const std::vector<ViewMark>& marks) {
   const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
   double ylo = INFINITY, yhi = -INFINITY;
   bool any = false;
@@ -190,6 +200,21 @@ std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
   o += buf;
   std::snprintf(buf, sizeof buf, "<text class=\"yl\" transform=\"translate(14 %.1f) rotate(-90)\">", kTop + ph / 2);
   o += buf + esc(p.ylabel) + "</text>\n";
+  if (!marks.empty()) {
+    o += "<g class=\"views\">";
+    for (const ViewMark& m : marks) {
+      if (!(m.x >= xa.lo && m.x <= xa.hi)) continue;
+      std::snprintf(buf, sizeof buf,
+                    "<line class=\"view %s\" data-epoch=\"%llu\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" "
+                    "y2=\"%.1f\">",
+                    m.kind.c_str(), static_cast<unsigned long long>(m.epoch), px(m.x), px(m.x), kTop, kTop + ph);
+      o += buf + std::string("<title>") + esc(m.title) + "</title></line>";
+      std::snprintf(buf, sizeof buf, "<text class=\"vt\" x=\"%.1f\" y=\"%.1f\">e%llu</text>", px(m.x) + 2,
+                    kTop + 10, static_cast<unsigned long long>(m.epoch));
+      o += buf;
+    }
+    o += "</g>\n";
+  }
   if (!any) {
     std::snprintf(buf, sizeof buf, "<text class=\"nodata\" x=\"%.1f\" y=\"%.1f\">no data</text>\n", kLeft + pw / 2,
                   kTop + ph / 2);
@@ -233,9 +258,9 @@ std::string svg_plot(const Plot& p, const TimeAxis& ta, int index) {
   return o;
 }
 
-std::string figure(const Plot& p, const TimeAxis& ta, int index) {
+std::string figure(const Plot& p, const TimeAxis& ta, int index, const std::vector<ViewMark>& marks) {
   std::string o = "<figure class=\"fig\">\n<figcaption>" + esc(p.title) + "</figcaption>\n";
-  o += svg_plot(p, ta, index);
+  o += svg_plot(p, ta, index, marks);
   o += "<div class=\"legend\">";
   for (size_t si = 0; si < p.series.size(); ++si) {   // si: index into p.series, as data-i above
     const Series& s = p.series[si];
@@ -271,6 +296,7 @@ std::string local_time(double t) {
 
 const char* kStyle = R"CSS(
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 20px 28px; color: #222; background: #fff; }
+h2 { font-size: 16px; margin: 14px 0 4px; }
 h1 { font-size: 20px; margin: 0 0 4px; word-break: break-all; }
 .sub { color: #555; margin-bottom: 14px; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px 22px; }
@@ -302,6 +328,11 @@ td.l, th.l { text-align: left; }
 td.err { color: #b00; text-align: left; max-width: 420px; white-space: normal; }
 code { font-size: 12px; }
 .ok { color: #070; } .bad { color: #b00; }
+svg.plot line.view { stroke: #888; stroke-width: 1.2; stroke-dasharray: 4 3; }
+svg.plot line.view.fail { stroke: #c00; }
+svg.plot line.view.join { stroke: #080; }
+svg.plot .vt { font-size: 10px; fill: #666; }
+ul.events { margin: 4px 0 18px; padding-left: 22px; font-size: 13px; }
 )CSS";
 
 // Legend toggles, a crosshair with each visible series' value at the nearest
@@ -406,6 +437,109 @@ const char* kScript = R"JS(
   document.body.setAttribute('data-errors', String(errors));
 })();
 )JS";
+
+// "0,1,3"
+std::string id_list(const std::vector<int>& ids) {
+  std::string s;
+  for (int id : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(id);
+  }
+  return s;
+}
+
+// A node's current view for the summary table: "3 [0,1,3]", "-" without one.
+std::string view_cell(const NodeLog& n) {
+  const ViewRecord* v = n.current_view();
+  return v == nullptr ? "-" : std::to_string(v->epoch) + " [" + id_list(v->members) + "]";
+}
+
+// "Views, failures and rejoins": one row per view, whether the members'
+// anchors agree at each epoch, then the failures, rejoins and no-quorum
+// events in time order.
+std::string membership_section(const RunLog& log, const std::vector<ViewSummary>& views, const TimeAxis& ta) {
+  auto since = [&](double t) { return fmt("%.1f s", t - ta.t0); };
+  std::string o = "<h2>Views, failures and rejoins</h2>\n";
+  if (!views.empty()) {
+    o += "<div class=\"tablewrap\"><table class=\"views\">\n<tr><th>time</th><th>epoch</th>"
+         "<th class=\"l\">members</th><th class=\"l\">change</th><th class=\"l\">reason</th><th>resume round</th>"
+         "<th>ms</th><th>transferred</th><th class=\"l\">anchors equal</th><th class=\"l\">recorded by</th></tr>\n";
+    for (const ViewSummary& v : views) {
+      std::string change;
+      for (int id : v.left) change += (change.empty() ? "" : " ") + std::string("&minus;") + std::to_string(id);
+      for (int id : v.joined) change += (change.empty() ? "" : " ") + std::string("+") + std::to_string(id);
+      auto eq = v.anchors_equal();
+      o += "<tr><td>" + since(v.time) + "</td><td>" + std::to_string(v.epoch) + "</td><td class=\"l\">" +
+           id_list(v.members) + "</td><td class=\"l\">" + (change.empty() ? "-" : change) +
+           "</td><td class=\"l\">" + esc(v.reason) + "</td><td>" + std::to_string(v.resume_round) + "</td><td>" +
+           fmt("%.0f", v.ms) + "</td><td>" + human_bytes(double(v.transferred_bytes)) + "</td><td class=\"l " +
+           (!eq ? "" : *eq ? "ok" : "bad") + "\">" + (!eq ? "-" : *eq ? "yes" : "no") + "</td><td class=\"l\">" +
+           id_list(v.recorded_by) + "</td></tr>\n";
+    }
+    o += "</table></div>\n<ul class=\"events anchors\">\n";
+    for (const ViewSummary& v : views) {
+      auto eq = v.anchors_equal();
+      std::string line = "anchors equal at epoch " + std::to_string(v.epoch) + ": ";
+      if (!eq) {
+        line += "unknown (no anchor_hash recorded)";
+      } else if (*eq) {
+        line += "<span class=\"ok\">yes</span> (" + std::to_string(v.anchors.size()) + " of " +
+                std::to_string(v.members.size()) + " members, <code>" + esc(v.anchors.begin()->second) + "</code>)";
+      } else {
+        line += "<span class=\"bad\">no</span> (";
+        bool first = true;
+        for (const auto& [id, hash] : v.anchors) {
+          line += (first ? "" : ", ") + std::string("node ") + std::to_string(id) + " <code>" + esc(hash) + "</code>";
+          first = false;
+        }
+        line += ")";
+      }
+      o += "<li>" + line + "</li>\n";
+    }
+    o += "</ul>\n";
+  }
+  // Failures and rejoins, in time order.
+  struct Ev {
+    double time;
+    std::string text;
+  };
+  std::vector<Ev> evs;
+  std::set<int> seen;   // members of an earlier view: a node that comes back rejoins
+  for (size_t i = 0; i < views.size(); ++i) {   // i: index into views (epoch order)
+    const ViewSummary& v = views[i];
+    if (i == 0 && v.left.empty() && v.joined.empty()) seen.insert(v.members.begin(), v.members.end());
+    for (int id : v.left) {
+      seen.insert(id);
+      evs.push_back({v.time, "node " + std::to_string(id) + " left the view (epoch " + std::to_string(v.epoch) +
+                                 (v.reason.empty() ? "" : ": " + esc(v.reason)) + ")"});
+    }
+    for (int id : v.joined) {
+      evs.push_back({v.time, "node " + std::to_string(id) + (seen.count(id) ? " rejoined" : " joined") +
+                                 " (epoch " + std::to_string(v.epoch) + ", " +
+                                 human_bytes(double(v.transferred_bytes)) + " transferred, " + fmt("%.0f ms", v.ms) +
+                                 ")"});
+    }
+    seen.insert(v.members.begin(), v.members.end());
+  }
+  for (const auto& [id, n] : log.nodes()) {
+    for (const NoQuorumRecord& q : n.no_quorum) {
+      evs.push_back({q.time, "node " + std::to_string(id) + ": no quorum at step " + std::to_string(q.step) +
+                                 ", unreachable " + (q.unreachable.empty() ? "?" : id_list(q.unreachable)) +
+                                 ", waited " + fmt("%.0f ms", q.waited_ms)});
+    }
+    if (n.failed) {
+      evs.push_back({n.failed->time, "node " + std::to_string(id) + " failed at step " +
+                                         std::to_string(n.failed->step) + ": " + esc(n.failed->error)});
+    }
+  }
+  std::stable_sort(evs.begin(), evs.end(), [](const Ev& a, const Ev& b) { return a.time < b.time; });
+  if (!evs.empty()) {
+    o += "<ul class=\"events failures\">\n";
+    for (const Ev& e : evs) o += "<li>" + since(e.time) + ": " + e.text + "</li>\n";
+    o += "</ul>\n";
+  }
+  return o;
+}
 
 }  // namespace
 
@@ -520,6 +654,18 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
     wire.series.push_back(std::move(link));
   }
 
+  // View changes: a line on every plot, a table and the failures and rejoins.
+  const std::vector<ViewSummary> views = log.views();
+  std::vector<ViewMark> marks;
+  for (const ViewSummary& v : views) {
+    std::string title = "view epoch " + std::to_string(v.epoch) + " [" + id_list(v.members) + "]";
+    if (!v.reason.empty()) title += ": " + v.reason;
+    marks.push_back({xof(v.time), v.epoch, !v.left.empty() ? "fail" : !v.joined.empty() ? "join" : "view", title});
+  }
+  const bool any_views = !views.empty() || std::any_of(nodes.begin(), nodes.end(), [](const auto& kv) {
+    return !kv.second.views.empty() || !kv.second.no_quorum.empty();
+  });
+
   const std::string title = opts.title.empty() ? log.dir() : opts.title;
   std::string o;
   o += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
@@ -548,6 +694,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
        "<th>epoch</th><th>loss</th><th>test acc</th><th class=\"l\">params_hash</th><th>mean img/s</th><th>idle</th>"
        "<th>max dist (run)</th><th>throttles</th><th>sent</th><th>received</th><th>rejected</th>"
        "<th>bad lines</th>";
+  if (any_views) o += "<th class=\"l\">view (epoch [members])</th>";
   o += any_failed ? "<th class=\"l\">error</th></tr>\n" : "</tr>\n";
   std::set<std::string> hashes;
   size_t with_hash = 0;
@@ -584,7 +731,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
          "</code></td><td>" + fmt("%.0f", mean_ips) + "</td><td>" + fmt("%.1f%%", idle_total * 100) + "</td><td>" +
          fmt("%.4g", dist_run) + "</td><td>" + std::to_string(throttles) + "</td><td>" + human_bytes(double(sent)) +
          "</td><td>" + human_bytes(double(recv)) + "</td><td>" + std::to_string(rejected) + "</td><td>" +
-         std::to_string(n.malformed) + "</td>" +
+         std::to_string(n.malformed) + "</td>" + (any_views ? "<td class=\"l\">" + view_cell(n) + "</td>" : "") +
          (any_failed ? "<td class=\"err\">" + (n.failed ? esc(n.failed->error) : std::string()) + "</td>" : "") +
          "</tr>\n";
   }
@@ -617,9 +764,11 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
                    std::to_string(with_hash) + " nodes.</p>\n";
   }
 
+  if (any_views) o += membership_section(log, views, ta);
+
   o += "<div class=\"grid2\">\n";
   int index = 0;
-  for (const Plot* p : {&loss, &acc, &ips, &idle, &dist, &wire, &disp}) o += figure(*p, ta, index++);
+  for (const Plot* p : {&loss, &acc, &ips, &idle, &dist, &wire, &disp}) o += figure(*p, ta, index++, marks);
   o += "</div>\n<script>" + std::string(kScript) + "</script>\n</body>\n</html>\n";
   return o;
 }

@@ -8,7 +8,16 @@
 // bytes_sent between records; displacement norm) and a summary table with one
 // row per node (state, steps, last loss and test accuracy, params_hash,
 // network totals, malformed lines; errors when a node failed), plus whether
-// the nodes' final params_hash values agree.
+// the nodes' final params_hash values agree. When the logs hold membership
+// records ({"event": "view"}, {"event": "no_quorum"}): a vertical line on
+// every plot at each view change (red when members left, green when members
+// joined, its epoch above it), the table's "view" column (each node's
+// current view), and a section "Views, failures and rejoins": one row per
+// view (time, epoch, members, change, reason, resume round, ms, bytes
+// transferred, whether the anchors agree, which nodes recorded it), one line
+// per epoch "anchors equal at epoch E: yes/no" (the hashes when they
+// differ), and the failures, rejoins, no-quorum and failed events in time
+// order.
 //
 // Contract:
 //   - The page refers to nothing on the network: CSS, SVG and script inline.

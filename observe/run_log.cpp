@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -41,6 +42,22 @@ std::string text(const nlohmann::json& j, const char* key) {
   return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
+// A list of node ids, sorted; entries that are not non-negative integers are
+// skipped, and a field that is not an array reads as empty.
+std::vector<int> ids(const nlohmann::json& j, const char* key) {
+  std::vector<int> out;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) return out;
+  for (const auto& v : *it) {
+    if (v.is_number_unsigned() && v.get<uint64_t>() <= 1000000) out.push_back(int(v.get<uint64_t>()));
+    else if (v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= 1000000)
+      out.push_back(int(v.get<int64_t>()));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 // "node-12.jsonl" -> 12; -1 for any other name.
 int node_of_file(const std::string& name) {
   const std::string pre = "node-", suf = ".jsonl";
@@ -60,6 +77,8 @@ void reset_node(NodeLog& n) {
   n.evals.clear();
   n.final.reset();
   n.failed.reset();
+  n.views.clear();
+  n.no_quorum.clear();
 }
 
 }  // namespace
@@ -92,7 +111,22 @@ double NodeLog::last_time() const {
   if (!evals.empty()) t = std::max(t, evals.back().time);
   if (final) t = std::max(t, final->time);
   if (failed) t = std::max(t, failed->time);
+  if (!views.empty()) t = std::max(t, views.back().time);
+  if (!no_quorum.empty()) t = std::max(t, no_quorum.back().time);
   return t;
+}
+
+const ViewRecord* NodeLog::current_view() const {
+  const ViewRecord* cur = nullptr;
+  for (const ViewRecord& v : views)
+    if (cur == nullptr || v.epoch >= cur->epoch) cur = &v;
+  return cur;
+}
+
+std::optional<bool> ViewSummary::anchors_equal() const {
+  if (anchors.empty()) return std::nullopt;
+  const std::string& first = anchors.begin()->second;
+  return std::all_of(anchors.begin(), anchors.end(), [&](const auto& kv) { return kv.second == first; });
 }
 
 void RunLog::parse_line(NodeLog& node, const std::string& line) {
@@ -140,6 +174,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.bytes_recv = count(j, field::kBytesRecv);
     s.msgs_rejected = count(j, field::kMsgsRejected);
     s.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
+    s.view_changes = count(j, field::kViewChanges);
     s.security = text(j, field::kSecurity);
     s.handshakes_failed = count(j, field::kHandshakesFailed);
     s.handshake_failed = text(j, field::kHandshakeFailedBy);
@@ -172,6 +207,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.bytes_recv = count(j, field::kBytesRecv);
     f.msgs_rejected = count(j, field::kMsgsRejected);
     f.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
+    f.view_changes = count(j, field::kViewChanges);
     f.security = text(j, field::kSecurity);
     f.handshakes_failed = count(j, field::kHandshakesFailed);
     f.handshake_failed = text(j, field::kHandshakeFailedBy);
@@ -192,6 +228,25 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.error = text(j, field::kError);
     f.checkpoint = text(j, field::kCheckpoint);
     node.failed = std::move(f);
+  } else if (event == field::kEventView) {
+    ViewRecord v;
+    v.time = time;
+    v.step = count(j, field::kStep);
+    v.epoch = count(j, field::kEpoch);
+    v.members = ids(j, field::kMembers);
+    v.reason = text(j, field::kReason);
+    v.resume_round = count(j, field::kResumeRound);
+    v.ms = num(j, field::kMs);
+    v.anchor_hash = text(j, field::kAnchorHash);
+    v.transferred_bytes = count(j, field::kTransferredBytes);
+    node.views.push_back(std::move(v));
+  } else if (event == field::kEventNoQuorum) {
+    NoQuorumRecord q;
+    q.time = time;
+    q.step = count(j, field::kStep);
+    q.unreachable = ids(j, field::kUnreachable);
+    q.waited_ms = num(j, field::kWaitedMs);
+    node.no_quorum.push_back(std::move(q));
   } else {
     ++node.unknown;
   }
@@ -285,6 +340,8 @@ double RunLog::start_time() const {
     if (!n.evals.empty() && (first == 0 || n.evals.front().time < first)) first = n.evals.front().time;
     if (n.final && (first == 0 || n.final->time < first)) first = n.final->time;
     if (n.failed && (first == 0 || n.failed->time < first)) first = n.failed->time;
+    if (!n.views.empty() && (first == 0 || n.views.front().time < first)) first = n.views.front().time;
+    if (!n.no_quorum.empty() && (first == 0 || n.no_quorum.front().time < first)) first = n.no_quorum.front().time;
     if (first > 0 && (t == 0 || first < t)) t = first;
   }
   return t;
@@ -294,6 +351,62 @@ double RunLog::end_time() const {
   double t = 0;
   for (const auto& [id, n] : nodes_) t = std::max(t, n.last_time());
   return t;
+}
+
+std::vector<ViewSummary> RunLog::views() const {
+  // Key: (epoch, members); records in node order, then file order.
+  std::map<std::pair<uint64_t, std::vector<int>>, ViewSummary> by_view;
+  for (const auto& [id, n] : nodes_) {
+    for (const ViewRecord& r : n.views) {
+      auto [it, fresh] = by_view.try_emplace({r.epoch, r.members});
+      ViewSummary& v = it->second;
+      if (fresh) {
+        v.epoch = r.epoch;
+        v.members = r.members;
+        v.time = r.time;
+        v.resume_round = r.resume_round;
+      } else if (r.time < v.time) {
+        v.time = r.time;
+        v.resume_round = r.resume_round;
+      }
+      v.ms = std::max(v.ms, r.ms);
+      v.transferred_bytes = std::max(v.transferred_bytes, r.transferred_bytes);
+      if (!r.anchor_hash.empty()) v.anchors[id] = r.anchor_hash;
+      if (v.recorded_by.empty() || v.recorded_by.back() != id) v.recorded_by.push_back(id);
+    }
+  }
+  // The reason of the earliest record that has one (a second pass: the
+  // earliest time is known now).
+  for (auto& [key, v] : by_view) {
+    double best = 0;
+    for (const auto& [id, n] : nodes_) {
+      for (const ViewRecord& r : n.views) {
+        if (r.epoch != v.epoch || r.members != v.members || r.reason.empty()) continue;
+        if (v.reason.empty() || r.time < best) {
+          v.reason = r.reason;
+          best = r.time;
+        }
+      }
+    }
+  }
+  std::vector<ViewSummary> out;
+  for (auto& [key, v] : by_view) out.push_back(std::move(v));
+  std::stable_sort(out.begin(), out.end(), [](const ViewSummary& a, const ViewSummary& b) {
+    return a.epoch != b.epoch ? a.epoch < b.epoch : a.time < b.time;
+  });
+  std::vector<int> before;   // the view before out[i]
+  for (const auto& [id, n] : nodes_) before.push_back(id);
+  for (size_t i = 0; i < out.size(); ++i) {   // i: index into out, in epoch order
+    ViewSummary& v = out[i];
+    if (i > 0 || v.epoch > 1) {
+      std::set_difference(v.members.begin(), v.members.end(), before.begin(), before.end(),
+                          std::back_inserter(v.joined));
+      std::set_difference(before.begin(), before.end(), v.members.begin(), v.members.end(),
+                          std::back_inserter(v.left));
+    }
+    before = v.members;
+  }
+  return out;
 }
 
 }  // namespace tether

@@ -14,6 +14,9 @@
 //   - A periodic record whose step is lower than the node's last one starts a
 //     new run in the same directory (log.dir reused): the node's earlier
 //     records are dropped. A resumed run (steps go on) keeps them.
+//   - Membership records ({"event": "view"}, {"event": "no_quorum"}) are kept
+//     per node in file order; RunLog::views() merges the members' records of
+//     each view into one ViewSummary.
 #pragma once
 
 #include <cstdint>
@@ -41,7 +44,7 @@ struct NodeSample {
   int64_t rounds_in_flight = 0;
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
-  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0;
+  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   // net.security ("curve", "none"; "" before this field existed), connections
   // refused at the handshake, and by reason (a JSON object as text, "" when absent).
   std::string security, handshake_failed;
@@ -67,7 +70,7 @@ struct NodeFinal {
   double wall_s = 0;
   // Network totals of the final record (0 on a single node).
   double idle_frac_total = 0, max_pair_dist_run = 0;
-  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0;
+  uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   // net.security ("curve", "none"; "" before this field existed), connections
   // refused at the handshake, and by reason (a JSON object as text, "" when absent).
   std::string security, handshake_failed;
@@ -82,6 +85,49 @@ struct NodeFailure {
   bool operator==(const NodeFailure&) const = default;
 };
 
+// {"event": "view"}: a view change this node took part in.
+struct ViewRecord {
+  double time = 0;
+  uint64_t step = 0;
+  uint64_t epoch = 0;          // the view's epoch
+  std::vector<int> members;    // sorted live ids (non-integer entries skipped)
+  std::string reason;          // "node 2 silent for 1503 ms", "node 2 joined"
+  uint64_t resume_round = 0;
+  double ms = 0;               // how long the change took on this node
+  std::string anchor_hash;     // the anchor's hash after the change ("" if absent)
+  uint64_t transferred_bytes = 0;
+  bool operator==(const ViewRecord&) const = default;
+};
+
+// {"event": "no_quorum"}: this node could not be in a view.
+struct NoQuorumRecord {
+  double time = 0;
+  uint64_t step = 0;
+  std::vector<int> unreachable;
+  double waited_ms = 0;
+  bool operator==(const NoQuorumRecord&) const = default;
+};
+
+// One view as its members recorded it: the records of one (epoch, members)
+// merged over the nodes.
+struct ViewSummary {
+  uint64_t epoch = 0;
+  std::vector<int> members;
+  double time = 0;                  // the earliest member's record
+  std::string reason;               // of the earliest record that has one
+  uint64_t resume_round = 0;        // of the earliest record
+  double ms = 0;                    // the largest over the members' records
+  uint64_t transferred_bytes = 0;   // the largest over the members' records
+  std::map<int, std::string> anchors;   // node -> anchor_hash, of the records that carry one
+  std::vector<int> recorded_by;     // the nodes whose log holds this view, sorted
+  // Against the view before it (by epoch); for the first view of the log,
+  // against every node that has a log file, unless its epoch is 1 (the
+  // starting view: nothing joined or left).
+  std::vector<int> joined, left;
+  // Whether every recorded anchor hash is the same; nullopt when none is recorded.
+  std::optional<bool> anchors_equal() const;
+};
+
 enum class NodeState { kRunning, kDone, kInterrupted, kFailed };
 const char* node_state_name(NodeState s);   // "running", "done", "interrupted", "failed"
 
@@ -92,6 +138,8 @@ struct NodeLog {
   std::vector<EvalPoint> evals;   // in file order; the final's test_acc included
   std::optional<NodeFinal> final;
   std::optional<NodeFailure> failed;
+  std::vector<ViewRecord> views;          // in file order
+  std::vector<NoQuorumRecord> no_quorum;  // in file order
   size_t lines = 0;       // complete non-blank lines read
   size_t malformed = 0;   // skipped lines
   size_t unknown = 0;     // objects with an event this reader does not know
@@ -99,6 +147,8 @@ struct NodeLog {
   NodeState state() const;
   bool finished() const { return final.has_value() || failed.has_value(); }
   const NodeSample* last() const { return samples.empty() ? nullptr : &samples.back(); }
+  // The view this node is in: its view record of the highest epoch; nullptr if none.
+  const ViewRecord* current_view() const;
   std::optional<double> last_test_acc() const;
   double last_time() const;   // of any record; 0 if none
 };
@@ -119,6 +169,8 @@ class RunLog {
   size_t malformed() const;    // over all nodes
   double start_time() const;   // earliest record time; 0 if none
   double end_time() const;     // latest record time; 0 if none
+  // Every view of the run, one per (epoch, members), by epoch then time.
+  std::vector<ViewSummary> views() const;
 
   // Feeds one complete line (no '\n') to `node` as if read from its file.
   // refresh() uses it; tests may too.

@@ -17,6 +17,7 @@
 #include "runtime/config.h"
 #include "runtime/keys.h"
 #include "runtime/monitor.h"
+#include "runtime/server_averaging.h"
 
 namespace tether {
 
@@ -100,11 +101,18 @@ class OverlapAveraging : public Averaging {
     // everywhere; a resumed one keeps every node's own (and its anchor).
     x_.resize(dim_);
     params_->read(x_.data());
-    comm_->start(x_.data(), x_.size());
+    comm_->start(x_.data(), x_.size(), !o_.gossip && o_.anchor.size() == dim_ ? o_.anchor : std::vector<float>());
     params_->write(x_.data());
     x_prev_ = x_;
     anchor_ = o_.anchor.size() == dim_ ? o_.anchor : x_;
     next_round_ = o_.first_round;
+    start_step_ = o_.start_step;
+    if (comm_->joined()) {   // x = x̄ at the view's resume round
+      anchor_ = x_;
+      next_round_ = comm_->first_round();
+      start_step_ = next_round_ * uint64_t(o_.period);
+    }
+    report_views();
     max_delta_all_ = max_delta_local_ = o_.max_delta;
     bound_ = o_.bound;   // 0 (auto) until the first merge reports round deltas
     start_ = last_metrics_ = now_s();
@@ -147,6 +155,8 @@ class OverlapAveraging : public Averaging {
   std::string stop_reason() const override { return stop_why_; }
   uint64_t next_round() const override { return next_round_; }
   double max_delta() const override { return std::max(max_delta_all_, max_delta_local_); }
+  bool joined() const override { return comm_->joined(); }
+  uint64_t start_step() const override { return start_step_; }
 
   void finish() override {
     const bool interrupted = peer_left_ || cut_reached_;
@@ -212,7 +222,8 @@ class OverlapAveraging : public Averaging {
             {field::kBytesSent, bytes_sent_},
             {field::kBytesRecv, bytes_recv_},
             {field::kMsgsRejected, msgs_rejected_},
-            {field::kDeltaClaimsRefused, claims_refused_}};
+            {field::kDeltaClaimsRefused, claims_refused_},
+            {field::kViewChanges, views_}};
   }
 
   std::vector<float> anchor() const override { return o_.gossip ? std::vector<float>() : anchor_; }
@@ -334,10 +345,19 @@ class OverlapAveraging : public Averaging {
     std::optional<net::RoundResult> res = comm_->wait(timeout_ms);
     idle_s_ += now_s() - t0;
     if (res) apply(*res);
+    report_views();
   }
 
   void apply_finished() {
     while (auto res = comm_->poll()) apply(*res);
+    report_views();
+  }
+
+  void report_views() {
+    for (const net::ViewEvent& e : comm_->take_events()) {
+      ++views_;
+      if (o_.on_view) o_.on_view(e);
+    }
   }
 
   void apply(net::RoundResult& res) {
@@ -408,7 +428,7 @@ class OverlapAveraging : public Averaging {
   std::vector<float> x_, x_prev_, anchor_;
   std::deque<InFlight> in_flight_;
   std::vector<std::vector<float>> spare_;   // recycled arena-sized vectors
-  uint64_t next_round_ = 0, steps_done_ = 0;
+  uint64_t next_round_ = 0, steps_done_ = 0, start_step_ = 0, views_ = 0;
   double start_ = 0, last_metrics_ = 0, idle_s_ = 0, idle_at_last_ = 0;
   double disp_norm_ = 0, max_pair_dist_ = 0, max_pair_dist_run_ = 0, bound_ = 0;
   double max_delta_local_ = 0, max_delta_all_ = 0, last_self_dist_ = 0;
@@ -458,7 +478,11 @@ std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::un
   return std::make_unique<OverlapAveraging>(std::move(opts), std::move(comm), params);
 }
 
-std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume) {
+namespace {
+
+// The factory's body: `params` is `owned` when this object owns the store.
+std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamStore* params,
+                                             std::unique_ptr<ParamStore> owned, const AveragingOptions& resume) {
   AveragingOptions a;
   a.node = node;
   a.staleness = cfg.effective_staleness();
@@ -473,6 +497,7 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   a.start_step = resume.start_step;
   a.anchor = resume.anchor;
   a.max_delta = resume.max_delta;
+  a.on_view = resume.on_view;
   if (cfg.monitor.snapshots) {
     const std::string dir = cfg.log.dir + "/snapshots";
     std::filesystem::create_directories(dir);
@@ -505,6 +530,7 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
   o.heartbeat_ms = cfg.net.heartbeat_ms;
   o.peer_timeout_ms = cfg.net.peer_timeout_ms;
   o.round_timeout_ms = cfg.net.round_timeout_ms;
+  o.quorum_wait_ms = cfg.net.quorum_wait_ms;
   o.inject_delay_ms = cfg.net.inject_delay_ms;
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
   o.sketch_seed = cfg.train.seed;
@@ -514,9 +540,25 @@ std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& mo
     o.config_keys.emplace_back(path, net::hash64(value.data(), value.size()));
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
+  if (cfg.algorithm.server_based()) {   // downpour, easgd: the baselines own the store they are given
+    if (!owned) throw std::invalid_argument(cfg.algorithm.name + " runs only in the tether binary (no caller-owned buffer)");
+    return make_server_averaging(cfg, a, std::move(o), std::move(owned));
+  }
+  return std::make_unique<OverlapAveraging>(std::move(a), std::make_unique<net::Communicator>(o), params,
+                                            std::move(owned));
+}
+
+}  // namespace
+
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume) {
   auto params = std::make_unique<ModelParams>(model);
   ParamStore* p = params.get();
-  return std::make_unique<OverlapAveraging>(std::move(a), std::make_unique<net::Communicator>(o), p, std::move(params));
+  return make_averaging_on(cfg, node, p, std::move(params), resume);
+}
+
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, ParamStore* params,
+                                          const AveragingOptions& resume) {
+  return make_averaging_on(cfg, node, params, nullptr, resume);
 }
 
 }  // namespace tether

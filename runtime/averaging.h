@@ -43,9 +43,15 @@
 //   step every node reaches (a multiple of H). Resuming starts the
 //   communicator at round R and step, which every peer must share (hello).
 //
-// Failure: a silent peer surfaces as net::PeerLost from after_step/finish (the
-// trainer checkpoints and the node exits non-zero); a peer's graceful bye
-// stops this node as if interrupted.
+// Failure (ring): a member that dies is left out of a new view (net/
+// communicator.h, "Membership"); the others carry on, every member's x̄ the
+// same bits after the change. A node that cannot be in a view with a majority
+// raises net::NoQuorum after net.quorum_wait_ms, and one the others left out
+// raises net::Excluded (start it again: it joins). A node started while the
+// others run joins their view: it starts from x = x̄ at the view's resume
+// round, at step round·H (joined(), start_step()). Gossip: a silent peer
+// surfaces as net::PeerLost (the trainer checkpoints and the node exits
+// non-zero). A peer's graceful bye stops this node as if interrupted.
 #pragma once
 
 #include <atomic>
@@ -93,6 +99,9 @@ class Averaging {
   virtual uint64_t next_round() const = 0;
   // The largest round delta norm any node reported (the monitor's D_max).
   virtual double max_delta() const = 0;
+  // This node joined a running view: it starts at start_step() from x̄.
+  virtual bool joined() const = 0;
+  virtual uint64_t start_step() const = 0;
 };
 
 // Typed options of the algorithm (the factory maps the Config onto them).
@@ -114,6 +123,8 @@ struct AveragingOptions {
   std::function<void(uint64_t round, const float* x, size_t count, double delta_norm)> on_close;
   // Called with x̄ after each ring round is applied (tests).
   std::function<void(uint64_t round, const float* anchor, size_t count)> on_merge;
+  // Called (trainer thread) for each view change this node took part in.
+  std::function<void(const net::ViewEvent&)> on_view;
 };
 
 // The parameters x_i as the algorithm sees them: one flat float vector.
@@ -136,5 +147,10 @@ std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::un
 // `resume` carries the cut of a checkpoint (first_round, start_step, anchor,
 // max_delta), or zeros.
 std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume);
+
+// The same on a caller's ParamStore (a foreign training loop's flat buffer:
+// runtime/averager.h); `params` must outlive the result.
+std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, ParamStore* params,
+                                          const AveragingOptions& resume);
 
 }  // namespace tether

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
 #include <sstream>
+
+#include "models/dataset.h"
 
 namespace tether {
 
@@ -120,6 +123,100 @@ bool is_z85_key(const std::string& s) {
 }
 constexpr const char* kLoginChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
+// model.layers (models/layer_decl.h): every layer an object with "type" and
+// the keys of that type, nothing else; a residual holds its own lists.
+constexpr int kMaxResidualNesting = 16;
+
+std::vector<LayerDecl> parse_layers(const json& list, const std::string& path, int nesting);
+
+LayerDecl parse_layer(const json& doc, const std::string& path, int nesting) {
+  Obj o(&doc, path);
+  LayerDecl d;
+  std::vector<std::string> names;
+  for (LayerType t : all_layer_types()) names.push_back(layer_type_name(t));
+  const json* type = o.get("type");
+  std::string expected = "one of";
+  for (size_t i = 0; i < names.size(); ++i) expected += (i ? ", \"" : " \"") + names[i] + "\"";
+  if (type == nullptr) throw ConfigError(path + ".type: missing (expected " + expected + ")");
+  bool known = false;
+  for (LayerType t : all_layer_types()) {
+    if (type->is_string() && *type == layer_type_name(t)) {
+      d.type = t;
+      known = true;
+    }
+  }
+  if (!known) Obj::fail(path + ".type", expected, *type);
+  auto required = [&](const char* key, int64_t lo, int64_t hi, const char* range) {
+    if (doc.find(key) == doc.end()) {
+      throw ConfigError(path + "." + key + ": missing (expected an integer " + range + ")");
+    }
+    return int(o.integer(key, 0, lo, hi, range));
+  };
+  auto in = [&]() {   // optional: absent or null = not checked
+    const json* v = o.get("in");
+    if (v == nullptr || v->is_null()) return 0;
+    return int(o.integer("in", 0, 1, int64_t(kMaxActivationCount), "in 1..2^28 or null (not checked)"));
+  };
+  switch (d.type) {
+    case LayerType::kConv2d:
+      d.out = required("out", 1, 65536, "in 1..65536");
+      d.kernel = required("kernel", 1, 1024, "in 1..1024");
+      d.stride = int(o.integer("stride", 1, 1, 1024, "in 1..1024"));
+      d.padding = int(o.integer("padding", 0, 0, 1024, "in 0..1024"));
+      d.bias = o.boolean("bias", true);
+      d.in = in();
+      break;
+    case LayerType::kLinear:
+      d.out = required("out", 1, 1 << 20, "in 1..1048576");
+      d.bias = o.boolean("bias", true);
+      d.in = in();
+      break;
+    case LayerType::kMaxPool2d:
+    case LayerType::kAvgPool2d:
+      d.kernel = required("kernel", 1, 1024, "in 1..1024");
+      d.stride = int(o.integer("stride", d.kernel, 1, 1024, "in 1..1024 (absent: the kernel)"));
+      d.padding = int(o.integer("padding", 0, 0, 512, "in 0..kernel/2"));
+      break;
+    case LayerType::kBatchNorm2d:
+      d.momentum = o.number("momentum", d.momentum, 0.0, 1.0, "in [0, 1]");
+      d.eps = o.number("eps", d.eps, 0.0, 1.0, "in (0, 1]");
+      if (d.eps <= 0) Obj::fail(path + ".eps", "a number in (0, 1]", doc["eps"]);
+      break;
+    case LayerType::kDropout:
+      d.p = o.number("p", d.p, 0.0, 1.0, "in [0, 1)");
+      if (d.p >= 1.0) Obj::fail(path + ".p", "a number in [0, 1)", doc["p"]);
+      break;
+    case LayerType::kResidual: {
+      if (nesting >= kMaxResidualNesting) {
+        throw ConfigError(path + ": residual blocks nested deeper than " + std::to_string(kMaxResidualNesting));
+      }
+      const json* body = o.get("layers");
+      if (body == nullptr) throw ConfigError(path + ".layers: missing (expected a non-empty array of layers: the body)");
+      d.layers = parse_layers(*body, path + ".layers", nesting + 1);
+      const json* shortcut = o.get("shortcut");   // absent, null or []: the identity
+      if (shortcut != nullptr && !shortcut->is_null() && !(shortcut->is_array() && shortcut->empty())) {
+        d.shortcut = parse_layers(*shortcut, path + ".shortcut", nesting + 1);
+      }
+      break;
+    }
+    case LayerType::kRelu:
+    case LayerType::kGlobalAvgPool:
+    case LayerType::kFlatten:
+      break;
+  }
+  o.finish();
+  return d;
+}
+
+std::vector<LayerDecl> parse_layers(const json& list, const std::string& path, int nesting) {
+  if (!list.is_array() || list.empty()) Obj::fail(path, "a non-empty array of layers", list);
+  std::vector<LayerDecl> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    out.push_back(parse_layer(list[i], path + "[" + std::to_string(i) + "]", nesting));
+  }
+  return out;
+}
+
 }  // namespace
 
 void apply_override(json& doc, const std::string& assignment) {
@@ -174,11 +271,32 @@ Config parse_config(const json& doc) {
 
   {
     Obj m = top.child("model");
-    c.model.name = m.choice("name", c.model.name, {"mlp", "lenet", "resnet"});
-    c.model.depth = int(m.integer("depth", c.model.depth, 1, 64, "in 1..64"));
-    c.model.width = int(m.integer("width", c.model.width, 1, 1024, "in 1..1024"));
-    c.model.hidden = int(m.integer("hidden", c.model.hidden, 1, 1 << 16, "in 1..65536"));
-    c.model.dropout = m.number("dropout", c.model.dropout, 0.0, 0.95, "in [0, 0.95]");
+    const json* layers = m.get("layers");
+    if (layers != nullptr && !layers->is_null()) {   // null: unset (a built-in model)
+      // A declared model: its layers say everything the built-ins' keys would.
+      c.model.layers = parse_layers(*layers, "model.layers", 0);
+      const json* name = m.get("name");
+      if (name != nullptr && *name != "custom") {
+        Obj::fail("model.name", "\"custom\" or no name with model.layers (a declared model)", *name);
+      }
+      c.model.name = "custom";
+      for (const char* key : {"depth", "width", "hidden", "dropout"}) {
+        if (m.get(key) != nullptr) {
+          throw ConfigError(std::string("model.") + key + ": a key of the built-in models (model.name mlp, lenet, "
+                            "resnet), not of a declared model (model.layers): declare the layers you want instead");
+        }
+      }
+    } else {
+      const json* name = m.get("name");
+      if (name != nullptr && *name == "custom") {
+        throw ConfigError("model.name: \"custom\" is a declared model: expected model.layers with it");
+      }
+      c.model.name = m.choice("name", c.model.name, {"mlp", "lenet", "resnet"});
+      c.model.depth = int(m.integer("depth", c.model.depth, 1, 64, "in 1..64"));
+      c.model.width = int(m.integer("width", c.model.width, 1, 1024, "in 1..1024"));
+      c.model.hidden = int(m.integer("hidden", c.model.hidden, 1, 1 << 16, "in 1..65536"));
+      c.model.dropout = m.number("dropout", c.model.dropout, 0.0, 0.95, "in [0, 0.95]");
+    }
     m.finish();
   }
   {
@@ -191,6 +309,18 @@ Config parse_config(const json& doc) {
     c.data.synthetic_train = int(d.integer("synthetic_train", c.data.synthetic_train, 1, 10000000, "in 1..10000000"));
     c.data.synthetic_test = int(d.integer("synthetic_test", c.data.synthetic_test, 1, 10000000, "in 1..10000000"));
     d.finish();
+  }
+  if (!c.model.layers.empty()) {
+    // Shapes against the images data.name gives (the trainer checks again
+    // with the files actually read).
+    const DatasetShape shape = dataset_shape(c.data.name);
+    const Shape input{shape.channels, shape.height, shape.width};
+    try {
+      build_layers(c.model.layers, input, shape.classes, "model.layers");
+    } catch (const ModelDeclError& e) {
+      throw ConfigError(std::string(e.what()) + " [data.name \"" + c.data.name + "\": images " + input.str() + ", " +
+                        std::to_string(shape.classes) + " classes]");
+    }
   }
   {
     Obj o = top.child("optimizer");
@@ -293,10 +423,20 @@ Config parse_config(const json& doc) {
   }
   {
     Obj a = top.child("algorithm");
-    c.algorithm.name = a.choice("name", c.algorithm.name, {"overlap", "sync"});
+    c.algorithm.name = a.choice("name", c.algorithm.name, {"overlap", "sync", "local-sgd", "downpour", "easgd"});
     c.algorithm.staleness = int(a.integer("staleness", c.algorithm.staleness, 0, 64, "in 0..64"));
     c.algorithm.period = int(a.integer("period", c.algorithm.period, 1, 1000000, ">= 1"));
     c.algorithm.mixer = a.choice("mixer", c.algorithm.mixer, {"ring", "gossip"});
+    c.algorithm.n_push = int(a.integer("n_push", c.algorithm.n_push, 1, 1000000, ">= 1"));
+    c.algorithm.n_fetch = int(a.integer("n_fetch", c.algorithm.n_fetch, 1, 1000000, ">= 1"));
+    c.algorithm.alpha = a.number("alpha", c.algorithm.alpha, 0.0, 0.5, "in [0, 0.5]");
+    c.algorithm.tau = int(a.integer("tau", c.algorithm.tau, 1, 1000000, ">= 1"));
+    if (c.algorithm.mixer == "gossip" && (c.algorithm.name == "local-sgd" || c.algorithm.server_based())) {
+      throw ConfigError("algorithm.mixer: \"" + c.algorithm.name + "\" " +
+                        (c.algorithm.server_based() ? std::string("moves parameters through shard servers, not a mixer")
+                                                    : std::string("is a blocking ring average")) +
+                        "; leave it \"ring\", got \"gossip\"");
+    }
     a.finish();
   }
   {
@@ -317,6 +457,7 @@ Config parse_config(const json& doc) {
     c.net.heartbeat_ms = int(n.integer("heartbeat_ms", c.net.heartbeat_ms, 10, 60000, "in 10..60000"));
     c.net.peer_timeout_ms = int(n.integer("peer_timeout_ms", c.net.peer_timeout_ms, 50, 3600000, "in 50..3600000"));
     c.net.round_timeout_ms = int(n.integer("round_timeout_ms", c.net.round_timeout_ms, 0, 86400000, "in 0..86400000 (0: off)"));
+    c.net.quorum_wait_ms = int(n.integer("quorum_wait_ms", c.net.quorum_wait_ms, 0, 86400000, "in 0..86400000"));
     c.net.shutdown_timeout_ms = int(n.integer("shutdown_timeout_ms", c.net.shutdown_timeout_ms, 100, 3600000, "in 100..3600000"));
     c.net.chunk_bytes = n.integer("chunk_bytes", c.net.chunk_bytes, 1024, int64_t(1) << 30, "in 1024..2^30");
     c.net.inject_delay_ms = n.number("inject_delay_ms", c.net.inject_delay_ms, 0.0, 60000.0, "in [0, 60000]");
@@ -328,6 +469,10 @@ Config parse_config(const json& doc) {
                         std::to_string(c.net.heartbeat_ms) + "), got " + std::to_string(c.net.peer_timeout_ms));
     }
     n.finish();
+  }
+  if (c.algorithm.server_based() && c.monitor.bound > 0) {
+    throw ConfigError("monitor.bound: \"" + c.algorithm.name + "\" has no distance bound (its discrepancy grows with "
+                      "the gradient delay); leave it \"auto\", got " + show(json(c.monitor.bound)));
   }
   if (c.algorithm.mixer == "gossip" && c.monitor.bound > 0) {
     throw ConfigError("monitor.bound: the gossip mixer has no proven distance bound (its spread depends on the number "
@@ -370,10 +515,28 @@ RunKeys config_run_keys(const Config& cfg) {
   RunKeys keys;
   auto add = [&](const char* path, const json& value) { keys.emplace_back(path, value.dump()); };
   add("model.name", cfg.model.name);
-  add("model.depth", cfg.model.depth);
-  add("model.width", cfg.model.width);
-  add("model.hidden", cfg.model.hidden);
-  add("model.dropout", cfg.model.dropout);
+  if (cfg.model.layers.empty()) {
+    add("model.depth", cfg.model.depth);
+    add("model.width", cfg.model.width);
+    add("model.hidden", cfg.model.hidden);
+    add("model.dropout", cfg.model.dropout);
+  } else {
+    // One key per layer, so that a refused resume names the layer that
+    // changed. `in` is left out: parse_config has checked it equals the
+    // inferred input, so stating it or not is the same model.
+    const json layers = layers_to_json(cfg.model.layers);
+    std::function<void(json&)> drop_in = [&](json& list) {
+      for (json& layer : list) {
+        layer.erase("in");
+        for (const char* inner : {"layers", "shortcut"}) {
+          if (layer.contains(inner)) drop_in(layer[inner]);
+        }
+      }
+    };
+    json keyed = layers;
+    drop_in(keyed);
+    for (size_t i = 0; i < keyed.size(); ++i) keys.emplace_back("model.layers[" + std::to_string(i) + "]", keyed[i].dump());
+  }
   add("data.name", cfg.data.name);
   add("data.batch_size", cfg.data.batch_size);
   add("data.synthetic_train", cfg.data.synthetic_train);
@@ -393,6 +556,10 @@ RunKeys config_run_keys(const Config& cfg) {
   add("algorithm.staleness", cfg.algorithm.staleness);
   add("algorithm.period", cfg.algorithm.period);
   add("algorithm.mixer", cfg.algorithm.mixer);
+  add("algorithm.n_push", cfg.algorithm.n_push);
+  add("algorithm.n_fetch", cfg.algorithm.n_fetch);
+  add("algorithm.alpha", cfg.algorithm.alpha);
+  add("algorithm.tau", cfg.algorithm.tau);
   add("monitor.bound", cfg.monitor.bound == 0.0 ? json("auto") : json(cfg.monitor.bound));
   add("monitor.sketch_buckets", cfg.monitor.sketch_buckets);
   add("train.epochs", cfg.train.epochs);
@@ -485,10 +652,18 @@ json config_to_json(const Config& c) {
                        {"public_key", or_null(p.public_key)}});
     }
   }
+  // A declared model has its layers and no depth, width, hidden or dropout;
+  // a built-in one no layers.
+  json model = {{"name", c.model.name}};
+  if (c.model.layers.empty()) {
+    model.update({{"depth", c.model.depth}, {"width", c.model.width}, {"hidden", c.model.hidden},
+                  {"dropout", c.model.dropout}});
+  } else {
+    model["layers"] = layers_to_json(c.model.layers);
+  }
   return {
       {"device", c.device},
-      {"model", {{"name", c.model.name}, {"depth", c.model.depth}, {"width", c.model.width},
-                 {"hidden", c.model.hidden}, {"dropout", c.model.dropout}}},
+      {"model", model},
       {"data", {{"name", c.data.name}, {"path", or_null(c.data.path)}, {"batch_size", c.data.batch_size},
                 {"synthetic_train", c.data.synthetic_train}, {"synthetic_test", c.data.synthetic_test}}},
       {"optimizer", {{"name", c.optimizer.name}, {"lr", c.optimizer.lr}, {"momentum", c.optimizer.momentum},
@@ -504,17 +679,57 @@ json config_to_json(const Config& c) {
       {"log", {{"dir", c.log.dir}, {"every_steps", c.log.every_steps}, {"progress", c.log.progress}}},
       {"cluster", {{"peers", peers}}},
       {"algorithm", {{"name", c.algorithm.name}, {"staleness", c.algorithm.staleness},
-                     {"period", c.algorithm.period}, {"mixer", c.algorithm.mixer}}},
+                     {"period", c.algorithm.period}, {"mixer", c.algorithm.mixer},
+                     {"n_push", c.algorithm.n_push}, {"n_fetch", c.algorithm.n_fetch},
+                     {"alpha", c.algorithm.alpha}, {"tau", c.algorithm.tau}}},
       {"monitor", {{"bound", c.monitor.bound == 0.0 ? json("auto") : json(c.monitor.bound)},
                    {"sketch_buckets", c.monitor.sketch_buckets}, {"snapshots", c.monitor.snapshots},
                    {"snapshot_every", c.monitor.snapshot_every}}},
       {"net", {{"connect_timeout_ms", c.net.connect_timeout_ms}, {"heartbeat_ms", c.net.heartbeat_ms},
                {"peer_timeout_ms", c.net.peer_timeout_ms}, {"round_timeout_ms", c.net.round_timeout_ms},
+               {"quorum_wait_ms", c.net.quorum_wait_ms},
                {"shutdown_timeout_ms", c.net.shutdown_timeout_ms},
                {"chunk_bytes", c.net.chunk_bytes}, {"inject_delay_ms", c.net.inject_delay_ms},
                {"security", c.net.security}, {"secret_key_file", or_null(c.net.secret_key_file)},
                {"inject_rate_mbps", c.net.inject_rate_mbps}}},
   };
+}
+
+json layers_to_json(const std::vector<LayerDecl>& layers) {
+  json list = json::array();
+  for (const LayerDecl& d : layers) {
+    json j = {{"type", layer_type_name(d.type)}};
+    const json in = d.in == 0 ? json(nullptr) : json(d.in);
+    switch (d.type) {
+      case LayerType::kConv2d:
+        j.update({{"out", d.out}, {"kernel", d.kernel}, {"stride", d.stride}, {"padding", d.padding},
+                  {"bias", d.bias}, {"in", in}});
+        break;
+      case LayerType::kLinear:
+        j.update({{"out", d.out}, {"bias", d.bias}, {"in", in}});
+        break;
+      case LayerType::kMaxPool2d:
+      case LayerType::kAvgPool2d:
+        j.update({{"kernel", d.kernel}, {"stride", d.stride}, {"padding", d.padding}});
+        break;
+      case LayerType::kBatchNorm2d:
+        j.update({{"momentum", d.momentum}, {"eps", d.eps}});
+        break;
+      case LayerType::kDropout:
+        j["p"] = d.p;
+        break;
+      case LayerType::kResidual:
+        j["layers"] = layers_to_json(d.layers);
+        j["shortcut"] = layers_to_json(d.shortcut);
+        break;
+      case LayerType::kRelu:
+      case LayerType::kGlobalAvgPool:
+      case LayerType::kFlatten:
+        break;
+    }
+    list.push_back(std::move(j));
+  }
+  return list;
 }
 
 std::string config_peer_lines(const Config& c) {

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/layer_decl.h"
+
 namespace tether {
 
 class ConfigError : public std::runtime_error {
@@ -34,9 +36,13 @@ struct Config {
   std::string device = "auto";          // "auto" | "cpu" | "cuda:N"
 
   struct Model {
-    std::string name = "lenet";
+    std::string name = "lenet";         // mlp | lenet | resnet; "custom" with layers
     int depth = 1, width = 16, hidden = 512;
     double dropout = 0.0;
+    // model.layers: a declared model (name "custom"; depth, width, hidden and
+    // dropout do not apply). Empty: the built-in model `name`. parse_config
+    // has checked its shapes against data.name's images (dataset_shape).
+    std::vector<LayerDecl> layers;
   } model;
 
   struct Data {
@@ -85,10 +91,18 @@ struct Config {
   } cluster;
 
   struct Algorithm {
-    std::string name = "overlap";       // overlap | sync (sync = staleness 0)
+    // overlap | sync (sync = staleness 0) | local-sgd (a blocking average
+    // every H steps: staleness 0, period H) | downpour | easgd (the
+    // parameter-server baselines, runtime/server_averaging.h)
+    std::string name = "overlap";
     int staleness = 2;                  // s: rounds in flight while computing
-    int period = 1;                     // H: local steps per round
+    int period = 1;                     // H: local steps per round (downpour, easgd: per snapshot)
     std::string mixer = "ring";         // ring | gossip
+    int n_push = 1;                     // downpour: push the accumulated update every n_push steps
+    int n_fetch = 1;                    // downpour: fetch the parameters every n_fetch steps
+    double alpha = 0.1;                 // easgd: moving rate α
+    int tau = 1;                        // easgd: an elastic exchange every tau steps
+    bool server_based() const { return name == "downpour" || name == "easgd"; }
   } algorithm;
 
   struct Monitor {
@@ -101,8 +115,9 @@ struct Config {
   struct Net {
     int connect_timeout_ms = 30000;
     int heartbeat_ms = 200;
-    int peer_timeout_ms = 3000;
-    int round_timeout_ms = 120000;      // a round without progress this long fails naming the peers (0: off)
+    int peer_timeout_ms = 1500;         // silent this long: suspected (a view without it is formed)
+    int round_timeout_ms = 120000;      // a round without progress this long: its silent-rounds peers are removed (0: off)
+    int quorum_wait_ms = 60000;         // no majority: wait this long for peers to return, then exit 1
     int shutdown_timeout_ms = 10000;
     int64_t chunk_bytes = 1 << 20;
     double inject_delay_ms = 0.0;       // emulated one-way delay in our transport
@@ -114,7 +129,10 @@ struct Config {
   } net;
 
   int nodes() const { return cluster.peers.empty() ? 1 : int(cluster.peers.size()); }
-  int effective_staleness() const { return algorithm.name == "sync" ? 0 : algorithm.staleness; }
+  int effective_staleness() const {
+    return algorithm.name == "sync" || algorithm.name == "local-sgd" || algorithm.server_based() ? 0
+                                                                                                : algorithm.staleness;
+  }
   nlohmann::json raw;                   // the validated document (after --set)
 };
 
@@ -133,6 +151,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // ssh_user and workdir); monitor.bound 0 is "auto". parse_config reads it
 // back to an equal Config (same config_hash). `tether config` prints it.
 nlohmann::json config_to_json(const Config& cfg);
+
+// model.layers as config_to_json writes it: every layer with every key of its
+// type (`in` null when unchecked, a residual's identity shortcut []).
+nlohmann::json layers_to_json(const std::vector<LayerDecl>& layers);
 
 // `tether config --peers`: one line per entry of cluster.peers, in the
 // config's order (line k is cluster.peers.k, for a --set of its fields), none
@@ -154,7 +176,9 @@ std::string config_get(const Config& cfg, const std::string& path);
 // and between a checkpoint and its --resume, as (JSON path, canonical value)
 // pairs in a fixed order. Values are the resolved typed values written as JSON
 // ("0.05", "64", "\"mnist\"", "true"), so an explicit default and an absent
-// key give the same string. They are model.*, data.name, data.batch_size,
+// key give the same string. They are model.* (a declared model: model.name
+// and model.layers[i] for each layer i, the layer with every key of its
+// type but `in`, which only checks), data.name, data.batch_size,
 // data.synthetic_*, optimizer.*, algorithm.*, monitor.bound,
 // monitor.sketch_buckets, train.epochs, train.seed, train.max_steps,
 // train.compute, train.synthetic_step_ms, train.checkpoint_every_steps and

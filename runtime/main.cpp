@@ -10,10 +10,14 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -145,7 +149,8 @@ struct Args {
   std::string cmd, config_path, resume, checkpoint, get;
   std::vector<std::string> sets;
   int node = 0;
-  uint64_t fail_after_step = 0;   // train's test hook, deliberately not in the help (TrainOptions)
+  uint64_t fail_after_step = 0;   // train's test hooks, deliberately not in the help (TrainOptions)
+  uint64_t stall_after_step = 0, stall_ms = 60000;
   bool any_data = false, peers = false;
   tether::DashboardArgs dashboard;
   tether::ReportArgs report;
@@ -189,6 +194,10 @@ int parse_args(int argc, char** argv, Args& a) {
   train->add_option("--resume", a.resume);
   train->add_option("--fail-after-step", a.fail_after_step)
       ->check(expect("an integer >= 1", [](const std::string& v) { return digits(v, 18) && std::stoull(v) > 0; }));
+  train->add_option("--stall-after-step", a.stall_after_step)
+      ->check(expect("an integer >= 1", [](const std::string& v) { return digits(v, 18) && std::stoull(v) > 0; }));
+  train->add_option("--stall-ms", a.stall_ms)
+      ->check(expect("an integer >= 0", [](const std::string& v) { return digits(v, 9); }));
 
   CLI::App* eval = command("eval", kEvalHelp);
   eval->add_option("CONFIG", a.config_path);
@@ -282,6 +291,32 @@ int config_command(const Args& a) {
 
 }  // namespace
 
+// Starts this node again (exec of the same binary, the same arguments plus
+// --resume CHECKPOINT) to join the running cluster; returns only when that is
+// not possible. Bounded: at most kMaxRejoins in a row (TETHER_REJOINS counts).
+void rejoin(int argc, char** argv, const std::string& checkpoint) {
+  constexpr int kMaxRejoins = 10;
+  const char* env = std::getenv("TETHER_REJOINS");
+  const int done = env ? std::atoi(env) : 0;
+  if (done >= kMaxRejoins) {
+    std::fprintf(stderr, "tether: not rejoining again (%d times in a row already)\n", done);
+    return;
+  }
+  setenv("TETHER_REJOINS", std::to_string(done + 1).c_str(), 1);
+  std::vector<std::string> args(argv, argv + argc);
+  if (std::filesystem::exists(checkpoint)) {
+    args.push_back("--resume");   // the last --resume counts
+    args.push_back(checkpoint);
+  }
+  std::vector<char*> cargs;
+  for (std::string& a : args) cargs.push_back(a.data());
+  cargs.push_back(nullptr);
+  std::fprintf(stderr, "tether: starting again to rejoin the cluster\n");
+  std::fflush(nullptr);
+  execv("/proc/self/exe", cargs.data());
+  std::fprintf(stderr, "tether: cannot start again: %s\n", std::strerror(errno));
+}
+
 int main(int argc, char** argv) {
   // keygen parses its own arguments (runtime/keygen.cpp)
   if (argc >= 2 && std::strcmp(argv[1], "keygen") == 0) return tether::keygen_command(argc - 1, argv + 1);
@@ -330,6 +365,8 @@ int main(int argc, char** argv) {
     opts.resume = resume;
     opts.stop = &g_stop;
     opts.fail_after_step = fail_after_step;
+    opts.stall_after_step = args.stall_after_step;
+    opts.stall_ms = args.stall_ms;
     tether::Trainer trainer(cfg, opts);
     tether::TrainResult r = trainer.run();
     if (r.interrupted) {
@@ -354,6 +391,13 @@ int main(int argc, char** argv) {
     // another config, or a checkpoint of another cut: nothing was written
     std::fprintf(stderr, "tether: node %d refused by its peers' start: %s\n", node, e.what());
     return 2;
+  } catch (const tether::net::Excluded& e) {
+    // The others went on without this node (it was stopped or cut off): it
+    // starts again as the same command and joins them, keeping its optimizer
+    // state through the checkpoint it has just written.
+    std::fprintf(stderr, "tether: node %d: %s\n", node, e.what());
+    rejoin(argc, argv, tether::checkpoint_path_for_node(cfg, node));
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tether: node %d failed: %s\n", node, e.what());
     return 1;

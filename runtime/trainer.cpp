@@ -40,13 +40,24 @@ DatasetSpec dataset_spec(const Config& cfg) {
 }
 
 std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data) {
-  ModelSpec spec;
-  spec.name = cfg.model.name;
-  spec.depth = cfg.model.depth;
-  spec.width = cfg.model.width;
-  spec.hidden = cfg.model.hidden;
-  spec.dropout = float(cfg.model.dropout);
-  return make_model(spec, Shape{data.channels, data.height, data.width}, data.classes);
+  const Shape input{data.channels, data.height, data.width};
+  try {
+    if (!cfg.model.layers.empty()) {
+      return make_declared_model(cfg.model.name, cfg.model.layers, input, data.classes, "model.layers");
+    }
+    ModelSpec spec;
+    spec.name = cfg.model.name;
+    spec.depth = cfg.model.depth;
+    spec.width = cfg.model.width;
+    spec.hidden = cfg.model.hidden;
+    spec.dropout = float(cfg.model.dropout);
+    return make_model(spec, input, data.classes);
+  } catch (const ModelDeclError& e) {
+    // parse_config checked the declaration against data.name's usual images;
+    // these files have others.
+    throw ConfigError(std::string(e.what()) + " [the data set read has images " + input.str() + ", " +
+                      std::to_string(data.classes) + " classes]");
+  }
 }
 
 uint64_t dropout_seed(uint64_t seed, int node, uint64_t step) {
@@ -146,7 +157,29 @@ void Trainer::setup() {
                         std::to_string(start_epoch_ + 1) + ")");
   }
   if (cfg_.nodes() > 1) {
+    // Every view change this node takes part in: a record and a line.
+    resume_.on_view = [this](const net::ViewEvent& e) {
+      char hash[24];
+      std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(e.anchor_hash));
+      log_->metrics.write({{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kEpoch, e.epoch},
+                           {field::kMembers, e.members}, {field::kReason, e.reason},
+                           {field::kResumeRound, e.resume_round}, {field::kMs, e.ms}, {field::kAnchorHash, hash},
+                           {field::kTransferredBytes, e.transferred_bytes}});
+      std::string members;
+      for (int m : e.members) members += (members.empty() ? "" : ",") + std::to_string(m);
+      char line[160];
+      std::snprintf(line, sizeof line, "view %u: nodes {%s} from round %llu (%.0f ms, x̄ %s): ", e.epoch,
+                    members.c_str(), static_cast<unsigned long long>(e.resume_round), e.ms, hash);
+      log_->progress.line(line + e.reason);
+    };
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
+    if (avg_->joined()) {   // a running cluster took this node in: it starts from x̄ at the view's round
+      step_ = avg_->start_step();
+      start_epoch_ = int(step_ / spe);
+      start_step_in_epoch_ = size_t(step_ % spe);
+      log_->progress.line("joined the running cluster at step " + std::to_string(step_) + " (epoch " +
+                          std::to_string(start_epoch_ + 1) + ")");
+    }
   }
   log_->progress.line(model_->summary());
   const std::string dir = dataset_dir(dataset_spec(cfg_));
@@ -317,6 +350,9 @@ TrainResult Trainer::run() {
       if (opts_.fail_after_step != 0 && step_ == opts_.fail_after_step) {
         throw std::runtime_error("injected failure after step " + std::to_string(step_) + " (--fail-after-step)");
       }
+      if (opts_.stall_after_step != 0 && step_ == opts_.stall_after_step) {   // a wedged trainer (test hook)
+        std::this_thread::sleep_for(std::chrono::milliseconds(opts_.stall_ms));
+      }
       if (avg_) avg_->after_step(step_);
       log_interval(epoch, sie + 1, false);
       if (cfg_.train.checkpoint_every_steps > 0 && step_ % uint64_t(cfg_.train.checkpoint_every_steps) == 0) {
@@ -354,6 +390,10 @@ TrainResult Trainer::run() {
       saved = checkpoint_path();
     } catch (const std::exception& ce) {
       saved = std::string("none (") + ce.what() + ")";
+    }
+    if (const auto* nq = dynamic_cast<const net::NoQuorum*>(&e)) {
+      log_->metrics.write({{field::kEvent, field::kEventNoQuorum}, {field::kStep, step_},
+                           {field::kUnreachable, nq->unreachable}, {field::kWaitedMs, cfg_.net.quorum_wait_ms}});
     }
     log_->metrics.write({{field::kEvent, field::kEventFailed}, {field::kStep, step_}, {field::kError, e.what()},
                          {field::kCheckpoint, saved}});

@@ -30,6 +30,11 @@ struct TrainOptions {
   // after step N is counted, where Averaging::after_step throws when a peer
   // is lost, so the failure checkpoint can be tested on one node. 0 = off.
   uint64_t fail_after_step = 0;
+  // Test hook (hidden flags --stall-after-step N --stall-ms M): the trainer
+  // sleeps M ms after step N while the I/O thread goes on (heartbeats), as a
+  // stuck data read or a hung device would.
+  uint64_t stall_after_step = 0;
+  uint64_t stall_ms = 60000;
 };
 
 struct TrainResult {

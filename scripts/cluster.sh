@@ -7,6 +7,7 @@
 #   scripts/cluster.sh CONFIG status
 #   scripts/cluster.sh CONFIG logs  [--out DIR]
 #   scripts/cluster.sh CONFIG stop  [--deadline SECONDS]
+#   scripts/cluster.sh CONFIG restart NODE [--push-binary] [--tether PATH] [--set k=v]...
 #
 # Per peer the config may name (besides id, host, port):
 #   ssh_user   login on the host (default: ssh's default, i.e. ~/.ssh/config or $USER)
@@ -40,16 +41,26 @@
 #            if any node cannot be started, the ones it started are stopped.
 #   run      starts, then streams every node's output prefixed "[node i]" and
 #            waits for all. Ctrl-C/SIGTERM stops every node (SIGTERM: they write
-#            a checkpoint and exit 0; exit status 130); a node that fails
-#            (non-zero exit, or its host lost) stops the others, and the exit
-#            status is 1 with "node I failed: exit N ...: <its last log line>".
-#            At the end the logs are collected as by `logs`.
+#            a checkpoint and exit 0; exit status 130). A node that fails
+#            (non-zero exit, or its host lost) is reported at once — which
+#            node, its exit code, the last lines of its log — and the others
+#            keep running (they go on in a view without it; `restart` brings
+#            it back, though `run` does not stream a restarted node); once
+#            every node ended, the exit status is 1 with "node I failed: exit
+#            N ...: <its last log line>". At the end the logs are collected as
+#            by `logs`.
 #   status   one line per node: running (pid) / exited(code) / lost (pid file,
 #            no process, no exit code) / not started / unreachable, and the last
 #            line of its log. Exit 0 when every node is running or exited 0.
 #   logs     copies every node's node-<id>.log, node-<id>.exit and metrics
 #            node-<id>.jsonl into one local directory (--out, default
 #            runs/<config file name>/).
+#   restart NODE  starts node NODE again on its host, in the background, with
+#            the command `start` gave it (`tether train config.json --node
+#            NODE`), plus `--resume CKPT` when that node's checkpoint exists
+#            on its host (train.checkpoint, or <log.dir>/node-<NODE>.ckpt, as
+#            `tether train` names it); its log is appended to. Refused while
+#            the node runs. Use the --tether / --push-binary of the start.
 #   stop     SIGTERM to every node at once (one ssh connection per node is
 #            opened first; each delivers the signal at the same wall-clock
 #            moment, 0.3 s later), SIGKILL after --deadline seconds (default
@@ -68,6 +79,7 @@
 # 2 bad usage or config, 130 interrupted.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/scripts/wait_nodes.sh"   # checkpoint_path
 PROG=cluster.sh
 TETHER_LOCAL=${TETHER:-$ROOT/build/tether}
 SSH_CONNECT_TIMEOUT=${SSH_CONNECT_TIMEOUT:-10}
@@ -77,9 +89,14 @@ die() { echo "$PROG: $*" >&2; exit 2; }
 say() { echo "[cluster] $*" >&2; }
 
 case "${1:-}" in -h|--help|help) usage; exit 0;; "") usage >&2; exit 2;; esac
-[ $# -ge 2 ] || die "usage: $PROG CONFIG start|run|status|logs|stop [options] (--help for details)"
+[ $# -ge 2 ] || die "usage: $PROG CONFIG start|run|status|logs|stop|restart NODE [options] (--help for details)"
 CONFIG=$1; CMD=$2; shift 2
-case "$CMD" in start|run|status|logs|stop) ;; *) die "unknown command \"$CMD\" (start|run|status|logs|stop)";; esac
+case "$CMD" in start|run|status|logs|stop|restart) ;; *) die "unknown command \"$CMD\" (start|run|status|logs|stop|restart)";; esac
+RESTART_ID=""
+if [ "$CMD" = restart ]; then
+  [ $# -ge 1 ] && [[ $1 != -* ]] || die "usage: $PROG CONFIG restart NODE [--push-binary] [--tether PATH] [--set k=v]..."
+  RESTART_ID=$1; shift
+fi
 
 WAIT=0; PUSH=0; REMOTE_BIN=""; OUT=""; DEADLINE=20; SETS=()
 while [ $# -gt 0 ]; do
@@ -155,6 +172,7 @@ remote_prelude() {
   local k=$1
   cat <<EOF
 W=$(sq "${WDS[$k]}"); ID=$(sq "${IDS[$k]}"); BIN=$(sq "$REMOTE_BIN"); LOGDIR=$(sq "$LOGDIR"); DEADLINE=$DEADLINE
+RESTART=${RESTART:-0}; CKPT=$(sq "${CKPT:-}")
 EOF
   cat <<'EOF'
 set -u
@@ -230,13 +248,24 @@ fi
 cat > "$RUN/config.json.$$" && mv -f "$RUN/config.json.$$" "$RUN/config.json" || { echo "ERR cannot write $RUN/config.json"; exit 3; }
 rm -f "$EXITF" "$PIDF" "$SUPF"
 cd "$W" || { echo "ERR cannot enter $W"; exit 3; }
+# A restart resumes from the node's checkpoint (relative to $W) when there is
+# one, and appends to its log.
+RESUME=""
+if [ "$RESTART" = 1 ]; then
+  [ -n "$CKPT" ] && [ -f "$CKPT" ] && RESUME=$CKPT
+  echo "--- restarted $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >> "$LOGF"
+else
+  : > "$LOGF"
+fi
 # The supervisor: own session (no terminal, no SIGHUP from ssh), records the
 # pid of tether and, when it ends, its exit code; forwards TERM/INT.
 setsid nohup bash -c '
-  BIN=$1 CFG=$2 ID=$3 PIDF=$4 EXITF=$5 SUPF=$6
+  BIN=$1 CFG=$2 ID=$3 PIDF=$4 EXITF=$5 SUPF=$6 RESUME=$7
   echo $$ > "$SUPF"
+  args=(train "$CFG" --node "$ID")
+  [ -n "$RESUME" ] && args+=(--resume "$RESUME")
   exec 3>&2 2>/dev/null   # tether keeps the log; bash'"'"'s own job messages go nowhere
-  "$BIN" train "$CFG" --node "$ID" 2>&3 3>&- &
+  "$BIN" "${args[@]}" 2>&3 3>&- &
   child=$!
   echo "$child" > "$PIDF.tmp" && mv -f "$PIDF.tmp" "$PIDF"
   trap "kill -TERM $child 2>/dev/null" TERM
@@ -244,7 +273,7 @@ setsid nohup bash -c '
   trap "" HUP
   while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
   echo "$rc" > "$EXITF.tmp" && mv -f "$EXITF.tmp" "$EXITF"
-' tether-supervisor "$BIN" "$RUN/config.json" "$ID" "$PIDF" "$EXITF" "$SUPF" > "$LOGF" 2>&1 < /dev/null &
+' tether-supervisor "$BIN" "$RUN/config.json" "$ID" "$PIDF" "$EXITF" "$SUPF" "$RESUME" >> "$LOGF" 2>&1 < /dev/null &
 for i in $(seq 100); do [ -s "$PIDF" ] && break; sleep 0.05; done
 pid=$(cat "$PIDF" 2>/dev/null)
 [ -n "$pid" ] || { echo "ERR node $ID did not start on $HOST: $(last_line)"; exit 3; }
@@ -252,6 +281,7 @@ sleep 0.5   # catch an immediate failure (bad config, missing library)
 if [ -f "$EXITF" ] && [ "$(cat "$EXITF")" != 0 ]; then
   echo "ERR node $ID exited with code $(cat "$EXITF") right away on $HOST: $(last_line)"; rm -f "$PIDF" "$SUPF"; exit 3
 fi
+echo "CMD $BIN train $RUN/config.json --node $ID${RESUME:+ --resume $RESUME}"
 echo "OK $pid $LOGF"
 EOF
 )
@@ -335,7 +365,8 @@ start_one() {
   local line; line=$(grep -E '^(OK|ERR) ' "$TMP/out-$k" | tail -n 1)
   case $line in
     OK*) set -- $line; echo "OK" > "$TMP/res-$k"
-         say "node ${IDS[$k]} started on $(where "$k"): pid $2, log $3";;
+         say "node ${IDS[$k]} started on $(where "$k"): pid $2, log $3"
+         grep '^CMD ' "$TMP/out-$k" | tail -n 1 | cut -c5- > "$TMP/cmd-$k";;
     ERR*) echo "node ${IDS[$k]}: ${line#ERR }" > "$TMP/res-$k";;
     *) echo "node ${IDS[$k]}: start failed on $(where "$k") (exit $rc): $(tail -n 1 "$TMP/err-$k" 2>/dev/null)" > "$TMP/res-$k";;
   esac
@@ -464,11 +495,11 @@ do_start() {
   say "$N node(s) running; scripts/cluster.sh $CONFIG status|logs|stop"
 }
 
-# --- foreground: stream, wait, stop all on a failure or Ctrl-C -----------------
+# --- foreground: stream, wait, report failures, stop all on Ctrl-C -------------
 watch_one() {   # runs in the background: prefixed output; result in wres-K
-  local k=$1 id=${IDS[$1]} line rc
+  local k=$1 id=${IDS[$1]} line rc kept=0
   trap '' INT TERM   # Ctrl-C reaches the whole process group: the main shell stops the nodes
-  : > "$TMP/last-$k"
+  : > "$TMP/last-$k"; : > "$TMP/log-$k"
   {
     "${SSH_BASE[@]}" -p "${SPORTS[$k]}" "$(target "$k")" \
       "bash -c $(sq "$(remote_prelude "$k")"$'\n'"$WATCH_BODY")" < /dev/null 2> "$TMP/werr-$k"
@@ -479,7 +510,11 @@ watch_one() {   # runs in the background: prefixed output; result in wres-K
       "__SSH_RC__ "*) rc=${line#__SSH_RC__ }
                       [ -s "$TMP/wres-$k" ] || echo "ssh $rc" > "$TMP/wres-$k";;
       *) line=${line//$'\r'/}; printf '[node %s] %s\n' "$id" "$line"
-         [ -n "${line//[[:space:]]/}" ] && printf '%s\n' "$line" > "$TMP/last-$k";;
+         [ -n "${line//[[:space:]]/}" ] || continue
+         printf '%s\n' "$line" > "$TMP/last-$k"
+         # The last lines, for the failure report (cut back every 1000 lines).
+         printf '%s\n' "$line" >> "$TMP/log-$k"; kept=$((kept + 1))
+         if [ $kept -ge 1000 ]; then tail -n 5 "$TMP/log-$k" > "$TMP/log-$k.cut"; mv -f "$TMP/log-$k.cut" "$TMP/log-$k"; kept=5; fi;;
     esac
   done
 }
@@ -494,23 +529,25 @@ do_run() {
   for ((k = 0; k < N; k++)); do rm -f "$TMP/wres-$k"; watch_one "$k" & wpids+=($!); node_of[$!]=$k; done
   stop_all_once() { [ $stopping = 1 ] && return; stopping=1; do_stop >&2; }
   trap 'interrupted=1; say "interrupted: stopping every node"; stop_all_once' INT TERM
-  local done_pid res wrc p
+  local done_pid res p
   while [ ${#wpids[@]} -gt 0 ]; do
+    # Polled, not `wait -n`: a watcher that ended before `wait -n` was called
+    # is not a job any more and `wait -n` would not return it (wait_nodes.sh).
     done_pid=""
-    wait -n -p done_pid "${wpids[@]}" 2>/dev/null; wrc=$?
-    if [ -z "${done_pid:-}" ]; then        # interrupted by a trapped signal (or no child left)
-      [ $wrc -eq 127 ] && break
-      continue
-    fi
+    for p in "${wpids[@]}"; do kill -0 "$p" 2>/dev/null || { done_pid=$p; break; }; done
+    if [ -z "$done_pid" ]; then sleep 0.2; continue; fi
+    wait "$done_pid" 2>/dev/null
     local rest=()
     for p in "${wpids[@]}"; do [ "$p" = "$done_pid" ] || rest+=("$p"); done
     wpids=("${rest[@]}")
     k=${node_of[$done_pid]}
     res=$(cat "$TMP/wres-$k" 2>/dev/null || echo "ssh ?")
-    if [ "$res" != 0 ] && [ $stopping = 0 ] && [ -z "$first" ]; then
-      first=$k
-      say "node ${IDS[$k]} failed ($(describe_res "$k" "$res")): stopping the others"
-      stop_all_once
+    if [ "$res" != 0 ] && [ $stopping = 0 ]; then
+      # Reported at once; the others keep running (a view without it).
+      [ -n "$first" ] || first=$k
+      local report="[cluster] node ${IDS[$k]} failed on $(where "$k") ($(describe_res "$k" "$res")); the others keep running (scripts/cluster.sh $CONFIG restart ${IDS[$k]} starts it again); last lines of its log:" l
+      while IFS= read -r l; do report+=$'\n'"[cluster]   $l"; done < <(tail -n 5 "$TMP/log-$k")
+      printf '%s\n' "$report" >&2   # one write: the report's lines stay together
     fi
   done
   trap - INT TERM
@@ -550,7 +587,29 @@ start_background() {
   return $rc
 }
 
+# do_restart: node RESTART_ID again on its host (start_one with RESTART=1:
+# --resume its checkpoint when it exists there).
+do_restart() {
+  local k found=""
+  for ((k = 0; k < N; k++)); do [ "${IDS[$k]}" = "$RESTART_ID" ] && found=$k; done
+  [ -n "$found" ] || die "restart: no node \"$RESTART_ID\" in $CONFIG (nodes: ${IDS[*]})"
+  k=$found
+  if [ $PUSH = 1 ]; then
+    push_one "$k"
+    [ "$(cat "$TMP/res-$k")" = OK ] || { echo "$PROG: $(cat "$TMP/res-$k")" >&2; return 1; }
+    REMOTE_BIN=tether-run/tether
+  fi
+  CKPT=$(checkpoint_path "$TETHER_LOCAL" "$TMP/config.json" "$RESTART_ID") || exit 2
+  RESTART=1 start_one "$k"
+  if [ "$(cat "$TMP/res-$k" 2>/dev/null)" != OK ]; then
+    echo "$PROG: $(cat "$TMP/res-$k" 2>/dev/null || echo "node $RESTART_ID: no answer")" >&2
+    return 1
+  fi
+  say "node $RESTART_ID restarted: $(cat "$TMP/cmd-$k" 2>/dev/null)"
+}
+
 case $CMD in
+  restart) do_restart;;
   start) if [ $WAIT = 1 ]; then do_run; else start_background; fi;;
   status) do_status;;
   logs) do_logs;;

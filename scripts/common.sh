@@ -8,7 +8,7 @@ BUILD_DIR=${BUILD_DIR:-$TETHER_ROOT/build}
 # Packages the build and the tests need.
 TETHER_PACKAGES=(meson ninja-build pkg-config g++ zlib1g-dev nlohmann-json3-dev doctest-dev
                  libdnnl-dev libopenblas-dev libzmq3-dev cppzmq-dev libboost-dev libcli11-dev
-                 dataset-fashion-mnist python3)
+                 dataset-fashion-mnist python3 python3-dev pybind11-dev python3-numpy python3-torch)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

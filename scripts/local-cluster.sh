@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Starts every node of a config on this machine, one `tether train` each.
 #   scripts/local-cluster.sh CONFIG [extra tether args, e.g. --set train.epochs=2]
-# Each node's output is prefixed with "[node i]". Ctrl-C (SIGINT) or SIGTERM
-# is forwarded to every node (they finish in-flight rounds, write a
-# checkpoint and exit 0). Exits non-zero, naming them, if any node failed.
+#   scripts/local-cluster.sh CONFIG restart NODE [the same extra tether args]
+# Each node's output is prefixed with "[node i]" and also written to
+# <log.dir>/node-<i>.log. Ctrl-C (SIGINT) or SIGTERM is forwarded to every
+# node (they finish in-flight rounds, write a checkpoint and exit 0).
+# A node that fails (non-zero exit) is reported at once — its id, exit code
+# and the last lines of its output — and the others keep running (the
+# survivors go on in a view without it); the script waits for every node and
+# exits 1, naming the failed nodes, if any failed.
+# `restart NODE` starts that node again in the foreground with the command
+# the cluster gave it (`tether train CONFIG --node NODE` and the extra
+# arguments), plus `--resume CKPT` when the node's checkpoint exists (CKPT:
+# train.checkpoint, or <log.dir>/node-<NODE>.ckpt, as `tether train` names
+# it); run it from the same directory; its output is appended to the node's
+# log; the exit status is the node's.
 # The config is read by `tether config` (validated first, same errors as
 # train). With net.security "curve" (the default) and no public keys in the
 # config, a keypair per node is made in <log.dir>/keys (ensure_keys in
@@ -13,8 +24,14 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/wait_nodes.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TETHER=${TETHER:-$ROOT/build/tether}
-[ $# -ge 1 ] || { echo "usage: $0 CONFIG [tether args...]" >&2; exit 2; }
+usage="usage: $0 CONFIG [tether args...] | $0 CONFIG restart NODE [tether args...]"
+[ $# -ge 1 ] || { echo "$usage" >&2; exit 2; }
 CONFIG=$1; shift
+RESTART=""
+if [ "${1:-}" = restart ]; then
+  [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
+  RESTART=$2; shift 2
+fi
 [ -x "$TETHER" ] || { echo "$0: $TETHER not built (run scripts/demo.sh or ninja -C build)" >&2; exit 2; }
 # The node ids: `tether config --peers` (validated as `tether train` will, the
 # same --set applied; its errors as train's, exit 2), first field of each line;
@@ -28,18 +45,79 @@ if [ -n "$peers" ]; then
 fi
 ids=$(printf '%s\n' "$peers" | cut -d ' ' -f 1 | tr '\n' ' ')
 [ -n "${ids// /}" ] || ids=0
+logdir=$("$TETHER" config "$CONFIG" "${SETS[@]}" --get log.dir) || exit 2
+mkdir -p "$logdir" || { echo "$0: cannot create log.dir $logdir" >&2; exit 1; }
+
+# start_node ID [more tether args]: one node in the background, output
+# prefixed on the terminal and appended to its log; its pid in NODE_PID.
+start_node() {
+  local id=$1; shift
+  local log="$logdir/node-$id.log"
+  # Process substitution keeps $! the node's own pid; sed prefixes each line.
+  "$TETHER" train "$CONFIG" --node "$id" "$@" > >(tee -a "$log" | sed -u "s/^/[node $id] /") \
+    2> >(tee -a "$log" | sed -u "s/^/[node $id] /" >&2) &
+  NODE_PID=$!
+}
+# log_settled LOG: waits (5 s at most) until no process holds LOG open: the
+# output filters of a node that ended have written its last lines.
+log_settled() {
+  local abs i; abs=$(realpath -- "$1" 2>/dev/null) || return 0
+  for i in $(seq 50); do
+    find /proc/[0-9]*/fd -maxdepth 1 -lname "$abs" 2>/dev/null | grep -q . || return 0
+    sleep 0.1
+  done
+}
+# failure_report ID RC: which node, its exit code, the last lines of its log.
+failure_report() {
+  log_settled "$logdir/node-$1.log"
+  echo "[local-cluster] node $1 failed: $(describe_exit "$2"); last lines of $logdir/node-$1.log:"
+  tail -n 5 "$logdir/node-$1.log" 2>/dev/null | sed 's/^/[local-cluster]   /'
+}
+# report_failure ID RC [LINE]: the report and LINE, in one write to stderr.
+report_failure() {
+  local msg; msg=$(failure_report "$1" "$2")
+  [ $# -ge 3 ] && msg+=$'\n'$3
+  printf '%s\n' "$msg" >&2
+}
+
+if [ -n "$RESTART" ]; then
+  case " $ids " in *" $RESTART "*) ;; *)
+    echo "$0: restart: no node \"$RESTART\" in $CONFIG (nodes: ${ids% })" >&2; exit 2;;
+  esac
+  extra=()
+  has_resume=0
+  for a in "$@"; do case $a in --resume|--resume=*) has_resume=1;; esac; done
+  if [ $has_resume = 0 ]; then
+    ckpt=$(checkpoint_path "$TETHER" "$CONFIG" "$RESTART" "${SETS[@]}") || exit 2
+    [ -f "$ckpt" ] && extra=(--resume "$ckpt")
+  fi
+  echo "[local-cluster] restarting node $RESTART: $TETHER train $CONFIG --node $RESTART $* ${extra[*]}" >&2
+  echo "--- restarted $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >> "$logdir/node-$RESTART.log"
+  start_node "$RESTART" "$@" "${extra[@]}"
+  pid=$NODE_PID
+  trap 'kill -s INT "$pid" 2>/dev/null' INT
+  trap 'kill -s TERM "$pid" 2>/dev/null' TERM
+  wait_nodes "$RESTART" "$pid"
+  [ ${#NODE_FAILURES[@]} -eq 0 ] || { report_failure "$RESTART" "$NODE_LAST_RC"; exit 1; }
+  echo "[local-cluster] node $RESTART finished" >&2
+  exit 0
+fi
 
 pids=()
 for id in $ids; do
-  # Process substitution keeps $! the node's own pid; sed prefixes each line.
-  "$TETHER" train "$CONFIG" --node "$id" "$@" > >(sed -u "s/^/[node $id] /") 2> >(sed -u "s/^/[node $id] /" >&2) &
-  pids+=($!)
+  : > "$logdir/node-$id.log"
+  start_node "$id" "$@"
+  pids+=("$NODE_PID")
 done
-forward() { echo "[local-cluster] forwarding SIG$1 to ${#pids[@]} node(s)" >&2; kill -s "$1" "${pids[@]}" 2>/dev/null; }
+forward() { echo "[local-cluster] forwarding SIG$1 to the running node(s)" >&2; kill -s "$1" "${pids[@]}" 2>/dev/null; }
 trap 'forward INT' INT
 trap 'forward TERM' TERM
 
-wait_nodes "$ids" "${pids[@]}"
+on_exit() {   # called by wait_nodes as each node ends
+  [ "$2" -eq 0 ] && return
+  report_failure "$1" "$2" "[local-cluster] the others keep running; $0 $CONFIG restart $1 starts it again"
+}
+NODE_EXIT_HOOK=on_exit wait_nodes "$ids" "${pids[@]}"
 if [ ${#NODE_FAILURES[@]} -gt 0 ]; then
   echo "[local-cluster] failed: ${NODE_FAILURES[*]}" >&2
   exit 1

@@ -46,6 +46,7 @@ std::pair<std::vector<unsigned char>, std::vector<unsigned char>> hostile(int k)
   Header h;
   h.kind = Kind::kRing;
   h.sender = 1;
+  h.epoch = 1;  // the first view: data frames of an older one are dropped before any other check
   h.count = 64;
   std::vector<float> payload(64, 1.0f);
   switch (k % 12) {
@@ -60,7 +61,7 @@ std::pair<std::vector<unsigned char>, std::vector<unsigned char>> hostile(int k)
     case 8: h.round = uint64_t{1} << 40; break;
     case 9: break;  // payload checksum: wrong below
     case 10: payload[5] = std::numeric_limits<float>::quiet_NaN(); break;
-    case 11: h.kind = Kind::kHello; h.count = 0; payload.assign(18, 0.0f); break;  // 72 bytes: a hello's fields
+    case 11: h.kind = Kind::kHello; h.count = 0; payload.assign(20, 0.0f); break;  // 80 bytes: a hello's 10 fields
   }
   std::vector<unsigned char> head(kHeaderBytes), body(payload.size() * 4);
   std::memcpy(body.data(), payload.data(), body.size());

@@ -99,7 +99,7 @@ struct RawNode1 {
     h.version = version;
     const uint64_t fields[] = {o.config_hash, o.sketch_seed, o.peers.size(), static_cast<uint64_t>(o.mixer),
                                static_cast<uint64_t>(o.window), o.chunk_bytes, count, o.first_round,
-                               o.start_step};
+                               o.start_step, 0x1234567};
     send_raw(self, h, fields, sizeof fields, true);
   }
 };
@@ -166,6 +166,7 @@ TEST_CASE("hostile frames to a live node mid-run: each refused and counted, roun
   auto make = [&](auto&& edit) {
     Header h;
     h.kind = Kind::kRing;
+    h.epoch = 1;  // the first view
     h.sender = 1;
     h.round = 3;
     h.step = 0;
@@ -306,6 +307,7 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   // Round 0, step 0 from node 1 (node 0's predecessor): segment 1 = [50, 100).
   Header ring;
   ring.kind = Kind::kRing;
+  ring.epoch = 1;  // the first view
   ring.sender = 1;
   ring.round = 0;
   ring.offset = 50;
@@ -359,8 +361,8 @@ TEST_CASE("start-up: a peer on another wire protocol version is refused at once,
                   std::to_string(kProtocolVersion)) != std::string::npos);
 }
 
-TEST_CASE("a SIGKILLed peer surfaces as PeerLost naming it, within peer_timeout_ms") {
-  const int nodes = 3, timeout_ms = 1000;
+TEST_CASE("a SIGKILLed peer: the survivors detect it within peer_timeout_ms, form view 2 and go on with equal results") {
+  const int nodes = 3, timeout_ms = 1000, rounds = 12;
   const std::vector<int> ports = free_ports(nodes);
   const auto res = run_children(nodes, [&](int self) -> std::string {
     CommOptions o = options(self, ports);
@@ -368,35 +370,48 @@ TEST_CASE("a SIGKILLed peer surfaces as PeerLost naming it, within peer_timeout_
     Communicator c(o);
     std::vector<float> params(16, 0.0f);
     c.start(params.data(), 16);
-    auto last = Clock::now();
-    for (uint64_t r = 0; r < 100; ++r) {  // bounded: node 2 dies after round 2
-      c.submit(r, std::vector<float>(16, 1.0f), {});
-      try {
-        RoundResult res = next_round(c, 3 * timeout_ms + 5000);
-        last = Clock::now();
-        if (self == 2 && res.round == 2) ::raise(SIGKILL);
-      } catch (const PeerLost& e) {
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last).count();
-        return "lost " + std::to_string(e.peer) + " " + std::to_string(ms) + " " + e.what();
-      }
+    std::ostringstream seq;
+    for (uint64_t r = 0; r < rounds; ++r) {  // bounded: node 2 dies after round 2
+      c.submit(r, std::vector<float>(16, float(self + 1)), {});
+      RoundResult res = next_round(c, 3 * timeout_ms + 5000);
+      if (self == 2 && res.round == 2) ::raise(SIGKILL);
+      seq << res.mixed[0] << ",";
     }
-    return "no failure seen";
+    std::vector<ViewEvent> ev = c.take_events();
+    if (ev.size() != 1) return "views: " + std::to_string(ev.size());
+    std::ostringstream out;
+    out << ev[0].epoch << " " << ev[0].members.size() << " " << static_cast<long long>(ev[0].ms) << " "
+        << ev[0].resume_round << " " << ev[0].anchor_hash << " " << seq.str() << " " << ev[0].reason;
+    c.stop(2000);
+    return out.str();
   }, 60000);
   CHECK_FALSE(res[2].ok);  // killed
+  std::vector<std::string> seqs(2), hashes(2);
   for (int i = 0; i < 2; ++i) {
     CAPTURE(res[static_cast<size_t>(i)].out);
     REQUIRE(res[static_cast<size_t>(i)].ok);
     std::istringstream in(res[static_cast<size_t>(i)].out);
-    std::string word;
-    int peer = -1;
+    int epoch = -1, members = -1;
     long long ms = -1;
-    in >> word >> peer >> ms;
-    CHECK(word == "lost");
-    CHECK(peer == 2);
+    uint64_t resume = 0;
+    in >> epoch >> members >> ms >> resume >> hashes[size_t(i)] >> seqs[size_t(i)];
+    CHECK(epoch == 2);
+    CHECK(members == 2);
     CHECK(ms < timeout_ms + 1500);  // detected within the time-out plus slack
+    CHECK(resume >= 3);             // rounds 0..2 finished everywhere
     CHECK(res[static_cast<size_t>(i)].out.find("peer 2 (127.0.0.1:" + std::to_string(ports[2]) + ") silent for") !=
           std::string::npos);
+    // every round before the change averages 3 nodes (2), every one after 2 (1.5)
+    std::istringstream vs(seqs[size_t(i)]);
+    std::string v;
+    uint64_t r = 0;
+    size_t wrong = 0;
+    for (; std::getline(vs, v, ','); ++r) wrong += std::stof(v) != (r < resume ? 2.0f : 1.5f);
+    CHECK(r == rounds);
+    CHECK(wrong == 0);
   }
+  CHECK(seqs[0] == seqs[1]);
+  CHECK(hashes[0] == hashes[1]);  // x̄ identical after the change
 }
 
 TEST_CASE("start-up: peers that never come up are named after connect_timeout_ms") {
@@ -534,6 +549,7 @@ TEST_CASE("bounded buffering: a sketch of another length is refused; a frame ove
     zmq::socket_t evil = raw_dealer(ctx, "evil", ports[0]);
     Header h;
     h.kind = Kind::kSketch;
+    h.epoch = 1;  // the first view
     h.sender = 1;
     h.round = 0;
     const std::vector<float> long_sketch(5, 1.0f);
@@ -558,14 +574,17 @@ TEST_CASE("bounded buffering: a sketch of another length is refused; a frame ove
   CHECK(stats[0].bytes_recv < (1u << 20));
 }
 
-TEST_CASE("a peer that answers heartbeats but never sends its round is named after round_timeout_ms") {
-  // Node 1's I/O thread stays alive (heartbeats) but its "trainer" submits
-  // round 0 only: node 0, waiting on round 1, must not wait forever.
-  const std::vector<int> ports = free_ports(2);
-  std::atomic<bool> done0{false};
-  std::string what;
-  double waited_ms = -1;
-  int peer = -2;
+TEST_CASE("a peer that answers heartbeats but never sends its round is removed after round_timeout_ms; the others go on") {
+  // Node 2's I/O thread stays alive (heartbeats) but its "trainer" submits
+  // round 0 only: nodes 0 and 1, waiting on round 1, must not wait forever.
+  // They form view 2 without it and re-run round 1 between them; node 2,
+  // still sending heartbeats of the old view, learns it was left out.
+  const std::vector<int> ports = free_ports(3);
+  std::atomic<bool> told{false};
+  std::vector<std::string> what(3);
+  std::vector<double> waited_ms(3, -1);
+  std::vector<size_t> wrong(3, 0);
+  std::vector<std::vector<ViewEvent>> events(3);
   auto node = [&](int self) {
     CommOptions o = options(self, ports);
     o.peer_timeout_ms = 8000;   // silence is not what is detected here
@@ -573,11 +592,143 @@ TEST_CASE("a peer that answers heartbeats but never sends its round is named aft
     Communicator c(o);
     std::vector<float> params(16, 0.0f);
     c.start(params.data(), params.size());
+    c.submit(0, std::vector<float>(16, float(self)), {});
+    next_round(c);
+    if (self == 2) {   // stalled: no round 1; heartbeats go on
+      try {
+        const auto deadline = Clock::now() + std::chrono::seconds(15);
+        while (Clock::now() < deadline) c.wait(50);   // bounded by the deadline
+        what[2] = "never told";
+      } catch (const Excluded& e) {
+        what[2] = e.what();
+      }
+      told = true;
+      c.stop(500, true);
+      return;
+    }
+    c.submit(1, std::vector<float>(16, float(10 * self)), {});
+    const auto t0 = Clock::now();
+    try {
+      RoundResult r = next_round(c, 10000);
+      waited_ms[size_t(self)] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      for (float v : r.mixed) wrong[size_t(self)] += v != 5.0f;   // (0 + 10) / 2: over the new view
+      what[size_t(self)] = "round 1 finished";
+    } catch (const std::exception& e) {
+      what[size_t(self)] = e.what();
+    }
+    events[size_t(self)] = c.take_events();
+    wait_flag(told, 20000);   // running, so that node 2's heartbeats are answered
+    c.stop(2000);
+  };
+  std::thread a(node, 0), b(node, 1), d(node, 2);
+  a.join();
+  b.join();
+  d.join();
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CAPTURE(what[size_t(i)]);
+    CHECK(what[size_t(i)] == "round 1 finished");
+    CHECK(wrong[size_t(i)] == 0);
+    CHECK(waited_ms[size_t(i)] >= 700);
+    CHECK(waited_ms[size_t(i)] < 6000);   // well before the peer_timeout_ms of 8 s
+    REQUIRE(events[size_t(i)].size() == 1);
+    const ViewEvent& e = events[size_t(i)][0];
+    CHECK(e.epoch == 2);
+    CHECK(e.members == std::vector<int>{0, 1});
+    CHECK(e.resume_round == 1);
+    CHECK(e.reason.find("round 1 made no progress") != std::string::npos);
+    CHECK(e.reason.find("waiting for peer 2") != std::string::npos);
+  }
+  CHECK(events[0][0].anchor_hash == events[1][0].anchor_hash);
+  CAPTURE(what[2]);
+  CHECK(what[2].find("is not in view 2 {0,1}") != std::string::npos);
+}
+
+TEST_CASE("a join request with another config is refused, logged, nothing applied; the joiner exits naming the field") {
+  const std::vector<int> ports = free_ports(3);
+  std::atomic<bool> crashed{false}, joiner_done{false};
+  std::vector<std::string> what(3);
+  std::vector<size_t> wrong(3, 0);
+  std::vector<std::vector<ViewEvent>> events(3);
+  auto member = [&](int self) {
+    try {
+      CommOptions o = options(self, ports);
+      o.peer_timeout_ms = 600;
+      Communicator c(o);
+      std::vector<float> params(16, 0.0f);
+      c.start(params.data(), params.size());
+      for (uint64_t r = 0; r < 40; ++r) {   // bounded: 40 rounds, node 2 crashes after round 2
+        c.submit(r, std::vector<float>(16, float(self)), {});
+        RoundResult res = next_round(c, 10000);
+        if (self == 2 && r == 2) {
+          c.crash();
+          crashed = true;
+          return;
+        }
+        // (0 + 1 + 2) / 3, then (0 + 1) / 2; round 2 either (node 2 may die
+        // before its last chunks leave: then it is re-run without it)
+        const float want = r <= 1 ? 1.0f : 0.5f;
+        for (float v : res.mixed) wrong[size_t(self)] += v != want && !(r == 2 && v == 1.0f);
+        if (r >= 3) std::this_thread::sleep_for(std::chrono::milliseconds(50));   // the joiner comes and goes meanwhile
+      }
+      events[size_t(self)] = c.take_events();
+      wait_flag(joiner_done, 20000);
+      c.stop(2000);
+    } catch (const std::exception& e) {
+      what[size_t(self)] = e.what();
+    }
+  };
+  std::thread a(member, 0), b(member, 1), d(member, 2);
+  REQUIRE(wait_flag(crashed, 20000));
+  d.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));   // view {0, 1} formed
+  std::string joiner_error;
+  try {
+    CommOptions o = options(2, ports);
+    o.config_hash = 0x5555;   // another run
+    o.connect_timeout_ms = 8000;
+    Communicator c(o);
+    std::vector<float> params(16, 0.0f);
+    c.start(params.data(), params.size());
+    joiner_error = "joined";
+  } catch (const StartRefused& e) {
+    joiner_error = e.what();
+  } catch (const std::exception& e) {
+    joiner_error = std::string("other: ") + e.what();
+  }
+  joiner_done = true;
+  a.join();
+  b.join();
+  CAPTURE(joiner_error);
+  CHECK(joiner_error.find("cannot join the running view") != std::string::npos);
+  CHECK(joiner_error.find("config hash") != std::string::npos);
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CHECK(what[size_t(i)].empty());
+    CHECK(wrong[size_t(i)] == 0);
+    REQUIRE(events[size_t(i)].size() == 1);   // view 2 only: the refused node never got in
+    CHECK(events[size_t(i)][0].members == std::vector<int>{0, 1});
+  }
+}
+
+TEST_CASE("no majority: the survivor of 2 stops and names the peer it cannot reach after quorum_wait_ms") {
+  const std::vector<int> ports = free_ports(2);
+  std::atomic<bool> done0{false};
+  std::string what;
+  std::vector<int> unreachable;
+  double waited_ms = -1;
+  auto node = [&](int self) {
+    CommOptions o = options(self, ports);
+    o.peer_timeout_ms = 600;
+    o.quorum_wait_ms = 700;
+    Communicator c(o);
+    std::vector<float> params(16, 0.0f);
+    c.start(params.data(), params.size());
     c.submit(0, std::vector<float>(16, 1.0f), {});
     next_round(c);
-    if (self == 1) {   // stalled: no round 1, heartbeats go on until node 0 is done
+    if (self == 1) {   // dies without a word
+      c.crash();
       wait_flag(done0, 10000);
-      c.stop(500);
       return;
     }
     c.submit(1, std::vector<float>(16, 1.0f), {});
@@ -585,9 +736,9 @@ TEST_CASE("a peer that answers heartbeats but never sends its round is named aft
     try {
       next_round(c, 10000);
       what = "round 1 finished";
-    } catch (const PeerLost& e) {
+    } catch (const NoQuorum& e) {
       what = e.what();
-      peer = e.peer;
+      unreachable = e.unreachable;
       waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     } catch (const std::exception& e) {
       what = e.what();
@@ -599,11 +750,11 @@ TEST_CASE("a peer that answers heartbeats but never sends its round is named aft
   a.join();
   b.join();
   CAPTURE(what);
-  CHECK(peer == 1);
-  CHECK(what.find("round 1 made no progress") != std::string::npos);
-  CHECK(what.find("waiting for peer 1") != std::string::npos);
-  CHECK(waited_ms >= 700);
-  CHECK(waited_ms < 6000);   // well before the peer_timeout_ms of 8 s
+  CHECK(unreachable == std::vector<int>{1});
+  CHECK(what.find("no majority of the 2 configured nodes") != std::string::npos);
+  CHECK(what.find("cannot reach peer 1") != std::string::npos);
+  CHECK(waited_ms >= 600 + 700 - 100);
+  CHECK(waited_ms < 6000);
 }
 
 TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait out its deadline") {

@@ -206,13 +206,15 @@ void send_frame(zmq::socket_t& sock, Header h, const void* payload, size_t bytes
   sock.send(zmq::buffer(payload, bytes), zmq::send_flags::dontwait);
 }
 
-// The hello of node `sender` with the cluster's fields (every one matches).
+// The hello of node `sender` with the cluster's fields (every one matches)
+// and an incarnation of its own (another process than the real node's).
 void send_hello(zmq::socket_t& sock, const CommOptions& o, size_t count, uint32_t sender) {
   Header h;
   h.kind = Kind::kHello;
   h.sender = sender;
   const uint64_t fields[] = {o.config_hash, o.sketch_seed, o.peers.size(), static_cast<uint64_t>(o.mixer),
-                             static_cast<uint64_t>(o.window), o.chunk_bytes, count, o.first_round, o.start_step};
+                             static_cast<uint64_t>(o.window), o.chunk_bytes, count, o.first_round, o.start_step,
+                             0x5eed};
   send_frame(sock, h, fields, sizeof fields);
 }
 
@@ -223,6 +225,7 @@ void send_ring(zmq::socket_t& sock, size_t count, int nodes) {
   h.kind = Kind::kRing;
   h.sender = static_cast<uint32_t>(nodes - 1);
   h.round = 2;
+  h.epoch = 1;  // the first view
   const size_t seg = count / static_cast<size_t>(nodes);
   h.offset = static_cast<uint64_t>(nodes - 1) * seg;  // node 0's predecessor sends its segment first
   h.count = 256;                                        // 1024-byte chunks

@@ -207,15 +207,24 @@ TEST_CASE("every header corruption is refused with its reason") {
     b = encoded(h);
     CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadKind);
   }
-  SUBCASE("reserved fields") {
+  SUBCASE("flags") {
     Header h = sample();
     h.flags = 1;
     auto b = encoded(h);
     CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadFlags);
-    h = sample();
-    h.reserved2 = 9;
+    h.flags = kHelloRunning;  // only a hello may say it comes from a running view
     b = encoded(h);
     CHECK(decode_header(b.data(), b.size(), &d) == Reject::kBadFlags);
+    h.kind = Kind::kHello;
+    b = encoded(h);
+    CHECK(decode_header(b.data(), b.size(), &d) == Reject::kNone);
+  }
+  SUBCASE("the view epoch travels") {
+    Header h = sample();
+    h.epoch = 0xfeedbeefu;
+    auto b = encoded(h);
+    REQUIRE(decode_header(b.data(), b.size(), &d) == Reject::kNone);
+    CHECK(d.epoch == 0xfeedbeefu);
   }
   SUBCASE("oversized lengths") {
     Header h = sample();

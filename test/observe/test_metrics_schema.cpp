@@ -55,7 +55,7 @@ TEST_CASE("metrics schema: the reader takes every field of a periodic record") {
   CHECK(tried.size() == 1 + field::kIntervalFields.size() + field::kNetworkFields.size());
 }
 
-TEST_CASE("metrics schema: the reader takes every field of the eval, final and failed events") {
+TEST_CASE("metrics schema: the reader takes every field of the eval, final, failed, view and no_quorum events") {
   SUBCASE("eval") {
     const json base = {{field::kEvent, field::kEventEval}};
     const tether::EvalPoint plain = read(base).evals.at(0);
@@ -100,6 +100,40 @@ TEST_CASE("metrics schema: the reader takes every field of the eval, final and f
     }
     CHECK(field::kFailedFields.size() == 4);   // kEvent and the three above
   }
+  // The id lists (members, unreachable) are arrays: set to [7].
+  auto with_any = [](json base, const char* name) {
+    const std::string n = name;
+    base[name] = n == field::kMembers || n == field::kUnreachable ? json::array({7}) : json(7);
+    return base;
+  };
+  SUBCASE("view") {
+    const json base = {{field::kEvent, field::kEventView}};
+    const tether::ViewRecord plain = read(base).views.at(0);
+    size_t tried = 0;
+    for (const char* name : field::kViewFields) {
+      if (std::string(name) == field::kEvent) continue;
+      const std::string field_name = name;
+      CAPTURE(field_name);
+      tether::NodeLog n = read(with_any(base, name));
+      REQUIRE(n.views.size() == 1);
+      CHECK_FALSE(n.views[0] == plain);
+      ++tried;
+    }
+    CHECK_FALSE(read(with_any(base, field::kTime)).views.at(0) == plain);
+    CHECK(tried == 8);
+  }
+  SUBCASE("no_quorum") {
+    const json base = {{field::kEvent, field::kEventNoQuorum}};
+    const tether::NoQuorumRecord plain = read(base).no_quorum.at(0);
+    for (const char* name : {field::kTime, field::kStep, field::kUnreachable, field::kWaitedMs}) {
+      const std::string field_name = name;
+      CAPTURE(field_name);
+      tether::NodeLog n = read(with_any(base, name));
+      REQUIRE(n.no_quorum.size() == 1);
+      CHECK_FALSE(n.no_quorum[0] == plain);
+    }
+    CHECK(field::kNoQuorumFields.size() == 4);   // kEvent and the three above
+  }
 }
 
 TEST_CASE("metrics schema: names are distinct snake_case words; the run totals are network fields") {
@@ -125,6 +159,9 @@ TEST_CASE("metrics schema: names are distinct snake_case words; the run totals a
   std::set<std::string> fin(field::kFinalFields.begin(), field::kFinalFields.end());
   CHECK(fin.size() == field::kFinalFields.size());
   for (const char* name : field::kNetworkFields) CHECK(fin.count(name) == 0);   // merged in on a cluster
-  std::set<std::string> events = {field::kEventEval, field::kEventFinal, field::kEventFailed};
-  CHECK(events.size() == 3);
+  std::set<std::string> events = {field::kEventEval, field::kEventFinal, field::kEventFailed, field::kEventView,
+                                  field::kEventNoQuorum};
+  CHECK(events.size() == 5);
+  add(field::kViewFields);
+  add(field::kNoQuorumFields);
 }

@@ -10,8 +10,15 @@
 #      no keys: CURVE keys are made and each host gets only its own secret key
 #   3. `start` a longer run, kill -9 one remote tether: `status` reports it
 #      exited(137) and fails; `stop` leaves no process and no pid file
-#   4. `run` in the foreground: a node killed -9 stops the others, exit 1
-#      naming the node; Ctrl-C (SIGINT) stops every node, exit 130
+#   4. `run` in the foreground: a node killed -9 is reported (its exit code,
+#      its last log lines) and the others are not stopped; `stop` ends them
+#      and the run exits 1 naming the node; Ctrl-C (SIGINT) stops every node,
+#      exit 130
+#   5. with a stand-in for `tether train` as the remote binary: a node that
+#      fails right after start does not stop the others (still running when
+#      it is reported); `restart NODE` relaunches it on its host as `train
+#      config.json --node NODE`, plus `--resume CKPT` once its checkpoint
+#      exists there; refused while it runs; an unknown node is exit 2
 # Prints a doctest-style summary line; exit status non-zero on failure.
 # Needs root (or sudo) to install openssh-server when it is missing.
 set -uo pipefail
@@ -280,12 +287,17 @@ fg_failure() {
   wait_for 120 started "$T/fg1.log" && wait_for 120 all_stepping || { cat "$T/fg1.log"; return 1; }
   local victim; victim=$(cat "$T/host2/tether-run/node-2.pid")
   echo "kill -9 $victim (node 2)"; kill -KILL "$victim"
+  reported() { grep -q "^\[cluster\] node 2 failed on .*exit 137 (killed by SIGKILL)); the others keep running" "$T/fg1.log"; }
+  wait_for 60 reported || { tail -n 15 "$T/fg1.log"; return 1; }
+  # The script stops nobody (the survivors' own fate is tether's); `stop` ends the run.
+  grep -q "stopping" "$T/fg1.log" && { echo "the run stopped nodes"; return 1; }
+  timeout 120 "$CLUSTER" "$T/long.json" stop --deadline 10 || return 1
   wait_bg 90; local rc=$?
   tail -n 15 "$T/fg1.log"
   [ $rc -eq 1 ] && grep -q "cluster.sh: node 2 failed on .*exit 137 (killed by SIGKILL)" "$T/fg1.log" && pids_gone
 }
 t0=$(now)
-check "run: node 2 killed -9 stops the others; exit 1 naming node 2 and its exit code" fg_failure
+check "run: node 2 killed -9 is reported, the others are not stopped; after stop, exit 1 naming node 2" fg_failure
 echo "      (failure run: $(( $(now) - t0 )) s)"
 fg_interrupt() {
   rm -f "$T"/host*/runs/ssh3/*.jsonl "$T"/host*/runs/ssh3/*.ckpt
@@ -310,5 +322,88 @@ fg_interrupt() {
 t0=$(now)
 check "run: Ctrl-C stops every node by SIGTERM (each exits 0 with a checkpoint), exit 130" fg_interrupt
 echo "      (interrupted run: $(( $(now) - t0 )) s)"
+
+# --- 5. a stand-in for tether train: failure without stopping the others; restart ------
+# `train CONFIG --node K ...` records its arguments in fake/argv-K; with
+# fake/fail-K it prints lines and kills itself (SIGKILL); otherwise it runs
+# until fake/stop exists or SIGTERM/SIGINT (exit 0; SIGTERM leaves fake/term-K).
+mkdir -p "$T/fake"
+cat > "$T/fake/tether" <<EOF
+#!/usr/bin/env bash
+FAKE=$T/fake
+EOF
+cat >> "$T/fake/tether" <<'EOF'
+id=""; prev=""
+for a in "$@"; do [ "$prev" = --node ] && id=$a; prev=$a; done
+printf '%s\n' "$*" >> "$FAKE/argv-$id"
+echo "node $id up"
+if [ -f "$FAKE/fail-$id" ]; then
+  sleep 1   # past start's check for an immediate failure
+  for i in 1 2 3 4 5 6 7; do echo "node $id line $i"; done
+  kill -KILL $$
+fi
+trap 'echo "node $id: SIGTERM"; touch "$FAKE/term-$id"; exit 0' TERM
+trap 'echo "node $id: SIGINT"; exit 0' INT
+while [ ! -f "$FAKE/stop" ]; do sleep 0.1; done
+echo "node $id done"
+EOF
+chmod +x "$T/fake/tether"
+FAKE_RUN=(--tether "$T/fake/tether")
+fake_failure() {
+  rm -f "$T"/fake/argv-* "$T"/fake/term-* "$T/fake/stop"; touch "$T/fake/fail-1"
+  python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+    timeout 300 "$CLUSTER" "$T/long.json" run "${FAKE_RUN[@]}" --out "$T/fake-out" > "$T/fake1.log" 2>&1 &
+  BG_PID=$!
+  reported() { grep -q "^\[cluster\] node 1 failed on .*exit 137 (killed by SIGKILL)); the others keep running" "$T/fake1.log"; }
+  wait_for 60 reported || { cat "$T/fake1.log"; return 1; }
+  sleep 1   # whatever the script would do after the report, it has done
+  cat "$T/fake1.log"
+  # The last lines, written with the report in one piece.
+  grep -A5 "^\[cluster\] node 1 failed on" "$T/fake1.log" | grep -q "^\[cluster\]   node 1 line 7$" \
+    || { echo "no last lines"; return 1; }
+  local i; for i in 0 2; do
+    kill -0 "$(cat "$T/host$i/tether-run/node-$i.pid")" || { echo "node $i was stopped"; return 1; }
+  done
+  kill -0 "$BG_PID" || { echo "the run ended"; return 1; }
+  # Nodes 0 and 2 end by themselves; the run never signalled them.
+  touch "$T/fake/stop"
+  wait_bg 90; local rc=$?
+  tail -n 8 "$T/fake1.log"
+  grep -q "stopping" "$T/fake1.log" && { echo "the run stopped nodes"; return 1; }
+  [ -e "$T/fake/term-0" ] || [ -e "$T/fake/term-2" ] && { echo "a node got SIGTERM"; return 1; }
+  [ $rc -eq 1 ] && grep -q "cluster.sh: node 1 failed on .*exit 137 (killed by SIGKILL): node 1 line 7" "$T/fake1.log" \
+    && grep -q "^\[node 0\] node 0 done" "$T/fake1.log" \
+    && [ "$(cat "$T/fake-out/node-0.exit")" = 0 ] && [ "$(cat "$T/fake-out/node-2.exit")" = 0 ]
+}
+check "run: node 1 fails; reported with its last lines while nodes 0 and 2 run on; stop: they exit 0, run exit 1" fake_failure
+rm -f "$T/fake/fail-1"
+fake_restart() {
+  local out rc want_cfg="$T/host1/tether-run/config.json"
+  rm -f "$T"/fake/argv-* "$T/fake/stop" "$T/host1/runs/ssh3/node-1.ckpt"
+  out=$(timeout 60 "$CLUSTER" "$T/long.json" restart 1 "${FAKE_RUN[@]}" 2>&1); rc=$?
+  echo "$out"
+  [ $rc -eq 0 ] && grep -q "node 1 restarted: .* train $want_cfg --node 1$" <<< "$out" || return 1
+  [ "$(cat "$T/fake/argv-1")" = "train $want_cfg --node 1" ] || { cat "$T/fake/argv-1"; return 1; }
+  [ ! -e "$T/fake/argv-0" ] && [ ! -e "$T/fake/argv-2" ] || { echo "another node was started"; return 1; }
+  out=$(timeout 60 "$CLUSTER" "$T/long.json" status 2>&1); echo "$out"
+  grep -q "^node 1 .*running (pid" <<< "$out" || return 1
+  # Refused while it runs.
+  out=$(timeout 60 "$CLUSTER" "$T/long.json" restart 1 "${FAKE_RUN[@]}" 2>&1); rc=$?
+  echo "$out"
+  [ $rc -eq 1 ] && grep -q "node 1 already runs" <<< "$out" || return 1
+  timeout 60 "$CLUSTER" "$T/long.json" stop > /dev/null 2>&1 || return 1
+  # Its checkpoint (log.dir runs/ssh3, relative to its workdir) exists: --resume it.
+  mkdir -p "$T/host1/runs/ssh3" && touch "$T/host1/runs/ssh3/node-1.ckpt"
+  out=$(timeout 60 "$CLUSTER" "$T/long.json" restart 1 "${FAKE_RUN[@]}" 2>&1); rc=$?
+  echo "$out"
+  [ $rc -eq 0 ] || return 1
+  [ "$(tail -n 1 "$T/fake/argv-1")" = "train $want_cfg --node 1 --resume runs/ssh3/node-1.ckpt" ] || { cat "$T/fake/argv-1"; return 1; }
+  grep -q "^--- restarted" "$T/host1/tether-run/node-1.log" || return 1
+  timeout 60 "$CLUSTER" "$T/long.json" stop > /dev/null 2>&1 || return 1
+  out=$(timeout 60 "$CLUSTER" "$T/long.json" restart 9 "${FAKE_RUN[@]}" 2>&1); rc=$?
+  echo "$out"
+  [ $rc -eq 2 ] && grep -q 'no node "9"' <<< "$out" && pids_gone
+}
+check "restart 1: train config.json --node 1 on its host, --resume once its checkpoint exists; refused while it runs" fake_restart
 
 [ $FAILED -eq 0 ]

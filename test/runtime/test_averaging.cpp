@@ -43,6 +43,18 @@ struct Run {
   double delay_ms = 6.0;    // one-way link delay: merges slower than steps
   float amp = 0.01f;
   double bound = 0;         // monitor bound (0: auto)
+  // Failure: node crash_node crashes (no bye, sockets closed) at crash_point
+  // of round crash_round — "submit" (before its round leaves),
+  // "reduce-scatter" / "all-gather" (as a chunk of that phase arrives),
+  // "window" (after submitting, as it would wait on the staleness window),
+  // "commit" (the coordinator, as it commits the view without a dead node:
+  // then dead_node dies first, at round crash_round) — and, when
+  // rejoin_after_ms >= 0, starts again that much later and joins.
+  int crash_node = -1, dead_node = -1;
+  std::string crash_point;
+  uint64_t crash_round = 0;
+  int rejoin_after_ms = -1;
+  int peer_timeout_ms = 10000;
 };
 
 struct NodeOut {
@@ -51,6 +63,9 @@ struct NodeOut {
   std::vector<float> final_x;
   uint64_t throttle_count = 0;
   std::string error;
+  bool crashed = false;                     // the scripted crash happened (then error says why)
+  uint64_t joined_round = 0;                // a node that rejoined: its first round
+  std::vector<net::ViewEvent> views;
 };
 
 // Runs the cluster; every node starts from the same x0 (node 0's, by the
@@ -65,7 +80,8 @@ std::vector<NodeOut> run_cluster(const Run& run) {
       NodeOut& me = out[size_t(i)];
       me.closes.resize(rounds + 1);
       me.anchors.resize(rounds + 1);
-      try {
+      // One life of the node: from a fresh start (or a join) to the end or its crash.
+      auto life = [&](bool rejoining) {
         net::CommOptions c;
         c.self = i;
         c.peers = net::testing::loopback_peers(ports);
@@ -74,8 +90,15 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.chunk_bytes = 256;   // several chunks per vector
         c.connect_timeout_ms = 20000;
         c.heartbeat_ms = 100;
-        c.peer_timeout_ms = 10000;
+        c.peer_timeout_ms = run.peer_timeout_ms;
         c.inject_delay_ms = run.delay_ms;
+        const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
+        if (dies && run.crash_point != "window") {
+          const std::string point = i == run.dead_node ? std::string("submit") : run.crash_point;
+          c.test_crash_at = [&run, point](const char* at, uint64_t round) {
+            return point == at && (point == "commit" || round == run.crash_round);
+          };
+        }
         AveragingOptions o;
         o.node = i;
         o.staleness = run.staleness;
@@ -89,21 +112,42 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         o.on_merge = [&me](uint64_t round, const float* a, size_t n) {
           if (round < me.anchors.size()) me.anchors[round].assign(a, a + n);
         };
+        o.on_view = [&me](const net::ViewEvent& e) { me.views.push_back(e); };
         std::vector<float> x0(run.dim);
         for (size_t j = 0; j < run.dim; ++j) x0[j] = float(i == 0 ? 0.5 + 0.001 * double(j) : 99.0);
         VectorParams params(x0);
-        auto avg = make_overlap_averaging(o, std::make_unique<net::Communicator>(c), &params);
-        for (int t = 0; t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
+        auto comm = std::make_unique<net::Communicator>(c);
+        net::Communicator* raw = comm.get();
+        auto avg = make_overlap_averaging(o, std::move(comm), &params);
+        if (avg->joined()) me.joined_round = avg->start_step() / uint64_t(run.period);
+        for (int t = int(avg->start_step()); t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
           if (t < run.steps)
             for (size_t j = 0; j < run.dim; ++j) params.x[j] += update(i, uint64_t(t), j, run.amp);
           if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
+          if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
+            raw->crash();   // right after submitting crash_round: it would wait on the window next
           avg->after_step(uint64_t(t) + 1);
         }
         me.throttle_count = avg->metrics().value("throttle_count", uint64_t(0));
         avg->finish();
         me.final_x = params.x;
+      };
+      try {
+        life(false);
       } catch (const std::exception& e) {
         me.error = e.what();
+        me.crashed = me.error.find("crashed (test hook") != std::string::npos;
+        if (me.crashed && run.rejoin_after_ms >= 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(run.rejoin_after_ms));
+          for (auto& a : me.anchors) a.clear();   // the earlier life's; the joined one records its own
+          for (auto& x : me.closes) x.clear();
+          try {
+            life(true);
+            me.error.clear();
+          } catch (const std::exception& e2) {
+            me.error = std::string("after rejoining: ") + e2.what();
+          }
+        }
       }
     });
   }
@@ -117,11 +161,14 @@ double dist(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(s);
 }
 
-// Largest exact pairwise distance at the close of `round`.
+// Largest exact pairwise distance at the close of `round` (over the nodes
+// that closed it: a crashed node's later rounds are empty).
 double spread_at(const std::vector<NodeOut>& out, size_t round) {
   double m = 0;
   for (size_t i = 0; i < out.size(); ++i)
-    for (size_t k = i + 1; k < out.size(); ++k) m = std::max(m, dist(out[i].closes[round], out[k].closes[round]));
+    for (size_t k = i + 1; k < out.size(); ++k)
+      if (!out[i].closes[round].empty() && !out[k].closes[round].empty())
+        m = std::max(m, dist(out[i].closes[round], out[k].closes[round]));
   return m;
 }
 
@@ -408,6 +455,87 @@ TEST_CASE("ring: a peer's implausible largest-delta claim is refused and counted
   CHECK(metrics.value("delta_claims_refused", uint64_t(0)) >= uint64_t(rounds - s - 1));
   CHECK(metrics.value("max_delta_norm", 1e30) < 1.0);   // this node's own: ‖u‖ ≈ 0.1
   CHECK(metrics.value("bound", 1e30) < 1.0);            // 2(s+1)·D_max from its own deltas
+}
+
+TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors form view 2, end equal, bound holds; it rejoins") {
+  struct Case {
+    std::string point;
+    int node;
+    int rejoin_ms;
+  };
+  // node 2 at each point of round 20; node 0 (the coordinator of view 1);
+  // the coordinator of the change (node 0) dying as it commits a view
+  // without node 3, so node 1 takes over; and a crash followed by a rejoin.
+  const std::vector<Case> cases = {{"submit", 2, -1}, {"reduce-scatter", 2, -1}, {"all-gather", 2, -1},
+                                   {"window", 2, -1},  {"submit", 0, -1},         {"commit", 0, -1},
+                                   {"all-gather", 2, 300}};
+  for (const Case& k : cases) {
+    CAPTURE(k.point);
+    CAPTURE(k.node);
+    CAPTURE(k.rejoin_ms);
+    Run run;
+    run.nodes = k.point == "commit" ? 5 : 4;   // two deaths need 5 for a majority of 3
+    run.gossip = false;
+    run.staleness = 2;
+    run.period = 2;
+    run.steps = 140;
+    run.step_ms = 2;
+    run.delay_ms = 3;
+    run.peer_timeout_ms = 600;
+    run.crash_node = k.node;
+    run.crash_point = k.point;
+    run.crash_round = 20;
+    if (k.point == "commit") run.dead_node = 3;
+    run.rejoin_after_ms = k.rejoin_ms;
+    const auto out = run_cluster(run);
+    std::vector<int> live;
+    for (int i = 0; i < run.nodes; ++i) {
+      const NodeOut& o = out[size_t(i)];
+      const bool dead = (i == k.node || i == run.dead_node) && k.rejoin_ms < 0;
+      if (dead) {
+        CHECK_MESSAGE(o.crashed, o.error);
+        continue;
+      }
+      REQUIRE_MESSAGE(o.error.empty(), "node " << i << ": " << o.error);
+      live.push_back(i);
+    }
+    const size_t rounds = size_t(run.steps / run.period);
+    const NodeOut& ref = out[size_t(live.front() == k.node ? live[1] : live.front())];
+    for (int i : live) {   // one model at the end, x̄ of the last round
+      CAPTURE(i);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.final_x.data(), run.dim * 4) == 0);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.anchors[rounds - 1].data(), run.dim * 4) == 0);
+      // x̄ after every round it applied: the same bits as every other member's
+      size_t compared = 0;
+      for (size_t r = 0; r < rounds; ++r)
+        if (!out[size_t(i)].anchors[r].empty()) {
+          ++compared;
+          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), ref.anchors[r].data(), run.dim * 4) == 0);
+        }
+      CHECK(compared >= (i == k.node ? rounds - out[size_t(i)].joined_round : rounds));
+      // every view change it saw: the same x̄ hash as the reference's
+      REQUIRE(!out[size_t(i)].views.empty());
+      CHECK(out[size_t(i)].views.back().anchor_hash == ref.views.back().anchor_hash);
+    }
+    const NodeOut& survivor = out[size_t(live.front() == k.node ? live[1] : live.front())];
+    const net::ViewEvent& v2 = survivor.views.front();
+    MESSAGE(k.point << ": view " << v2.epoch << " " << v2.reason << " after " << v2.ms << " ms, resume round "
+                    << v2.resume_round);
+    CHECK(v2.ms < 600 + 1500);   // detected within peer_timeout_ms, and the change made
+    CHECK(v2.resume_round + uint64_t(run.staleness) + 1 >= run.crash_round);
+    CHECK(v2.resume_round <= run.crash_round + uint64_t(run.staleness) + 1);
+    if (k.rejoin_ms >= 0) {
+      CHECK(out[size_t(k.node)].joined_round > v2.resume_round);
+      CHECK(survivor.views.back().members.size() == size_t(run.nodes));
+      CHECK(survivor.views.back().reason.find("joined") != std::string::npos);
+    }
+    // the exact distance bound, in every round (the crashed node's rounds
+    // before its crash included)
+    const double bound = 2.0 * double(run.staleness + 1) * double(run.period) * max_update_norm(run);
+    double worst = 0;
+    for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+    CHECK(worst <= bound);
+  }
 }
 
 }  // TEST_SUITE

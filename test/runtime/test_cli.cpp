@@ -367,3 +367,75 @@ TEST_CASE("cli: config's errors are exactly train's") {
     CHECK(peers_out.output == train.output);
   }
 }
+
+// model.layers through the binary: every bad declaration exits 2 naming the
+// layer's JSON path, before any data is read; a declaration that fits the
+// data set's usual images but not the files read fails the same way.
+TEST_CASE("cli: bad model.layers declarations exit 2 naming the layer and the shapes") {
+  TempDir dir("cli-layers");
+  const std::string lenet = tether::testing::source_root() + "/configs/fmnist-lenet-layers.json";
+  auto layers = [&](const std::string& name, const std::string& list) {
+    return dir.write(name, R"({"model": {"layers": )" + list + R"(}, "data": {"name": "synthetic"}})");
+  };
+  const std::string tail = R"(, {"type": "flatten"}, {"type": "linear", "out": 10}])";
+  expect({"empty", "train " + layers("empty.json", "[]"), 2, "model.layers: expected a non-empty array of layers, got []"});
+  expect({"unknown type", "train " + layers("type.json", R"([{"type": "lstm"}])" ), 2,
+          "model.layers[0].type: expected one of \"conv2d\", \"linear\", \"relu\""});
+  expect({"unknown key", "train " + layers("key.json", R"([{"type": "conv2d", "out": 4, "kernel": 3, "strides": 2})" + tail),
+          2, "model.layers[0].strides: unknown key (known here: bias, in, kernel, out, padding, stride, type)"});
+  expect({"missing out", "train " + layers("out.json", R"([{"type": "flatten"}, {"type": "linear"}])"), 2,
+          "model.layers[1].out: missing (expected an integer in 1..1048576)"});
+  expect({"in does not fit", "train " + lenet + " --set model.layers.7.in=1568", 2,
+          "model.layers[7].in: expected 3136 inputs, got 1568"});
+  expect({"a pool changed by --set", "train " + lenet + " --set model.layers.2.kernel=3", 2,
+          "model.layers[7].in: expected 1024 inputs, got 3136 (the input of this layer is (1024,1,1))"});
+  expect({"logits", "train " + lenet + " --set model.layers.9.out=100", 2,
+          "model.layers[9].out: expected 10 (the data set's classes: the last layer gives the logits), got 100"});
+  expect({"no flatten", "train " + layers("flat.json", R"([{"type": "conv2d", "out": 4, "kernel": 3}, {"type": "linear", "out": 10}])"),
+          2, "model.layers[1]: linear expects a flat input (F,1,1), got (4,26,26)"});
+  expect({"residual", "train " + layers("res.json", R"([{"type": "residual", "layers": [{"type": "conv2d", "out": 4, "kernel": 3}]})" + tail),
+          2, "model.layers[0]: the body (layers) gives (4,26,26) but the shortcut (none: the identity) gives (1,28,28)"});
+  expect({"kernel", "train " + layers("kernel.json", R"([{"type": "maxpool2d", "kernel": 30})" + tail), 2,
+          "model.layers[0].kernel: expected at most 28 (the input (1,28,28) with padding 0), got 30"});
+  expect({"name and layers", "train " + lenet + " --set model.name=lenet", 2,
+          "model.name: expected \"custom\" or no name with model.layers (a declared model), got \"lenet\""});
+  expect({"dropout p", "train " + layers("p.json", R"([{"type": "dropout", "p": 1.5})" + tail), 2,
+          "model.layers[0].p: expected a number in [0, 1), got 1.5"});
+  // IDX files of 20x20 images: lenet's flatten gives 64*5*5.
+  TempDir data("cli-layers-idx");
+  for (const char* split : {"train", "t10k"}) {
+    data.write(std::string(split) + "-images-idx3-ubyte", idx_images(10, 20, 20, 10 * 400));
+    data.write(std::string(split) + "-labels-idx1-ubyte", idx_labels(10, 10));
+  }
+  expect({"files of other images", "train " + lenet + " --set data.path=" + data.path(), 2,
+          "model.layers[7].in: expected 1600 inputs, got 3136 (the input of this layer is (1600,1,1)) [the data set "
+          "read has images (1,20,20), 10 classes]"});
+}
+
+// The run keys of a declared model are its layers, one key each: --resume
+// with a changed layer is refused naming that layer with both declarations.
+TEST_CASE("cli: --resume refuses a changed model.layers, naming the layer") {
+  TempDir dir("cli-layers-resume");
+  std::string cfg = dir.write("cfg.json", R"({"model": {"layers": [{"type": "flatten"}, {"type": "linear", "out": 16},
+      {"type": "relu"}, {"type": "linear", "out": 10}]},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 2, "threads": 1}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  auto first = run_command(tether_bin() + " train " + cfg + " --set train.max_steps=3", 120);
+  CAPTURE(first.output);
+  REQUIRE(first.exit_code == 0);
+  const std::string ck = dir.file("log/node-0.ckpt");
+  expect({"changed layer", "train " + cfg + " --resume " + ck + " --set model.layers.1.out=24", 2,
+          "was written by a run with model.layers[1]={\"bias\":true,\"out\":16,\"type\":\"linear\"}; "
+          "this run has model.layers[1]={\"bias\":true,\"out\":24,\"type\":\"linear\"}"});
+  auto builtin = run_command(tether_bin() + " train " + cfg + " --resume " + ck +
+                             " --set model.layers=null --set model.name=mlp --set model.hidden=16");
+  CAPTURE(builtin.output);
+  CHECK(builtin.exit_code == 2);
+  CHECK(builtin.output.find("model.name=\"custom\"") != std::string::npos);
+  CHECK(builtin.output.find("model.name=\"mlp\"") != std::string::npos);
+  // Same model: an explicit default, a stated `in` (it only checks).
+  auto same = run_command(tether_bin() + " train " + cfg + " --resume " + ck +
+                          " --set model.layers.1.bias=true --set model.layers.1.in=784", 120);
+  CAPTURE(same.output);
+  CHECK(same.exit_code == 0);
+}

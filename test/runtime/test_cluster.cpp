@@ -625,11 +625,273 @@ TEST_CASE("cluster: gossip through the binary: 4 nodes train and end with one mo
   check_completed_same_hash(run, n);
 }
 
-TEST_CASE("cluster: SIGKILL of a peer: survivors fail fast, name it, checkpoint and log the failure") {
+// ---- membership: failures and rejoins (real processes) ---------------------
+
+// A 4-node ring run of `steps` synthetic steps of `step_ms` each (mlp on
+// synthetic data: real bits to compare, a set compute time), for the failure
+// tests.
+json membership_config(const TempDir& dir, int nodes, int steps, double step_ms) {
+  json base = small_config(16, 8, 8 * nodes * steps, 0.05);
+  base["train"]["compute"] = "synthetic";
+  base["train"]["synthetic_step_ms"] = step_ms;
+  base["algorithm"] = {{"name", "overlap"}, {"staleness", 2}, {"period", 1}};
+  base["net"]["heartbeat_ms"] = 100;
+  base["log"]["dir"] = dir.file("log");
+  base["log"]["every_steps"] = 10;
+  return base;
+}
+
+double wall_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Every record of `event` in node's log, in order.
+std::vector<json> events_of(const std::string& log_dir, int node, const std::string& event) {
+  std::vector<json> out;
+  for (auto& r : records(log_dir, node))
+    if (r.value("event", "") == event) out.push_back(r);
+  return out;
+}
+
+std::unique_ptr<Proc> start_node(const TempDir& dir, const std::string& cfg, int id, const std::string& tag = "",
+                                 std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"train", cfg, "--node", std::to_string(id)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return std::make_unique<Proc>(args, dir.file("node" + std::to_string(id) + tag + ".out"));
+}
+
+// Waits (bounded) until every node in `ids` has written `lines` metric lines.
+bool wait_records(const TempDir& dir, const std::vector<int>& ids, size_t lines, std::vector<std::unique_ptr<Proc>>& procs,
+                  Clock::time_point t0, double limit_s) {
+  for (int i = 0; i < 100000 && seconds_since(t0) < limit_s; ++i) {   // bounded by limit_s
+    bool ok = true;
+    for (int k : ids) ok = ok && line_count(dir.file("log/node-" + std::to_string(k) + ".jsonl")) >= lines;
+    for (auto& p : procs)
+      if (p && p->poll(t0)) return false;   // nobody may exit meanwhile
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+TEST_CASE("cluster: kill -9 of one node of 4: survivors detect it within 2 s, form view 2 and go on; restarted, it rejoins and all 4 end equal") {
   TempDir dir("cl-kill");
-  const int n = 3, victim = 2, peer_timeout_ms = 1500;
-  json base = small_config(32, 32, 32 * n * 2000, 0.05);
+  const int n = 4, victim = 2;
+  std::string cfg = dir.write("kill.json", with_peers(membership_config(dir, n, 700, 15), free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) procs.push_back(start_node(dir, cfg, i));
+  REQUIRE(wait_records(dir, {0, 1, 2, 3}, 4, procs, t0, 60));
+  const double kill_wall = wall_now();
+  procs[victim]->kill_and_reap(t0);
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  for (int i = 0; i < n; ++i)   // still training without it
+    if (i != victim) REQUIRE_FALSE(procs[size_t(i)]->poll(t0));
+  const double restart_wall = wall_now();
+  procs[victim] = start_node(dir, cfg, victim, "-again");   // the same command
+  const bool exited = wait_all(procs, t0, t0 + std::chrono::seconds(150));
+  REQUIRE(exited);
+  const std::string log = dir.file("log");
+  std::string hash;
+  for (int i = 0; i < n; ++i) {
+    CAPTURE(i);
+    CAPTURE(procs[size_t(i)]->output());
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+    const json fin = last_event(log, i, "final");
+    if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
+    CHECK(fin.value("params_hash", std::string()) == hash);
+  }
+  // The survivors: view 2 without the victim, then a view with it again.
+  std::string after_rejoin;
+  for (int i : {0, 1, 3}) {
+    CAPTURE(i);
+    const std::vector<json> views = events_of(log, i, "view");
+    REQUIRE(views.size() >= 2);
+    CHECK(views[0]["members"] == json::array({0, 1, 3}));
+    const std::string why = views[0].value("reason", "");   // the coordinator's own, or its proposal
+    CHECK((why.find("peer 2") != std::string::npos || why == "proposed by node 0"));
+    if (i == 0) CHECK(why.find("peer 2") != std::string::npos);
+    const double detect_s = views[0].value("time", 0.0) - kill_wall;
+    MESSAGE("node " << i << ": view " << views[0]["epoch"] << " " << views[0]["members"].dump() << " "
+                    << detect_s << " s after the kill (" << views[0].value("ms", 0.0) << " ms to change); rejoin: view "
+                    << views.back()["epoch"] << " " << views.back().value("time", 0.0) - restart_wall
+                    << " s after the restart, " << views.back().value("transferred_bytes", 0) << " bytes streamed");
+    CHECK(detect_s < 2.5);   // peer_timeout_ms 1500 and the change, plus a step to log it
+    CHECK(views.back()["members"] == json::array({0, 1, 2, 3}));
+    if (after_rejoin.empty()) after_rejoin = views.back().value("anchor_hash", std::string());
+    CHECK(views.back().value("anchor_hash", std::string()) == after_rejoin);
+    CHECK(views[0].value("anchor_hash", std::string()) == events_of(log, 0, "view")[0].value("anchor_hash", std::string()));
+  }
+  // The victim's second life: it joined from x̄ (the same hash as everyone's).
+  const std::vector<json> joined = events_of(log, victim, "view");
+  REQUIRE(!joined.empty());
+  CHECK(joined.back().value("anchor_hash", std::string()) == after_rejoin);
+  CHECK(joined.back().value("transferred_bytes", 0) > 0);
+  CHECK(procs[victim]->output().find("joined the running cluster at step") != std::string::npos);
+}
+
+TEST_CASE("cluster: no majority — 2 of 4 killed: the survivors stop, name both and exit 1 after quorum_wait_ms with checkpoints") {
+  TempDir dir("cl-quorum");
+  const int n = 4, quorum_wait_ms = 3000;
+  json base = membership_config(dir, n, 2000, 15);
+  base["net"]["quorum_wait_ms"] = quorum_wait_ms;
+  std::string cfg = dir.write("q.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) procs.push_back(start_node(dir, cfg, i));
+  REQUIRE(wait_records(dir, {0, 1, 2, 3}, 4, procs, t0, 60));
+  const auto t_kill = Clock::now();
+  procs[2]->kill_and_reap(t0);
+  procs[3]->kill_and_reap(t0);
+  std::vector<std::unique_ptr<Proc>> survivors;
+  survivors.push_back(std::move(procs[0]));
+  survivors.push_back(std::move(procs[1]));
+  REQUIRE(wait_all(survivors, t_kill, t_kill + std::chrono::seconds(30)));
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    const std::string out = survivors[size_t(i)]->output();
+    CAPTURE(out);
+    MESSAGE("node " << i << " exited " << survivors[size_t(i)]->exit_code() << " after " << survivors[size_t(i)]->exit_time_s() << " s");
+    CHECK(survivors[size_t(i)]->exit_code() == 1);
+    CHECK(survivors[size_t(i)]->exit_time_s() >= (1500 + quorum_wait_ms) / 1000.0 * 0.9);
+    CHECK(survivors[size_t(i)]->exit_time_s() < (1500 + quorum_wait_ms) / 1000.0 + 10.0);
+    // both killed peers named (the other survivor too, when it gave up first)
+    CHECK(out.find("cannot reach ") != std::string::npos);
+    CHECK(out.find("peer 2 (127.0.0.1:") != std::string::npos);
+    CHECK(out.find("peer 3 (127.0.0.1:") != std::string::npos);
+    const json nq = last_event(dir.file("log"), i, "no_quorum");
+    const std::string unreachable = nq["unreachable"].dump();
+    CAPTURE(unreachable);
+    CHECK((unreachable == "[2,3]" || unreachable == (i == 0 ? "[1,2,3]" : "[0,2,3]")));
+    const std::string ckpt = dir.file("log/node-" + std::to_string(i) + ".ckpt");
+    REQUIRE(std::filesystem::exists(ckpt));
+    CHECK(tether::load_checkpoint(ckpt).meta.value("step", 0) > 0);   // complete and checksummed
+  }
+}
+
+TEST_CASE("cluster: no majority — the survivor of 2 waits, and its peer restarted within quorum_wait_ms rejoins; both end equal") {
+  TempDir dir("cl-two");
+  const int n = 2;
+  json base = membership_config(dir, n, 600, 15);
+  base["net"]["quorum_wait_ms"] = 20000;
+  std::string cfg = dir.write("two.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) procs.push_back(start_node(dir, cfg, i));
+  REQUIRE(wait_records(dir, {0, 1}, 4, procs, t0, 60));
+  procs[1]->kill_and_reap(t0);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  REQUIRE_FALSE(procs[0]->poll(t0));   // waiting, not training alone
+  procs[1] = start_node(dir, cfg, 1, "-again");
+  REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(120)));
+  for (int i = 0; i < n; ++i) {
+    CAPTURE(i);
+    CAPTURE(procs[size_t(i)]->output());
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+  }
+  CHECK(procs[0]->output().find("no majority") != std::string::npos);
+  CHECK(last_event(dir.file("log"), 0, "final").value("params_hash", std::string("a")) ==
+        last_event(dir.file("log"), 1, "final").value("params_hash", std::string("b")));
+}
+
+TEST_CASE("cluster: a SIGSTOPped node that returns after the others formed a view is refused, starts again and rejoins") {
+  TempDir dir("cl-stop");
+  const int n = 4, victim = 3;
+  std::string cfg = dir.write("stop.json", with_peers(membership_config(dir, n, 700, 15), free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) procs.push_back(start_node(dir, cfg, i));
+  REQUIRE(wait_records(dir, {0, 1, 2, 3}, 4, procs, t0, 60));
+  procs[victim]->kill_now(SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  procs[victim]->kill_now(SIGCONT);
+  REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(150)));
+  std::string hash;
+  for (int i = 0; i < n; ++i) {
+    CAPTURE(i);
+    CAPTURE(procs[size_t(i)]->output());
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+    const std::string h = last_event(dir.file("log"), i, "final").value("params_hash", std::string("none"));
+    if (hash.empty()) hash = h;
+    CHECK(h == hash);
+  }
+  const std::string out = procs[victim]->output();
+  CHECK(out.find("is not in view") != std::string::npos);   // refused: an old view's epoch
+  CHECK(out.find("starting again to rejoin") != std::string::npos);
+  CHECK(out.find("joined the running cluster") != std::string::npos);
+}
+
+TEST_CASE("cluster: a node whose trainer stalls (heartbeats go on) is removed after round_timeout_ms; the others finish") {
+  TempDir dir("cl-stall");
+  const int n = 4, victim = 1;
+  json base = membership_config(dir, n, 500, 15);
+  base["net"]["round_timeout_ms"] = 2000;
+  std::string cfg = dir.write("stall.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i)
+    procs.push_back(start_node(dir, cfg, i, "", i == victim ? std::vector<std::string>{"--stall-after-step", "40", "--stall-ms", "30000"}
+                                                           : std::vector<std::string>{}));
+  std::vector<std::unique_ptr<Proc>> others;
+  for (int i = 0; i < n; ++i)
+    if (i != victim) others.push_back(std::move(procs[size_t(i)]));
+  REQUIRE(wait_all(others, t0, t0 + std::chrono::seconds(90)));
+  std::string hash;
+  for (size_t k = 0; k < others.size(); ++k) {
+    const int id = int(k) < victim ? int(k) : int(k) + 1;
+    CAPTURE(id);
+    CAPTURE(others[k]->output());
+    CHECK(others[k]->exit_code() == 0);
+    const std::vector<json> views = events_of(dir.file("log"), id, "view");
+    REQUIRE(!views.empty());
+    CHECK(views[0]["members"] == json::array({0, 2, 3}));
+    const std::string why = views[0].value("reason", "");   // the coordinator's own, or its proposal
+    CHECK((why.find("made no progress") != std::string::npos || why == "proposed by node 0"));
+    if (id == 0) CHECK(why.find("made no progress") != std::string::npos);
+    const std::string h = last_event(dir.file("log"), id, "final").value("params_hash", std::string("none"));
+    if (hash.empty()) hash = h;
+    CHECK(h == hash);
+  }
+  procs[victim]->kill_and_reap(t0);
+}
+
+TEST_CASE("cluster: local-sgd with H = 1 is sync bit for bit; downpour and easgd train through the binary to one model") {
+  TempDir dir("cl-baselines");
+  const int n = 3, steps = 30;
+  json base = small_config(16, 8, 8 * n * steps, 0.05);
+  base["train"]["max_steps"] = steps;
+  auto run_algo = [&](const std::string& tag, json algorithm) {
+    json cfg = base;
+    cfg["algorithm"] = algorithm;
+    ClusterRun r = run_cluster(dir, tag, cfg, n, 120);
+    check_completed_same_hash(r, n);
+    return r;
+  };
+  auto hash = [](const ClusterRun& r) { return last_event(r.log_dir, 0, "final").value("params_hash", std::string()); };
+  const ClusterRun sync = run_algo("sync", {{"name", "sync"}, {"period", 1}});
+  const ClusterRun local1 = run_algo("local1", {{"name", "local-sgd"}, {"period", 1}, {"staleness", 3}});
+  const ClusterRun local4 = run_algo("local4", {{"name", "local-sgd"}, {"period", 4}});
+  CHECK(hash(local1) == hash(sync));   // H = 1: the same rounds, the same bits
+  CHECK(hash(local4) != hash(sync));   // H = 4 averages less often: another model
+  for (const char* name : {"downpour", "easgd"}) {
+    CAPTURE(name);
+    const ClusterRun r = run_algo(name, {{"name", name}, {"alpha", 0.2}, {"tau", 2}, {"n_fetch", 2}});
+    for (int i = 0; i < n; ++i) {
+      const json fin = last_event(r.log_dir, i, "final");
+      CHECK(fin.value("steps", 0) == steps);
+      CHECK(fin.contains("grad_delay"));
+      CHECK(fin.value("bytes_sent", uint64_t(0)) > 0);
+    }
+    CHECK(hash(r) != hash(sync));
+  }
+}
+
+TEST_CASE("cluster: SIGKILL of a downpour node (worker and shard server): survivors fail fast naming it") {
+  TempDir dir("cl-kill-ps");
+  const int n = 3, victim = 1, peer_timeout_ms = 1500;
+  json base = small_config(16, 16, 16 * n * 2000, 0.05);
   base["train"]["epochs"] = 50;   // far longer than the test: only the kill ends it
+  base["algorithm"] = {{"name", "downpour"}};
   base["net"]["peer_timeout_ms"] = peer_timeout_ms;
   base["net"]["heartbeat_ms"] = 100;
   base["log"]["dir"] = dir.file("log");
@@ -641,7 +903,6 @@ TEST_CASE("cluster: SIGKILL of a peer: survivors fail fast, name it, checkpoint 
     procs.push_back(std::make_unique<Proc>(std::vector<std::string>{"train", cfg, "--node", std::to_string(i)},
                                            dir.file("node" + std::to_string(i) + ".out")));
   }
-  // Mid-run: every node has written a few metric records.
   bool running = false;
   for (int i = 0; i < 3000 && seconds_since(t0) < 60; ++i) {   // bounded: 60 s
     running = true;
@@ -654,32 +915,19 @@ TEST_CASE("cluster: SIGKILL of a peer: survivors fail fast, name it, checkpoint 
   auto t_kill = Clock::now();
   procs[victim]->kill_and_reap(t_kill);
   std::vector<std::unique_ptr<Proc>> survivors;
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < n; ++i)
     if (i != victim) survivors.push_back(std::move(procs[size_t(i)]));
-  }
   const double limit_s = peer_timeout_ms / 1000.0 + 5.0;
-  bool all_exited = wait_all(survivors, t_kill, t_kill + std::chrono::milliseconds(int(limit_s * 1000)));
-  CHECK(all_exited);
+  CHECK(wait_all(survivors, t_kill, t_kill + std::chrono::milliseconds(int(limit_s * 1000))));
   for (size_t k = 0; k < survivors.size(); ++k) {
-    int id = k == 0 ? 0 : 1;
+    const int id = k == 0 ? 0 : 2;
     CAPTURE(id);
     std::string out = survivors[k]->output();
     CAPTURE(out);
-    MESSAGE("survivor node " << id << " exited " << survivors[k]->exit_code() << " after "
-                             << survivors[k]->exit_time_s() << " s");
-    CHECK(survivors[k]->exit_code() != 0);
-    CHECK(survivors[k]->exit_code() < 128);   // it exited, it was not killed
+    CHECK(survivors[k]->exit_code() == 1);
     CHECK(survivors[k]->exit_time_s() < limit_s);
     CHECK(out.find("peer " + std::to_string(victim)) != std::string::npos);
-    json failed = last_event(dir.file("log"), id, "failed");
-    CHECK(failed.contains("error"));
-    CHECK_FALSE(failed.value("error", std::string()).empty());
-    std::string ckpt = dir.file("log/node-" + std::to_string(id) + ".ckpt");
-    CHECK(std::filesystem::exists(ckpt));
-    if (std::filesystem::exists(ckpt)) {
-      tether::Checkpoint c = tether::load_checkpoint(ckpt);   // complete and checksummed
-      CHECK(c.meta.value("step", 0) > 0);
-    }
+    CHECK(last_event(dir.file("log"), id, "failed").contains("error"));
   }
 }
 

@@ -1,6 +1,7 @@
 // Config validation: every key checked, errors name the JSON path.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "models/dataset.h"
@@ -128,6 +129,11 @@ TEST_CASE("config: run keys are resolved values; the hash and the diff cover wha
       {"optimizer.lr", R"({"optimizer": {"lr": 5}})"},
       {"optimizer.schedule", R"({"optimizer": {"schedule": "cosine"}})"},
       {"algorithm.period", R"({"algorithm": {"period": 4}})"},
+      {"algorithm.name", R"({"algorithm": {"name": "downpour"}})"},
+      {"algorithm.n_push", R"({"algorithm": {"n_push": 2}})"},
+      {"algorithm.n_fetch", R"({"algorithm": {"n_fetch": 3}})"},
+      {"algorithm.alpha", R"({"algorithm": {"alpha": 0.2}})"},
+      {"algorithm.tau", R"({"algorithm": {"tau": 4}})"},
       {"monitor.bound", R"({"monitor": {"bound": 3}})"},
       {"train.epochs", R"({"train": {"epochs": 2}})"},
       {"train.seed", R"({"train": {"seed": 2}})"},
@@ -173,6 +179,34 @@ TEST_CASE("config: checkpoint paths are per node in a cluster config") {
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "/abs/d.v2/x"}})", 1) == "/abs/d.v2/x.node-1");
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "x.tar.ckpt"}})", 1) == "x.tar.node-1.ckpt");
   CHECK(path("{" + peers + R"(, "train": {"checkpoint": "ckpt/"}})", 1) == "ckpt/node-1.ckpt");
+}
+
+TEST_CASE("config: the baselines (local-sgd, downpour, easgd): keys, defaults, errors naming the path") {
+  Config d = tether::parse_config(json::parse("{}"));
+  CHECK(d.algorithm.n_push == 1);
+  CHECK(d.algorithm.n_fetch == 1);
+  CHECK(d.algorithm.alpha == 0.1);
+  CHECK(d.algorithm.tau == 1);
+  CHECK(d.effective_staleness() == 2);
+  Config l = tether::parse_config(json::parse(R"({"algorithm": {"name": "local-sgd", "period": 4, "staleness": 3}})"));
+  CHECK(l.effective_staleness() == 0);   // a blocking average every H steps
+  CHECK(l.algorithm.period == 4);
+  Config e = tether::parse_config(json::parse(R"({"algorithm": {"name": "easgd", "alpha": 0.25, "tau": 4}})"));
+  CHECK(e.algorithm.server_based());
+  CHECK(e.algorithm.alpha == 0.25);
+  CHECK(e.algorithm.tau == 4);
+  CHECK(!l.algorithm.server_based());
+  CHECK(error_of(R"({"algorithm": {"name": "hogwild"}})").find("algorithm.name: expected one of") == 0);
+  CHECK(error_of(R"({"algorithm": {"n_push": 0}})") == "algorithm.n_push: expected an integer >= 1, got 0");
+  CHECK(error_of(R"({"algorithm": {"n_fetch": 1.5}})") == "algorithm.n_fetch: expected an integer >= 1, got 1.5");
+  CHECK(error_of(R"({"algorithm": {"alpha": 0.7}})") == "algorithm.alpha: expected a number in [0, 0.5], got 0.7");
+  CHECK(error_of(R"({"algorithm": {"tau": "2"}})") == "algorithm.tau: expected an integer >= 1, got \"2\"");
+  CHECK(error_of(R"({"algorithm": {"name": "local-sgd", "mixer": "gossip"}})")
+            .find("algorithm.mixer: \"local-sgd\" is a blocking ring average") == 0);
+  CHECK(error_of(R"({"algorithm": {"name": "downpour", "mixer": "gossip"}})")
+            .find("algorithm.mixer: \"downpour\" moves parameters through shard servers") == 0);
+  CHECK(error_of(R"({"algorithm": {"name": "easgd"}, "monitor": {"bound": 3}})")
+            .find("monitor.bound: \"easgd\" has no distance bound") == 0);
 }
 
 TEST_CASE("config: gossip has no proven bound; cluster checkpoints fall on round boundaries") {
@@ -357,4 +391,170 @@ TEST_CASE("config: peer fields the launchers use are checked; null means unset")
   CHECK(error_of(R"({"cluster": {"peers": []}})").find("cluster.peers: expected a non-empty array") == 0);
   // null only where config_to_json writes it
   CHECK(error_of(R"({"optimizer": {"lr": null}})") == "optimizer.lr: expected a number > 0, got null");
+}
+
+namespace {
+// lenet declared layer by layer, every default left out.
+const char* kLenetLayers = R"([
+  {"type": "conv2d", "out": 32, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
+  {"type": "conv2d", "out": 64, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
+  {"type": "flatten"}, {"type": "linear", "out": 128}, {"type": "relu"}, {"type": "linear", "out": 10}])";
+
+std::string with_layers(const std::string& layers, const std::string& rest = "") {
+  return R"({"model": {"layers": )" + layers + "}" + (rest.empty() ? "" : ", " + rest) + "}";
+}
+// kLenetLayers with layer `index` replaced by `layer`: the list, and a config.
+std::string lenet_layers_with(size_t index, const std::string& layer) {
+  json list = json::parse(kLenetLayers);
+  list[index] = json::parse(layer);
+  return list.dump();
+}
+std::string lenet_with(size_t index, const std::string& layer) { return with_layers(lenet_layers_with(index, layer)); }
+}  // namespace
+
+TEST_CASE("config: model.layers declares a model; every key is checked, errors name the layer's path") {
+  const Config c = tether::parse_config(json::parse(with_layers(kLenetLayers)));
+  CHECK(c.model.name == "custom");
+  REQUIRE(c.model.layers.size() == 10);
+  CHECK(c.model.layers[0] == tether::conv2d_decl(32, 5, 1, 2));
+  CHECK(c.model.layers[2] == tether::maxpool2d_decl(2, 2));   // stride: the kernel when absent
+  CHECK(c.model.layers[9] == tether::linear_decl(10));
+  // A residual: body and shortcut; absent, null and [] shortcuts are the identity.
+  const std::string res = R"([{"type": "conv2d", "out": 4, "kernel": 3, "padding": 1},
+      {"type": "residual", "layers": [{"type": "conv2d", "out": 8, "kernel": 3, "stride": 2, "padding": 1, "bias": false},
+                                      {"type": "batchnorm2d", "momentum": 0.2, "eps": 1e-3}],
+       "shortcut": [{"type": "avgpool2d", "kernel": 2}, {"type": "conv2d", "out": 8, "kernel": 1, "in": 4}]},
+      {"type": "residual", "layers": [{"type": "relu"}], "shortcut": %S%},
+      {"type": "global_avgpool"}, {"type": "flatten"}, {"type": "dropout", "p": 0.1}, {"type": "linear", "out": 10, "in": 8}])";
+  for (const char* shortcut : {"null", "[]"}) {
+    std::string text = res;
+    text.replace(text.find("%S%"), 3, shortcut);
+    const Config r = tether::parse_config(json::parse(with_layers(text)));
+    REQUIRE(r.model.layers.size() == 7);
+    CHECK(r.model.layers[1].layers.size() == 2);
+    CHECK(r.model.layers[1].layers[1] == tether::batchnorm2d_decl(0.2, 1e-3));
+    CHECK(r.model.layers[1].shortcut.size() == 2);
+    CHECK(r.model.layers[1].shortcut[1].in == 4);
+    CHECK(r.model.layers[2].shortcut.empty());
+    CHECK(r.model.layers[5] == tether::dropout_decl(0.1));
+  }
+
+  // Bad declarations: each names the path and what was expected.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {with_layers("[]"), "model.layers: expected a non-empty array of layers, got []"},
+      {with_layers(R"({"type": "relu"})"), "model.layers: expected a non-empty array of layers, got {\"type\":\"relu\"}"},
+      {with_layers(R"(["relu"])"), "model.layers[0]: expected an object, got \"relu\""},
+      {lenet_with(1, R"({"kind": "relu"})"),
+       "model.layers[1].type: missing (expected one of \"conv2d\", \"linear\", \"relu\", \"maxpool2d\", \"avgpool2d\", "
+       "\"global_avgpool\", \"batchnorm2d\", \"dropout\", \"flatten\", \"residual\")"},
+      {lenet_with(0, R"({"type": "conv3d", "out": 32, "kernel": 5})"),
+       "model.layers[0].type: expected one of \"conv2d\", \"linear\", \"relu\", \"maxpool2d\", \"avgpool2d\", "
+       "\"global_avgpool\", \"batchnorm2d\", \"dropout\", \"flatten\", \"residual\", got \"conv3d\""},
+      {lenet_with(3, R"({"type": "conv2d", "out": 64, "kernel": 5, "pading": 2})"),
+       "model.layers[3].pading: unknown key (known here: bias, in, kernel, out, padding, stride, type)"},
+      {lenet_with(1, R"({"type": "relu", "out": 4})"), "model.layers[1].out: unknown key (known here: type)"},
+      {lenet_with(7, R"({"type": "linear", "in": 3136})"), "model.layers[7].out: missing (expected an integer in 1..1048576)"},
+      {lenet_with(0, R"({"type": "conv2d", "out": 32, "kernel": "5"})"),
+       "model.layers[0].kernel: expected an integer in 1..1024, got \"5\""},
+      {lenet_with(2, R"({"type": "maxpool2d", "kernel": 2, "stride": 0})"),
+       "model.layers[2].stride: expected an integer in 1..1024 (absent: the kernel), got 0"},
+      {lenet_with(7, R"({"type": "linear", "in": 1568, "out": 128})"),
+       "model.layers[7].in: expected 3136 inputs, got 1568 (the input of this layer is (3136,1,1)) "
+       "[data.name \"fashion-mnist\": images (1,28,28), 10 classes]"},
+      {lenet_with(9, R"({"type": "linear", "out": 100})"),
+       "model.layers[9].out: expected 10 (the data set's classes: the last layer gives the logits), got 100 "
+       "[data.name \"fashion-mnist\": images (1,28,28), 10 classes]"},
+      {lenet_with(6, R"({"type": "relu"})"),
+       "model.layers[7]: linear expects a flat input (F,1,1), got (64,7,7); add {\"type\": \"flatten\"} before it "
+       "[data.name \"fashion-mnist\": images (1,28,28), 10 classes]"},
+      {lenet_with(3, R"({"type": "conv2d", "out": 64, "kernel": 5, "padding": 2, "in": 1})"),
+       "model.layers[3].in: expected 32 input channels, got 1 (the input of this layer is (32,14,14)) "
+       "[data.name \"fashion-mnist\": images (1,28,28), 10 classes]"},
+      {lenet_with(8, R"({"type": "dropout", "p": 1})"), "model.layers[8].p: expected a number in [0, 1), got 1"},
+      {lenet_with(8, R"({"type": "batchnorm2d", "eps": 0})"), "model.layers[8].eps: expected a number in (0, 1], got 0"},
+      {lenet_with(8, R"({"type": "residual"})"),
+       "model.layers[8].layers: missing (expected a non-empty array of layers: the body)"},
+      {lenet_with(4, R"({"type": "residual", "layers": [{"type": "conv2d", "out": 64, "kernel": 3, "stride": 2}]})"),
+       "model.layers[4]: the body (layers) gives (64,6,6) but the shortcut (none: the identity) gives (64,14,14); they "
+       "are added, so they must agree [data.name \"fashion-mnist\": images (1,28,28), 10 classes]"},
+      {lenet_with(4, R"({"type": "residual", "layers": [{"type": "relu"}], "shortcut": [{"type": "flaten"}]})"),
+       "model.layers[4].shortcut[0].type: expected one of \"conv2d\", \"linear\", \"relu\", \"maxpool2d\", "
+       "\"avgpool2d\", \"global_avgpool\", \"batchnorm2d\", \"dropout\", \"flatten\", \"residual\", got \"flaten\""},
+      {lenet_with(0, R"({"type": "conv2d", "out": 32, "kernel": 29})"),
+       "model.layers[0].kernel: expected at most 28 (the input (1,28,28) with padding 0), got 29 "
+       "[data.name \"fashion-mnist\": images (1,28,28), 10 classes]"},
+      {R"({"model": {"name": "lenet", "layers": [{"type": "linear", "out": 10}]}})",
+       "model.name: expected \"custom\" or no name with model.layers (a declared model), got \"lenet\""},
+      {R"({"model": {"width": 8, "layers": [{"type": "flatten"}, {"type": "linear", "out": 10}]}})",
+       "model.width: a key of the built-in models (model.name mlp, lenet, resnet), not of a declared model "
+       "(model.layers): declare the layers you want instead"},
+      {R"({"model": {"name": "custom"}})", "model.name: \"custom\" is a declared model: expected model.layers with it"},
+      {with_layers(lenet_layers_with(7, R"({"type": "linear", "in": 3136, "out": 128})"), R"("data": {"name": "cifar10"})"),
+       "model.layers[7].in: expected 4096 inputs, got 3136 (the input of this layer is (4096,1,1)) "
+       "[data.name \"cifar10\": images (3,32,32), 10 classes]"},
+  };
+  for (const auto& [text, message] : bad) {
+    CAPTURE(text);
+    CHECK(error_of(text) == message);
+  }
+  // Nested deeper than 16 residual blocks.
+  std::string deep = R"({"type": "relu"})";
+  for (int i = 0; i < 17; ++i) deep = R"({"type": "residual", "layers": [)" + deep + "]}";
+  CHECK(error_of(with_layers("[" + deep + R"(, {"type": "flatten"}, {"type": "linear", "out": 10}])"))
+            .find("model.layers[0].layers[0].layers[0]") == 0);
+  CHECK(error_of(with_layers("[" + deep + R"(, {"type": "flatten"}, {"type": "linear", "out": 10}])"))
+            .find("residual blocks nested deeper than 16") != std::string::npos);
+}
+
+TEST_CASE("config: model.layers round-trips through config_to_json; run keys cover every layer") {
+  const std::string lenet = with_layers(kLenetLayers);
+  const Config c = tether::parse_config(json::parse(lenet));
+  const json resolved = tether::config_to_json(c);
+  CHECK(resolved["model"]["name"] == "custom");
+  CHECK(!resolved["model"].contains("depth"));
+  CHECK(resolved["model"]["layers"][0] ==
+        json::parse(R"({"type": "conv2d", "out": 32, "kernel": 5, "stride": 1, "padding": 2, "bias": true, "in": null})"));
+  CHECK(resolved["model"]["layers"][2] == json::parse(R"({"type": "maxpool2d", "kernel": 2, "stride": 2, "padding": 0})"));
+  const Config back = tether::parse_config(resolved);
+  CHECK(back.model.layers == c.model.layers);
+  CHECK(tether::config_to_json(back) == resolved);
+  CHECK(tether::config_hash(back) == tether::config_hash(c));
+  CHECK(tether::config_get(c, "model.layers.7.out") == "128");
+  CHECK(tether::config_get(c, "model.layers.7.in") == "");
+
+  // Defaults written out are the same run; any change of a layer is another.
+  CHECK(hash_of(lenet) == hash_of(lenet_with(0, R"({"type": "conv2d", "out": 32, "kernel": 5, "padding": 2,
+                                                     "stride": 1, "bias": true, "in": null})")));
+  CHECK(hash_of(lenet) == hash_of(lenet_with(2, R"({"type": "maxpool2d", "kernel": 2, "stride": 2})")));
+  CHECK(hash_of(lenet) == hash_of(R"({"model": {"name": "custom", "layers": )" + std::string(kLenetLayers) + "}}"));
+  // One run key per layer: a change names the layer.
+  for (const auto& [index, layer] : std::vector<std::pair<size_t, std::string>>{
+           {0, R"({"type": "conv2d", "out": 32, "kernel": 5, "padding": 2, "bias": false})"},
+           {2, R"({"type": "avgpool2d", "kernel": 2})"},
+           {7, R"({"type": "linear", "out": 128, "bias": false})"},
+           {8, R"({"type": "dropout", "p": 0.5})"}}) {
+    CAPTURE(layer);
+    CHECK(diff_of(lenet, lenet_with(index, layer)) == std::vector<std::string>{"model.layers[" + std::to_string(index) + "]"});
+  }
+  const tether::RunKeys keys = tether::config_run_keys(c);
+  const auto key = std::find_if(keys.begin(), keys.end(), [](const auto& k) { return k.first == "model.layers[7]"; });
+  REQUIRE(key != keys.end());
+  CHECK(key->second == R"({"bias":true,"out":128,"type":"linear"})");
+  // `in` only checks: stating it is the same run.
+  CHECK(hash_of(lenet) == hash_of(lenet_with(7, R"({"type": "linear", "out": 128, "in": 3136})")));
+  // A layer more (or fewer): the new index is named.
+  json longer = json::parse(kLenetLayers);
+  longer.insert(longer.begin() + 8, json::parse(R"({"type": "dropout", "p": 0.5})"));
+  CHECK(diff_of(lenet, with_layers(longer.dump())) == std::vector<std::string>{"model.layers[8]", "model.layers[9]",
+                                                                               "model.layers[10]"});
+  // The built-in lenet and lenet declared are different run keys: the nodes
+  // of a run (and a resume) must agree on how the model was chosen.
+  std::vector<std::string> names = {"model.name"};
+  for (int i = 0; i < 10; ++i) names.push_back("model.layers[" + std::to_string(i) + "]");
+  for (const char* k : {"model.depth", "model.width", "model.hidden", "model.dropout"}) names.push_back(k);
+  CHECK(diff_of(lenet, R"({"model": {"name": "lenet"}})") == names);
+  // A built-in model's run keys are those it had before model.layers existed.
+  for (const auto& [path, value] : tether::config_run_keys(tether::parse_config(json::object()))) {
+    CHECK(path.rfind("model.layers", 0) == std::string::npos);
+  }
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -188,5 +189,72 @@ TEST_CASE("train: a failure after a step checkpoints the next position; resuming
     json fc = final_record(dir.file(log));
     CHECK(fc["steps"] == 60);
     CHECK(fc["params_hash"] == fa["params_hash"]);
+  }
+}
+
+// A model declared layer by layer (model.layers) is the built-in model it
+// declares: same parameter count, and with the same seed the same
+// params_hash after training (dropout masks included: they are salted by the
+// layer's position, which the declaration keeps).
+TEST_CASE("train: model.layers declaring lenet, an mlp with dropout, ResNet-20 trains bit-identically to model.name") {
+  TempDir dir("layers");
+  const std::string configs = tether::testing::source_root() + "/configs/";
+  auto train = [&](const std::string& cfg, const std::string& log, const std::string& sets) {
+    auto r = run_command(tether_bin() + " train " + cfg + " --set log.progress=false --set train.threads=1" +
+                             " --set log.dir=" + dir.file(log) + sets,
+                         300);
+    CAPTURE(r.output);
+    REQUIRE(r.exit_code == 0);
+    json f = final_record(dir.file(log));
+    REQUIRE(f.contains("params_hash"));
+    return std::make_pair(f, r.output);
+  };
+  {  // lenet: the shipped configs, 10 steps of 64 (synthetic images of Fashion-MNIST's shape)
+    const std::string sets = " --set data.name=synthetic --set data.synthetic_train=640 --set data.synthetic_test=64";
+    auto [declared, out] = train(configs + "fmnist-lenet-layers.json", "lenet-layers", sets);
+    auto [builtin, out2] = train(configs + "fmnist-lenet.json", "lenet", sets);
+    CHECK(out.find("custom: 454922 trainable parameters") != std::string::npos);
+    CHECK(out2.find("lenet: 454922 trainable parameters") != std::string::npos);
+    CHECK(declared["steps"] == 10);
+    CHECK(declared["params_hash"] == builtin["params_hash"]);
+  }
+  {  // mlp, hidden 32, dropout 0.25 before the last layer
+    const std::string rest = R"(, "data": {"name": "synthetic", "synthetic_train": 320, "synthetic_test": 64,
+        "batch_size": 32}, "train": {"seed": 4}})";
+    std::string mlp = dir.write("mlp.json", R"({"model": {"name": "mlp", "hidden": 32, "dropout": 0.25})" + rest);
+    std::string decl = dir.write("mlp-layers.json", R"({"model": {"layers": [{"type": "flatten"},
+        {"type": "linear", "out": 32}, {"type": "relu"}, {"type": "linear", "out": 32}, {"type": "relu"},
+        {"type": "dropout", "p": 0.25}, {"type": "linear", "out": 10}]})" + rest);
+    auto [declared, out] = train(decl, "mlp-layers", "");
+    auto [builtin, out2] = train(mlp, "mlp", "");
+    CHECK(declared["params_hash"] == builtin["params_hash"]);
+    CHECK(declared["test_acc"] == builtin["test_acc"]);
+  }
+  {  // ResNet-20 declared (configs/cifar10-resnet20-layers.json) on files of CIFAR-10's binary format
+    std::filesystem::create_directories(dir.file("cifar"));
+    std::string record(3073, '\0');
+    for (int f = 0; f < 6; ++f) {
+      std::string bytes;
+      for (int k = 0; k < 8; ++k) {
+        record[0] = char((k + f) % 10);
+        for (size_t i = 1; i < record.size(); ++i) record[i] = char((i * 7 + size_t(k) * 31 + size_t(f) * 5) % 251);
+        bytes += record;
+      }
+      dir.write("cifar/" + std::string(f < 5 ? "data_batch_" + std::to_string(f + 1) : "test_batch") + ".bin", bytes);
+    }
+    const std::string sets = " --set data.path=" + dir.file("cifar") +
+                             " --set data.batch_size=8 --set train.max_steps=3 --set optimizer.warmup_epochs=0";
+    auto [declared, out] = train(configs + "cifar10-resnet20-layers.json", "resnet-layers", sets);
+    auto [builtin, out2] = train(configs + "cifar10-resnet.json", "resnet", sets);
+    CHECK(declared["steps"] == 3);
+    CHECK(declared["params_hash"] == builtin["params_hash"]);
+    // "<name>: N trainable parameters" on the start-up line
+    const auto count = [](const std::string& o) {
+      size_t end = o.find(" trainable parameters"), begin = end;
+      while (begin > 0 && std::isdigit(static_cast<unsigned char>(o[begin - 1]))) --begin;
+      return end == std::string::npos ? std::string() : o.substr(begin, end - begin);
+    };
+    CHECK(!count(out).empty());
+    CHECK(count(out) == count(out2));
   }
 }

@@ -1,0 +1,39 @@
+"""Helpers shared by the Python benchmarks of bench/: ports, the tether binary,
+and the nodes' metrics records."""
+import json, os, socket, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def tether_binary():
+    """$BUILD_DIR/tether (BUILD_DIR defaults to build/); exits naming it when missing."""
+    binary = os.path.join(os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")), "tether")
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"no tether binary at {binary}: build first (scripts/test.sh or ninja -C build)")
+    return binary
+
+
+def records(logdir, node):
+    """Every JSON record of node's metrics file, in order (torn lines skipped)."""
+    out = []
+    path = os.path.join(logdir, f"node-{node}.jsonl")
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out

@@ -1,0 +1,149 @@
+"""tether's averaging inside a PyTorch training loop.
+
+    avg = tether.Averager(model.parameters(), config="configs/local-4.json", node=rank)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+        if not avg.step(images=len(y), loss=loss.item()):   # False: the cluster stopped
+            break
+    avg.finish()   # drains; every node ends with the same parameters
+
+The parameters live in one flat float32 buffer (``avg.flat``): the constructor
+copies them into it once and sets each parameter's ``.data`` to a view of it,
+so the optimizer's updates land in the buffer and the averaging reads and
+writes it in place, with no copy per step. What that means (docs/python.md):
+
+* The Parameter objects stay the same objects (``p.data = view`` keeps their
+  identity): an optimizer created before or after the Averager updates the
+  buffer alike, and its state (momentum) stays attached to them.
+* A tensor that viewed a parameter's old storage (taken before the call) no
+  longer aliases it; take views after the call.
+* Parameters created after the call (a new layer, ``model.to(...)``,
+  ``load_state_dict`` that replaces tensors) are not averaged: build the
+  model, load its weights, then create the Averager. ``load_state_dict`` that
+  copies into the existing tensors (the default) is fine. Do not assign
+  ``p.data`` yourself afterwards.
+* Every node must pass the same parameters in the same order and shapes.
+  Node 0's initial values win: after the constructor every node holds them.
+* CPU float32 tensors only: a CUDA or another dtype raises TypeError.
+
+Errors keep the runtime's text: ConfigError (a ValueError naming the JSON
+path, or the node id), StartRefused (a ValueError: a peer runs another
+config), PeerLost / NoQuorum / Excluded / NetError (RuntimeErrors) from the
+network.
+"""
+import json as _json
+import os as _os
+
+from ._tether import ConfigError, Excluded, NetError, NoQuorum, PeerLost, StartRefused
+from . import _tether
+
+__all__ = ["Averager", "ConfigError", "Excluded", "NetError", "NoQuorum", "PeerLost", "StartRefused"]
+
+
+def _unique(params):
+    out, seen = [], set()
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+class Averager:
+    """Averages the given parameters with the other nodes of ``config``'s cluster.
+
+    params: an iterable of tensors (``model.parameters()``), CPU float32.
+    config: a config file path, or a dict in the config file's layout.
+    node: this process's node id in ``cluster.peers``.
+    set: overrides "json.path=value", as ``tether train --set``.
+    """
+
+    def __init__(self, params, config, node=0, set=()):
+        import torch
+
+        self.params = _unique(params)
+        if not self.params:
+            raise ValueError("params: no parameters to average")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"params[{i}]: expected a torch.Tensor, got {type(p).__name__}")
+            if p.device.type != "cpu":
+                raise TypeError(f"params[{i}]: on {p.device}; tether.Averager supports CPU tensors only "
+                                "(move the model to the CPU, or use the tether binary's CUDA backend)")
+            if p.dtype != torch.float32:
+                raise TypeError(f"params[{i}]: dtype {p.dtype}; tether.Averager supports float32 only")
+            if p.is_sparse:
+                raise TypeError(f"params[{i}]: sparse tensors are not supported")
+        if isinstance(config, dict):
+            text, is_path = _json.dumps(config), False
+        elif isinstance(config, (str, _os.PathLike)):
+            text, is_path = _os.fspath(config), True
+        else:
+            raise TypeError(f"config: expected a file path or a dict, got {type(config).__name__}")
+        count = sum(p.numel() for p in self.params)
+        flat = torch.empty(count, dtype=torch.float32)
+        with torch.no_grad():
+            offset = 0
+            for p in self.params:
+                n = p.numel()
+                flat[offset:offset + n].copy_(p.detach().reshape(-1))
+                offset += n
+        # The core agrees on node 0's values and writes them into flat.
+        self._core = _tether.Averager(text, is_path, list(set), int(node), flat.numpy())
+        self.flat = flat
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            p.data = flat[offset:offset + n].view(p.shape)
+            offset += n
+
+    def step(self, images=0, loss=None, correct=None, lr=None, epoch=0):
+        """One local step done (call it after ``opt.step()``). Closes a round every
+        ``algorithm.period`` steps, applies the merges that arrived, may wait.
+        The optional figures go into the metrics record. Returns False once the
+        cluster stops (a peer left gracefully): end the loop and call finish()."""
+        self._check_views()
+        return self._core.step(int(images), None if loss is None else float(loss),
+                               None if correct is None else int(correct),
+                               None if lr is None else float(lr), int(epoch))
+
+    def finish(self, test_acc=None):
+        """Drains the rounds in flight; every node ends with the same parameters
+        (unless the cluster stopped early). Writes the final metrics record."""
+        self._check_views()
+        self._core.finish(None if test_acc is None else float(test_acc))
+
+    def log_eval(self, test_acc, test_loss=None, epoch=0):
+        """Records an evaluation (an "eval" record: the dashboard's test accuracy)."""
+        self._core.log_eval(float(test_acc), None if test_loss is None else float(test_loss), int(epoch))
+
+    def metrics(self):
+        """The latest metrics record as a dict (step, round, idle_frac, ...)."""
+        return _json.loads(self._core.metrics())
+
+    @property
+    def steps(self):
+        return self._core.steps
+
+    @property
+    def stop_requested(self):
+        return self._core.stop_requested
+
+    @property
+    def stop_reason(self):
+        return self._core.stop_reason
+
+    @property
+    def log_path(self):
+        return self._core.log_path
+
+    def _check_views(self):
+        # A parameter whose .data was replaced no longer lives in the buffer:
+        # its updates would be lost without a word.
+        base = self.flat.data_ptr()
+        end = base + self.flat.numel() * 4
+        for i, p in enumerate(self.params):
+            if not (base <= p.data_ptr() < end):
+                raise RuntimeError(f"params[{i}]: no longer a view of the Averager's buffer (its .data was "
+                                   "replaced after tether.Averager was created); its updates would not be averaged")
