@@ -20,7 +20,7 @@
 // "n<self>.<random>", new for every connection (connection_id; reset_peer's
 // too), so a second connection that copies a peer's id is still delivered
 // (and refused by the communicator) instead of being parked by the ROUTER. A socket monitor on the ROUTER counts the
-// connections that fail the handshake, by reason (handshake_failures()).
+// connections that fail the handshake, by reason (set_handshake_counters).
 // ZeroMQ limits bound what a stranger costs before it is identified: the
 // largest frame (ZMQ_MAXMSGSIZE), the time to finish a handshake
 // (ZMQ_HANDSHAKE_IVL), ZMTP heartbeats that drop dead connections, and a
@@ -56,7 +56,7 @@ struct TransportPeer {
 };
 
 // Why a connection to the ROUTER failed its handshake: the names are the keys
-// of Transport::handshake_failures() (and of the metrics' handshake_failed).
+// of the counters (set_handshake_counters) and of the metrics' handshake_failed.
 enum class HandshakeFailure : uint8_t {
   kNoKey = 0,     // the client did not speak CURVE (no key; ZMTP mechanism mismatch)
   kWrongKey,      // CURVE that does not decrypt (the client used another server key)

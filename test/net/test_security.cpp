@@ -452,6 +452,98 @@ TEST_CASE("none: a second connection claiming a connected peer is refused, count
   CHECK(cl.wrong[1] == 0);
 }
 
+TEST_CASE("none: a peer's binding moves to a new connection of its own once the old one is closed, never while it is open") {
+  // Node 1 played by raw sockets against a real node 0: its first connection
+  // says hello; a second one (a copy) is refused while the first is open; once
+  // the first is closed (a restarted process, a DEALER replaced by
+  // reset_peer), the second is node 1's; a third is again refused, and so is
+  // a connection whose routing id is not of node 1's form.
+  const std::vector<int> ports = free_ports(2);
+  CommOptions o;
+  o.self = 0;
+  o.peers = loopback_peers(ports);
+  o.window = 2;
+  o.connect_timeout_ms = 10000;
+  o.heartbeat_ms = 50;
+  o.peer_timeout_ms = 20000;  // the peer is never taken for lost here
+  o.config_hash = 7;
+  const size_t count = 8;
+  std::atomic<bool> started{false}, go{false};
+  std::atomic<Communicator*> live{nullptr};
+  std::string error;
+  std::thread node([&] {
+    try {
+      Communicator c(o);
+      std::vector<float> params(count, 0.0f);
+      c.start(params.data(), count);
+      live = &c;
+      started = true;
+      wait_flag(go, 30000);
+      live = nullptr;
+      c.stop(0, true);
+    } catch (const std::exception& e) {
+      error = e.what();
+      started = true;
+    }
+  });
+  zmq::context_t ctx(1);
+  zmq::socket_t sink(ctx, zmq::socket_type::router);  // node 0's traffic to node 1
+  sink.set(zmq::sockopt::linger, 0);
+  sink.bind("tcp://127.0.0.1:" + std::to_string(ports[1]));
+  // node 1's first connection, made while node 0 may not listen yet: it
+  // retries (the others connect once node 0 has started)
+  zmq::socket_t first(ctx, zmq::socket_type::dealer);
+  first.set(zmq::sockopt::linger, 0);
+  first.set(zmq::sockopt::routing_id, "n1.00000000000000aa");
+  first.connect("tcp://127.0.0.1:" + std::to_string(ports[0]));
+  send_hello(first, o, count, 1);
+  if (!wait_flag(started, 15000) || !error.empty()) {
+    go = true;
+    node.join();
+    FAIL("node 0 did not start: " << error);
+  }
+  zmq::socket_t second = client(ctx, ports[0], "", nullptr, "n1.00000000000000bb");
+  zmq::socket_t third = client(ctx, ports[0], "", nullptr, "n1.00000000000000cc");
+  zmq::socket_t other = client(ctx, ports[0], "", nullptr, "x1");
+  auto stats = [&](const std::function<bool(const CommStats&)>& done) {
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    CommStats st;
+    while (Clock::now() < deadline) {  // bounded by the deadline
+      if (Communicator* c = live.load()) st = c->stats();
+      if (done(st)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return st;
+  };
+  auto heartbeat = [&](zmq::socket_t& sock) {
+    Header h;
+    h.kind = Kind::kHeartbeat;
+    h.sender = 1;
+    send_frame(sock, h, nullptr, 0);
+  };
+  heartbeat(second);  // the first connection is open: refused
+  send_hello(second, o, count, 1);
+  CommStats st = stats([](const CommStats& x) { return x.msgs_rejected >= 2; });
+  CHECK(st.rejected_by_reason == std::map<std::string, uint64_t>{{"identity_mismatch", 2}});
+  CHECK(st.handshake_failed_by_reason == std::map<std::string, uint64_t>{{"identity_taken", 1}});
+  first.close();  // node 1's connection is gone
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  heartbeat(second);  // now node 1's
+  heartbeat(second);
+  heartbeat(third);   // a copy while the second is open
+  heartbeat(other);   // not a routing id of node 1's
+  st = stats([](const CommStats& x) { return x.msgs_rejected >= 4; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // nothing more is refused
+  st = stats([](const CommStats&) { return true; });
+  go = true;
+  node.join();
+  for (zmq::socket_t* x : {&second, &third, &other, &sink}) x->close();
+  ctx.close();
+  CHECK(error == "");
+  CHECK(st.rejected_by_reason == std::map<std::string, uint64_t>{{"identity_mismatch", 4}});
+  CHECK(st.handshake_failed_by_reason == std::map<std::string, uint64_t>{{"identity_taken", 1}});
+}
+
 TEST_CASE("hostile load, bounded: 300 refused handshakes and 20000 hostile frames while 3 nodes train; nothing applied") {
   for (bool curve : {true, false}) {
     CAPTURE(curve);
