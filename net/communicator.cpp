@@ -295,9 +295,9 @@ void Communicator::io_main() {
     promised_ = 1;
     transport_->set_epoch(view_.epoch);
     ring_ = make_ring();
-    if (opts_.mixer == MixerKind::kGossip)
-      gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes,
-                                         transport_.get(), opts_.first_round);
+    if (opts_.mixer == MixerKind::kGossip)  // keeps corrections a view change may need again
+      gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes, transport_.get(),
+                                         opts_.first_round, 2 * static_cast<uint64_t>(opts_.window) + 2);
     params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
@@ -827,6 +827,12 @@ std::vector<uint64_t> Communicator::hello_fields() const {
   return f;
 }
 
+namespace {
+constexpr const char* kGossipNoJoin =
+    "the run mixes by gossip, which takes no node in while it runs (there is no shared anchor to hand over); "
+    "the others go on without it, and a cluster restarted from its checkpoints (--resume) has it back";
+}  // namespace
+
 Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
   const int peer = static_cast<int>(h.sender);
   std::vector<uint64_t> theirs(payload.size() / sizeof(uint64_t));
@@ -858,6 +864,7 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     if (why.empty() && view_.has(peer) && !ps.lost)
       why = "node " + std::to_string(peer) + " is a live member of view " + std::to_string(view_.epoch) +
             " (an earlier incarnation still answers; it is asked again once that one is taken for dead)";
+    if (why.empty() && gossip_) why = kGossipNoJoin;
     if (!why.empty()) {
       std::fprintf(stderr, "[tether.net node %d] refuses the join request of %s: %s\n", opts_.self,
                    peer_name(peer).c_str(), why.c_str());
@@ -892,7 +899,8 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
   }
   if (membership() && from_running && phase_ == Phase::kStarting) {
     // The others already run: this node joins their view.
-    const std::string why = differing(false);
+    std::string why = differing(false);
+    if (why.empty() && gossip_) why = kGossipNoJoin;
     if (!why.empty()) {
       const std::string what = "node " + std::to_string(opts_.self) + " cannot join the running view of " + peer_name(peer) + ": " + why;
       std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
@@ -1013,9 +1021,9 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   slot.stop = slot.stop || flags.stop;
   slot.applied = applied;
   slot.exact = flags.exact;
-  // Ring: keep what we submit until the round is done here; a view change
-  // re-runs it over the new members (the mixer reuses the buffer in place).
-  if (membership() && !flags.exact) slot.retained = data->data;
+  // Keep what we submit until the round is done here; a view change re-runs
+  // it over the new members (the mixer reuses the buffer in place).
+  if (membership()) slot.retained = data->data;
   for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other member
     if (p == opts_.self || (membership() && !view_.has(p))) continue;
     Header h;
@@ -1028,7 +1036,10 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   submitted_io_ = round + 1;
   progress_at_ = Clock::now();
   // During a view change the round waits: the commit re-runs it in the new view.
-  if (!slot.transfer && !changing_) mixer_for(slot)->submit(round, std::move(data), applied);
+  if (!slot.transfer && !changing_) {
+    slot.in_mixer = true;
+    mixer_for(slot)->submit(round, std::move(data), applied);
+  }
   try_complete();
 }
 
@@ -1038,7 +1049,9 @@ void Communicator::try_complete() {
     auto it = slots_.find(done_);
     if (it == slots_.end()) break;
     Slot& slot = it->second;
-    if (!slot.submitted || slot.own_sketch->in_flight.load() != 0) break;
+    // Never waits on its own sketch's frames: one sent to a peer that died
+    // stays in ZeroMQ's queue until that peer's socket is reset (copied below).
+    if (!slot.submitted) break;
     if (slot.transfer) {  // its result comes from a member that holds it
       if (slot.result_chunks != slot.result_seen.size()) break;
     } else {
@@ -1057,7 +1070,11 @@ void Communicator::try_complete() {
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
     }
     res.sketches = std::move(slot.sketches);
-    res.sketches[opts_.self] = std::move(slot.own_sketch->data);
+    if (slot.own_sketch->in_flight.load() == 0) {  // ZeroMQ holds none of it
+      res.sketches[opts_.self] = std::move(slot.own_sketch->data);
+    } else {  // still lent to ZeroMQ (read only there): a copy
+      res.sketches[opts_.self] = slot.own_sketch->data;
+    }
     after_complete(done_, res.mixed, res.exact);
     slots_.erase(it);
     ++done_;
@@ -1071,7 +1088,8 @@ void Communicator::try_complete() {
   // get it.
   if (membership() && !joining_ && done_ >= resume_round_) {
     if (pending_event_) {
-      pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
+      pending_event_->has_anchor = !gossip_;
+      if (!gossip_) pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
       pending_event_->transferred_bytes = transferred_bytes_;
       push_event(*pending_event_);
       pending_event_.reset();

@@ -66,6 +66,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <zmq.hpp>
 
+#include "net/gossip.h"
 #include "net/mixer.h"
 #include "net/wire.h"
 
@@ -166,6 +167,7 @@ struct ViewEvent {
   uint64_t resume_round = 0;     // rounds from here on run in this view
   double ms = 0;                 // from the first suspicion (or join request) to the commit here
   uint64_t anchor_hash = 0;      // hash64 of x̄ at resume_round: equal on every member
+  bool has_anchor = true;        // false for gossip (no shared anchor)
   uint64_t transferred_bytes = 0;  // results and state received for this change
   bool joined = false;           // this node joined with this view
 };
@@ -291,6 +293,7 @@ class Communicator {
     bool own_stop = false;                        // our sketch carried kStopRequest
     std::vector<float> retained;                  // what we submitted (re-run in a new view)
     uint64_t applied = 0;                         // submit()'s applied
+    bool in_mixer = false;                        // handed to the mixer of the current view
     // reconciliation: the round's result, received from a member that holds it
     bool transfer = false;
     int holder = -1;
@@ -356,6 +359,7 @@ class Communicator {
   void view_deadline(uint32_t epoch);
   void commit();
   void install(uint32_t epoch, std::vector<int> members, uint64_t resume, const std::map<int, uint64_t>& done);
+  void install_gossip(uint64_t resume);
   void send_kept_result(int to, uint64_t round);
   void send_state(int to);
   void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v);
@@ -385,7 +389,7 @@ class Communicator {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<Mixer> ring_;    // always: ring rounds, and exact rounds of gossip runs
-  std::unique_ptr<Mixer> gossip_;  // gossip runs
+  std::unique_ptr<Gossip> gossip_;  // gossip runs
   // Plain members: they exist from construction, so any handler may cancel
   // or re-arm them whatever has happened yet (a hello handled during start-up
   // cancels the connect timer).
@@ -406,6 +410,7 @@ class Communicator {
   std::vector<float> start_anchor_;    // x̄ of a resumed run, from start()
   std::vector<int> state_to_;          // joiners to stream x̄ to once done_ reaches resume_round_
   uint64_t resume_round_ = 0;
+  std::map<uint32_t, uint64_t> resumed_at_;  // gossip: epoch -> its resume round
   std::optional<ViewEvent> pending_event_;  // reported once done_ reaches resume_round_
   uint64_t transferred_bytes_ = 0;
   std::map<uint64_t, std::vector<float>> kept_;  // results of the last rounds finished here

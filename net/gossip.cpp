@@ -30,9 +30,10 @@ int gossip_partner(int node, uint64_t round, int nodes) {
 }
 
 Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
-               uint64_t first_round)
+               uint64_t first_round, uint64_t keep_rounds)
     : self_(self),
       nodes_(nodes),
+      keep_rounds_(keep_rounds),
       count_(count),
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
       chunks_(static_cast<uint32_t>((count + chunk_elems_ - 1) / chunk_elems_)),
@@ -40,6 +41,43 @@ Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* ou
       next_send_(first_round),
       latest_applied_(first_round) {
   TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " nodes " << nodes);
+  Segment all;
+  for (int i = 0; i < nodes; ++i) all.members.push_back(i);  // i over the configured nodes
+  all.live = all.members;
+  segments_.push_back(std::move(all));
+}
+
+int Gossip::partner(uint64_t round) const {
+  auto seg = std::upper_bound(segments_.begin(), segments_.end(), round,
+                              [](uint64_t r, const Segment& s) { return r < s.from; });
+  if (seg == segments_.begin()) return -1;  // before the first segment: never submitted
+  --seg;
+  const auto me = std::find(seg->members.begin(), seg->members.end(), self_);
+  if (me == seg->members.end()) return -1;
+  const int rank = gossip_partner(static_cast<int>(me - seg->members.begin()), round,
+                                  static_cast<int>(seg->members.size()));
+  if (rank < 0) return -1;
+  const int id = seg->members[static_cast<size_t>(rank)];
+  return std::binary_search(seg->live.begin(), seg->live.end(), id) ? id : -1;
+}
+
+void Gossip::set_view(const std::vector<int>& members, uint64_t from) {
+  TETHER_NET_CHECK(std::is_sorted(members.begin(), members.end()) &&
+                       std::binary_search(members.begin(), members.end(), self_),
+                   "gossip view without node " << self_);
+  for (Segment& seg : segments_) {  // a member that left: its exchanges are cancelled
+    std::vector<int> live;
+    std::set_intersection(seg.live.begin(), seg.live.end(), members.begin(), members.end(),
+                          std::back_inserter(live));
+    seg.live = std::move(live);
+  }
+  std::erase_if(segments_, [from](const Segment& seg) { return seg.from >= from; });
+  segments_.push_back({from, members, members});
+  // Rounds from `from` on start again under the new schedule.
+  rounds_.erase(rounds_.lower_bound(from), rounds_.end());
+  corrections_.erase(corrections_.lower_bound(from), corrections_.end());
+  next_send_ = std::min(next_send_, from);
+  advance();  // rounds below `from` whose partner left finish now
 }
 
 ChunkRange Gossip::chunk(uint32_t c) const {
@@ -49,8 +87,7 @@ ChunkRange Gossip::chunk(uint32_t c) const {
 
 Reject Gossip::check(const Header& h) const {
   if (h.kind != Kind::kGossip) return Reject::kUnexpected;
-  if (gossip_partner(self_, h.round, nodes_) != static_cast<int>(h.sender))
-    return Reject::kUnexpected;
+  if (partner(h.round) != static_cast<int>(h.sender)) return Reject::kUnexpected;
   if (h.step != 0 || h.chunk >= chunks_) return Reject::kRangeMismatch;
   const ChunkRange r = chunk(h.chunk);
   if (h.offset != r.offset || h.count != r.count) return Reject::kRangeMismatch;
@@ -91,6 +128,7 @@ void Gossip::advance() {
   uint64_t keep_from = latest_applied_;
   auto it = rounds_.find(next_send_);
   if (it != rounds_.end() && it->second.buf) keep_from = std::min(keep_from, it->second.applied);
+  keep_from = std::min(keep_from, next_send_ > keep_rounds_ ? next_send_ - keep_rounds_ : 0);
   corrections_.erase(corrections_.begin(), corrections_.lower_bound(keep_from));
 }
 
@@ -108,8 +146,8 @@ bool Gossip::send_next() {
   }
   st.sent = true;
   ++next_send_;
-  const int partner = gossip_partner(self_, round, nodes_);
-  if (partner < 0) return true;
+  const int to = partner(round);
+  if (to < 0) return true;
   if (!all_finite(m, count_))  // the partner would refuse it
     throw std::invalid_argument("gossip round " + std::to_string(round) +
                                 ": non-finite value in this node's snapshot");
@@ -121,7 +159,7 @@ bool Gossip::send_next() {
     h.chunk = c;
     h.offset = r.offset;
     h.count = r.count;
-    outbox_->send(partner, h, zero_copy(st.buf, r.offset, r.count), nullptr);
+    outbox_->send(to, h, zero_copy(st.buf, r.offset, r.count), nullptr);
   }
   return true;
 }
@@ -130,13 +168,13 @@ bool Gossip::finish_ready() {
   bool any = false;
   for (auto f = rounds_.begin(); f != rounds_.end() && f->first < next_send_;) {  // sent rounds
     RoundState& st = f->second;
-    const int partner = gossip_partner(self_, f->first, nodes_);
-    if (partner >= 0 && st.received_count != chunks_) {
+    const int with = partner(f->first);
+    if (with >= 0 && st.received_count != chunks_) {
       ++f;
       continue;
     }
     std::vector<float> c(count_, 0.0f);
-    if (partner >= 0) {
+    if (with >= 0) {
       for (uint32_t k = 0; k < chunks_; ++k) {  // k over the snapshot's chunks
         const ChunkRange r = chunk(k);
         const float* in = static_cast<const float*>(st.received[k].data());
@@ -168,7 +206,7 @@ bool Gossip::finished(uint64_t round) const { return corrections_.count(round) !
 std::vector<float> Gossip::take(uint64_t round, int* partner) {
   auto it = corrections_.find(round);
   TETHER_NET_CHECK(it != corrections_.end(), "round " << round << " not finished");
-  if (partner) *partner = gossip_partner(self_, round, nodes_);
+  if (partner) *partner = this->partner(round);
   return it->second;  // a copy: later snapshots may still need it (see submit)
 }
 

@@ -41,8 +41,18 @@
 //   it and every round still to be sent was closed after that (at most the
 //   communicator's window of them).
 // Bytes on the wire per node and round: n * 4 sent and received (0 on a bye).
-// Peer failure: the pair's round never completes; the communicator's
-//   heartbeats raise PeerLost naming the silent peer.
+// Views (membership): the schedule is a list of segments, each from a round
+//   on over a view's sorted members (ranks are positions in that list). When
+//   a view is committed with resume round R, set_view() adds the segment
+//   (R, members): rounds below R keep the schedule they were sent under, and
+//   an exchange with a partner that left is cancelled (a bye: c = 0, the
+//   partner applies nothing either); rounds from R on are forgotten here and
+//   submitted again by the communicator from the original snapshots, so no
+//   snapshot ever holds a correction that was redone. Corrections are kept
+//   `keep_rounds` rounds behind the next send, so that the rewound rounds can
+//   be completed again.
+// Peer failure without membership: the pair's round never completes; the
+//   communicator's heartbeats raise PeerLost naming the silent peer.
 #pragma once
 
 #include <cstdint>
@@ -61,7 +71,12 @@ class Gossip final : public Mixer {
  public:
   // Rounds are numbered from first_round (a resumed run's cut).
   Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
-         uint64_t first_round = 0);
+         uint64_t first_round = 0, uint64_t keep_rounds = 0);
+
+  // A view committed with resume round `from` (see the top of this file).
+  void set_view(const std::vector<int>& members, uint64_t from);
+  // This node's partner in `round` (a node id), or -1 (a bye, or cancelled).
+  int partner(uint64_t round) const;
 
   Reject check(const Header& h) const override;
   void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) override;
@@ -88,7 +103,15 @@ class Gossip final : public Mixer {
   bool send_next();     // true when round next_send_ left
   bool finish_ready();  // true when some round's correction was computed
 
+  struct Segment {
+    uint64_t from = 0;
+    std::vector<int> members;  // sorted; the schedule runs over their ranks
+    std::vector<int> live;     // those still in the view: others are cancelled
+  };
+
   int self_, nodes_;
+  std::vector<Segment> segments_;  // by `from`, ascending
+  uint64_t keep_rounds_ = 0;
   uint64_t count_, chunk_elems_;
   uint32_t chunks_;
   Outbox* outbox_;

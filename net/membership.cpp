@@ -59,7 +59,7 @@ bool Communicator::View::has(int id) const {
 
 // The parameter-server baselines (a service) keep the old rule: a dead node
 // takes its shard with it, so the others stop naming it.
-bool Communicator::membership() const { return opts_.mixer == MixerKind::kRing && nodes_ > 1 && !opts_.service; }
+bool Communicator::membership() const { return nodes_ > 1 && !opts_.service; }
 
 std::unique_ptr<Mixer> Communicator::make_ring() {
   return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get());
@@ -112,7 +112,7 @@ void Communicator::suspect(int peer, const std::string& why) {
     std::lock_guard<std::mutex> lk(mu_);
     lost_.push_back(peer);
   }
-  transport_->reset_peer(peer);
+  transport_->reset_peer(peer);  // also frees what ZeroMQ queued for it
   joiners_.erase(std::remove(joiners_.begin(), joiners_.end(), peer), joiners_.end());
   if (!view_.has(peer)) return;
   if (!changing_) {
@@ -266,6 +266,13 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     }
     return;
   }
+  if (gossip_) {
+    install_gossip(resume);
+    pending_event_ = ev;
+    replay_future();
+    try_complete();
+    return;
+  }
   // Rounds below R that this node has not finished: the lowest member that
   // finished each sends its result. Rounds from R on: re-run in this view.
   for (uint64_t r = done_; r < resume; ++r) {  // r over the rounds complete elsewhere
@@ -300,7 +307,8 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
       h.count = slot.own_sketch->data.size();
       transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
     }
-    if (!slot.exact) ring_->submit(r, make_buffer(slot.retained), slot.applied);
+    ring_->submit(r, make_buffer(slot.retained), slot.applied);
+    slot.in_mixer = true;
   }
   // Joiners: the lowest member that does not join streams x̄ at R.
   state_to_.clear();
@@ -312,6 +320,37 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
   pending_event_ = ev;
   replay_future();
   try_complete();
+}
+
+// Gossip has no shared anchor: each member finishes the rounds below R under
+// the schedule they were sent with (an exchange with a node that left is
+// cancelled), and the rounds from R on start again under the view's schedule
+// from the snapshots as submitted. An exact round (the closing average) runs
+// on the new ring.
+void Communicator::install_gossip(uint64_t resume) {
+  resumed_at_[view_.epoch] = resume;
+  gossip_->set_view(view_.members, resume);
+  for (auto& [r, slot] : slots_) {  // r over the rounds open here, ascending
+    if (r >= resume) {
+      slot.sketches.clear();  // every member sends its sketch again in this view
+      slot.in_mixer = false;
+      if (slot.submitted) {
+        for (int m : view_.members) {
+          if (m == opts_.self) continue;
+          Header h;
+          h.kind = Kind::kSketch;
+          h.flags = slot.own_stop ? kStopRequest : 0;
+          h.round = r;
+          h.count = slot.own_sketch->data.size();
+          transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
+        }
+      }
+    }
+    if (slot.exact && r < resume) slot.in_mixer = false;  // the ring it ran on is gone
+    if (!slot.submitted || slot.in_mixer) continue;
+    mixer_for(slot)->submit(r, make_buffer(slot.retained), slot.applied);
+    slot.in_mixer = true;
+  }
 }
 
 void Communicator::send_kept_result(int to, uint64_t round) {
@@ -347,7 +386,7 @@ void Communicator::send_state(int to) {
 // A round finished here: keep its result (a member may lack it after a view
 // change), advance x̄, and report a view change once its resume round is reached.
 void Communicator::after_complete(uint64_t round, const std::vector<float>& mixed, bool exact) {
-  if (!membership() || exact) return;
+  if (!membership() || exact || gossip_) return;  // gossip: no shared anchor
   for (size_t i = 0; i < anchor_io_.size() && i < mixed.size(); ++i) anchor_io_[i] += mixed[i];
   kept_[round] = mixed;
   while (kept_.size() > static_cast<size_t>(opts_.window) + 2) kept_.erase(kept_.begin());
@@ -410,6 +449,14 @@ Reject Communicator::check_epoch(const Header& h, std::vector<zmq::message_t>& p
   if (!membership()) return Reject::kNone;
   const int peer = static_cast<int>(h.sender);
   if (h.epoch < view_.epoch) {
+    // Gossip: an exchange (or sketch) of a round below the resume round of
+    // every view since still counts; the schedule it was sent under holds.
+    if (gossip_ && (h.kind == Kind::kGossip || h.kind == Kind::kSketch) && view_.has(peer)) {
+      uint64_t valid_below = UINT64_MAX;
+      for (auto it = resumed_at_.upper_bound(h.epoch); it != resumed_at_.end(); ++it)
+        valid_below = std::min(valid_below, it->second);
+      if (h.round < valid_below) return Reject::kNone;
+    }
     if (!view_.has(peer) && phase_ == Phase::kRunning) notify_outside(peer);
     return Reject::kStaleEpoch;
   }

@@ -161,15 +161,18 @@ void Trainer::setup() {
     resume_.on_view = [this](const net::ViewEvent& e) {
       char hash[24];
       std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(e.anchor_hash));
-      log_->metrics.write({{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kEpoch, e.epoch},
-                           {field::kMembers, e.members}, {field::kReason, e.reason},
-                           {field::kResumeRound, e.resume_round}, {field::kMs, e.ms}, {field::kAnchorHash, hash},
-                           {field::kTransferredBytes, e.transferred_bytes}});
+      nlohmann::json rec = {{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kEpoch, e.epoch},
+                            {field::kMembers, e.members}, {field::kReason, e.reason},
+                            {field::kResumeRound, e.resume_round}, {field::kMs, e.ms},
+                            {field::kTransferredBytes, e.transferred_bytes}};
+      if (e.has_anchor) rec[field::kAnchorHash] = hash;  // gossip has no shared anchor
+      log_->metrics.write(rec);
       std::string members;
       for (int m : e.members) members += (members.empty() ? "" : ",") + std::to_string(m);
       char line[160];
-      std::snprintf(line, sizeof line, "view %u: nodes {%s} from round %llu (%.0f ms, x̄ %s): ", e.epoch,
-                    members.c_str(), static_cast<unsigned long long>(e.resume_round), e.ms, hash);
+      std::snprintf(line, sizeof line, "view %u: nodes {%s} from round %llu (%.0f ms%s%s): ", e.epoch,
+                    members.c_str(), static_cast<unsigned long long>(e.resume_round), e.ms,
+                    e.has_anchor ? ", x̄ " : "", e.has_anchor ? hash : "");
       log_->progress.line(line + e.reason);
     };
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);

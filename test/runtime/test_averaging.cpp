@@ -538,4 +538,79 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
   }
 }
 
+TEST_CASE("gossip, a node of 5 crashes: the 4 survivors form view 2 over a new schedule, end equal, spread bounded") {
+  struct Case {
+    std::string point;
+    int node;
+  };
+  // node 2 before its round leaves and while it waits on the window; node 0
+  // (the coordinator of view 1) before its round leaves
+  const std::vector<Case> cases = {{"submit", 2}, {"window", 2}, {"submit", 0}};
+  for (const Case& k : cases) {
+    CAPTURE(k.point);
+    CAPTURE(k.node);
+    Run run;
+    run.nodes = 5;
+    run.gossip = true;
+    run.staleness = 2;
+    run.period = 1;
+    run.steps = 120;
+    run.settle_steps = 12 * run.nodes;
+    run.step_ms = 2;
+    run.delay_ms = 3;   // merges slower than steps
+    run.peer_timeout_ms = 600;
+    run.crash_node = k.node;
+    run.crash_point = k.point;
+    run.crash_round = 20;
+    const auto out = run_cluster(run);
+    std::vector<int> live;
+    for (int i = 0; i < run.nodes; ++i) {
+      const NodeOut& o = out[size_t(i)];
+      if (i == k.node) {
+        CHECK_MESSAGE(o.crashed, o.error);
+        continue;
+      }
+      REQUIRE_MESSAGE(o.error.empty(), "node " << i << ": " << o.error);
+      live.push_back(i);
+    }
+    const NodeOut& ref = out[size_t(live.front())];
+    REQUIRE(!ref.views.empty());
+    const net::ViewEvent& v2 = ref.views.front();
+    MESSAGE(k.point << ": view " << v2.epoch << " " << v2.reason << " after " << v2.ms << " ms, resume round "
+                    << v2.resume_round);
+    CHECK(v2.epoch == 2);
+    CHECK(v2.members == live);
+    CHECK(!v2.has_anchor);
+    CHECK(v2.ms < 600 + 1500);   // detected within peer_timeout_ms, and the change made
+    CHECK(v2.resume_round + uint64_t(run.staleness) + 1 >= run.crash_round);
+    CHECK(v2.resume_round <= run.crash_round + uint64_t(run.staleness) + 1);
+    for (int i : live) {   // every survivor: the same view, the same final bits
+      CAPTURE(i);
+      REQUIRE(!out[size_t(i)].views.empty());
+      CHECK(out[size_t(i)].views.front().epoch == 2);
+      CHECK(out[size_t(i)].views.front().members == live);
+      CHECK(out[size_t(i)].views.front().resume_round == v2.resume_round);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.final_x.data(), run.dim * 4) == 0);
+    }
+    // Bounded as without a failure (the crashed node's rounds before its
+    // crash included): the old schedule's mixing time is the longer one.
+    const double bound = 2.0 * double(run.staleness + 1 + mixing_rounds(run.nodes)) * max_update_norm(run);
+    double worst = 0;
+    for (size_t r = 1; r < size_t(run.steps); ++r) worst = std::max(worst, spread_at(out, r));
+    MESSAGE("largest spread " << worst << " (bound " << bound << ")");
+    CHECK(worst <= bound);
+    // The new schedule mixes the survivors: once training stops they agree.
+    const size_t last = size_t(run.steps + run.settle_steps) - 1;
+    CHECK(spread_at(out, last) <= 1e-5);
+    // Each survivor's exchanges in the new view conserve the survivors' sum:
+    // the closing average is the mean of their x at the last close.
+    for (size_t j = 0; j < run.dim; j += 97) {
+      double mean = 0;
+      for (int i : live) mean += double(out[size_t(i)].closes[last][j]);
+      mean /= double(live.size());
+      CHECK(double(ref.final_x[j]) == doctest::Approx(mean).epsilon(1e-5));
+    }
+  }
+}
+
 }  // TEST_SUITE
