@@ -4,7 +4,6 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -26,21 +25,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Hello payload: 9 little-endian u64 fields, all of which must match ours.
-constexpr size_t kHelloFields = 10;
-constexpr size_t kHelloBytes = kHelloFields * sizeof(uint64_t);
-constexpr const char* kHelloNames[kHelloFields] = {"config hash", "sketch seed", "node count",
-                                                   "mixer",       "window",      "chunk bytes",
-                                                   "parameter count", "start round", "start step",
-                                                   "incarnation"};
-constexpr size_t kHelloStartRound = 7, kHelloStartStep = 8;
-// A number drawn by each process at start (not compared): a hello with
-// another incarnation than the one a member knows comes from a restarted
-// process, so the earlier one is dead.
-constexpr size_t kHelloIncarnation = 9;
-// After the fixed fields: one (hash64 of the path, hash of the value) pair per
-// run key (CommOptions::config_keys), so a config mismatch names the keys.
-constexpr size_t kMaxHelloKeys = 4096;
 // ZeroMQ limits per connection of the ROUTER (see io_main).
 constexpr int kReceiveHwm = 256;
 constexpr int kHandshakeMs = 5000;
@@ -55,12 +39,6 @@ uint64_t draw_incarnation() {
   std::random_device rd;
   const uint64_t t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   return ((uint64_t{rd()} << 32) ^ rd() ^ t ^ (static_cast<uint64_t>(::getpid()) << 16)) | 1;  // never 0
-}
-
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
-  return buf;
 }
 
 }  // namespace
@@ -307,7 +285,7 @@ void Communicator::io_main() {
     // The largest legal frame: a chunk, a sketch or a hello; headers are smaller.
     const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
-                                                        kHelloBytes + 2 * sizeof(uint64_t) * kMaxHelloKeys,
+                                                        kMaxHelloBytes,
                                                         kHeaderBytes,
                                                         opts_.service ? opts_.service->max_frame_bytes() : 0}));
     // Per connection: what ZeroMQ may buffer before this thread reads it
@@ -321,12 +299,12 @@ void Communicator::io_main() {
       opts_.service->attach(transport_.get(), [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
     transport_->open(opts_.test_after_bind);
 
-    const std::vector<uint64_t> hello = hello_fields();
+    const std::vector<unsigned char> hello = encode_hello(hello_fields());
     for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
       if (p == opts_.self) continue;
       Header h;
       h.kind = Kind::kHello;
-      transport_->send(p, h, zmq::message_t(hello.data(), hello.size() * sizeof(uint64_t)), nullptr);
+      transport_->send(p, h, zmq::message_t(hello.data(), hello.size()), nullptr);
     }
     heartbeat_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
     heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -473,12 +451,12 @@ void Communicator::heartbeat_tick() {
   // node's earlier incarnation for alive.
   if (phase_ == Phase::kStarting && membership() && !(joining_ && view_.epoch != 0) &&
       ticks_ % (joining_ ? 3 : 5) == 0) {
-    const std::vector<uint64_t> hello = hello_fields();
+    const std::vector<unsigned char> hello = encode_hello(hello_fields());
     for (int p = 0; p < nodes_; ++p) {  // p over the other nodes
       if (p == opts_.self || (!joining_ && peers_[static_cast<size_t>(p)].hello)) continue;
       Header h;
       h.kind = Kind::kHello;
-      transport_->send(p, h, zmq::message_t(hello.data(), hello.size() * sizeof(uint64_t)), nullptr);
+      transport_->send(p, h, zmq::message_t(hello.data(), hello.size()), nullptr);
     }
   }
   check_round_progress(now);
@@ -676,10 +654,10 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   Reject r = Reject::kNone;
   switch (h.kind) {
     case Kind::kHello: {
-      if (h.payload_bytes < kHelloBytes || (h.payload_bytes - kHelloBytes) % (2 * sizeof(uint64_t)) != 0 ||
-          (h.payload_bytes - kHelloBytes) / (2 * sizeof(uint64_t)) > kMaxHelloKeys)
-        return Reject::kLengthMismatch;
+      if (!hello_length_ok(h.payload_bytes)) return Reject::kLengthMismatch;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      HelloInfo theirs;
+      if ((r = decode_hello(payload.data(), payload.size(), &theirs)) != Reject::kNone) return r;
       if (!opts_.curve && msg_peer_ < 0 && bound_[static_cast<size_t>(peer)].empty()) {
         bound_[static_cast<size_t>(peer)] = parts[0].to_string();
         msg_peer_ = peer;
@@ -704,7 +682,7 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
         if (phase_ == Phase::kStarting) break;
         return Reject::kDuplicate;
       }
-      if ((r = handle_hello(h, payload)) != Reject::kNone) return r;
+      if ((r = handle_hello(h, theirs)) != Reject::kNone) return r;
       break;
     }
     case Kind::kHeartbeat:
@@ -808,21 +786,21 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   return Reject::kNone;
 }
 
-std::vector<uint64_t> Communicator::hello_fields() const {
-  std::vector<uint64_t> f = {opts_.config_hash,
-                             opts_.sketch_seed,
-                             static_cast<uint64_t>(nodes_),
-                             static_cast<uint64_t>(opts_.mixer),
-                             static_cast<uint64_t>(opts_.window),
-                             opts_.chunk_bytes,
-                             count_,
-                             opts_.first_round,
-                             opts_.start_step,
-                             incarnation_};
+HelloInfo Communicator::hello_fields() const {
+  HelloInfo f;
+  f.fields = {opts_.config_hash,
+              opts_.sketch_seed,
+              static_cast<uint64_t>(nodes_),
+              static_cast<uint64_t>(opts_.mixer),
+              static_cast<uint64_t>(opts_.window),
+              opts_.chunk_bytes,
+              count_,
+              opts_.first_round,
+              opts_.start_step,
+              incarnation_};
   for (size_t k = 0; k < opts_.config_keys.size() && k < kMaxHelloKeys; ++k) {  // k over the run keys
     const std::string& path = opts_.config_keys[k].first;
-    f.push_back(hash64(path.data(), path.size()));
-    f.push_back(opts_.config_keys[k].second);
+    f.keys.emplace_back(hash64(path.data(), path.size()), opts_.config_keys[k].second);
   }
   return f;
 }
@@ -833,26 +811,15 @@ constexpr const char* kGossipNoJoin =
     "the others go on without it, and a cluster restarted from its checkpoints (--resume) has it back";
 }  // namespace
 
-Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload) {
+Reject Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
   const int peer = static_cast<int>(h.sender);
-  std::vector<uint64_t> theirs(payload.size() / sizeof(uint64_t));
-  std::memcpy(theirs.data(), payload.data(), theirs.size() * sizeof(uint64_t));
-  const std::vector<uint64_t> ours = hello_fields();
+  const HelloInfo ours_info = hello_fields();
+  const auto& theirs = hello.fields;
+  const auto& ours = ours_info.fields;
   const bool from_running = (h.flags & kHelloRunning) != 0;
   // The fields every node must share (the start round and step only at a
   // common start: a joiner takes the running view's).
-  auto differing = [&](bool with_start) -> std::string {
-    for (size_t f = 0; f < kHelloFields; ++f) {  // f over the fixed hello fields
-      if (f == kHelloIncarnation || (!with_start && (f == kHelloStartRound || f == kHelloStartStep))) continue;
-      if (theirs[f] == ours[f]) continue;
-      const bool as_hex = f < 2;
-      std::string what = "its " + std::string(kHelloNames[f]) + " " + (as_hex ? hex(theirs[f]) : std::to_string(theirs[f])) +
-                         " differs from ours " + (as_hex ? hex(ours[f]) : std::to_string(ours[f]));
-      if (f == 0) what += config_keys_differing(theirs);
-      return what;
-    }
-    return "";
-  };
+  auto differing = [&](bool with_start) { return hello_differing(hello, ours_info, with_start, opts_.config_keys); };
   PeerState& ps = peers_[static_cast<size_t>(peer)];
   if (membership() && phase_ == Phase::kRunning) {
     if (from_running) return Reject::kDuplicate;  // a member answering an earlier hello of ours
@@ -872,7 +839,8 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
         Header reply;
         reply.kind = Kind::kHello;
         reply.flags = kHelloRunning;
-        transport_->send(peer, reply, zmq::message_t(ours.data(), ours.size() * sizeof(uint64_t)), nullptr);
+        const std::vector<unsigned char> bytes = encode_hello(ours_info);
+        transport_->send(peer, reply, zmq::message_t(bytes.data(), bytes.size()), nullptr);
       }
       return Reject::kUnexpected;
     }
@@ -888,7 +856,8 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
     Header reply;
     reply.kind = Kind::kHello;
     reply.flags = kHelloRunning;
-    transport_->send(peer, reply, zmq::message_t(ours.data(), ours.size() * sizeof(uint64_t)), nullptr);
+    const std::vector<unsigned char> bytes = encode_hello(ours_info);
+    transport_->send(peer, reply, zmq::message_t(bytes.data(), bytes.size()), nullptr);
     if (!changing_) {
       changing_ = true;
       change_started_ = Clock::now();
@@ -943,21 +912,6 @@ Reject Communicator::handle_hello(const Header& h, const zmq::message_t& payload
   ps.last_seen = Clock::now();
   maybe_started();
   return Reject::kNone;
-}
-
-std::string Communicator::config_keys_differing(const std::vector<uint64_t>& theirs) const {
-  std::map<uint64_t, uint64_t> peer_keys;  // hash of the path -> hash of the value
-  for (size_t i = kHelloFields; i + 1 < theirs.size(); i += 2) peer_keys[theirs[i]] = theirs[i + 1];
-  if (peer_keys.empty() || opts_.config_keys.empty()) return "";
-  std::string names;
-  size_t matched = 0;
-  for (const auto& [path, value] : opts_.config_keys) {  // our run keys, in order
-    auto it = peer_keys.find(hash64(path.data(), path.size()));
-    if (it != peer_keys.end()) ++matched;
-    if (it == peer_keys.end() || it->second != value) names += (names.empty() ? "" : ", ") + path;
-  }
-  if (matched != peer_keys.size()) names += std::string(names.empty() ? "" : ", ") + "keys this node does not know";
-  return names.empty() ? "" : " (it differs in " + names + ")";
 }
 
 void Communicator::handle_params(const Header& h, const zmq::message_t& payload) {

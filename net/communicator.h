@@ -67,6 +67,7 @@
 #include <zmq.hpp>
 
 #include "net/gossip.h"
+#include "net/hello.h"
 #include "net/mixer.h"
 #include "net/wire.h"
 
@@ -325,10 +326,8 @@ class Communicator {
   void io_main();
   void on_message(std::vector<zmq::message_t>& parts, bool truncated, int auth_peer);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
-  Reject handle_hello(const Header& h, const zmq::message_t& payload);
-  std::vector<uint64_t> hello_fields() const;
-  // " (it differs in a.b, c.d)" from a peer's hello key pairs, or "".
-  std::string config_keys_differing(const std::vector<uint64_t>& theirs) const;
+  Reject handle_hello(const Header& h, const HelloInfo& theirs);
+  HelloInfo hello_fields() const;
   void handle_params(const Header& h, const zmq::message_t& payload);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,

@@ -32,7 +32,6 @@ int gossip_partner(int node, uint64_t round, int nodes) {
 Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
                uint64_t first_round, uint64_t keep_rounds)
     : self_(self),
-      nodes_(nodes),
       keep_rounds_(keep_rounds),
       count_(count),
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),

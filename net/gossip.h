@@ -109,7 +109,7 @@ class Gossip final : public Mixer {
     std::vector<int> live;     // those still in the view: others are cancelled
   };
 
-  int self_, nodes_;
+  int self_;
   std::vector<Segment> segments_;  // by `from`, ascending
   uint64_t keep_rounds_ = 0;
   uint64_t count_, chunk_elems_;

@@ -534,7 +534,13 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
       if (!changing_) {
         changing_ = true;
         change_started_ = Clock::now();
-        change_reason_ = "proposed by node " + std::to_string(peer);
+        // Which node noticed first is a matter of timing: say what changes.
+        change_reason_ = "proposed by node " + std::to_string(peer) + ": view " + std::to_string(epoch);
+        for (int m : view_.members)  // m over the current members
+          if (!std::binary_search(members.begin(), members.end(), m))
+            change_reason_ += " without " + peer_name(m);
+        for (int m : members)  // m over the proposed members
+          if (!view_.has(m)) change_reason_ += " with node " + std::to_string(m) + " joining";
       }
       peers_[static_cast<size_t>(peer)].last_seen = Clock::now();
       std::vector<uint64_t> ans = {epoch, done_, submitted_io_, joining_ ? 1u : 0u};

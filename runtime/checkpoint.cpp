@@ -65,6 +65,31 @@ uint32_t check_prefix(const std::string& path, const char* data, size_t have, si
 nlohmann::json parse_header(const std::string& path, const std::string& text) {
   nlohmann::json meta = nlohmann::json::parse(text, nullptr, false);
   if (meta.is_discarded() || !meta.is_object()) throw CheckpointError(path + ": checkpoint header is not a JSON object");
+  // The keys the trainer reads as typed values (Trainer::setup,
+  // evaluate_checkpoint): one of another type is refused here, naming it,
+  // rather than thrown later by the JSON library without the file's name.
+  struct Typed {
+    const char* key;
+    bool (*ok)(const nlohmann::json&);
+    const char* expected;
+  };
+  static const Typed kTyped[] = {
+      {"step", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
+      {"round", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
+      {"test_acc", [](const nlohmann::json& v) { return v.is_number(); }, "a number"},
+      {"max_delta", [](const nlohmann::json& v) { return v.is_number(); }, "a number"},
+      {"cut", [](const nlohmann::json& v) { return v.is_boolean(); }, "true or false"},
+      {"model", [](const nlohmann::json& v) { return v.is_string(); }, "a string"},
+      {"data", [](const nlohmann::json& v) { return v.is_string(); }, "a string"},
+  };
+  for (const Typed& t : kTyped) {  // t over the typed keys; absent ones keep their defaults
+    auto it = meta.find(t.key);
+    if (it != meta.end() && !t.ok(*it)) {
+      std::string got = it->dump();
+      if (got.size() > 60) got = got.substr(0, 57) + "...";
+      throw CheckpointError(path + ": header field " + t.key + " is " + got + ", expected " + t.expected);
+    }
+  }
   return meta;
 }
 }  // namespace
@@ -79,7 +104,7 @@ uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed) {
     h = kmath::mix64(h ^ w) + 0x9e3779b97f4a7c15ull;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, p + i, bytes - i);
+  if (bytes > i) std::memcpy(&tail, p + i, bytes - i);  // an empty buffer may have no address
   return kmath::mix64(h ^ tail ^ (uint64_t(bytes - i) << 56));
 }
 
@@ -171,6 +196,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::vector<float>* dst[3] = {&ck.params, &ck.momentum, &ck.anchor};
   for (int i = 0; i < 3; ++i) {
     dst[i]->resize(counts[i]);
+    if (counts[i] == 0) continue;  // an empty vector's data() may be null: no memcpy from or to it
     std::memcpy(dst[i]->data(), p, counts[i] * sizeof(float));
     p += counts[i] * sizeof(float);
   }

@@ -31,7 +31,10 @@ struct Checkpoint {
 
 // Writes `path` atomically; never leaves a half-written file under `path`.
 void save_checkpoint(const std::string& path, const Checkpoint& ck);
-// Reads and verifies magic, version, sizes and checksum; errors name the file.
+// Reads and verifies magic, version, sizes and checksum, and the types of the
+// header keys the trainer reads (step, round: unsigned integers; test_acc,
+// max_delta: numbers; cut: true or false; model, data: strings; each may be
+// absent); errors name the file.
 Checkpoint load_checkpoint(const std::string& path);
 // Reads only the header's JSON (magic, version and header checked; not the
 // checksum, which needs the whole file: load_checkpoint checks it).

@@ -18,7 +18,8 @@ using nlohmann::json;
 namespace {
 
 std::string show(const json& v) {
-  std::string s = v.dump();
+  // replace: a string of a --set that is not UTF-8 must not make the message throw
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return s;
 }
@@ -223,6 +224,13 @@ void apply_override(json& doc, const std::string& assignment) {
   size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
     throw ConfigError("--set " + assignment + ": expected json.path=value");
+  }
+  // Config text is JSON, hence UTF-8: bytes that are not would make every
+  // later dump of the document (tether config, run keys) throw.
+  try {
+    (void)json(assignment).dump();
+  } catch (const json::type_error&) {
+    throw ConfigError("--set " + show(json(assignment)) + ": not valid UTF-8 text");
   }
   std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
   json value = json::parse(text, nullptr, false);
@@ -496,8 +504,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   json doc;
   try {
     doc = json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    // e.what() carries the byte position and what was expected.
+  } catch (const json::exception& e) {
+    // e.what() carries the byte position and what was expected (a parse
+    // error), or the number that overflows a double (out_of_range 406).
     std::string what = e.what();
     size_t at = what.find("] ");
     throw ConfigError(path + ": not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)));

@@ -8,7 +8,8 @@ BUILD_DIR=${BUILD_DIR:-$TETHER_ROOT/build}
 # Packages the build and the tests need.
 TETHER_PACKAGES=(meson ninja-build pkg-config g++ zlib1g-dev nlohmann-json3-dev doctest-dev
                  libdnnl-dev libopenblas-dev libzmq3-dev cppzmq-dev libboost-dev libcli11-dev
-                 dataset-fashion-mnist python3 python3-dev pybind11-dev python3-numpy python3-torch)
+                 dataset-fashion-mnist python3 python3-dev pybind11-dev python3-numpy python3-torch
+                 clang libclang-rt-14-dev libfuzzer-14-dev)  # the fuzz harnesses (build_fuzz)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -38,4 +39,19 @@ build_tether() {
   fi
   log "building (ninja -C $BUILD_DIR)"
   ninja -C "$BUILD_DIR" >/dev/null || ninja -C "$BUILD_DIR"
+}
+
+# build_fuzz: the libFuzzer harnesses of test/fuzz/ (clang, ASan + UBSan) in
+# their own build directory, FUZZ_DIR (default build-fuzz/); ccache when present.
+build_fuzz() {
+  FUZZ_DIR=${FUZZ_DIR:-$TETHER_ROOT/build-fuzz}
+  ensure_packages "${TETHER_PACKAGES[@]}"
+  if [ ! -f "$FUZZ_DIR/build.ninja" ]; then
+    log "configuring $FUZZ_DIR (clang, libFuzzer, AddressSanitizer, UBSan)"
+    local cxx=clang++
+    command -v ccache >/dev/null && cxx="ccache clang++"
+    CXX="$cxx" meson setup "$FUZZ_DIR" "$TETHER_ROOT" -Dfuzz=enabled -Dbuildtype=debugoptimized >/dev/null
+  fi
+  log "building the fuzz harnesses (ninja -C $FUZZ_DIR)"
+  ninja -C "$FUZZ_DIR" >/dev/null || ninja -C "$FUZZ_DIR"
 }

@@ -5,7 +5,8 @@
 #   scripts/test.sh [meson test args, e.g. a suite name]
 # With no arguments it also builds the net and runtime suites a second time
 # with libstdc++'s assertions (-D_GLIBCXX_ASSERTIONS: bounds-checked
-# containers, checked optionals) into build-assert/ and runs them.
+# containers, checked optionals) into build-assert/ and runs them, then the
+# libFuzzer harnesses (build-fuzz/, clang) for a bounded time each (suite fuzz).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 build_tether
 log "running tests"
@@ -29,5 +30,12 @@ if [ $# -eq 0 ]; then
   (cd "$ASSERT_DIR" && meson test --no-rebuild --num-processes 1 --print-errorlogs "${ASSERT_SUITES[@]}")
   set -e
   logs+=("$ASSERT_DIR/meson-logs/testlog.json=assertions: ")
+  # every decoder of outside bytes under libFuzzer, a bounded time each
+  build_fuzz
+  log "running the fuzz harnesses (suite fuzz, $FUZZ_DIR)"
+  set +e
+  (cd "$FUZZ_DIR" && meson test --no-rebuild --num-processes 1 --print-errorlogs --suite fuzz)
+  set -e
+  logs+=("$FUZZ_DIR/meson-logs/testlog.json=fuzz: ")
 fi
 python3 "$TETHER_ROOT/scripts/test_summary.py" "${logs[@]}"

@@ -399,7 +399,12 @@ TEST_CASE("a SIGKILLed peer: the survivors detect it within peer_timeout_ms, for
     CHECK(members == 2);
     CHECK(ms < timeout_ms + 1500);  // detected within the time-out plus slack
     CHECK(resume >= 3);             // rounds 0..2 finished everywhere
-    CHECK(res[static_cast<size_t>(i)].out.find("peer 2 (127.0.0.1:" + std::to_string(ports[2]) + ") silent for") !=
+    // Every member names the lost peer; the coordinator (node 0) says why:
+    // a follower that did not notice first names the proposal instead.
+    const std::string lost = "peer 2 (127.0.0.1:" + std::to_string(ports[2]) + ")";
+    const std::string& out = res[static_cast<size_t>(i)].out;
+    CHECK(out.find(i == 0 || out.find("proposed by node 0") == std::string::npos ? lost + " silent for"
+                                                                                 : "view 2 without " + lost) !=
           std::string::npos);
     // every round before the change averages 3 nodes (2), every one after 2 (1.5)
     std::istringstream vs(seqs[size_t(i)]);
@@ -636,8 +641,14 @@ TEST_CASE("a peer that answers heartbeats but never sends its round is removed a
     CHECK(e.epoch == 2);
     CHECK(e.members == std::vector<int>{0, 1});
     CHECK(e.resume_round == 1);
-    CHECK(e.reason.find("round 1 made no progress") != std::string::npos);
-    CHECK(e.reason.find("waiting for peer 2") != std::string::npos);
+    // The coordinator (node 0) says why; a follower that did not notice the
+    // stall first names the proposal and the peer it leaves out.
+    if (i == 0 || e.reason.find("proposed by node 0") == std::string::npos) {
+      CHECK(e.reason.find("round 1 made no progress") != std::string::npos);
+      CHECK(e.reason.find("waiting for peer 2") != std::string::npos);
+    } else {
+      CHECK(e.reason.find("view 2 without peer 2 (127.0.0.1:") != std::string::npos);
+    }
   }
   CHECK(events[0][0].anchor_hash == events[1][0].anchor_hash);
   CAPTURE(what[2]);

@@ -155,3 +155,52 @@ TEST_CASE("checkpoint: failed saves name the file and leak no descriptor") {
   CHECK(relative_error == "");
   CHECK(tether::load_checkpoint(dir.file("rel.ckpt")).params == ck.params);
 }
+
+// Found by fuzzing (test/fuzz/fuzz_checkpoint.cpp). Empty arrays: the loader
+// copied zero bytes from or to a null data(), undefined behaviour that only
+// UBSan sees (the fuzz build runs this file's inputs as seeds). Header keys of
+// the wrong type: the trainer's typed reads threw a JSON library error that
+// named no file, exit 1 instead of 2.
+TEST_CASE("checkpoint: empty arrays load; header keys of the wrong type are refused naming key and file") {
+  TempDir dir("ckpt");
+  Checkpoint empty;
+  empty.meta = {{"model", "mlp"}, {"step", 0}};
+  tether::save_checkpoint(dir.file("empty.ckpt"), empty);
+  const Checkpoint back = tether::load_checkpoint(dir.file("empty.ckpt"));
+  CHECK(back.params.empty());
+  CHECK(back.momentum.empty());
+  CHECK(back.anchor.empty());
+  CHECK(tether::params_hash({}) == tether::params_hash(back.params));
+
+  const std::pair<nlohmann::json, std::string> bad[] = {
+      {{"step", "ten"}, "header field step is \"ten\", expected an unsigned integer"},
+      {{"step", -1}, "header field step is -1, expected an unsigned integer"},
+      {{"round", 1.5}, "header field round is 1.5, expected an unsigned integer"},
+      {{"test_acc", "high"}, "header field test_acc is \"high\", expected a number"},
+      {{"max_delta", nullptr}, "header field max_delta is null, expected a number"},
+      {{"cut", 1}, "header field cut is 1, expected true or false"},
+      {{"model", 3}, "header field model is 3, expected a string"},
+      {{"data", {1, 2}}, "header field data is [1,2], expected a string"},
+  };
+  for (const auto& [field, message] : bad) {
+    CAPTURE(message);
+    Checkpoint ck = sample();
+    ck.meta[field[0].get<std::string>()] = field[1];
+    const std::string path = dir.file("typed.ckpt");
+    tether::save_checkpoint(path, ck);
+    CHECK(load_error(path) == path + ": " + message);
+    std::string meta_error;
+    try {
+      tether::load_checkpoint_meta(path);
+    } catch (const CheckpointError& e) {
+      meta_error = e.what();
+    }
+    CHECK(meta_error == path + ": " + message);
+  }
+  // The types the trainer writes load.
+  Checkpoint ok = sample();
+  ok.meta.update({{"step", uint64_t(5)}, {"round", uint64_t(2)}, {"test_acc", -1.0}, {"max_delta", 0},
+                  {"cut", true}, {"data", "synthetic"}});
+  tether::save_checkpoint(dir.file("ok.ckpt"), ok);
+  CHECK(tether::load_checkpoint(dir.file("ok.ckpt")).meta.value("step", uint64_t(0)) == 5);
+}

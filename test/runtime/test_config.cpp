@@ -558,3 +558,39 @@ TEST_CASE("config: model.layers round-trips through config_to_json; run keys cov
     CHECK(path.rfind("model.layers", 0) == std::string::npos);
   }
 }
+
+// Found by fuzzing (test/fuzz/fuzz_config.cpp): both aborted `tether config`
+// and `tether train` with an uncaught JSON library exception (exit 134)
+// instead of a config error naming the culprit (exit 2).
+TEST_CASE("config: --set text that is not UTF-8, and a number beyond a double, are config errors") {
+  auto set_error = [](const std::string& assignment) {
+    json doc = json::object();
+    try {
+      tether::apply_override(doc, assignment);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  // a bare word is taken as a string: it must be UTF-8 to be JSON
+  CHECK(set_error("device=\xff") == "--set \"device=\xef\xbf\xbd\": not valid UTF-8 text");
+  CHECK(set_error("log.dir=runs/\xc3") == "--set \"log.dir=runs/\xef\xbf\xbd\": not valid UTF-8 text");
+  CHECK(set_error("mod\xfe.name=mlp") == "--set \"mod\xef\xbf\xbd.name=mlp\": not valid UTF-8 text");
+  CHECK(set_error("log.dir=runs/caf\xc3\xa9").empty());  // UTF-8 is fine
+  tether::testing::TempDir dir("config");
+  const std::string path = dir.write("big.json", R"({"optimizer": {"lr": 1e400}})");
+  std::string what;
+  try {
+    tether::load_config(path, {});
+  } catch (const ConfigError& e) {
+    what = e.what();
+  }
+  CHECK(what == path + ": not valid JSON: number overflow parsing '1e400'");
+  // through the binary: exit 2 and the message, not an abort
+  const std::string good = dir.write("good.json", "{}");
+  const auto r = tether::testing::run_command(
+      tether::testing::tether_bin() + " config " + good + " --set \"$(printf 'device=\\377')\"", 60);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("tether: config error: --set ") != std::string::npos);
+  CHECK(tether::testing::run_command(tether::testing::tether_bin() + " config " + path, 60).exit_code == 2);
+}
