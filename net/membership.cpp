@@ -218,6 +218,13 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
   changing_ = false;
   proposing_.reset();
   transport_->set_epoch(epoch);
+  // The rounds from the resume round run again over the new members: their
+  // time-out counts from here. (A member that took the proposal without
+  // having timed the stalled round out itself kept the old start, and at its
+  // next tick took the new view's members for stalled before their frames of
+  // the re-run could come: seen in the stalled-trainer cluster test, which
+  // then lost a second member and its quorum.)
+  progress_at_ = Clock::now();
   for (int m : view_.members) {
     joiners_.erase(std::remove(joiners_.begin(), joiners_.end(), m), joiners_.end());
     PeerState& ps = peers_[static_cast<size_t>(m)];
