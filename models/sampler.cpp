@@ -1,5 +1,6 @@
 #include "models/sampler.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -110,41 +111,81 @@ ShardedSampler& ShardedSampler::operator=(const ShardedSampler& other) {
   return *this;
 }
 
-void ShardedSampler::range(size_t step, size_t* begin, size_t* end) const {
-  const size_t global = size_t(nodes_) * size_t(batch_);
+void ShardedSampler::check_view(size_t step, int position, int members) const {
+  if (members < 1 || members > nodes_)
+    throw std::out_of_range("ShardedSampler: a view of " + std::to_string(members) + " members, outside [1, " +
+                            std::to_string(nodes_) + "]");
+  if (position < 0 || position >= members)
+    throw std::out_of_range("ShardedSampler: position " + std::to_string(position) + " outside [0, " +
+                            std::to_string(members) + ")");
+  if (step >= steps_)
+    throw std::out_of_range("ShardedSampler: step " + std::to_string(step) +
+                            " outside [0, " + std::to_string(steps_) + ")");
+}
+
+void ShardedSampler::range(size_t step, int position, int members, size_t* begin, size_t* end) const {
+  // The members-node sharding of the contract: its own full steps and
+  // remainder (members == nodes_ gives full_steps_ and remainder_).
+  const size_t global = size_t(members) * size_t(batch_);
+  const size_t full = count_ / global;
+  const size_t remainder = count_ - full * global;
   const size_t base = step * global;
-  if (step < full_steps_) {
-    *begin = base + size_t(node_) * size_t(batch_);
+  if (step < full) {
+    *begin = base + size_t(position) * size_t(batch_);
     *end = *begin + size_t(batch_);
-  } else {  // the remainder step: node i takes [i·r/N, (i+1)·r/N)
-    *begin = base + size_t(node_) * remainder_ / size_t(nodes_);
-    *end = base + size_t(node_ + 1) * remainder_ / size_t(nodes_);
+  } else if (step == full && remainder >= size_t(members)) {  // node i takes [i·r/n, (i+1)·r/n)
+    *begin = base + size_t(position) * remainder / size_t(members);
+    *end = base + size_t(position + 1) * remainder / size_t(members);
+  } else {
+    // members ≤ nodes_ gives the members-node sharding at least steps_ steps
+    // (full ≥ full_steps_, and full == full_steps_ leaves a remainder ≥
+    // remainder_ ≥ nodes_ > members when steps_ has a remainder step).
+    throw std::logic_error("ShardedSampler: step " + std::to_string(step) + " past a " + std::to_string(members) +
+                           "-node epoch of " + std::to_string(count_) + " samples");
   }
 }
 
-size_t ShardedSampler::samples_at(size_t step) const {
-  if (step >= steps_)
-    throw std::out_of_range("ShardedSampler: step " + std::to_string(step) +
-                            " outside [0, " + std::to_string(steps_) + ")");
+size_t ShardedSampler::samples_at(size_t step) const { return samples_at(step, node_, nodes_); }
+
+size_t ShardedSampler::samples_at(size_t step, int position, int members) const {
+  check_view(step, position, members);
   size_t begin = 0, end = 0;
-  range(step, &begin, &end);
+  range(step, position, members, &begin, &end);
   return end - begin;
 }
 
-size_t ShardedSampler::samples_per_epoch() const {
-  size_t total = full_steps_ * size_t(batch_);
-  if (steps_ > full_steps_) total += samples_at(full_steps_);
+size_t ShardedSampler::samples_between(size_t from_step, size_t to_step, int position, int members) const {
+  size_t total = 0;
+  for (size_t t = from_step; t < std::min(to_step, steps_); ++t) total += samples_at(t, position, members);
   return total;
 }
 
+size_t ShardedSampler::samples_per_epoch() const { return samples_between(0, steps_, node_, nodes_); }
+
+size_t ShardedSampler::uncovered_per_epoch(int members) const {
+  check_view(0, 0, members);
+  // The members' slices at a step are contiguous and adjacent: together
+  // [first member's begin, last member's end).
+  size_t covered = 0;
+  for (size_t t = 0; t < steps_; ++t) {   // t over the epoch's grid
+    size_t b0 = 0, e0 = 0, b1 = 0, e1 = 0;
+    range(t, 0, members, &b0, &e0);
+    range(t, members - 1, members, &b1, &e1);
+    covered += e1 - b0;
+  }
+  return count_ - covered;
+}
+
 void ShardedSampler::batch(int epoch, size_t step, std::vector<uint32_t>* out) const {
+  batch(epoch, step, node_, nodes_, out);
+}
+
+void ShardedSampler::batch(int epoch, size_t step, int position, int members, std::vector<uint32_t>* out) const {
   if (epoch < 0)
     throw std::out_of_range("ShardedSampler: epoch " + std::to_string(epoch) + " < 0");
-  if (step >= steps_)
-    throw std::out_of_range("ShardedSampler: step " + std::to_string(step) +
-                            " outside [0, " + std::to_string(steps_) + ")");
+  check_view(step, position, members);
   size_t begin = 0, end = 0;
-  range(step, &begin, &end);
+  range(step, position, members, &begin, &end);
   std::lock_guard<std::mutex> lock(mutex_);
   if (cached_epoch_ != epoch) {
     permutation_ = epoch_permutation(count_, seed_, uint64_t(epoch));

@@ -18,6 +18,18 @@
 //     if r < nodes the remainder is dropped for this epoch.
 // steps_per_epoch() is the same on every node, so nodes never wait for a
 // peer that has run out of data.
+//
+// Views (DESIGN.md, "Membership", Data). A cluster that lost nodes shards a
+// data epoch over the epoch's view: n ≤ N members, this node at `position`
+// (its rank among the view's sorted ids). The epoch keeps the grid of the
+// configured N nodes — steps_per_epoch() steps, so steps, rounds, the
+// learning-rate schedule, checkpoints and a joiner's start position stay
+// functions of the global step — and step t gives the member at position p
+// the slice the n-node sharding above gives node p at step t. The n-node
+// sharding has at least steps_per_epoch() steps (n ≤ N); the positions its
+// later steps hold are not covered in that epoch (uncovered_per_epoch(n)):
+// with fewer nodes an epoch of the same steps sees fewer samples, a
+// different subset each epoch.
 #pragma once
 
 #include <cstddef>
@@ -70,9 +82,24 @@ class ShardedSampler {
   // under a mutex: safe to call from several threads.
   void batch(int epoch, size_t step, std::vector<uint32_t>* out) const;
 
+  // The same over a view of `members` nodes, for the member at `position`
+  // (see "Views" above). Throws std::out_of_range for members outside
+  // [1, nodes()], position outside [0, members), step >= steps_per_epoch().
+  // batch(e, t, out) is batch(e, t, node(), nodes(), out).
+  void batch(int epoch, size_t step, int position, int members, std::vector<uint32_t>* out) const;
+  size_t samples_at(size_t step, int position, int members) const;
+  // Sum of samples_at(t, position, members) over t in [from_step, to_step)
+  // (to_step capped at steps_per_epoch()).
+  size_t samples_between(size_t from_step, size_t to_step, int position, int members) const;
+  // Samples no member of a `members`-node view takes in an epoch:
+  // count() − the positions its steps_per_epoch() steps cover.
+  size_t uncovered_per_epoch(int members) const;
+
  private:
-  // Permutation positions [*begin, *end) this node takes at `step`.
-  void range(size_t step, size_t* begin, size_t* end) const;
+  // Permutation positions [*begin, *end) the member at `position` of
+  // `members` takes at `step` (arguments checked by the caller).
+  void range(size_t step, int position, int members, size_t* begin, size_t* end) const;
+  void check_view(size_t step, int position, int members) const;
 
   size_t count_;
   int node_, nodes_, batch_;

@@ -31,6 +31,16 @@ constexpr int kHandshakeMs = 5000;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
+// net.compression joins the config hash (and the named keys) of the hello
+// only when it is not "none": a run without compression says the same hello
+// as before it existed.
+constexpr const char* kCompressionKey = "net.compression";
+uint64_t codec_config_hash(Codec c) {
+  if (c == Codec::kNone) return 0;
+  const std::string_view name = codec_name(c);
+  return hash64(name.data(), name.size(), 0x636f646563ull);
+}
+
 double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -225,6 +235,8 @@ CommStats Communicator::stats() const {
   CommStats s;
   s.bytes_sent = bytes_sent_.load();
   s.bytes_recv = bytes_recv_.load();
+  s.tensor_bytes_sent = tensor_bytes_sent_.load();
+  s.tensor_raw_bytes_sent = tensor_raw_bytes_sent_.load();
   s.msgs_rejected = rejected_total_.load();
   for (size_t r = 1; r < rejected_.size(); ++r) {  // r over the Reject reasons
     const uint64_t n = rejected_[r].load();
@@ -236,6 +248,11 @@ CommStats Communicator::stats() const {
     if (n) s.handshake_failed_by_reason[std::string(handshake_failure_name(static_cast<HandshakeFailure>(f)))] = n;
   }
   return s;
+}
+
+std::vector<float> Communicator::residual() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return feedback_ ? feedback_->residual(count_) : std::vector<float>(count_, 0.0f);
 }
 
 std::vector<int> Communicator::lost_peers() const {
@@ -264,6 +281,11 @@ void Communicator::io_main() {
     transport_->set_handshake_counters(handshake_failed_.data());
     if (opts_.curve) transport_->set_curve(opts_.secret_key, opts_.public_key);
     bound_.assign(static_cast<size_t>(nodes_), std::string());
+    transport_->set_tensor_counters(&tensor_bytes_sent_, &tensor_raw_bytes_sent_);
+    if (opts_.mixer == MixerKind::kRing && opts_.codec != Codec::kNone) {
+      std::lock_guard<std::mutex> lk(mu_);
+      feedback_ = std::make_unique<ErrorFeedback>(static_cast<uint64_t>(opts_.window));
+    }
     // The first view: every configured node (a node that finds the others
     // running joins their view instead). The ring also carries the exact
     // averages a gossip run asks for.
@@ -275,7 +297,8 @@ void Communicator::io_main() {
     ring_ = make_ring();
     if (opts_.mixer == MixerKind::kGossip)  // keeps corrections a view change may need again
       gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes, transport_.get(),
-                                         opts_.first_round, 2 * static_cast<uint64_t>(opts_.window) + 2);
+                                         opts_.first_round, 2 * static_cast<uint64_t>(opts_.window) + 2,
+                                         opts_.codec);
     params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
@@ -285,6 +308,7 @@ void Communicator::io_main() {
     // The largest legal frame: a chunk, a sketch or a hello; headers are smaller.
     const uint64_t sketch_bytes = (opts_.sketch_floats != 0 ? opts_.sketch_floats : kMaxSketchCount) * sizeof(float);
     transport_->set_max_frame_bytes(std::max<uint64_t>({opts_.chunk_bytes, sketch_bytes,
+                                                        encoded_bytes(opts_.codec, params_chunk_elems_),
                                                         kMaxHelloBytes,
                                                         kHeaderBytes,
                                                         opts_.service ? opts_.service->max_frame_bytes() : 0}));
@@ -552,6 +576,7 @@ bool corrupts_stream(Reject r) {
     case Reject::kRangeMismatch:
     case Reject::kBadChecksum:
     case Reject::kNonFinite:
+    case Reject::kBadCodec:
       return true;
     default:  // unknown sender, identity, window, duplicate, unexpected: not this peer's bytes, or harmless
       return false;
@@ -786,9 +811,16 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   return Reject::kNone;
 }
 
+std::vector<std::pair<std::string, uint64_t>> Communicator::hello_keys() const {
+  std::vector<std::pair<std::string, uint64_t>> keys = opts_.config_keys;
+  // net.compression joins the run keys when it is not none (hello_fields)
+  if (opts_.codec != Codec::kNone && !keys.empty()) keys.emplace_back(kCompressionKey, codec_config_hash(opts_.codec));
+  return keys;
+}
+
 HelloInfo Communicator::hello_fields() const {
   HelloInfo f;
-  f.fields = {opts_.config_hash,
+  f.fields = {opts_.config_hash ^ codec_config_hash(opts_.codec),
               opts_.sketch_seed,
               static_cast<uint64_t>(nodes_),
               static_cast<uint64_t>(opts_.mixer),
@@ -802,6 +834,8 @@ HelloInfo Communicator::hello_fields() const {
     const std::string& path = opts_.config_keys[k].first;
     f.keys.emplace_back(hash64(path.data(), path.size()), opts_.config_keys[k].second);
   }
+  if (opts_.codec != Codec::kNone && !opts_.config_keys.empty())  // named in a refusal (hello_keys)
+    f.keys.emplace_back(hash64(kCompressionKey, std::strlen(kCompressionKey)), codec_config_hash(opts_.codec));
   return f;
 }
 
@@ -819,7 +853,7 @@ Reject Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
   const bool from_running = (h.flags & kHelloRunning) != 0;
   // The fields every node must share (the start round and step only at a
   // common start: a joiner takes the running view's).
-  auto differing = [&](bool with_start) { return hello_differing(hello, ours_info, with_start, opts_.config_keys); };
+  auto differing = [&](bool with_start) { return hello_differing(hello, ours_info, with_start, hello_keys()); };
   PeerState& ps = peers_[static_cast<size_t>(peer)];
   if (membership() && phase_ == Phase::kRunning) {
     if (from_running) return Reject::kDuplicate;  // a member answering an earlier hello of ours
@@ -975,6 +1009,12 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   slot.stop = slot.stop || flags.stop;
   slot.applied = applied;
   slot.exact = flags.exact;
+  // Error feedback: the losses of round round - window and earlier ride on
+  // this round's vector (kept in `retained` too, so a re-run carries them).
+  if (feedback_ && !flags.exact) {
+    std::lock_guard<std::mutex> lk(mu_);
+    feedback_->apply(round, data->data.data(), data->data.size());
+  }
   // Keep what we submit until the round is done here; a view change re-runs
   // it over the new members (the mixer reuses the buffer in place).
   if (membership()) slot.retained = data->data;
@@ -999,7 +1039,21 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
 
 void Communicator::try_complete() {
   if (!ring_) return;
+  // A view change is complete here once its resume round is reached: x̄ is
+  // then the same on every member (the record carries its hash), and joiners
+  // get it. Its event is queued before the result of any round from the
+  // resume round on: a trainer that has applied round r has taken every
+  // view whose resume round is <= r (the data epochs' rule, runtime/trainer.cpp).
+  auto push_view_event = [this] {
+    if (!membership() || joining_ || done_ < resume_round_ || !pending_event_) return;
+    pending_event_->has_anchor = !gossip_;
+    if (!gossip_) pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
+    pending_event_->transferred_bytes = transferred_bytes_;
+    push_event(*pending_event_);
+    pending_event_.reset();
+  };
   for (;;) {  // deliver finished rounds in order; bounded by the window
+    push_view_event();
     auto it = slots_.find(done_);
     if (it == slots_.end()) break;
     Slot& slot = it->second;
@@ -1021,6 +1075,11 @@ void Communicator::try_complete() {
     if (slot.transfer) {
       res.mixed = std::move(slot.result);
     } else {
+      std::vector<float> loss = mixer_for(slot)->take_loss(done_);
+      if (feedback_ && !loss.empty()) {
+        std::lock_guard<std::mutex> lk(mu_);
+        feedback_->record(done_, std::move(loss));
+      }
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
     }
     res.sketches = std::move(slot.sketches);
@@ -1037,17 +1096,8 @@ void Communicator::try_complete() {
     results_.push_back(std::move(res));
     cv_.notify_all();
   }
-  // A view change is complete here once its resume round is reached: x̄ is
-  // then the same on every member (the record carries its hash), and joiners
-  // get it.
+  push_view_event();
   if (membership() && !joining_ && done_ >= resume_round_) {
-    if (pending_event_) {
-      pending_event_->has_anchor = !gossip_;
-      if (!gossip_) pending_event_->anchor_hash = hash64(anchor_io_.data(), anchor_io_.size() * sizeof(float));
-      pending_event_->transferred_bytes = transferred_bytes_;
-      push_event(*pending_event_);
-      pending_event_.reset();
-    }
     for (int j : state_to_) send_state(j);
     state_to_.clear();
   }

@@ -66,6 +66,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <zmq.hpp>
 
+#include "net/codec.h"
 #include "net/gossip.h"
 #include "net/hello.h"
 #include "net/mixer.h"
@@ -128,13 +129,24 @@ struct CommOptions {
   int view_timeout_ms = 0;
   // Test hook (I/O thread), asked at points of a round ("submit" before this
   // node's round leaves, "reduce-scatter" / "all-gather" as a chunk arrives,
-  // "commit" as a coordinator commits a view): true makes this node crash
-  // there, closing every socket without a bye (as kill -9 would).
+  // "commit" as a coordinator commits a view, "state" halfway through
+  // streaming x̄ to a joiner): true makes this node crash there, closing every
+  // socket without a bye (as kill -9 would). At "corrupt-state" (asked as a
+  // node starts streaming x̄), true sends one chunk with a checksum that does
+  // not match its bytes, and the node goes on.
   std::function<bool(const char* point, uint64_t round)> test_crash_at;
   // Test hook: runs on the I/O thread between bind and connect (a test holds
   // a node there so that a peer's hello is queued before this node's
   // start-up state exists).
   std::function<void()> test_after_bind;
+  // net.compression: the codec of every tensor payload (ring chunks, gossip
+  // snapshots, and the service's pushes and fetch replies: it takes the same
+  // codec). Every node must run the same one (the hello compares it, and the
+  // refusal names net.compression). Ring: with error feedback, what a
+  // round's encodings lost here is added to this node's vector of round
+  // r + window (the first round that can only be submitted after r finished,
+  // so reproducibly the same one); gossip keeps its own residual (gossip.h).
+  Codec codec = Codec::kNone;
   // Frames of the service kinds (kPush, kFetch, kShard, kAck: the
   // parameter-server baselines, net/shard_server.h) go to it; none: refused.
   std::shared_ptr<Service> service;
@@ -220,6 +232,11 @@ struct StartRefused : StartFailed {
 
 struct CommStats {
   uint64_t bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0;
+  // Tensor payloads (ring, gossip, push and shard frames) handed to the
+  // transport: bytes as encoded, and what the same values take as float32
+  // (raw). Without compression they are equal; bf16 halves tensor_bytes_sent,
+  // int8 takes about a quarter.
+  uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;
   std::map<std::string, uint64_t> rejected_by_reason;
   // connections refused before any frame was read (handshake_failure_name)
   uint64_t handshakes_failed = 0;
@@ -268,6 +285,10 @@ class Communicator {
 
   // Rounds submitted and not yet returned (what the window bounds).
   uint64_t in_flight() const { return next_submit_ - next_poll_; }
+  // Error feedback of the ring (I/O thread state, copied under the lock as
+  // rounds finish): the losses recorded and not yet added to a submitted
+  // round (count floats; zero without compression). Thread-safe.
+  std::vector<float> residual() const;
   // Peers detected silent so far (thread-safe).
   std::vector<int> lost_peers() const;
   int self() const { return opts_.self; }
@@ -328,6 +349,8 @@ class Communicator {
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
   Reject handle_hello(const Header& h, const HelloInfo& theirs);
   HelloInfo hello_fields() const;
+  // The run keys our hello carries, by path (config_keys and net.compression).
+  std::vector<std::pair<std::string, uint64_t>> hello_keys() const;
   void handle_params(const Header& h, const zmq::message_t& payload);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
@@ -361,7 +384,9 @@ class Communicator {
   void install_gossip(uint64_t resume);
   void send_kept_result(int to, uint64_t round);
   void send_state(int to);
-  void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v);
+  // Chunks [0, limit) of v (all by default); corrupt: chunk 0's hash is wrong.
+  void send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v, uint64_t limit = UINT64_MAX,
+                   bool corrupt = false);
   void check_quorum(Clock::time_point now);
   void notify_outside(int peer);
   void crash_now(const char* where);
@@ -425,6 +450,7 @@ class Communicator {
   uint64_t params_chunks_ = 0, params_received_ = 0, params_chunk_elems_ = 1;
   std::map<uint64_t, Slot> slots_;
   uint64_t done_ = 0;          // lowest round not finished here
+  std::unique_ptr<ErrorFeedback> feedback_;  // ring rounds with a codec
   Clock::time_point progress_at_{};  // done_ advanced or this node submitted (round_timeout_ms)
   bool progress_failed_ = false;
   uint64_t submitted_io_ = 0;  // rounds handed to the mixer
@@ -460,6 +486,7 @@ class Communicator {
 
   // shared, atomic
   std::atomic<uint64_t> bytes_sent_{0}, bytes_recv_{0};
+  std::atomic<uint64_t> tensor_bytes_sent_{0}, tensor_raw_bytes_sent_{0};
   std::atomic<uint64_t> rejected_total_{0};
   std::vector<std::atomic<uint64_t>> rejected_;  // [Reject]
   std::vector<std::atomic<uint64_t>> handshake_failed_;  // [HandshakeFailure]

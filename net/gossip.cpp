@@ -30,16 +30,18 @@ int gossip_partner(int node, uint64_t round, int nodes) {
 }
 
 Gossip::Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
-               uint64_t first_round, uint64_t keep_rounds)
+               uint64_t first_round, uint64_t keep_rounds, Codec codec)
     : self_(self),
       keep_rounds_(keep_rounds),
       count_(count),
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
       chunks_(static_cast<uint32_t>((count + chunk_elems_ - 1) / chunk_elems_)),
       outbox_(outbox),
+      codec_(codec),
       next_send_(first_round),
       latest_applied_(first_round) {
   TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " nodes " << nodes);
+  if (codec_ != Codec::kNone) residual_.assign(count_, 0.0f);
   Segment all;
   for (int i = 0; i < nodes; ++i) all.members.push_back(i);  // i over the configured nodes
   all.live = all.members;
@@ -86,6 +88,7 @@ ChunkRange Gossip::chunk(uint32_t c) const {
 
 Reject Gossip::check(const Header& h) const {
   if (h.kind != Kind::kGossip) return Reject::kUnexpected;
+  if (h.codec != codec_) return Reject::kBadCodec;  // the hello checked that every node runs ours
   if (partner(h.round) != static_cast<int>(h.sender)) return Reject::kUnexpected;
   if (h.step != 0 || h.chunk >= chunks_) return Reject::kRangeMismatch;
   const ChunkRange r = chunk(h.chunk);
@@ -150,6 +153,31 @@ bool Gossip::send_next() {
   if (!all_finite(m, count_))  // the partner would refuse it
     throw std::invalid_argument("gossip round " + std::to_string(round) +
                                 ": non-finite value in this node's snapshot");
+  if (codec_ != Codec::kNone) {
+    // m + the residual goes out encoded; the snapshot becomes its decoded
+    // bits (what the partner sees, and the own side of the correction); the
+    // new residual is what the encoding lost
+    std::vector<float> v(m, m + count_);
+    for (uint64_t j = 0; j < count_; ++j) v[j] += residual_[j];  // j over the snapshot
+    for (uint32_t c = 0; c < chunks_; ++c) {  // c over the snapshot's chunks
+      const ChunkRange r = chunk(c);
+      zmq::message_t msg(encoded_bytes(codec_, r.count));
+      encode(codec_, v.data() + r.offset, r.count, msg.data(), m + r.offset);
+      if (!all_finite(m + r.offset, r.count))
+        throw std::invalid_argument("gossip round " + std::to_string(round) + ": a value overflows " +
+                                    std::string(codec_name(codec_)));
+      for (uint64_t j = r.offset; j < r.offset + r.count; ++j) residual_[j] = v[j] - m[j];  // j over the chunk
+      Header h;
+      h.kind = Kind::kGossip;
+      h.codec = codec_;
+      h.round = round;
+      h.chunk = c;
+      h.offset = r.offset;
+      h.count = r.count;
+      outbox_->send(to, h, std::move(msg), nullptr);
+    }
+    return true;
+  }
   for (uint32_t c = 0; c < chunks_; ++c) {  // c over the snapshot's chunks
     const ChunkRange r = chunk(c);
     Header h;
@@ -173,10 +201,16 @@ bool Gossip::finish_ready() {
       continue;
     }
     std::vector<float> c(count_, 0.0f);
+    std::vector<float> dec;
     if (with >= 0) {
       for (uint32_t k = 0; k < chunks_; ++k) {  // k over the snapshot's chunks
         const ChunkRange r = chunk(k);
         const float* in = static_cast<const float*>(st.received[k].data());
+        if (codec_ != Codec::kNone) {
+          dec.resize(r.count);
+          decode(codec_, st.received[k].data(), r.count, dec.data());
+          in = dec.data();
+        }
         const float* own = st.buf->data.data() + r.offset;
         float* out = c.data() + r.offset;
         for (uint64_t j = 0; j < r.count; ++j) out[j] = (in[j] - own[j]) * 0.5f;

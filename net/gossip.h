@@ -40,7 +40,16 @@
 //   arrived, compute c^r. A correction is kept until the caller has applied
 //   it and every round still to be sent was closed after that (at most the
 //   communicator's window of them).
-// Bytes on the wire per node and round: n * 4 sent and received (0 on a bye).
+// Bytes on the wire per node and round: n * 4 sent and received (0 on a bye);
+//   with a codec n * 2 (bf16) or n + 4 per chunk (int8).
+// Compression (codec other than none): the snapshot goes out encoded, and the
+//   correction uses the decoded bits on both sides, c_i = (dec(m_p) −
+//   dec(m_i)) · ½, so it still anti-commutes exactly and the sum is still
+//   conserved. Error feedback: what the encoding lost of a snapshot
+//   (m_i − dec(m_i)) is kept and added to the next snapshot this node sends,
+//   so over rounds the snapshots the partners see track the true ones. (A
+//   view change that re-sends rounds does not rewind this residual: the
+//   re-sent snapshots carry it as it stands, a bounded extra noise.)
 // Views (membership): the schedule is a list of segments, each from a round
 //   on over a view's sorted members (ranks are positions in that list). When
 //   a view is committed with resume round R, set_view() adds the segment
@@ -60,6 +69,7 @@
 #include <memory>
 #include <vector>
 
+#include "net/codec.h"
 #include "net/mixer.h"
 
 namespace tether::net {
@@ -71,7 +81,7 @@ class Gossip final : public Mixer {
  public:
   // Rounds are numbered from first_round (a resumed run's cut).
   Gossip(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
-         uint64_t first_round = 0, uint64_t keep_rounds = 0);
+         uint64_t first_round = 0, uint64_t keep_rounds = 0, Codec codec = Codec::kNone);
 
   // A view committed with resume round `from` (see the top of this file).
   void set_view(const std::vector<int>& members, uint64_t from);
@@ -86,6 +96,9 @@ class Gossip final : public Mixer {
 
   uint32_t chunks() const { return chunks_; }
   ChunkRange chunk(uint32_t c) const;
+  // What the encodings lost and the next snapshot will carry (n floats; empty
+  // without a codec).
+  const std::vector<float>& residual() const { return residual_; }
 
  private:
   struct RoundState {
@@ -115,6 +128,8 @@ class Gossip final : public Mixer {
   uint64_t count_, chunk_elems_;
   uint32_t chunks_;
   Outbox* outbox_;
+  Codec codec_;
+  std::vector<float> residual_;  // error feedback (codec only)
   std::map<uint64_t, RoundState> rounds_;             // submitted or with frames, not finished
   std::map<uint64_t, std::vector<float>> corrections_;  // finished, maybe still needed
   uint64_t next_send_ = 0;       // lowest round not sent yet

@@ -62,7 +62,10 @@ bool Communicator::View::has(int id) const {
 bool Communicator::membership() const { return nodes_ > 1 && !opts_.service; }
 
 std::unique_ptr<Mixer> Communicator::make_ring() {
-  return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get());
+  // A gossip run's ring carries only its exact rounds (the closing average): never compressed.
+  const Codec codec = opts_.mixer == MixerKind::kRing ? opts_.codec : Codec::kNone;
+  return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get(),
+                                         codec);
 }
 
 std::vector<int> Communicator::alive_members() const {
@@ -371,21 +374,29 @@ void Communicator::send_kept_result(int to, uint64_t round) {
 }
 
 // A vector of count_ floats to `to`, chunked like the start-up parameters.
-void Communicator::send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v) {
+void Communicator::send_chunks(int to, Kind kind, uint64_t round, const std::vector<float>& v, uint64_t limit,
+                               bool corrupt) {
   auto buf = make_buffer(v);
-  for (uint64_t c = 0; c < chunks_of(count_); ++c) {  // c over the chunks
+  for (uint64_t c = 0; c < std::min(limit, chunks_of(count_)); ++c) {  // c over the chunks
     Header h;
     h.kind = kind;
     h.round = round;
     h.chunk = static_cast<uint32_t>(c);
     h.offset = c * chunk_elems();
     h.count = std::min<uint64_t>(chunk_elems(), count_ - h.offset);
-    transport_->send(to, h, zero_copy(buf, h.offset, h.count), nullptr);
+    const uint64_t wrong = payload_hash(buf->data.data() + h.offset, h.count * sizeof(float)) ^ 1;
+    transport_->send(to, h, zero_copy(buf, h.offset, h.count), corrupt && c == 0 ? &wrong : nullptr);
   }
 }
 
 void Communicator::send_state(int to) {
-  send_chunks(to, Kind::kState, resume_round_, anchor_io_);
+  if (opts_.test_crash_at && opts_.test_crash_at("state", resume_round_)) {
+    send_chunks(to, Kind::kState, resume_round_, anchor_io_, chunks_of(count_) / 2);
+    crash_now("state");
+    return;
+  }
+  const bool corrupt = opts_.test_crash_at && opts_.test_crash_at("corrupt-state", resume_round_);
+  send_chunks(to, Kind::kState, resume_round_, anchor_io_, UINT64_MAX, corrupt);
   std::fprintf(stderr, "[tether.net node %d] streaming x̄ at round %" PRIu64 " to node %d (%" PRIu64 " bytes)\n",
                opts_.self, resume_round_, to, count_ * sizeof(float));
 }

@@ -67,6 +67,11 @@ class Mixer {
   // correction, see gossip.h) and forgets the round; *partner is the gossip
   // partner (-1 for ring or a bye).
   virtual std::vector<float> take(uint64_t round, int* partner) = 0;
+  // Error feedback (net/codec.h): what this node's compressions lost of the
+  // vectors of a finished round, as a vector of the round's length (empty:
+  // nothing lost — no compression, or the mixer keeps its own residual). Call
+  // before take(); it forgets the loss.
+  virtual std::vector<float> take_loss(uint64_t /*round*/) { return {}; }
 };
 
 inline int mod_nodes(long long v, int nodes) {

@@ -40,11 +40,12 @@ int rank_of(const std::vector<int>& ids, int id) {
 }
 }  // namespace
 
-RingAllreduce::RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox)
-    : RingAllreduce(self, iota_ids(nodes), count, chunk_bytes, outbox) {}
+RingAllreduce::RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
+                             Codec codec)
+    : RingAllreduce(self, iota_ids(nodes), count, chunk_bytes, outbox, codec) {}
 
 RingAllreduce::RingAllreduce(int self, std::vector<int> members, size_t count, size_t chunk_bytes,
-                             Outbox* outbox)
+                             Outbox* outbox, Codec codec)
     : ids_(std::move(members)),
       self_(rank_of(ids_, self)),
       nodes_(static_cast<int>(ids_.size())),
@@ -52,7 +53,8 @@ RingAllreduce::RingAllreduce(int self, std::vector<int> members, size_t count, s
       pred_(nodes_ > 0 ? mod_nodes(self_ - 1, nodes_) : 0),
       count_(count),
       chunk_elems_(std::max<uint64_t>(1, chunk_bytes / sizeof(float))),
-      outbox_(outbox) {
+      outbox_(outbox),
+      codec_(codec) {
   TETHER_NET_CHECK(nodes_ >= 1 && self_ >= 0 && std::is_sorted(ids_.begin(), ids_.end()),
                    "node " << self << " in a ring of " << nodes_ << " members (sorted, self among them)");
   for (int s = 0; s < nodes_; ++s) {  // s over the N segments
@@ -81,6 +83,7 @@ int RingAllreduce::segment_of_step(uint32_t step) const {
 
 Reject RingAllreduce::check(const Header& h) const {
   if (h.kind != Kind::kRing || nodes_ == 1) return Reject::kUnexpected;
+  if (h.codec != codec_) return Reject::kBadCodec;  // the hello checked that every node runs ours
   if (static_cast<int>(h.sender) != ids_[static_cast<size_t>(pred_)]) return Reject::kUnexpected;
   if (h.step >= static_cast<uint32_t>(2 * (nodes_ - 1))) return Reject::kRangeMismatch;
   const int seg = segment_of_step(h.step);
@@ -106,7 +109,23 @@ void RingAllreduce::send(uint64_t round, uint32_t step, int seg, uint32_t c,
   h.chunk = c;
   h.offset = r.offset;
   h.count = r.count;
+  h.codec = codec_;
   outbox_->send(ids_[static_cast<size_t>(succ_)], h, std::move(payload), known_hash);
+}
+
+zmq::message_t RingAllreduce::encode_chunk(uint64_t round, const float* x, uint64_t n, float* decoded,
+                                           float* loss, float weight) {
+  zmq::message_t msg(encoded_bytes(codec_, n));
+  if (decoded == x) {  // the loss needs x after decoded overwrote it
+    decoded_.assign(x, x + n);
+    x = decoded_.data();
+  }
+  encode(codec_, x, n, msg.data(), decoded);
+  if (!all_finite(decoded, n))  // bf16 rounds a value past its largest one to infinity
+    throw std::invalid_argument("ring round " + std::to_string(round) + ": a value overflows " +
+                                std::string(codec_name(codec_)));
+  for (uint64_t j = 0; j < n; ++j) loss[j] += weight * (x[j] - decoded[j]);  // j < n: the chunk
+  return msg;
 }
 
 void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
@@ -117,6 +136,7 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   RoundState& st = state(round);
   TETHER_NET_CHECK(!st.buf, "round " << round << " submitted twice");
   st.buf = std::move(data);
+  if (codec_ != Codec::kNone && nodes_ > 1) st.loss.assign(count_, 0.0f);
   if (nodes_ == 1) {  // the mean of one vector is itself (x / 1 is exact)
     st.chunks_done = total_chunks_;
     return;
@@ -126,6 +146,16 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   // non-finite frame and the run would stop, so fail here, naming the cause.
   for (uint32_t c = 0; c < chunks_in(self_); ++c) {  // c over this segment's chunks
     const ChunkRange r = chunk(self_, c);
+    if (codec_ != Codec::kNone) {  // encoded: a new message, the loss kept
+      const float* x = st.buf->data.data() + r.offset;
+      if (!all_finite(x, r.count))
+        throw std::invalid_argument("ring round " + std::to_string(round) +
+                                    ": non-finite value in this node's vector");
+      scratch_.resize(r.count);
+      zmq::message_t msg = encode_chunk(round, x, r.count, scratch_.data(), st.loss.data() + r.offset, 1.0f);
+      send(round, 0, self_, c, std::move(msg), nullptr);
+      continue;
+    }
     PayloadHasher hasher;
     if (!hasher.update_finite(st.buf->data.data() + r.offset, r.count))
       throw std::invalid_argument("ring round " + std::to_string(round) +
@@ -157,6 +187,35 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
   float* in = static_cast<float*>(payload.data());
   float* own = st.buf->data.data() + h.offset;
   const uint64_t n = h.count;
+  if (codec_ != Codec::kNone) {
+    if (h.step < n1) {  // reduce-scatter: decode, sum in fp32, encode again
+      const bool owner = h.step + 1 == n1;
+      scratch_.resize(n);
+      decode(codec_, payload.data(), n, scratch_.data());
+      add_block(scratch_.data(), own, n, owner, static_cast<float>(nodes_));
+      if (!all_finite(scratch_.data(), n))
+        throw std::invalid_argument("ring round " + std::to_string(round) +
+                                    ": non-finite partial sum (this node's vector or overflow)");
+      float* loss = st.loss.data() + h.offset;
+      zmq::message_t msg;
+      if (owner) {  // the mean, encoded once: own takes the decoded bits every node will have
+        msg = encode_chunk(round, scratch_.data(), n, own, loss, static_cast<float>(nodes_));
+        ++st.chunks_done;
+      } else {
+        decoded_.resize(n);
+        msg = encode_chunk(round, scratch_.data(), n, decoded_.data(), loss, 1.0f);
+      }
+      send(round, owner ? n1 : h.step + 1, seg, h.chunk, std::move(msg), nullptr);
+      return;
+    }
+    decode(codec_, payload.data(), n, own);  // all-gather: the owner's message, final bits
+    ++st.chunks_done;
+    if (h.step + 1 < 2 * n1) {
+      const uint64_t hash = h.payload_hash;  // forwarded unchanged, hash already verified
+      send(round, h.step + 1, seg, h.chunk, std::move(payload), &hash);
+    }
+    return;
+  }
   if (h.step < n1) {  // reduce-scatter: partial sum of segment seg arrives
     // add own values in place, block by block; the hash of what goes out and
     // its finite check (one pass, PayloadHasher::update_finite) run on each
@@ -201,6 +260,16 @@ std::vector<float> RingAllreduce::take(uint64_t round, int* partner) {
   rounds_.erase(it);
   if (partner) *partner = -1;
   return out;
+}
+
+}  // namespace tether::net
+
+namespace tether::net {
+
+std::vector<float> RingAllreduce::take_loss(uint64_t round) {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) return {};
+  return std::move(it->second.loss);
 }
 
 }  // namespace tether::net

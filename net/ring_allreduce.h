@@ -17,7 +17,18 @@
 //   segment (pipelining). Received buffers are reduced and forwarded in place
 //   (no copy); own data is sent zero-copy and becomes the result buffer.
 // Bytes on the wire per node and round: 2(N-1)/N * n * 4 sent and received
-//   (plus 72 header bytes per chunk).
+//   (plus 72 header bytes per chunk); with a codec (net/codec.h), 2(N-1)/N *
+//   n * 2 (bf16) or 2(N-1)/N * (n + 4 per chunk) (int8).
+// Compression (codec other than none): every frame carries its chunk
+//   encoded. A received partial sum is decoded and summed with the own values
+//   in fp32, then encoded again for the successor; the owner encodes the mean
+//   once, keeps the decoded bits of that one message as its result, and the
+//   all-gather forwards the message unchanged, so every node, the owner
+//   included, ends with the same bits. What this node's encodings lost (its
+//   own segment at step 0, the partial sums it forwards, and N times the
+//   mean's loss at the owner, the mean being the sum over N) is kept per round
+//   (take_loss) for error feedback: sum of the results + sum of the nodes'
+//   losses / N = sum of the submitted vectors / N.
 // Rounds may start at different times: chunks of a round this node has not
 //   submitted yet are buffered until it does (the communicator bounds the
 //   rounds accepted by its window). N = 1 and n = 0 finish at submit;
@@ -33,6 +44,7 @@
 #include <memory>
 #include <vector>
 
+#include "net/codec.h"
 #include "net/mixer.h"
 
 namespace tether::net {
@@ -40,15 +52,19 @@ namespace tether::net {
 class RingAllreduce final : public Mixer {
  public:
   // The ring over nodes 0..nodes-1.
-  RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox);
+  RingAllreduce(int self, int nodes, size_t count, size_t chunk_bytes, Outbox* outbox,
+                Codec codec = Codec::kNone);
   // The ring over `members` (sorted node ids, self among them).
-  RingAllreduce(int self, std::vector<int> members, size_t count, size_t chunk_bytes, Outbox* outbox);
+  RingAllreduce(int self, std::vector<int> members, size_t count, size_t chunk_bytes, Outbox* outbox,
+                Codec codec = Codec::kNone);
 
   Reject check(const Header& h) const override;
   void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) override;
   Reject receive(const Header& h, zmq::message_t payload) override;
   bool finished(uint64_t round) const override;
   std::vector<float> take(uint64_t round, int* partner) override;
+  std::vector<float> take_loss(uint64_t round) override;
+  Codec codec() const { return codec_; }
 
   // Layout, public for tests: segment s of N, chunk c inside it.
   uint64_t segment_begin(int s) const;
@@ -68,7 +84,12 @@ class RingAllreduce final : public Mixer {
     std::vector<Pending> pending;      // frames that came before submit
     std::vector<uint8_t> seen;         // [step * max_chunks_ + chunk]
     uint64_t chunks_done = 0;          // result chunks final here
+    std::vector<float> loss;           // what this node's encodings lost (codec only)
   };
+  // Encodes x[0, n) (finite) into a new message; loss[j] += weight * (x[j] −
+  // decoded[j]); decoded (n floats, may be own) receives the decoded bits.
+  zmq::message_t encode_chunk(uint64_t round, const float* x, uint64_t n, float* decoded, float* loss,
+                              float weight);
   RoundState& state(uint64_t round);
   void apply(uint64_t round, RoundState& st, const Header& h, zmq::message_t payload);
   void send(uint64_t round, uint32_t step, int seg, uint32_t c, zmq::message_t payload,
@@ -80,6 +101,8 @@ class RingAllreduce final : public Mixer {
   uint32_t max_chunks_ = 0;
   uint64_t total_chunks_ = 0;
   Outbox* outbox_;
+  Codec codec_;
+  std::vector<float> scratch_, decoded_;  // one chunk, decoded (I/O thread)
   std::map<uint64_t, RoundState> rounds_;
 };
 

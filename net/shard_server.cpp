@@ -23,8 +23,8 @@ ShardRange shard_range(int k, int nodes, uint64_t count) {
   return {lo, hi - lo};
 }
 
-ShardService::ShardService(int self, int nodes, size_t count, int max_pushes, uint64_t sketch_floats)
-    : self_(self), nodes_(nodes), count_(count), max_pushes_(max_pushes), sketch_floats_(sketch_floats) {
+ShardService::ShardService(int self, int nodes, size_t count, int max_pushes, uint64_t sketch_floats, Codec codec)
+    : self_(self), nodes_(nodes), count_(count), max_pushes_(max_pushes), sketch_floats_(sketch_floats), codec_(codec) {
   TETHER_NET_CHECK(nodes >= 1 && self >= 0 && self < nodes, "self " << self << " of " << nodes);
   TETHER_NET_CHECK(max_pushes >= 1, "max_pushes " << max_pushes);
   for (int k = 0; k < nodes; ++k) ranges_.push_back(shard_range(k, nodes, count));  // k over the shards
@@ -40,6 +40,12 @@ ShardService::ShardService(int self, int nodes, size_t count, int max_pushes, ui
   unacked_.assign(n, 0);
   fetch_version_.assign(n, 0);
   fetched_.assign(count, 0.0f);
+  if (codec_ != Codec::kNone) push_residual_.assign(count, 0.0f);
+}
+
+std::vector<float> ShardService::push_residual() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return push_residual_;
 }
 
 void ShardService::attach(Outbox* out, Post post) {
@@ -49,7 +55,8 @@ void ShardService::attach(Outbox* out, Post post) {
 
 uint64_t ShardService::max_frame_bytes() const {
   uint64_t m = 0;
-  for (const ShardRange& r : ranges_) m = std::max(m, r.count * sizeof(float));  // r over the shards
+  for (const ShardRange& r : ranges_)  // r over the shards
+    m = std::max({m, r.count * sizeof(float), encoded_bytes(codec_, r.count)});
   return std::max(m, sketch_floats_ * sizeof(float));
 }
 
@@ -88,6 +95,7 @@ Reject ShardService::check(const Header& h) const {
     case Kind::kShard: {
       const ShardRange& r = ranges_[h.kind == Kind::kPush ? size_t(self_) : peer];
       if (h.offset != r.offset || h.count != r.count) return Reject::kRangeMismatch;
+      if (h.codec != codec_) return Reject::kBadCodec;  // the hello checked that every node runs ours
       break;
     }
     case Kind::kFetch:
@@ -125,6 +133,11 @@ Reject ShardService::receive(const Header& h, zmq::message_t payload) {
 void ShardService::apply(const Header& h, zmq::message_t& payload) {
   const int peer = int(h.sender);
   const auto* values = static_cast<const float*>(payload.data());
+  if (carries_codec(h.kind) && h.codec != Codec::kNone) {
+    decoded_.resize(h.count);
+    decode(h.codec, payload.data(), h.count, decoded_.data());
+    values = decoded_.data();
+  }
   switch (h.kind) {
     case Kind::kPush:
       ++push_in_[size_t(peer)];
@@ -189,6 +202,13 @@ void ShardService::serve_fetch(int worker, uint64_t seq) {
   h.step = version_;
   h.offset = ranges_[size_t(self_)].offset;
   h.count = shard_.size();
+  if (codec_ != Codec::kNone) {  // a read: the decoded bits go to the worker, x̃ stays exact
+    h.codec = codec_;
+    zmq::message_t msg(encoded_bytes(codec_, shard_.size()));
+    encode(codec_, shard_.data(), shard_.size(), msg.data(), nullptr);
+    out_->send(worker, h, std::move(msg), nullptr);
+    return;
+  }
   out_->send(worker, h, zero_copy(buf, 0, buf->data.size()), nullptr);
 }
 
@@ -224,6 +244,23 @@ void ShardService::start_push(const std::shared_ptr<RoundBuffer>& u) {
     h.round = push_out_[size_t(s)]++;
     h.offset = r.offset;
     h.count = r.count;
+    if (codec_ != Codec::kNone) {  // u + the residual goes out encoded; what it lost is kept
+      zmq::message_t msg(encoded_bytes(codec_, r.count));
+      {
+        // the lock guards push_residual() readers only: released before the
+        // send (an in-process outbox may deliver, and so ack, at once)
+        std::lock_guard<std::mutex> lk(mu_);
+        float* e = push_residual_.data() + r.offset;
+        std::vector<float> v(u->data.begin() + long(r.offset), u->data.begin() + long(r.offset + r.count));
+        for (uint64_t j = 0; j < r.count; ++j) v[j] += e[j];  // j over the slice
+        decoded_.resize(r.count);
+        encode(codec_, v.data(), r.count, msg.data(), decoded_.data());
+        for (uint64_t j = 0; j < r.count; ++j) e[j] = v[j] - decoded_[j];  // j over the slice
+      }
+      h.codec = codec_;
+      out_->send(s, h, std::move(msg), nullptr);
+      continue;
+    }
     out_->send(s, h, zero_copy(u, r.offset, r.count), nullptr);
   }
 }

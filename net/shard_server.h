@@ -20,7 +20,16 @@
 // (ack version − fetch version − 1).
 //
 // Bytes on the wire per node: a push or a fetch reply moves count·4·(N−1)/N
-// bytes out (push) or in (fetch); acks and fetches are headers only.
+// bytes out (push) or in (fetch); acks and fetches are headers only. With a
+// codec (net/codec.h) pushes and fetch replies travel encoded: count·2·(N−1)/N
+// (bf16) or (count + 4 per shard)·(N−1)/N (int8).
+//
+// Compression. A push is an update: what the encoding lost of the slices this
+// worker sends over the wire is kept (push_residual) and added to its next
+// push, so the servers receive every update in full over time. A fetch reply
+// is a read: the server's x̃ stays exact and the worker gets its decoded
+// bits; the next fetch reads x̃ afresh, so nothing accumulates. The own shard
+// never crosses the wire and is served exactly.
 //
 // Sketches (the discrepancy monitor without a mixer): as it closes round r a
 // node sends its CountSketch (sketch_floats floats) to every other node
@@ -44,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "net/codec.h"
 #include "net/service.h"
 
 namespace tether::net {
@@ -59,7 +69,8 @@ class ShardService final : public Service {
  public:
   // max_pushes: pushes per server not yet acknowledged before push() waits;
   // sketch_floats: length of every node's sketch (0: no sketches).
-  ShardService(int self, int nodes, size_t count, int max_pushes = 4, uint64_t sketch_floats = 0);
+  ShardService(int self, int nodes, size_t count, int max_pushes = 4, uint64_t sketch_floats = 0,
+               Codec codec = Codec::kNone);
   static constexpr uint64_t kSketchRounds = 64;
 
   // Service (I/O thread)
@@ -99,6 +110,9 @@ class ShardService final : public Service {
   DelayStats delay() const;
   // The own shard's version (updates applied so far; thread-safe).
   uint64_t server_version() const;
+  // What the encodings of this node's pushes lost and its next push carries
+  // (count floats, zero on the own shard; empty without a codec). Thread-safe.
+  std::vector<float> push_residual() const;
 
  private:
   struct Pending {
@@ -122,6 +136,7 @@ class ShardService final : public Service {
   const int max_pushes_;
   const uint64_t sketch_floats_;
   std::vector<ShardRange> ranges_;  // [node]
+  const Codec codec_;
   Outbox* out_ = nullptr;
   Post post_;
 
@@ -135,6 +150,7 @@ class ShardService final : public Service {
   std::vector<uint64_t> ack_next_, shard_next_;     // [server] oldest outstanding request
   std::vector<uint32_t> seen_version_;              // [server] latest version in a reply
   std::vector<uint64_t> sketch_in_;                 // [node] next sketch round expected
+  std::vector<float> decoded_;                      // a received payload, decoded
 
   // shared, under mu_
   mutable std::mutex mu_;
@@ -145,6 +161,7 @@ class ShardService final : public Service {
   std::vector<uint32_t> fetch_version_;  // [server] version of the last fetch
   DelayStats delay_;
   uint64_t version_seen_ = 0;          // server_version() for other threads
+  std::vector<float> push_residual_;   // error feedback of pushes (codec only)
   std::map<uint64_t, std::map<int, std::vector<float>>> sketches_;  // [round][node], the last kSketchRounds
   bool closed_ = false;
   int gone_peer_ = -1;

@@ -367,6 +367,10 @@ void Transport::send(int peer, Header h, zmq::message_t payload, const uint64_t*
   h.epoch = epoch_;
   h.payload_bytes = payload.size();
   h.payload_hash = known_hash ? *known_hash : payload_hash(payload.data(), payload.size());
+  if (tensor_bytes_ && carries_codec(h.kind)) {
+    tensor_bytes_->fetch_add(payload.size());
+    tensor_raw_bytes_->fetch_add(h.count * sizeof(float));
+  }
   zmq::message_t header(kHeaderBytes);
   encode_header(h, static_cast<unsigned char*>(header.data()));
   const Clock::time_point now = Clock::now();

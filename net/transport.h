@@ -109,6 +109,12 @@ class Transport final : public Outbox {
   void send(int peer, Header h, zmq::message_t payload, const uint64_t* known_hash) override;
   // The view epoch stamped on every frame sent from now on.
   void set_epoch(uint32_t epoch) { epoch_ = epoch; }
+  // Counters of tensor payloads (carries_codec kinds) handed to send(): the
+  // bytes as encoded and the float32 bytes they stand for (owned by the caller).
+  void set_tensor_counters(std::atomic<uint64_t>* bytes, std::atomic<uint64_t>* raw_bytes) {
+    tensor_bytes_ = bytes;
+    tensor_raw_bytes_ = raw_bytes;
+  }
   // Drops everything queued for `peer` (here and in ZeroMQ) and connects a
   // fresh socket to it: a peer declared dead gets nothing stale when (a new
   // incarnation of) it comes back.
@@ -186,6 +192,8 @@ class Transport final : public Outbox {
   std::optional<boost::asio::posix::stream_descriptor> zap_fd_, monitor_fd_;
   bool zap_reading_ = false, monitor_reading_ = false;
   std::atomic<uint64_t>* handshake_failed_ = nullptr;  // [HandshakeFailure], the caller's
+  std::atomic<uint64_t>* tensor_bytes_ = nullptr;
+  std::atomic<uint64_t>* tensor_raw_bytes_ = nullptr;
 };
 
 }  // namespace tether::net

@@ -1,5 +1,7 @@
 #include "net/wire.h"
 
+#include "net/codec.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -30,6 +32,7 @@ std::string_view reject_name(Reject r) {
     case Reject::kUnexpected: return "unexpected";
     case Reject::kIdentityMismatch: return "identity_mismatch";
     case Reject::kStaleEpoch: return "stale_epoch";
+    case Reject::kBadCodec: return "bad_codec";
     case Reject::kCount: break;
   }
   return "unknown";
@@ -249,7 +252,7 @@ void encode_header(const Header& h, unsigned char* out) {
   put<uint32_t>(out, 0, h.magic);
   put<uint16_t>(out, 4, h.version);
   put<uint8_t>(out, 6, static_cast<uint8_t>(h.kind));
-  put<uint8_t>(out, 7, h.flags);
+  put<uint8_t>(out, 7, static_cast<uint8_t>((h.flags & 0x0f) | (static_cast<uint8_t>(h.codec) << 4)));
   put<uint32_t>(out, 8, h.sender);
   put<uint32_t>(out, 12, h.step);
   put<uint64_t>(out, 16, h.round);
@@ -275,7 +278,9 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
   const uint8_t kind = get<uint8_t>(in, 6);
   if (kind == 0 || kind > kKindMax) return Reject::kBadKind;
   h.kind = static_cast<Kind>(kind);
-  h.flags = get<uint8_t>(in, 7);
+  const uint8_t byte7 = get<uint8_t>(in, 7);
+  h.flags = byte7 & 0x0f;
+  const uint8_t codec = byte7 >> 4;
   h.sender = get<uint32_t>(in, 8);
   h.step = get<uint32_t>(in, 12);
   h.round = get<uint64_t>(in, 16);
@@ -285,6 +290,8 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
                         (h.kind == Kind::kSketch && h.flags == kStopRequest) ||
                         (h.kind == Kind::kHello && h.flags == kHelloRunning);
   if (!flags_ok) return Reject::kBadFlags;
+  if (codec > kCodecMax || (codec != 0 && !carries_codec(h.kind))) return Reject::kBadCodec;
+  h.codec = static_cast<Codec>(codec);
   h.offset = get<uint64_t>(in, 32);
   h.count = get<uint64_t>(in, 40);
   h.payload_bytes = get<uint64_t>(in, 48);
@@ -292,7 +299,7 @@ Reject decode_header(const void* frame, size_t frame_bytes, Header* out) {
   if (h.payload_bytes > kMaxPayloadBytes) return Reject::kOversized;
   if (carries_floats(h.kind)) {
     if (h.count > kMaxPayloadBytes / sizeof(float)) return Reject::kOversized;
-    if (h.count * sizeof(float) != h.payload_bytes) return Reject::kLengthMismatch;
+    if (encoded_bytes(h.codec, h.count) != h.payload_bytes) return Reject::kLengthMismatch;
     if (h.offset > (uint64_t{1} << 62)) return Reject::kOversized;  // offset + count cannot wrap
   } else if (!carries_u64s(h.kind) && (h.count != 0 || h.payload_bytes != 0)) {
     return Reject::kLengthMismatch;
@@ -320,6 +327,12 @@ Reject check_payload(const Header& h, const void* payload, size_t payload_bytes)
   if (payload_bytes != h.payload_bytes) return Reject::kLengthMismatch;
   PayloadHasher hasher;
   bool finite = true;
+  if (h.codec != Codec::kNone) {  // hash, then the codec's own checks
+    if (payload_bytes != encoded_bytes(h.codec, h.count)) return Reject::kLengthMismatch;
+    hasher.update(payload, payload_bytes);
+    if (hasher.finish() != h.payload_hash) return Reject::kBadChecksum;
+    return check_encoded(h.codec, payload, h.count);
+  }
   if (carries_floats(h.kind)) {  // hash and finite check in one pass, the same loads
     if (payload_bytes % sizeof(float) != 0) return Reject::kLengthMismatch;
     finite = hasher.update_finite(static_cast<const float*>(payload), payload_bytes / sizeof(float));

@@ -5,7 +5,11 @@
 //        0    4 magic            'TTHR' (0x52485454 little-endian)
 //        4    2 version          kProtocolVersion
 //        6    1 kind             Kind
-//        7    1 flags            0, kByeFailed on a bye, kStopRequest on a sketch
+//        7    1 flags + codec    bits 0..3: flags (0, kByeFailed on a bye,
+//                                 kStopRequest on a sketch, kHelloRunning on
+//                                 a hello); bits 4..7: the Codec of a tensor
+//                                 payload (ring, gossip, push, shard; 0 = none
+//                                 for every other kind)
 //        8    4 sender           node id of the sender, 0..N-1
 //       12    4 step             mixer step (ring: 0..2N-3), 0 otherwise
 //       16    8 round            averaging round (hello/heartbeat/bye: see Kind)
@@ -32,8 +36,9 @@ namespace tether::net {
 inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
 // 2: 64-lane payload hash; 3: hello carries the start round and step, a
 // sketch may carry kStopRequest; 4: the view epoch in the header, membership
-// kinds (propose, accept, commit, result and state transfer).
-inline constexpr uint16_t kProtocolVersion = 4;
+// kinds (propose, accept, commit, result and state transfer); 5: the codec
+// of a tensor payload in the upper bits of byte 7 (net.compression).
+inline constexpr uint16_t kProtocolVersion = 5;
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
 inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;
@@ -88,6 +93,8 @@ enum class Reject : uint8_t {
   kUnexpected,       // valid frame that this node does not expect in its state
   kIdentityMismatch, // ZeroMQ routing id is not the one of the claimed sender
   kStaleEpoch,       // a frame of an older view (or of a node outside the view): dropped
+  kBadCodec,         // unknown codec, a codec on a kind without tensors or not this run's,
+                     // or an int8 payload with a negative scale or the code -128
   kCount
 };
 std::string_view reject_name(Reject r);
@@ -102,11 +109,17 @@ constexpr uint8_t kStopRequest = 2;
 // (the receiver then joins it rather than starting a fresh run).
 constexpr uint8_t kHelloRunning = 4;
 
+// How a tensor payload is encoded (net/codec.h): count values in
+// encoded_bytes(codec, count) bytes.
+enum class Codec : uint8_t { kNone = 0, kBf16 = 1, kInt8 = 2 };
+inline constexpr uint8_t kCodecMax = 2;
+
 struct Header {
   uint32_t magic = kMagic;
   uint16_t version = kProtocolVersion;
   Kind kind = Kind::kHeartbeat;
-  uint8_t flags = 0;
+  uint8_t flags = 0;        // bits 0..3 on the wire
+  Codec codec = Codec::kNone;  // bits 4..7 of byte 7
   uint32_t sender = 0;
   uint32_t step = 0;
   uint64_t round = 0;
@@ -164,7 +177,9 @@ void encode_header(const Header& h, unsigned char* out);
 Reject decode_header(const void* frame, size_t frame_bytes, Header* out);
 
 // Payload frame against its header: length, payload_hash, and (for float
-// kinds) every value finite — one pass over the payload, the same loads.
+// kinds) every value finite — one pass over the payload, the same loads. A
+// compressed payload is checked for its codec (check_encoded: finite values,
+// a legal int8 scale and codes).
 Reject check_payload(const Header& h, const void* payload, size_t payload_bytes);
 
 // True when every one of the count floats is finite.
@@ -175,6 +190,11 @@ inline bool carries_floats(Kind k) {
   return k == Kind::kParams || k == Kind::kRing || k == Kind::kGossip || k == Kind::kSketch ||
          k == Kind::kResult || k == Kind::kState || k == Kind::kPush || k == Kind::kShard ||
          k == Kind::kNodeSketch;
+}
+
+// The float kinds whose payload may be compressed (Header::codec).
+inline bool carries_codec(Kind k) {
+  return k == Kind::kRing || k == Kind::kGossip || k == Kind::kPush || k == Kind::kShard;
 }
 
 // The kinds whose payload is a list of u64 (the receiver checks its length).

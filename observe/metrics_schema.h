@@ -19,6 +19,14 @@
 //                        data epoch
 //   {"event": "no_quorum"}  kNoQuorumFields, when the node cannot be in a
 //                        view (no majority) and gave up waiting
+//   {"event": "skipped_samples"}  kSkippedFields, when a view change leaves
+//                        out members whose shards of a data epoch are then
+//                        not trained (runtime/data_views.h); kEpoch is the
+//                        data epoch (1-based)
+//   {"event": "data_epoch"}  kDataEpochFields, at the start of each data
+//                        epoch sharded over another view than every
+//                        configured node, or over a view this node does not
+//                        know (a joiner: position -1, members null)
 // The reader takes every field of these lists except kNode (it has the node
 // id from the file name) and, of the final record's network fields, the run
 // totals (kRunTotalFields); it reads a missing field as absent (0).
@@ -39,6 +47,8 @@ inline constexpr char kEventFinal[] = "final";
 inline constexpr char kEventFailed[] = "failed";
 inline constexpr char kEventView[] = "view";
 inline constexpr char kEventNoQuorum[] = "no_quorum";
+inline constexpr char kEventSkippedSamples[] = "skipped_samples";
+inline constexpr char kEventDataEpoch[] = "data_epoch";
 
 // The trainer's fields.
 inline constexpr char kStep[] = "step";
@@ -63,6 +73,10 @@ inline constexpr char kMaxDeltaNorm[] = "max_delta_norm";
 inline constexpr char kBytesSent[] = "bytes_sent";   // run
 inline constexpr char kBytesRecv[] = "bytes_recv";   // run
 inline constexpr char kMsgsRejected[] = "msgs_rejected";   // run
+// Tensor payloads sent (ring chunks, gossip snapshots, pushes, fetch replies),
+// run: bytes as encoded by net.compression, and what they take as float32.
+inline constexpr char kTensorBytesSent[] = "tensor_bytes_sent";
+inline constexpr char kTensorRawBytesSent[] = "tensor_raw_bytes_sent";
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
 inline constexpr char kViewChanges[] = "view_changes";   // run: view changes this node took part in
 // downpour, easgd only (runtime/server_averaging.h), run: mean number of
@@ -92,18 +106,29 @@ inline constexpr char kTransferredBytes[] = "transferred_bytes";  // view: state
 inline constexpr char kUnreachable[] = "unreachable";             // no_quorum: the peers it could not reach
 inline constexpr char kWaitedMs[] = "waited_ms";                  // no_quorum: how long it waited for them
 
+// Data epochs' fields (with kStep, kEpoch as the data epoch, and kMembers as
+// the epoch's view).
+inline constexpr char kCount[] = "count";          // skipped_samples: samples not trained
+inline constexpr char kNodes[] = "nodes";          // skipped_samples: the members whose shards they were
+inline constexpr char kFromStep[] = "from_step";   // skipped_samples: the global steps [from, to) lost
+inline constexpr char kToStep[] = "to_step";
+inline constexpr char kPosition[] = "position";    // data_epoch: this node's rank in the view, -1 none
+inline constexpr char kSamples[] = "samples";      // data_epoch: samples this node takes in the epoch
+inline constexpr char kUncovered[] = "uncovered";  // data_epoch: samples no member takes in the epoch
+
 inline constexpr std::array kRecordFields = {kTime, kNode};
 inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
 inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
-    kDeltaClaimsRefused, kViewChanges,
+    kDeltaClaimsRefused, kViewChanges, kTensorBytesSent, kTensorRawBytesSent,
     kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
-                                               kDeltaClaimsRefused, kViewChanges,
+                                               kDeltaClaimsRefused, kViewChanges, kTensorBytesSent,
+                                               kTensorRawBytesSent,
                                                kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
@@ -111,5 +136,7 @@ inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint}
 inline constexpr std::array kViewFields = {kEvent, kStep, kEpoch,      kMembers,          kReason,
                                            kResumeRound, kMs, kAnchorHash, kTransferredBytes};
 inline constexpr std::array kNoQuorumFields = {kEvent, kStep, kUnreachable, kWaitedMs};
+inline constexpr std::array kSkippedFields = {kEvent, kStep, kEpoch, kCount, kNodes, kMembers, kFromStep, kToStep};
+inline constexpr std::array kDataEpochFields = {kEvent, kStep, kEpoch, kMembers, kPosition, kSamples, kUncovered};
 
 }  // namespace tether::field

@@ -175,6 +175,8 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.msgs_rejected = count(j, field::kMsgsRejected);
     s.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
     s.view_changes = count(j, field::kViewChanges);
+    s.tensor_bytes_sent = count(j, field::kTensorBytesSent);
+    s.tensor_raw_bytes_sent = count(j, field::kTensorRawBytesSent);
     s.security = text(j, field::kSecurity);
     s.handshakes_failed = count(j, field::kHandshakesFailed);
     s.handshake_failed = text(j, field::kHandshakeFailedBy);
@@ -208,6 +210,8 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.msgs_rejected = count(j, field::kMsgsRejected);
     f.delta_claims_refused = count(j, field::kDeltaClaimsRefused);
     f.view_changes = count(j, field::kViewChanges);
+    f.tensor_bytes_sent = count(j, field::kTensorBytesSent);
+    f.tensor_raw_bytes_sent = count(j, field::kTensorRawBytesSent);
     f.security = text(j, field::kSecurity);
     f.handshakes_failed = count(j, field::kHandshakesFailed);
     f.handshake_failed = text(j, field::kHandshakeFailedBy);

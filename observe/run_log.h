@@ -45,6 +45,7 @@ struct NodeSample {
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
+  uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
   // net.security ("curve", "none"; "" before this field existed), connections
   // refused at the handshake, and by reason (a JSON object as text, "" when absent).
   std::string security, handshake_failed;
@@ -71,6 +72,7 @@ struct NodeFinal {
   // Network totals of the final record (0 on a single node).
   double idle_frac_total = 0, max_pair_dist_run = 0;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
+  uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
   // net.security ("curve", "none"; "" before this field existed), connections
   // refused at the handshake, and by reason (a JSON object as text, "" when absent).
   std::string security, handshake_failed;

@@ -186,6 +186,8 @@ class OverlapAveraging : public Averaging {
     auto st = comm_->stats();
     bytes_sent_ = st.bytes_sent;
     bytes_recv_ = st.bytes_recv;
+    tensor_bytes_sent_ = st.tensor_bytes_sent;
+    tensor_raw_bytes_sent_ = st.tensor_raw_bytes_sent;
     msgs_rejected_ = st.msgs_rejected;
     handshakes_ = st.handshake_failed_by_reason;
     finished_ = true;
@@ -201,6 +203,8 @@ class OverlapAveraging : public Averaging {
       auto st = comm_->stats();
       bytes_sent_ = st.bytes_sent;
       bytes_recv_ = st.bytes_recv;
+      tensor_bytes_sent_ = st.tensor_bytes_sent;
+      tensor_raw_bytes_sent_ = st.tensor_raw_bytes_sent;
       msgs_rejected_ = st.msgs_rejected;
       handshakes_ = st.handshake_failed_by_reason;
     }
@@ -221,6 +225,8 @@ class OverlapAveraging : public Averaging {
             {field::kMaxDeltaNorm, max_delta_all_},
             {field::kBytesSent, bytes_sent_},
             {field::kBytesRecv, bytes_recv_},
+            {field::kTensorBytesSent, tensor_bytes_sent_},
+            {field::kTensorRawBytesSent, tensor_raw_bytes_sent_},
             {field::kMsgsRejected, msgs_rejected_},
             {field::kDeltaClaimsRefused, claims_refused_},
             {field::kViewChanges, views_}};
@@ -437,7 +443,7 @@ class OverlapAveraging : public Averaging {
   bool stop_wanted_ = false, stop_sent_ = false, cut_reached_ = false;
   std::optional<uint64_t> cut_round_;
   std::string stop_why_;
-  uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
+  uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, tensor_bytes_sent_ = 0, tensor_raw_bytes_sent_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
   std::map<std::string, uint64_t> handshakes_;   // connections refused at the handshake, by reason
 };
 
@@ -533,6 +539,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   o.quorum_wait_ms = cfg.net.quorum_wait_ms;
   o.inject_delay_ms = cfg.net.inject_delay_ms;
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
+  o.codec = *net::codec_from_name(cfg.net.compression);   // parse_config accepted only the codecs' names
   o.sketch_seed = cfg.train.seed;
   o.sketch_floats = uint64_t(cfg.monitor.sketch_buckets) + 1;   // the CountSketch and the largest ‖Δ‖
   o.config_hash = config_hash(cfg);

@@ -472,6 +472,7 @@ Config parse_config(const json& doc) {
     c.net.inject_rate_mbps = n.number("inject_rate_mbps", c.net.inject_rate_mbps, 0.0, 1e6, "in [0, 1e6]");
     c.net.security = n.choice("security", c.net.security, {"curve", "none"});
     c.net.secret_key_file = n.optional_string("secret_key_file");
+    c.net.compression = n.choice("compression", c.net.compression, {"none", "bf16", "int8"});
     if (c.net.peer_timeout_ms <= c.net.heartbeat_ms) {
       throw ConfigError("net.peer_timeout_ms: expected more than net.heartbeat_ms (" +
                         std::to_string(c.net.heartbeat_ms) + "), got " + std::to_string(c.net.peer_timeout_ms));
@@ -700,7 +701,7 @@ json config_to_json(const Config& c) {
                {"shutdown_timeout_ms", c.net.shutdown_timeout_ms},
                {"chunk_bytes", c.net.chunk_bytes}, {"inject_delay_ms", c.net.inject_delay_ms},
                {"security", c.net.security}, {"secret_key_file", or_null(c.net.secret_key_file)},
-               {"inject_rate_mbps", c.net.inject_rate_mbps}}},
+               {"inject_rate_mbps", c.net.inject_rate_mbps}, {"compression", c.net.compression}}},
   };
 }
 

@@ -126,6 +126,7 @@ struct Config {
     // secret_key_file and cluster.peers[].public_key; "none": plaintext.
     std::string security = "curve";
     std::string secret_key_file;        // a file, or a directory holding node-<id>.key
+    std::string compression = "none";   // tensor payloads: none, bf16, int8 (net/codec.h)
   } net;
 
   int nodes() const { return cluster.peers.empty() ? 1 : int(cluster.peers.size()); }

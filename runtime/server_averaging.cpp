@@ -143,6 +143,8 @@ class ServerAveraging : public Averaging {
             {field::kMaxDeltaNorm, max_delta_},
             {field::kBytesSent, st.bytes_sent},
             {field::kBytesRecv, st.bytes_recv},
+            {field::kTensorBytesSent, st.tensor_bytes_sent},
+            {field::kTensorRawBytesSent, st.tensor_raw_bytes_sent},
             {field::kMsgsRejected, st.msgs_rejected},
             {field::kDeltaClaimsRefused, 0},
             {field::kGradDelay, svc_->delay().mean()}};
@@ -280,7 +282,7 @@ std::unique_ptr<Averaging> make_server_averaging(const Config& cfg, const Averag
   o.sketch_seed = a.sketch_seed;
   o.on_close = a.on_close;
   auto svc = std::make_shared<net::ShardService>(comm.self, int(comm.peers.size()), params->count(), 4,
-                                                 comm.sketch_floats);
+                                                 comm.sketch_floats, comm.codec);
   comm.service = svc;
   comm.window = 1;   // the end's barriers, one at a time
   ParamStore* p = params.get();

@@ -60,6 +60,10 @@ std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data) {
   }
 }
 
+double view_base_lr(const Config& cfg, size_t members) {
+  return cfg.optimizer.lr * (cfg.optimizer.scale_lr ? double(members) : 1.0);
+}
+
 uint64_t dropout_seed(uint64_t seed, int node, uint64_t step) {
   // The node enters above bit 48 (ids < 4096): for one step, mix64 being a
   // bijection, distinct nodes get distinct seeds; node 0 keeps the seeds
@@ -87,6 +91,8 @@ void Trainer::setup() {
   const int batch = cfg_.data.batch_size;
   model_->build(be_.get(), batch, cfg_.train.seed);
   sampler_ = std::make_unique<ShardedSampler>(data_.train.count(), opts_.node, cfg_.nodes(), batch, cfg_.train.seed);
+  shard_position_ = opts_.node;
+  shard_members_ = cfg_.nodes();
 
   SgdOptions so;
   so.lr = float(cfg_.optimizer.lr);
@@ -99,7 +105,7 @@ void Trainer::setup() {
   total_steps_ = spe * uint64_t(cfg_.train.epochs);
   if (cfg_.train.max_steps > 0) total_steps_ = std::min<uint64_t>(total_steps_, uint64_t(cfg_.train.max_steps));
   schedule_.kind = cfg_.optimizer.schedule;
-  schedule_.base_lr = cfg_.optimizer.lr * (cfg_.optimizer.scale_lr ? cfg_.nodes() : 1);
+  schedule_.base_lr = view_base_lr(cfg_, size_t(cfg_.nodes()));   // a view change sets it again (take_view)
   schedule_.warmup_steps = uint64_t(std::llround(cfg_.optimizer.warmup_epochs * double(spe)));
   schedule_.total_steps = spe * uint64_t(cfg_.train.epochs);   // max_steps stops early; it does not reshape the schedule
   schedule_.min_lr = cfg_.optimizer.min_lr;
@@ -158,23 +164,8 @@ void Trainer::setup() {
   }
   if (cfg_.nodes() > 1) {
     // Every view change this node takes part in: a record and a line.
-    resume_.on_view = [this](const net::ViewEvent& e) {
-      char hash[24];
-      std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(e.anchor_hash));
-      nlohmann::json rec = {{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kEpoch, e.epoch},
-                            {field::kMembers, e.members}, {field::kReason, e.reason},
-                            {field::kResumeRound, e.resume_round}, {field::kMs, e.ms},
-                            {field::kTransferredBytes, e.transferred_bytes}};
-      if (e.has_anchor) rec[field::kAnchorHash] = hash;  // gossip has no shared anchor
-      log_->metrics.write(rec);
-      std::string members;
-      for (int m : e.members) members += (members.empty() ? "" : ",") + std::to_string(m);
-      char line[160];
-      std::snprintf(line, sizeof line, "view %u: nodes {%s} from round %llu (%.0f ms%s%s): ", e.epoch,
-                    members.c_str(), static_cast<unsigned long long>(e.resume_round), e.ms,
-                    e.has_anchor ? ", x̄ " : "", e.has_anchor ? hash : "");
-      log_->progress.line(line + e.reason);
-    };
+    data_views_ = DataViews::from_start(cfg_.nodes());
+    resume_.on_view = [this](const net::ViewEvent& e) { take_view(e); };
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
     if (avg_->joined()) {   // a running cluster took this node in: it starts from x̄ at the view's round
       step_ = avg_->start_step();
@@ -193,6 +184,82 @@ void Trainer::setup() {
                       std::to_string(data_.train.count()) + " train / " + std::to_string(data_.test.count()) +
                       " test), " + std::to_string(spe) + " steps per epoch on node " + std::to_string(opts_.node) +
                       " of " + std::to_string(cfg_.nodes()));
+}
+
+void Trainer::take_view(const net::ViewEvent& e) {
+  char hash[24];
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(e.anchor_hash));
+  nlohmann::json rec = {{field::kEvent, field::kEventView}, {field::kStep, step_}, {field::kEpoch, e.epoch},
+                        {field::kMembers, e.members}, {field::kReason, e.reason},
+                        {field::kResumeRound, e.resume_round}, {field::kMs, e.ms},
+                        {field::kTransferredBytes, e.transferred_bytes}};
+  if (e.has_anchor) rec[field::kAnchorHash] = hash;  // gossip has no shared anchor
+  log_->metrics.write(rec);
+  std::string members;
+  for (int m : e.members) members += (members.empty() ? "" : ",") + std::to_string(m);
+  char line[160];
+  std::snprintf(line, sizeof line, "view %u: nodes {%s} from round %llu (%.0f ms%s%s): ", e.epoch,
+                members.c_str(), static_cast<unsigned long long>(e.resume_round), e.ms,
+                e.has_anchor ? ", x̄ " : "", e.has_anchor ? hash : "");
+  log_->progress.line(line + e.reason);
+
+  // The learning rate follows the view's size from here on.
+  schedule_.base_lr = view_base_lr(cfg_, e.members.size());
+  // Data: a joiner knows the views from its join on; the members count what
+  // the nodes this view leaves out would have trained (runtime/data_views.h).
+  DataView v;
+  v.epoch = e.epoch;
+  v.members = e.members;
+  v.resume_round = e.resume_round;
+  if (e.joined) data_views_ = DataViews();
+  DataGrid grid;
+  grid.steps_per_epoch = sampler_->steps_per_epoch();
+  grid.total_steps = total_steps_;
+  grid.period = cfg_.algorithm.period;
+  grid.staleness = cfg_.effective_staleness();
+  for (const SkippedSamples& s : skipped_by(data_views_, v, *sampler_, grid)) {
+    log_->metrics.write({{field::kEvent, field::kEventSkippedSamples}, {field::kStep, step_},
+                         {field::kEpoch, s.epoch + 1}, {field::kCount, s.count}, {field::kNodes, s.nodes},
+                         {field::kMembers, s.members}, {field::kFromStep, s.from_step}, {field::kToStep, s.to_step}});
+    std::string left;
+    for (int m : s.nodes) left += (left.empty() ? "" : ",") + std::to_string(m);
+    log_->progress.line("epoch " + std::to_string(s.epoch + 1) + ": " + std::to_string(s.count) +
+                        " samples skipped (the shards of node(s) {" + left + "} from step " +
+                        std::to_string(s.from_step) + " to " + std::to_string(s.to_step) +
+                        "); data epochs decided from round " + std::to_string(e.resume_round) +
+                        " on are sharded over view " + std::to_string(e.epoch));
+  }
+  data_views_.add(std::move(v));
+}
+
+void Trainer::begin_data_epoch(int epoch) {
+  if (!avg_) return;   // a single node: the constructor's shard
+  const uint64_t start = uint64_t(epoch) * sampler_->steps_per_epoch();
+  const DataView* view =
+      data_views_.for_round(data_decision_round(start, cfg_.algorithm.period, cfg_.effective_staleness()));
+  const int position = view ? view->position(opts_.node) : -1;
+  shard_position_ = position;
+  shard_members_ = view ? int(view->members.size()) : 0;
+  if (view && view->initial) return;   // every configured node, as without views
+  nlohmann::json rec = {{field::kEvent, field::kEventDataEpoch}, {field::kStep, step_}, {field::kEpoch, epoch + 1},
+                        {field::kPosition, position}};
+  rec[field::kMembers] = view ? nlohmann::json(view->members) : nlohmann::json(nullptr);
+  rec[field::kSamples] = position >= 0 ? sampler_->samples_between(0, sampler_->steps_per_epoch(), position,
+                                                                   shard_members_)
+                                       : 0;
+  rec[field::kUncovered] = view ? nlohmann::json(sampler_->uncovered_per_epoch(shard_members_)) : nlohmann::json(nullptr);
+  log_->metrics.write(rec);
+  if (position < 0) {
+    log_->progress.line("epoch " + std::to_string(epoch + 1) + ": sharded over a view without this node " +
+                        "(joined after it was decided): its steps run without a batch");
+    return;
+  }
+  std::string members;
+  for (int m : view->members) members += (members.empty() ? "" : ",") + std::to_string(m);
+  log_->progress.line("epoch " + std::to_string(epoch + 1) + ": data sharded over view " + std::to_string(view->epoch) +
+                      " {" + members + "}: position " + std::to_string(position) + " of " +
+                      std::to_string(shard_members_) + ", " + rec[field::kSamples].dump() + " samples here, " +
+                      rec[field::kUncovered].dump() + " not covered this epoch");
 }
 
 // compute "synthetic": a step that costs a set time without using the CPU
@@ -216,11 +283,12 @@ void Trainer::synthetic_step(uint64_t step) {
 }
 
 void Trainer::train_step(uint64_t step, int epoch, size_t step_in_epoch) {
+  if (shard_position_ < 0) return;   // not in this data epoch's view: no batch, Δ stays 0
   if (cfg_.train.compute == "synthetic") {
     synthetic_step(step);
     return;
   }
-  sampler_->batch(epoch, step_in_epoch, &indices_);
+  sampler_->batch(epoch, step_in_epoch, shard_position_, shard_members_, &indices_);
   const int n = int(indices_.size());
   gather_batch(data_.train, indices_.data(), indices_.size(), host_images_.data(), host_labels_.data());
   be_->normalize_bytes(size_t(n) * data_.train.image_bytes(), host_images_.data(), data_.train.mean, data_.train.std,
@@ -334,6 +402,7 @@ TrainResult Trainer::run() {
   bool stopped = false;
   try {
   for (; epoch < cfg_.train.epochs && step_ < total_steps_ && !stopped; ++epoch, sie = 0) {
+    begin_data_epoch(epoch);
     for (; sie < spe && step_ < total_steps_; ++sie) {
       if (opts_.stop != nullptr && opts_.stop->load()) {
         // A single node stops here; a cluster stops at a common round

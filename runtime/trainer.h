@@ -19,6 +19,7 @@
 #include "models/sampler.h"
 #include "runtime/averaging.h"
 #include "runtime/config.h"
+#include "runtime/data_views.h"
 
 namespace tether {
 
@@ -71,6 +72,11 @@ class Trainer {
   void save(const std::string& path, bool cut);
   void log_interval(int epoch, size_t step_in_epoch, bool force);
   std::string checkpoint_path() const;
+  // Picks the view data epoch `epoch` is sharded over (runtime/data_views.h)
+  // and says so when it is not every configured node.
+  void begin_data_epoch(int epoch);
+  // A view change: skipped samples, the learning rate of its size.
+  void take_view(const net::ViewEvent& e);
 
   Config cfg_;
   TrainOptions opts_;
@@ -95,6 +101,10 @@ class Trainer {
   double interval_start_ = 0, run_start_ = 0;
   double last_test_acc_ = -1;
   uint64_t total_steps_ = 0;
+  // Data epochs over views (runtime/data_views.h): the views taken, and this
+  // epoch's shard (position among `shard_members_`; -1: none, no batches).
+  DataViews data_views_;
+  int shard_position_ = 0, shard_members_ = 1;
   AveragingOptions resume_;   // a cluster checkpoint's cut (round, step, anchor), from --resume
   struct Log;
   std::unique_ptr<Log> log_;
@@ -106,6 +116,10 @@ class Trainer {
 // one node with an N-fold batch, as without dropout). Node 0's seeds do not
 // depend on the node term: single-node runs keep their masks.
 uint64_t dropout_seed(uint64_t seed, int node, uint64_t step);
+
+// optimizer.lr, times the view's member count with optimizer.scale_lr (the
+// linear scaling rule over the nodes training now).
+double view_base_lr(const Config& cfg, size_t members);
 
 // Builds the model a config describes (shape from the dataset).
 std::unique_ptr<Model> build_model(const Config& cfg, const Dataset& data);

@@ -269,3 +269,112 @@ TEST_CASE("sampler: deterministic across instances, reshuffled across epochs") {
   CHECK(epoch_set(0).size() == 5000);  // r = 5000 % 96 = 8 >= 3: nothing dropped
   CHECK(epoch_set(4).size() == 5000);
 }
+
+// ---- views: an epoch sharded over n <= N members --------------------------
+
+TEST_CASE("sampler views: n members cover a prefix of the epoch's permutation, each sample once") {
+  // The epoch grid is the configured N nodes'; a view of n members takes, at
+  // each of those steps, the n-node sharding's slices. Reference: walking
+  // steps and positions in order must read the permutation from position 0
+  // without a gap or a repeat, and the members' own n-node samplers (built
+  // as a plain n-node cluster) must agree slice by slice.
+  for (size_t count : {size_t(7), size_t(40), size_t(100), size_t(1001)}) {
+    for (int nodes : {1, 2, 3, 4, 7}) {
+      if (count < size_t(nodes)) continue;
+      for (int batch : {1, 3, 8}) {
+        const ShardedSampler grid(count, 0, nodes, batch, 11);
+        for (int n = 1; n <= nodes; ++n) {
+          CAPTURE(count);
+          CAPTURE(nodes);
+          CAPTURE(batch);
+          CAPTURE(n);
+          const int epoch = 2;
+          const auto perm = epoch_permutation(count, 11, epoch);
+          size_t read = 0;   // permutation positions read so far
+          std::vector<uint32_t> got, plain;
+          for (size_t t = 0; t < grid.steps_per_epoch(); ++t) {
+            for (int p = 0; p < n; ++p) {
+              grid.batch(epoch, t, p, n, &got);
+              REQUIRE(got.size() == grid.samples_at(t, p, n));
+              REQUIRE(read + got.size() <= count);
+              CHECK(std::equal(got.begin(), got.end(), perm.begin() + std::ptrdiff_t(read)));
+              read += got.size();
+              ShardedSampler alone(count, p, n, batch, 11);   // a plain n-node cluster
+              alone.batch(epoch, t, &plain);
+              CHECK(got == plain);
+            }
+          }
+          CHECK(grid.uncovered_per_epoch(n) == count - read);
+          if (n == nodes) {   // the configured view is the plain sharding
+            for (size_t t = 0; t < grid.steps_per_epoch(); ++t) {
+              std::vector<uint32_t> a, b;
+              ShardedSampler self(count, n - 1, nodes, batch, 11);
+              self.batch(epoch, t, &a);
+              self.batch(epoch, t, n - 1, n, &b);
+              CHECK(a == b);
+            }
+            const size_t dropped = count % (size_t(nodes) * size_t(batch)) < size_t(nodes)
+                                       ? count % (size_t(nodes) * size_t(batch)) : 0;
+            CHECK(grid.uncovered_per_epoch(n) == dropped);
+          } else {
+            // Fewer members, the same steps: at least the samples of the
+            // (N - n) missing batches per full step are not covered.
+            CHECK(grid.uncovered_per_epoch(n) >= count - std::min(count, grid.steps_per_epoch() * size_t(n) * size_t(batch)));
+          }
+        }
+      }
+    }
+  }
+  const ShardedSampler s(100, 0, 4, 8, 1);
+  std::vector<uint32_t> out;
+  CHECK_THROWS_AS(s.batch(0, 0, 0, 5, &out), std::out_of_range);
+  CHECK_THROWS_AS(s.batch(0, 0, 3, 3, &out), std::out_of_range);
+  CHECK_THROWS_AS(s.batch(0, 0, 0, 0, &out), std::out_of_range);
+  CHECK_THROWS_AS(s.samples_at(s.steps_per_epoch(), 0, 3), std::out_of_range);
+}
+
+TEST_CASE("sampler views: a member lost mid-epoch: survivors keep their shards, its remainder is skipped; "
+          "the next epoch over the 3 survivors covers its prefix once") {
+  // 4 nodes, node 2 lost from step k of epoch 0: the survivors go on with
+  // their 4-node slices; the samples trained are the 4-node epoch's minus
+  // node 2's slices from k, and the skipped count (samples_between) is
+  // exactly those. Epoch 1 is sharded over {0, 1, 3} at positions 0, 1, 2.
+  const size_t count = 1000;
+  const int nodes = 4, batch = 8, dead = 2;
+  const uint64_t seed = 5;
+  const ShardedSampler grid(count, 0, nodes, batch, seed);
+  const size_t spe = grid.steps_per_epoch();
+  for (size_t k : {size_t(0), size_t(1), spe / 2, spe - 1, spe}) {
+    CAPTURE(k);
+    std::multiset<uint32_t> trained;
+    std::set<uint32_t> all_of_view, dead_rest;
+    std::vector<uint32_t> b;
+    for (size_t t = 0; t < spe; ++t) {
+      for (int p = 0; p < nodes; ++p) {
+        grid.batch(0, t, p, nodes, &b);
+        all_of_view.insert(b.begin(), b.end());
+        if (p == dead && t >= k) dead_rest.insert(b.begin(), b.end());
+        else trained.insert(b.begin(), b.end());
+      }
+    }
+    std::set<uint32_t> trained_set(trained.begin(), trained.end());
+    CHECK(trained_set.size() == trained.size());   // no duplicates
+    const size_t skipped = grid.samples_between(k, spe, dead, nodes);
+    CHECK(skipped == dead_rest.size());
+    CHECK(trained.size() + skipped == all_of_view.size());
+    for (uint32_t x : dead_rest) CHECK(trained_set.count(x) == 0);
+  }
+  // Epoch 1 over the survivors {0, 1, 3}: positions 0, 1, 2 of 3.
+  std::multiset<uint32_t> next;
+  std::vector<uint32_t> b;
+  for (size_t t = 0; t < spe; ++t)
+    for (int p = 0; p < 3; ++p) {
+      grid.batch(1, t, p, 3, &b);
+      next.insert(b.begin(), b.end());
+    }
+  std::set<uint32_t> next_set(next.begin(), next.end());
+  CHECK(next_set.size() == next.size());
+  const auto perm = epoch_permutation(count, seed, 1);
+  CHECK(next_set == std::set<uint32_t>(perm.begin(), perm.begin() + std::ptrdiff_t(3 * batch * spe)));
+  CHECK(grid.uncovered_per_epoch(3) == count - 3 * batch * spe);
+}

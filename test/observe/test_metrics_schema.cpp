@@ -160,8 +160,10 @@ TEST_CASE("metrics schema: names are distinct snake_case words; the run totals a
   CHECK(fin.size() == field::kFinalFields.size());
   for (const char* name : field::kNetworkFields) CHECK(fin.count(name) == 0);   // merged in on a cluster
   std::set<std::string> events = {field::kEventEval, field::kEventFinal, field::kEventFailed, field::kEventView,
-                                  field::kEventNoQuorum};
-  CHECK(events.size() == 5);
+                                  field::kEventNoQuorum, field::kEventSkippedSamples, field::kEventDataEpoch};
+  CHECK(events.size() == 7);
   add(field::kViewFields);
   add(field::kNoQuorumFields);
+  add(field::kSkippedFields);
+  add(field::kDataEpochFields);
 }

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "net/codec.h"
 #include "net/gossip.h"
 #include "runtime/averaging.h"
 #include "test/runtime/vector_params.h"
@@ -52,9 +53,11 @@ struct Run {
   // rejoin_after_ms >= 0, starts again that much later and joins.
   int crash_node = -1, dead_node = -1;
   std::string crash_point;
+  std::string dead_point = "submit";   // where dead_node dies ("state", "corrupt-state": see CommOptions)
   uint64_t crash_round = 0;
   int rejoin_after_ms = -1;
   int peer_timeout_ms = 10000;
+  net::Codec codec = net::Codec::kNone;   // net.compression
 };
 
 struct NodeOut {
@@ -66,6 +69,7 @@ struct NodeOut {
   bool crashed = false;                     // the scripted crash happened (then error says why)
   uint64_t joined_round = 0;                // a node that rejoined: its first round
   std::vector<net::ViewEvent> views;
+  net::CommStats stats;                     // after finish()
 };
 
 // Runs the cluster; every node starts from the same x0 (node 0's, by the
@@ -92,11 +96,15 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.heartbeat_ms = 100;
         c.peer_timeout_ms = run.peer_timeout_ms;
         c.inject_delay_ms = run.delay_ms;
+        c.codec = run.codec;
         const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
-        if (dies && run.crash_point != "window") {
-          const std::string point = i == run.dead_node ? std::string("submit") : run.crash_point;
+        const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
+        if ((dies && run.crash_point != "window") || faulty) {
+          const std::string point = i == run.dead_node ? run.dead_point : run.crash_point;
           c.test_crash_at = [&run, point](const char* at, uint64_t round) {
-            return point == at && (point == "commit" || round == run.crash_round);
+            // commit, state, corrupt-state: the first time the node gets there
+            return point == at && (point == "commit" || point == "state" || point == "corrupt-state" ||
+                                   round == run.crash_round);
           };
         }
         AveragingOptions o;
@@ -131,13 +139,14 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         me.throttle_count = avg->metrics().value("throttle_count", uint64_t(0));
         avg->finish();
         me.final_x = params.x;
+        me.stats = raw->stats();
       };
       try {
         life(false);
       } catch (const std::exception& e) {
         me.error = e.what();
         me.crashed = me.error.find("crashed (test hook") != std::string::npos;
-        if (me.crashed && run.rejoin_after_ms >= 0) {
+        if (me.crashed && run.rejoin_after_ms >= 0 && i == run.crash_node) {
           std::this_thread::sleep_for(std::chrono::milliseconds(run.rejoin_after_ms));
           for (auto& a : me.anchors) a.clear();   // the earlier life's; the joined one records its own
           for (auto& x : me.closes) x.clear();
@@ -334,6 +343,91 @@ TEST_CASE("ring, s in {0, 1, 2, 4}, H in {1, 3}, merges slower than steps: one a
       for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
       MESSAGE("s = " << s << ", H = " << h << ": largest distance " << worst << ", 2(s+1)H·u_max = " << bound);
       CHECK(worst <= bound);
+    }
+  }
+}
+
+TEST_CASE("ring with compression, N = 2, 3, 4, 7: one anchor on every node, the bound holds, tensor bytes drop to 1/2 and about 1/4") {
+  for (int nodes : {2, 3, 4, 7}) {
+    uint64_t none_bytes = 0;
+    for (net::Codec codec : {net::Codec::kNone, net::Codec::kBf16, net::Codec::kInt8}) {
+      CAPTURE(nodes);
+      CAPTURE(net::codec_name(codec));
+      Run run;
+      run.nodes = nodes;
+      run.gossip = false;
+      run.staleness = 1;
+      run.period = 1;
+      run.steps = 40;
+      run.codec = codec;
+      const auto out = run_cluster(run);
+      for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+      const size_t rounds = size_t(run.steps);
+      for (size_t r = 0; r < rounds; ++r) {   // every node's anchor: the same bits after every round
+        CAPTURE(r);
+        for (int i = 1; i < run.nodes; ++i) {
+          REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
+          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
+        }
+      }
+      for (const NodeOut& o : out)
+        CHECK(std::memcmp(o.final_x.data(), out[0].anchors[rounds - 1].data(), run.dim * 4) == 0);
+      double worst = 0;
+      for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+      CHECK(worst <= 2.0 * double(run.staleness + 1) * max_update_norm(run));
+      // tensor payloads: every node sends the same number of values in every run
+      uint64_t bytes = 0, raw = 0;
+      for (const NodeOut& o : out) {
+        bytes += o.stats.tensor_bytes_sent;
+        raw += o.stats.tensor_raw_bytes_sent;
+      }
+      // 2(N-1) times the vector per round over all nodes, as float32
+      CHECK(raw == uint64_t(rounds) * 2 * uint64_t(nodes - 1) * run.dim * 4);
+      MESSAGE("N = " << nodes << ", " << net::codec_name(codec) << ": tensor bytes " << bytes << " of " << raw
+                     << " raw, largest distance " << worst);
+      if (codec == net::Codec::kNone) {
+        CHECK(bytes == raw);
+        none_bytes = bytes;
+      } else if (codec == net::Codec::kBf16) {
+        CHECK(bytes * 2 == none_bytes);
+      } else {
+        // a quarter, plus a 4-byte scale per chunk (at most 64 floats here, chunk_bytes
+        // 256; a segment's last chunk is shorter): (n + 4) / 4n stays under 0.3 for n >= 36
+        CHECK(double(bytes) / double(none_bytes) > 0.25);
+        CHECK(double(bytes) / double(none_bytes) < 0.3);
+      }
+    }
+  }
+}
+
+TEST_CASE("ring with compression, s in {0, 2}, H in {1, 3}, merges slower than steps: one anchor, distance within 2(s+1)H·u_max") {
+  for (net::Codec codec : {net::Codec::kBf16, net::Codec::kInt8}) {
+    for (int s : {0, 2}) {
+      for (int h : {1, 3}) {
+        CAPTURE(net::codec_name(codec));
+        CAPTURE(s);
+        CAPTURE(h);
+        Run run;
+        run.nodes = 3;
+        run.gossip = false;
+        run.staleness = s;
+        run.period = h;
+        run.steps = 40 * h;
+        run.codec = codec;
+        const auto out = run_cluster(run);
+        for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+        const size_t rounds = size_t(run.steps / h);
+        for (size_t r = 0; r < rounds; ++r)
+          for (int i = 1; i < run.nodes; ++i)
+            CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
+        const double bound = 2.0 * double(s + 1) * double(h) * max_update_norm(run);
+        double worst = 0;
+        for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+        MESSAGE(net::codec_name(codec) << ", s = " << s << ", H = " << h << ": largest distance " << worst
+                                       << ", 2(s+1)H·u_max = " << bound);
+        CHECK(worst <= bound);
+        CHECK(worst > 0);
+      }
     }
   }
 }
@@ -535,6 +629,59 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
     double worst = 0;
     for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
     CHECK(worst <= bound);
+  }
+}
+
+TEST_CASE("ring, a rejoin whose x̄ stream breaks: its source dies halfway (x̄ comes from the next member), or sends a corrupt chunk (the joiner stops naming it, the members go on)") {
+  for (const std::string fault : {"state", "corrupt-state"}) {
+    CAPTURE(fault);
+    Run run;
+    run.nodes = 4;
+    run.gossip = false;
+    run.staleness = 2;
+    run.period = 2;
+    run.steps = 140;
+    run.step_ms = 2;
+    run.delay_ms = 3;
+    run.peer_timeout_ms = 600;
+    run.crash_node = 2;   // dies mid all-gather of round 20, starts again 300 ms later
+    run.crash_point = "all-gather";
+    run.crash_round = 20;
+    run.rejoin_after_ms = 300;
+    run.dead_node = 0;    // the lowest member: the one that streams x̄ to the joiner
+    run.dead_point = fault;
+    const auto out = run_cluster(run);
+    const size_t rounds = size_t(run.steps / run.period);
+    const bool source_dies = fault == "state";
+    // who ends the run: without the source, or without the joiner
+    const std::vector<int> live = source_dies ? std::vector<int>{1, 2, 3} : std::vector<int>{0, 1, 3};
+    if (source_dies) {
+      CHECK_MESSAGE(out[0].crashed, out[0].error);
+      CHECK(out[0].error.find("test hook at state") != std::string::npos);
+    } else {
+      const std::string& e = out[2].error;
+      CAPTURE(e);
+      CHECK(e.find("after rejoining") != std::string::npos);
+      CHECK(e.find("bad_checksum") != std::string::npos);
+      CHECK(e.find("kind 12") != std::string::npos);   // the state transfer's frames
+    }
+    const NodeOut& ref = out[size_t(live.front())];
+    for (int i : live) {
+      CAPTURE(i);
+      REQUIRE_MESSAGE(out[size_t(i)].error.empty(), "node " << i << ": " << out[size_t(i)].error);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.final_x.data(), run.dim * 4) == 0);
+      CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.anchors[rounds - 1].data(), run.dim * 4) == 0);
+      for (size_t r = 0; r < rounds; ++r)   // x̄ after every round it applied: the same bits
+        if (!out[size_t(i)].anchors[r].empty() && !ref.anchors[r].empty())
+          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), ref.anchors[r].data(), run.dim * 4) == 0);
+      REQUIRE(!out[size_t(i)].views.empty());
+      CHECK(out[size_t(i)].views.back().members == live);
+      CHECK(out[size_t(i)].views.back().anchor_hash == ref.views.back().anchor_hash);
+    }
+    if (source_dies) {   // the joiner took x̄ from node 1 and trained on to the end
+      CHECK(out[2].joined_round > 0);
+      CHECK(out[2].views.back().transferred_bytes >= run.dim * 4);
+    }
   }
 }
 

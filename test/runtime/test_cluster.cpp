@@ -862,11 +862,17 @@ TEST_CASE("cluster: a SIGSTOPped node that returns after the others formed a vie
   CHECK(out.find("joined the running cluster") != std::string::npos);
 }
 
-TEST_CASE("cluster: a node whose trainer stalls (heartbeats go on) is removed after round_timeout_ms; the others finish") {
+TEST_CASE("cluster: a node whose trainer stalls (heartbeats go on) is removed after round_timeout_ms; the others finish; "
+          "its shard's rest is skipped, later epochs are sharded over the 3, scale_lr follows") {
   TempDir dir("cl-stall");
   const int n = 4, victim = 1;
   json base = membership_config(dir, n, 500, 15);
   base["net"]["round_timeout_ms"] = 2000;
+  // 5 data epochs of 100 steps (3200 samples, 4 nodes of batch 8: no
+  // remainder), the same 500 steps; the rate scaled by the view's size.
+  base["data"]["synthetic_train"] = 3200;
+  base["train"]["epochs"] = 5;
+  base["optimizer"]["scale_lr"] = true;
   std::string cfg = dir.write("stall.json", with_peers(base, free_ports(n)).dump());
   std::vector<std::unique_ptr<Proc>> procs;
   const auto t0 = Clock::now();
@@ -893,6 +899,45 @@ TEST_CASE("cluster: a node whose trainer stalls (heartbeats go on) is removed af
     const std::string h = last_event(dir.file("log"), id, "final").value("params_hash", std::string("none"));
     if (hash.empty()) hash = h;
     CHECK(h == hash);
+
+    // Data (H = 1, s = 2): node 1's 4-node slices of epoch 1 from the view's
+    // resume round v on are skipped, 8 a step; epochs 2..5 (decided at rounds
+    // 97, 197, ... >= v) are sharded over {0, 2, 3}, 800 samples each here,
+    // 800 of the 3200 covered by nobody.
+    const uint64_t v = views[0].value("resume_round", uint64_t(0));
+    CAPTURE(v);
+    REQUIRE(v >= 30);   // the victim stalls after its step 40, before submitting round 39
+    REQUIRE(v < 97);    // so epoch 2 is decided after the change
+    const std::vector<json> skipped = events_of(dir.file("log"), id, "skipped_samples");
+    REQUIRE(skipped.size() == 1);
+    CHECK(skipped[0].value("epoch", 0) == 1);
+    CHECK(skipped[0].value("count", uint64_t(0)) == (100 - v) * 8);
+    CHECK(skipped[0]["nodes"] == json::array({1}));
+    CHECK(skipped[0]["members"] == json::array({0, 1, 2, 3}));
+    CHECK(skipped[0].value("from_step", uint64_t(0)) == v);
+    CHECK(skipped[0].value("to_step", uint64_t(0)) == 100);
+    const std::vector<json> epochs = events_of(dir.file("log"), id, "data_epoch");
+    REQUIRE(epochs.size() == 4);
+    for (size_t k = 0; k < epochs.size(); ++k) {
+      CAPTURE(k);
+      CHECK(epochs[k].value("epoch", 0) == int(k) + 2);
+      CHECK(epochs[k].value("step", uint64_t(0)) == 100 * (k + 1));
+      CHECK(epochs[k]["members"] == json::array({0, 2, 3}));
+      CHECK(epochs[k].value("position", -1) == (id == 0 ? 0 : id - 1));
+      CHECK(epochs[k].value("samples", 0) == 800);
+      CHECK(epochs[k].value("uncovered", 0) == 800);
+    }
+    // The learning rate: 4 × 0.05 before the view, 3 × 0.05 in records after it.
+    bool after_view = false;
+    size_t before = 0, after = 0;
+    for (const json& r : records(dir.file("log"), id)) {
+      if (r.value("event", "") == "view") after_view = true;
+      if (r.contains("event") || !r.contains("lr")) continue;
+      CHECK(r.value("lr", 0.0) == doctest::Approx(after_view ? 0.15 : 0.2));
+      ++(after_view ? after : before);
+    }
+    CHECK(before > 0);
+    CHECK(after > 0);
   }
   procs[victim]->kill_and_reap(t0);
 }

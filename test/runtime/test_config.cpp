@@ -41,6 +41,16 @@ TEST_CASE("config: defaults and a full single-node config") {
   CHECK(c.nodes() == 1);
   CHECK(c.device == "auto");
   CHECK(c.algorithm.staleness == 2);
+  CHECK(c.net.compression == "none");
+}
+
+TEST_CASE("config: net.compression takes none, bf16 or int8; anything else is refused naming the key") {
+  for (const char* codec : {"none", "bf16", "int8"}) {
+    Config c = tether::parse_config(json::parse(std::string(R"({"net": {"compression": ")") + codec + R"("}})"));
+    CHECK(c.net.compression == codec);
+  }
+  CHECK(error_of(R"({"net": {"compression": "fp8"}})").find("net.compression: expected one of \"none\", \"bf16\", \"int8\"") == 0);
+  CHECK(error_of(R"({"net": {"compression": 16}})").find("net.compression: expected one of") == 0);
 }
 
 TEST_CASE("config: errors name the path and what was expected") {
