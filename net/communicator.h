@@ -24,8 +24,8 @@
 // (counted as stale_epoch). A member silent for peer_timeout_ms, whose
 // connection dropped, that said bye after a failure, or whose rounds make no
 // progress for round_timeout_ms is suspected; a configured node that says
-// hello while the view runs asks to join. The lowest live id coordinates, with
-// no master: it proposes view e+1 (which needs a majority of the configured
+// hello while the view runs asks to join. The lowest live member (never a
+// joiner, whatever its id) coordinates, with no master: it proposes view e+1 (which needs a majority of the configured
 // nodes) to its members, each answers with the first round it has not
 // finished (done) and whether it joins; with every answer it commits the view
 // and the resume round R = the largest done. Rounds below R are complete

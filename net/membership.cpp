@@ -136,7 +136,10 @@ void Communicator::maybe_change_view() {
   for (int m : view_.members) need = need || (m != opts_.self && peers_[static_cast<size_t>(m)].lost);
   if (!need) return;
   const std::vector<int> alive = alive_members();
-  if (alive.empty() || alive.front() != opts_.self) return;  // not the coordinator
+  // The coordinator: the lowest live member. A joiner cannot coordinate, even
+  // with a lower id (a restarted node 0 joins a view that node 1 runs).
+  const auto coordinator = std::find_if(alive.begin(), alive.end(), [this](int p) { return view_.has(p); });
+  if (coordinator == alive.end() || *coordinator != opts_.self) return;
   if (2 * alive.size() <= static_cast<size_t>(nodes_)) return;  // no majority: check_quorum waits
   propose(alive);
 }
@@ -533,7 +536,9 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
         if (v[2 + i] >= static_cast<uint64_t>(nodes_) || (i > 0 && v[2 + i] <= v[1 + i])) return Reject::kRangeMismatch;
         members.push_back(static_cast<int>(v[2 + i]));
       }
-      if (members.front() != peer) return Reject::kRangeMismatch;  // the coordinator is the lowest id
+      // The coordinator is the lowest member that does not join: a proposal
+      // names its members, the commit says which of them join (checked there).
+      if (!std::binary_search(members.begin(), members.end(), peer)) return Reject::kRangeMismatch;
       const auto epoch = static_cast<uint32_t>(v[0]);
       if (epoch <= promised_) return Reject::kStaleEpoch;  // answered a newer one already
       if (!std::binary_search(members.begin(), members.end(), opts_.self)) {
@@ -607,7 +612,10 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
                                                            " of the others (it was stopped or cut off): start it again to rejoin")));
         return Reject::kNone;
       }
-      if (members.front() != peer || epoch < promised_) return Reject::kStaleEpoch;
+      int coordinator = -1;  // the lowest member that does not join
+      for (const auto& [id, d] : done)
+        if (d != kJoinerDone && coordinator < 0) coordinator = id;
+      if (coordinator != peer || epoch < promised_) return Reject::kStaleEpoch;
       for (const auto& [id, d] : done)
         if (d != kJoinerDone && d > v[1]) return Reject::kRangeMismatch;  // R is the largest done
       peers_[static_cast<size_t>(peer)].last_seen = Clock::now();

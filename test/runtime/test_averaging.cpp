@@ -54,6 +54,7 @@ struct Run {
   int crash_node = -1, dead_node = -1;
   std::string crash_point;
   std::string dead_point = "submit";   // where dead_node dies ("state", "corrupt-state": see CommOptions)
+  int dead_rejoin_after_ms = -1;       // >= 0: dead_node starts again that much later and joins
   uint64_t crash_round = 0;
   int rejoin_after_ms = -1;
   int peer_timeout_ms = 10000;
@@ -146,8 +147,9 @@ std::vector<NodeOut> run_cluster(const Run& run) {
       } catch (const std::exception& e) {
         me.error = e.what();
         me.crashed = me.error.find("crashed (test hook") != std::string::npos;
-        if (me.crashed && run.rejoin_after_ms >= 0 && i == run.crash_node) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(run.rejoin_after_ms));
+        const int again_ms = i == run.crash_node ? run.rejoin_after_ms : i == run.dead_node ? run.dead_rejoin_after_ms : -1;
+        if (me.crashed && again_ms >= 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(again_ms));
           for (auto& a : me.anchors) a.clear();   // the earlier life's; the joined one records its own
           for (auto& x : me.closes) x.clear();
           try {
@@ -682,6 +684,37 @@ TEST_CASE("ring, a rejoin whose x̄ stream breaks: its source dies halfway (x̄ 
       CHECK(out[2].joined_round > 0);
       CHECK(out[2].views.back().transferred_bytes >= run.dim * 4);
     }
+  }
+}
+
+TEST_CASE("ring, the coordinator dies as it starts streaming x̄ to a joiner (its commit reached nobody) and starts again: all 4 end equal") {
+  Run run;
+  run.nodes = 4;
+  run.gossip = false;
+  run.staleness = 2;
+  run.period = 2;
+  run.steps = 140;
+  run.step_ms = 2;
+  run.delay_ms = 3;   // the commit waits in the link emulation: the crash drops it
+  run.peer_timeout_ms = 600;
+  run.crash_node = 2;
+  run.crash_point = "all-gather";
+  run.crash_round = 20;
+  run.rejoin_after_ms = 300;
+  run.dead_node = 0;
+  run.dead_point = "state";
+  run.dead_rejoin_after_ms = 300;
+  const auto out = run_cluster(run);
+  const size_t rounds = size_t(run.steps / run.period);
+  const NodeOut& ref = out[1];
+  for (int i = 0; i < run.nodes; ++i) {
+    CAPTURE(i);
+    REQUIRE_MESSAGE(out[size_t(i)].error.empty(), "node " << i << ": " << out[size_t(i)].error);
+    CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.final_x.data(), run.dim * 4) == 0);
+    CHECK(std::memcmp(out[size_t(i)].final_x.data(), ref.anchors[rounds - 1].data(), run.dim * 4) == 0);
+    REQUIRE(!out[size_t(i)].views.empty());
+    CHECK(out[size_t(i)].views.back().members == std::vector<int>{0, 1, 2, 3});
+    CHECK(out[size_t(i)].views.back().anchor_hash == ref.views.back().anchor_hash);
   }
 }
 
