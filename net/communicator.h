@@ -382,6 +382,7 @@ class Communicator {
   void commit();
   void install(uint32_t epoch, std::vector<int> members, uint64_t resume, const std::map<int, uint64_t>& done);
   void install_gossip(uint64_t resume);
+  void resend_sketch(uint64_t round, const Slot& slot);
   void send_kept_result(int to, uint64_t round);
   void send_state(int to);
   // Chunks [0, limit) of v (all by default); corrupt: chunk 0's hash is wrong.

@@ -311,15 +311,7 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     if (r < resume) continue;
     slot.sketches.clear();  // every member sends its sketch again in this view
     if (!slot.submitted) continue;
-    for (int m : view_.members) {
-      if (m == opts_.self) continue;
-      Header h;
-      h.kind = Kind::kSketch;
-      h.flags = slot.own_stop ? kStopRequest : 0;
-      h.round = r;
-      h.count = slot.own_sketch->data.size();
-      transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
-    }
+    resend_sketch(r, slot);
     ring_->submit(r, make_buffer(slot.retained), slot.applied);
     slot.in_mixer = true;
   }
@@ -347,22 +339,25 @@ void Communicator::install_gossip(uint64_t resume) {
     if (r >= resume) {
       slot.sketches.clear();  // every member sends its sketch again in this view
       slot.in_mixer = false;
-      if (slot.submitted) {
-        for (int m : view_.members) {
-          if (m == opts_.self) continue;
-          Header h;
-          h.kind = Kind::kSketch;
-          h.flags = slot.own_stop ? kStopRequest : 0;
-          h.round = r;
-          h.count = slot.own_sketch->data.size();
-          transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
-        }
-      }
+      if (slot.submitted) resend_sketch(r, slot);
     }
     if (slot.exact && r < resume) slot.in_mixer = false;  // the ring it ran on is gone
     if (!slot.submitted || slot.in_mixer) continue;
     mixer_for(slot)->submit(r, make_buffer(slot.retained), slot.applied);
     slot.in_mixer = true;
+  }
+}
+
+// A round re-run in a new view: this node's sketch to every member again.
+void Communicator::resend_sketch(uint64_t round, const Slot& slot) {
+  for (int m : view_.members) {
+    if (m == opts_.self) continue;
+    Header h;
+    h.kind = Kind::kSketch;
+    h.flags = slot.own_stop ? kStopRequest : 0;
+    h.round = round;
+    h.count = slot.own_sketch->data.size();
+    transport_->send(m, h, zero_copy(slot.own_sketch, 0, slot.own_sketch->data.size()), nullptr);
   }
 }
 

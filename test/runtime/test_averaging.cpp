@@ -183,6 +183,24 @@ double spread_at(const std::vector<NodeOut>& out, size_t round) {
   return m;
 }
 
+// Every node's x̄ after each of the first `rounds` rounds: the same bits on
+// every node, and x = x̄ of the last round at the end. Returns the largest
+// exact distance between nodes at a round's close.
+double check_one_anchor(const Run& run, const std::vector<NodeOut>& out, size_t rounds) {
+  for (size_t r = 0; r < rounds; ++r) {   // every node's anchor: the same bits after every round
+    CAPTURE(r);
+    for (int i = 1; i < run.nodes; ++i) {
+      REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
+      CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
+    }
+  }
+  for (const NodeOut& o : out)   // the end: x = x̄ of the last round everywhere
+    CHECK(std::memcmp(o.final_x.data(), out[0].anchors[rounds - 1].data(), run.dim * 4) == 0);
+  double worst = 0;
+  for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+  return worst;
+}
+
 // Largest norm of one node's scripted update (u_max).
 double max_update_norm(const Run& run) {
   double m = 0;
@@ -317,34 +335,29 @@ TEST_CASE("ring, s = 0, H = 1: bit for bit the synchronous step on the mean upda
   }
 }
 
-TEST_CASE("ring, s in {0, 1, 2, 4}, H in {1, 3}, merges slower than steps: one anchor, distance within 2(s+1)H·u_max") {
-  for (int s : {0, 1, 2, 4}) {
-    for (int h : {1, 3}) {
-      CAPTURE(s);
-      CAPTURE(h);
-      Run run;
-      run.nodes = 3;
-      run.gossip = false;
-      run.staleness = s;
-      run.period = h;
-      run.steps = 60 * h;
-      const auto out = run_cluster(run);
-      for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
-      const size_t rounds = size_t(run.steps / h);
-      for (size_t r = 0; r < rounds; ++r) {   // every node's anchor: the same bits after every round
-        CAPTURE(r);
-        for (int i = 1; i < run.nodes; ++i) {
-          REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
-          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
-        }
+TEST_CASE("ring, s in {0, 1, 2, 4}, H in {1, 3}, merges slower than steps, each codec: one anchor, distance within 2(s+1)H·u_max") {
+  for (net::Codec codec : {net::Codec::kNone, net::Codec::kBf16, net::Codec::kInt8}) {
+    for (int s : codec == net::Codec::kNone ? std::vector<int>{0, 1, 2, 4} : std::vector<int>{0, 2}) {
+      for (int h : {1, 3}) {
+        CAPTURE(net::codec_name(codec));
+        CAPTURE(s);
+        CAPTURE(h);
+        Run run;
+        run.nodes = 3;
+        run.gossip = false;
+        run.staleness = s;
+        run.period = h;
+        run.steps = 60 * h;
+        run.codec = codec;
+        const auto out = run_cluster(run);
+        for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+        const double worst = check_one_anchor(run, out, size_t(run.steps / h));
+        const double bound = 2.0 * double(s + 1) * double(h) * max_update_norm(run);
+        MESSAGE(net::codec_name(codec) << ", s = " << s << ", H = " << h << ": largest distance " << worst
+                                       << ", 2(s+1)H·u_max = " << bound);
+        CHECK(worst <= bound);
+        CHECK(worst > 0);
       }
-      for (const NodeOut& o : out)   // the end: x = x̄ of the last round everywhere
-        CHECK(std::memcmp(o.final_x.data(), out[0].anchors[rounds - 1].data(), run.dim * 4) == 0);
-      const double bound = 2.0 * double(s + 1) * double(h) * max_update_norm(run);
-      double worst = 0;
-      for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
-      MESSAGE("s = " << s << ", H = " << h << ": largest distance " << worst << ", 2(s+1)H·u_max = " << bound);
-      CHECK(worst <= bound);
     }
   }
 }
@@ -365,17 +378,7 @@ TEST_CASE("ring with compression, N = 2, 3, 4, 7: one anchor on every node, the 
       const auto out = run_cluster(run);
       for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
       const size_t rounds = size_t(run.steps);
-      for (size_t r = 0; r < rounds; ++r) {   // every node's anchor: the same bits after every round
-        CAPTURE(r);
-        for (int i = 1; i < run.nodes; ++i) {
-          REQUIRE(out[size_t(i)].anchors[r].size() == run.dim);
-          CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
-        }
-      }
-      for (const NodeOut& o : out)
-        CHECK(std::memcmp(o.final_x.data(), out[0].anchors[rounds - 1].data(), run.dim * 4) == 0);
-      double worst = 0;
-      for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
+      const double worst = check_one_anchor(run, out, rounds);
       CHECK(worst <= 2.0 * double(run.staleness + 1) * max_update_norm(run));
       // tensor payloads: every node sends the same number of values in every run
       uint64_t bytes = 0, raw = 0;
@@ -397,38 +400,6 @@ TEST_CASE("ring with compression, N = 2, 3, 4, 7: one anchor on every node, the 
         // 256; a segment's last chunk is shorter): (n + 4) / 4n stays under 0.3 for n >= 36
         CHECK(double(bytes) / double(none_bytes) > 0.25);
         CHECK(double(bytes) / double(none_bytes) < 0.3);
-      }
-    }
-  }
-}
-
-TEST_CASE("ring with compression, s in {0, 2}, H in {1, 3}, merges slower than steps: one anchor, distance within 2(s+1)H·u_max") {
-  for (net::Codec codec : {net::Codec::kBf16, net::Codec::kInt8}) {
-    for (int s : {0, 2}) {
-      for (int h : {1, 3}) {
-        CAPTURE(net::codec_name(codec));
-        CAPTURE(s);
-        CAPTURE(h);
-        Run run;
-        run.nodes = 3;
-        run.gossip = false;
-        run.staleness = s;
-        run.period = h;
-        run.steps = 40 * h;
-        run.codec = codec;
-        const auto out = run_cluster(run);
-        for (const NodeOut& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
-        const size_t rounds = size_t(run.steps / h);
-        for (size_t r = 0; r < rounds; ++r)
-          for (int i = 1; i < run.nodes; ++i)
-            CHECK(std::memcmp(out[size_t(i)].anchors[r].data(), out[0].anchors[r].data(), run.dim * 4) == 0);
-        const double bound = 2.0 * double(s + 1) * double(h) * max_update_norm(run);
-        double worst = 0;
-        for (size_t r = 0; r < rounds; ++r) worst = std::max(worst, spread_at(out, r));
-        MESSAGE(net::codec_name(codec) << ", s = " << s << ", H = " << h << ": largest distance " << worst
-                                       << ", 2(s+1)H·u_max = " << bound);
-        CHECK(worst <= bound);
-        CHECK(worst > 0);
       }
     }
   }
@@ -558,18 +529,22 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
     std::string point;
     int node;
     int rejoin_ms;
+    net::Codec codec = net::Codec::kNone;
   };
   // node 2 at each point of round 20; node 0 (the coordinator of view 1);
   // the coordinator of the change (node 0) dying as it commits a view
-  // without node 3, so node 1 takes over; and a crash followed by a rejoin.
-  const std::vector<Case> cases = {{"submit", 2, -1}, {"reduce-scatter", 2, -1}, {"all-gather", 2, -1},
-                                   {"window", 2, -1},  {"submit", 0, -1},         {"commit", 0, -1},
-                                   {"all-gather", 2, 300}};
+  // without node 3, so node 1 takes over; a crash followed by a rejoin, and
+  // the same with int8 compression (error feedback across the re-run rounds).
+  const std::vector<Case> cases = {{"submit", 2, -1},     {"reduce-scatter", 2, -1}, {"all-gather", 2, -1},
+                                   {"window", 2, -1},     {"submit", 0, -1},         {"commit", 0, -1},
+                                   {"all-gather", 2, 300}, {"reduce-scatter", 2, 300, net::Codec::kInt8}};
   for (const Case& k : cases) {
     CAPTURE(k.point);
     CAPTURE(k.node);
     CAPTURE(k.rejoin_ms);
+    CAPTURE(net::codec_name(k.codec));
     Run run;
+    run.codec = k.codec;
     run.nodes = k.point == "commit" ? 5 : 4;   // two deaths need 5 for a majority of 3
     run.gossip = false;
     run.staleness = 2;
