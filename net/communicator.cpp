@@ -703,7 +703,20 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       }
       if (!identity_ok()) return Reject::kIdentityMismatch;
       if (ps.hello && !(membership() && ((h.flags & kHelloRunning) != 0 || phase_ == Phase::kRunning))) {
-        // said again (start-up repeats a hello until answered): nothing new
+        // said again (start-up repeats a hello until answered): nothing new,
+        // unless a new process says it (a restarted peer while this node is
+        // still starting or joining): it has never had our hello, and with
+        // "none" our connection counts as ours only once it has one.
+        const uint64_t inc = theirs.fields[kHelloIncarnation];
+        if (membership() && phase_ == Phase::kStarting && ps.incarnation != 0 && inc != ps.incarnation) {
+          ps.incarnation = inc;
+          ps.last_seen = Clock::now();
+          Header reply;
+          reply.kind = Kind::kHello;
+          const std::vector<unsigned char> bytes = encode_hello(hello_fields());
+          transport_->send(peer, reply, zmq::message_t(bytes.data(), bytes.size()), nullptr);
+          break;
+        }
         if (phase_ == Phase::kStarting) break;
         return Reject::kDuplicate;
       }
@@ -918,6 +931,7 @@ Reject Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
       std::fprintf(stderr, "[tether.net node %d] the others are running: joining their view\n", opts_.self);
     }
     ps.hello = true;
+    ps.incarnation = theirs[kHelloIncarnation];
     ps.last_seen = Clock::now();
     return Reject::kNone;
   }
