@@ -1,6 +1,6 @@
 """Helpers shared by the Python benchmarks of bench/: ports, the tether binary,
 and the nodes' metrics records."""
-import json, os, socket, sys
+import json, os, socket, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +37,19 @@ def records(logdir, node):
             except json.JSONDecodeError:
                 pass
     return out
+
+
+def write_config(binary, cfg, path):
+    """Writes cfg (a dict) to path; a cluster config with net.security "curve"
+    (the default) and peers without a public_key gets CURVE keys first: a
+    keypair per node in <path's directory>/keys (`tether keygen --config`),
+    the public keys and net.secret_key_file filled in."""
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    peers = (cfg.get("cluster") or {}).get("peers") or []
+    if (cfg.get("net") or {}).get("security", "curve") != "curve" or not peers or all("public_key" in p for p in peers):
+        return
+    keyed = subprocess.run([binary, "keygen", "--config", path, "--out", os.path.join(os.path.dirname(path), "keys")],
+                           check=True, stdout=subprocess.PIPE, text=True).stdout
+    with open(path, "w") as f:
+        f.write(keyed)

@@ -23,7 +23,7 @@ import argparse, json, os, random, shutil, signal, socket, subprocess, sys, temp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary  # noqa: E402
+from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
 
 
 
@@ -70,8 +70,7 @@ def run(binary, workdir, tag, a, chaos, last_kill_step=None):
         "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(a.nodes))]},
     }
     cfg_path = os.path.join(workdir, tag + ".json")
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f)
+    write_config(binary, cfg, cfg_path)
     lives = {i: 0 for i in range(a.nodes)}
 
     def start(i):

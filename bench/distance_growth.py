@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary  # noqa: E402
+from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
 
 
 
@@ -80,8 +80,7 @@ def run_cluster(binary, workdir, n, s, seed, a, algorithm=None):
         "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(n))]},
     }
     path = os.path.join(logdir, "config.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    write_config(binary, cfg, path)
     procs = [subprocess.Popen([binary, "train", path, "--node", str(i)], stdout=subprocess.DEVNULL,
                               stderr=open(os.path.join(logdir, f"node{i}.err"), "w")) for i in range(n)]
     deadline = time.time() + a.timeout_s

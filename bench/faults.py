@@ -27,7 +27,7 @@ import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, s
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary  # noqa: E402
+from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
 
 
 
@@ -56,8 +56,7 @@ def run(binary, workdir, tag, a, fail):
     shutil.rmtree(logdir, ignore_errors=True)
     os.makedirs(logdir)
     cfg_path = os.path.join(workdir, tag + ".json")
-    with open(cfg_path, "w") as f:
-        json.dump(config(a, logdir, free_ports(4)), f)
+    write_config(binary, config(a, logdir, free_ports(4)), cfg_path)
     def start(i, suffix=""):
         out = open(os.path.join(logdir, f"node{i}{suffix}.out"), "w")
         return subprocess.Popen([binary, "train", cfg_path, "--node", str(i)], stdout=out, stderr=subprocess.STDOUT)

@@ -27,7 +27,7 @@ import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary  # noqa: E402
+from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
 
 
 
@@ -62,8 +62,7 @@ def run_cluster(binary, workdir, tag, a, staleness, delay_ms):
         "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(2))]},
     }
     path = os.path.join(logdir, "config.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    write_config(binary, cfg, path)
     procs = [subprocess.Popen([binary, "train", path, "--node", str(i)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     for p in procs:

@@ -115,6 +115,9 @@ def tether_config(a, nodes):
                       "period": a.period, "mixer": a.mixer},
         "train": {"epochs": a.epochs, "seed": a.seed},
         "log": {"dir": a.log_dir, "every_steps": a.log_every},
+        # local processes on 127.0.0.1: plaintext links (net.security
+        # "curve", the default, needs keys: `tether keygen --config`)
+        "net": {"security": "none"},
     }
 
 

@@ -25,6 +25,9 @@ namespace asio = boost::asio;
 
 namespace {
 
+// ZeroMQ limits per connection of the ROUTER (see io_main).
+constexpr int kReceiveHwm = 256;
+constexpr int kHandshakeMs = 5000;
 // Largest sketch accepted (floats): far above any CountSketch the runtime uses.
 constexpr uint64_t kMaxSketchCount = uint64_t{1} << 24;
 
@@ -55,7 +58,8 @@ Communicator::Communicator(CommOptions options)
       incarnation_(draw_incarnation()),
       nodes_(static_cast<int>(opts_.peers.size())),
       work_(asio::make_work_guard(io_)),
-      rejected_(static_cast<size_t>(Reject::kCount)) {
+      rejected_(static_cast<size_t>(Reject::kCount)),
+      handshake_failed_(static_cast<size_t>(HandshakeFailure::kCount)) {
   std::sort(opts_.peers.begin(), opts_.peers.end(),
             [](const PeerAddr& a, const PeerAddr& b) { return a.id < b.id; });
   TETHER_NET_CHECK(nodes_ >= 1, "no peers configured");
@@ -71,6 +75,12 @@ Communicator::Communicator(CommOptions options)
                                    << opts_.peer_timeout_ms);
   TETHER_NET_CHECK(opts_.connect_timeout_ms > 0, "connect_timeout_ms " << opts_.connect_timeout_ms);
   TETHER_NET_CHECK(opts_.chunk_bytes >= sizeof(float), "chunk_bytes " << opts_.chunk_bytes);
+  if (opts_.curve) {
+    TETHER_NET_CHECK(opts_.secret_key.size() == 40 && opts_.public_key.size() == 40,
+                     "curve: this node's keypair must be two 40-character Z85 keys");
+    for (const PeerAddr& p : opts_.peers)  // every peer's key: the ZAP handler's list
+      TETHER_NET_CHECK(p.public_key.size() == 40, "curve: peer " << p.id << " has no 40-character public key");
+  }
   last_log_.assign(static_cast<size_t>(Reject::kCount), Clock::time_point{});
   unlogged_.assign(static_cast<size_t>(Reject::kCount), 0);
 }
@@ -232,6 +242,11 @@ CommStats Communicator::stats() const {
     const uint64_t n = rejected_[r].load();
     if (n) s.rejected_by_reason[std::string(reject_name(static_cast<Reject>(r)))] = n;
   }
+  for (size_t f = 0; f < handshake_failed_.size(); ++f) {  // f over the HandshakeFailure reasons
+    const uint64_t n = handshake_failed_[f].load();
+    s.handshakes_failed += n;
+    if (n) s.handshake_failed_by_reason[std::string(handshake_failure_name(static_cast<HandshakeFailure>(f)))] = n;
+  }
   return s;
 }
 
@@ -256,11 +271,16 @@ void Communicator::fail(std::exception_ptr e) {
 void Communicator::io_main() {
   try {
     std::vector<TransportPeer> tpeers;
-    for (const PeerAddr& p : opts_.peers) tpeers.push_back({p.id, p.host, p.port});
+    for (const PeerAddr& p : opts_.peers) tpeers.push_back({p.id, p.host, p.port, p.public_key});
     transport_ = std::make_unique<Transport>(
         io_, opts_.self, std::move(tpeers), opts_.inject_delay_ms, opts_.inject_rate_mbps,
-        [this](std::vector<zmq::message_t>& parts, bool truncated) { on_message(parts, truncated); },
+        [this](std::vector<zmq::message_t>& parts, bool truncated, int auth_peer) {
+          on_message(parts, truncated, auth_peer);
+        },
         &bytes_sent_, &bytes_recv_);
+    transport_->set_handshake_counters(handshake_failed_.data());
+    if (opts_.curve) transport_->set_curve(opts_.secret_key, opts_.public_key);
+    bound_.assign(static_cast<size_t>(nodes_), std::string());
     transport_->set_tensor_counters(&tensor_bytes_sent_, &tensor_raw_bytes_sent_);
     if (opts_.mixer == MixerKind::kRing && opts_.codec != Codec::kNone) {
       std::lock_guard<std::mutex> lk(mu_);
@@ -292,6 +312,13 @@ void Communicator::io_main() {
                                                         kMaxHelloBytes,
                                                         kHeaderBytes,
                                                         opts_.service ? opts_.service->max_frame_bytes() : 0}));
+    // Per connection: what ZeroMQ may buffer before this thread reads it
+    // (messages; the node reads as fast as frames come, so a peer only meets
+    // TCP back-pressure), the handshake's deadline, and ZMTP heartbeats that
+    // drop a connection silent far longer than a peer may be (strangers'
+    // idle connections; a peer's own silence is judged by peer_timeout_ms).
+    transport_->set_limits(kReceiveHwm, kHandshakeMs, opts_.heartbeat_ms,
+                           std::max(4 * opts_.peer_timeout_ms, 10000));
     if (opts_.service)
       opts_.service->attach(transport_.get(), [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
     transport_->open(opts_.test_after_bind);
@@ -556,10 +583,29 @@ bool corrupts_stream(Reject r) {
   }
 }
 
-void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated) {
+void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated, int auth_peer) {
+  msg_peer_ = -1;  // whose connection: never the routing id alone
+  if (opts_.curve) {
+    msg_peer_ = auth_peer >= 0 && auth_peer < nodes_ && auth_peer != opts_.self ? auth_peer : -1;
+  } else if (!parts.empty()) {
+    for (int p = 0; p < nodes_ && msg_peer_ < 0; ++p)  // p over the peers bound to a routing id
+      if (!bound_[static_cast<size_t>(p)].empty() && parts[0].to_string_view() == bound_[static_cast<size_t>(p)])
+        msg_peer_ = p;
+  }
+  // Start-up diagnosis only (check_corrupt), without CURVE: a connection not
+  // bound yet whose routing id names a peer not bound either ("n<k>" or
+  // "n<k>.<anything>", as Transport's DEALERs), e.g. a peer whose hello
+  // speaks another protocol version.
+  claimed_peer_ = -1;
+  if (!opts_.curve && msg_peer_ < 0 && !parts.empty()) {
+    for (int k = 0; k < nodes_ && claimed_peer_ < 0; ++k)  // k over the peers not bound yet
+      if (k != opts_.self && bound_[static_cast<size_t>(k)].empty() &&
+          Transport::names_node(parts[0].to_string_view(), k))
+        claimed_peer_ = k;
+  }
   if (truncated || parts.size() != 3) {  // [identity][header][payload]
     reject(Reject::kFrameCount, nullptr);
-    if (!parts.empty()) check_corrupt(parts[0], Reject::kFrameCount, nullptr);
+    check_corrupt(Reject::kFrameCount, nullptr);
     return;
   }
   Header h;
@@ -573,22 +619,19 @@ void Communicator::on_message(std::vector<zmq::message_t>& parts, bool truncated
       detail = "it speaks wire protocol version " + std::to_string(theirs) + ", this node " +
                std::to_string(kProtocolVersion) + ": every node must run the same tether";
     }
-    check_corrupt(parts[0], r, nullptr, detail);
+    check_corrupt(r, nullptr, detail);
     return;
   }
   r = handle(h, parts);
   if (r != Reject::kNone) {
     reject(r, &h);
-    check_corrupt(parts[0], r, &h);
+    check_corrupt(r, &h);
   }
 }
 
-void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, const Header* h,
-                                 const std::string& detail) {
+void Communicator::check_corrupt(Reject why, const Header* h, const std::string& detail) {
   if (!corrupts_stream(why) || (phase_ != Phase::kStarting && phase_ != Phase::kRunning)) return;
-  int peer = -1;
-  for (int p = 0; p < nodes_ && peer < 0; ++p)  // p over the nodes: whose connection it came on
-    if (p != opts_.self && Transport::names_node(identity.to_string_view(), p)) peer = p;
+  const int peer = msg_peer_ >= 0 ? msg_peer_ : claimed_peer_;  // whose connection it came on
   if (peer < 0) return;  // not a peer's connection: refused and counted, nothing lost
   std::ostringstream os;
   os << "node " << opts_.self << ": a frame from " << peer_name(peer)
@@ -602,18 +645,34 @@ void Communicator::check_corrupt(const zmq::message_t& identity, Reject why, con
   fail(std::make_exception_ptr(PeerCorrupt(peer, why, os.str())));
 }
 
+void Communicator::rebind_none(const Header& h, const zmq::message_t& identity) {
+  const int peer = static_cast<int>(h.sender);
+  std::string& bound = bound_[static_cast<size_t>(peer)];
+  if (bound.empty() || !Transport::names_node(identity.to_string_view(), peer)) return;  // a hello binds it
+  // The old connection still open and the peer not taken for lost: a second
+  // connection claiming a live peer (refused by the caller).
+  if (!peers_[static_cast<size_t>(peer)].lost && transport_->routes_to(bound)) return;
+  bound = identity.to_string();
+  msg_peer_ = peer;
+}
+
 Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts) {
   if (h.sender >= static_cast<uint32_t>(nodes_) || static_cast<int>(h.sender) == opts_.self)
     return Reject::kUnknownSender;
   const int peer = static_cast<int>(h.sender);
   PeerState& ps = peers_[static_cast<size_t>(peer)];
   zmq::message_t& payload = parts[2];
+  // The frame claims `peer`: its connection must be that peer's (module
+  // comment). Without CURVE, a connection is bound to the peer its first
+  // accepted hello claimed, and moves to a new connection only once the old
+  // one is gone (rebind_none).
+  if (!opts_.curve && msg_peer_ < 0) rebind_none(h, parts[0]);
   if (membership() && ps.lost && h.kind != Kind::kHello && h.kind != Kind::kCommit) {
     // Taken for dead and left out of the view: it must join again.
-    if (Transport::names_node(parts[0].to_string_view(), peer) && phase_ == Phase::kRunning) notify_outside(peer);
+    if (msg_peer_ == peer && phase_ == Phase::kRunning) notify_outside(peer);
     return Reject::kStaleEpoch;
   }
-  auto identity_ok = [&] { return Transport::names_node(parts[0].to_string_view(), peer); };
+  auto identity_ok = [&] { return msg_peer_ == peer; };
   auto in_window = [&] {
     return h.round >= done_ && h.round - done_ < 2 * static_cast<uint64_t>(opts_.window);
   };
@@ -624,9 +683,40 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
       HelloInfo theirs;
       if ((r = decode_hello(payload.data(), payload.size(), &theirs)) != Reject::kNone) return r;
+      if (!opts_.curve && msg_peer_ < 0 && bound_[static_cast<size_t>(peer)].empty()) {
+        bound_[static_cast<size_t>(peer)] = parts[0].to_string();
+        msg_peer_ = peer;
+      } else if (!opts_.curve && msg_peer_ != peer && !bound_[static_cast<size_t>(peer)].empty()) {
+        // A second connection claiming a peer whose connection is open (else
+        // rebind_none moved the binding): refused, logged (the first
+        // connection stays; "none" cannot tell which is genuine).
+        transport_->count_handshake_failure(HandshakeFailure::kIdentityTaken);
+        const Clock::time_point now = Clock::now();
+        if (now - taken_logged_at_ < std::chrono::seconds(1)) return Reject::kIdentityMismatch;  // one line a second
+        taken_logged_at_ = now;
+        std::fprintf(stderr,
+                     "[tether.net node %d] refused a hello claiming to be %s on a second connection "
+                     "(routing id \"%.40s\"): that peer is connected already (net.security \"none\" "
+                     "cannot authenticate; use \"curve\")\n",
+                     opts_.self, peer_name(peer).c_str(), parts[0].to_string().c_str());
+        return Reject::kIdentityMismatch;
+      }
       if (!identity_ok()) return Reject::kIdentityMismatch;
       if (ps.hello && !(membership() && ((h.flags & kHelloRunning) != 0 || phase_ == Phase::kRunning))) {
-        // said again (start-up repeats a hello until answered): nothing new
+        // said again (start-up repeats a hello until answered): nothing new,
+        // unless a new process says it (a restarted peer while this node is
+        // still starting or joining): it has never had our hello, and with
+        // "none" our connection counts as ours only once it has one.
+        const uint64_t inc = theirs.fields[kHelloIncarnation];
+        if (membership() && phase_ == Phase::kStarting && ps.incarnation != 0 && inc != ps.incarnation) {
+          ps.incarnation = inc;
+          ps.last_seen = Clock::now();
+          Header reply;
+          reply.kind = Kind::kHello;
+          const std::vector<unsigned char> bytes = encode_hello(hello_fields());
+          transport_->send(peer, reply, zmq::message_t(bytes.data(), bytes.size()), nullptr);
+          break;
+        }
         if (phase_ == Phase::kStarting) break;
         return Reject::kDuplicate;
       }
@@ -841,6 +931,7 @@ Reject Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
       std::fprintf(stderr, "[tether.net node %d] the others are running: joining their view\n", opts_.self);
     }
     ps.hello = true;
+    ps.incarnation = theirs[kHelloIncarnation];
     ps.last_seen = Clock::now();
     return Reject::kNone;
   }

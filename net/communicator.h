@@ -81,6 +81,7 @@ struct PeerAddr {
   int id;
   std::string host;
   int port;
+  std::string public_key = {};  // Z85, 40 characters: required with CommOptions::curve
 };
 enum class MixerKind { kRing, kGossip };
 
@@ -105,6 +106,14 @@ struct CommOptions {
   // bounds what ZeroMQ buffers from a connection (ZMQ_MAXMSGSIZE).
   uint64_t sketch_floats = 0;
   uint64_t config_hash = 0;     // hello: peers with another config hash are refused
+  // CurveZMQ on every link (net/transport.h): this node's keypair (Z85) and
+  // every peer's public_key. A frame is taken from peer k only when its
+  // connection authenticated with k's key. Off (plaintext, the library's
+  // default; the tether binary's default is on, net.security): a peer is the
+  // routing id its first accepted hello came on, and a hello claiming the
+  // same peer on another connection is refused and logged (identity_taken).
+  bool curve = false;
+  std::string secret_key, public_key;
   // The keys behind config_hash: JSON path -> hash of its value. Sent with
   // the hello, so a refusal names the keys that differ.
   std::vector<std::pair<std::string, uint64_t>> config_keys;
@@ -229,6 +238,9 @@ struct CommStats {
   // int8 takes about a quarter.
   uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;
   std::map<std::string, uint64_t> rejected_by_reason;
+  // connections refused before any frame was read (handshake_failure_name)
+  uint64_t handshakes_failed = 0;
+  std::map<std::string, uint64_t> handshake_failed_by_reason;
 };
 
 class Communicator {
@@ -280,6 +292,7 @@ class Communicator {
   // Peers detected silent so far (thread-safe).
   std::vector<int> lost_peers() const;
   int self() const { return opts_.self; }
+  bool curve() const { return opts_.curve; }
   int nodes() const { return static_cast<int>(opts_.peers.size()); }
 
  private:
@@ -327,11 +340,12 @@ class Communicator {
   struct Future {  // a frame of a view this node has not committed yet
     Header h;
     std::vector<zmq::message_t> parts;
+    int conn_peer = -1;  // msg_peer_ of the connection it came on (handled again as if it came now)
   };
 
   // I/O thread
   void io_main();
-  void on_message(std::vector<zmq::message_t>& parts, bool truncated);
+  void on_message(std::vector<zmq::message_t>& parts, bool truncated, int auth_peer);
   Reject handle(const Header& h, std::vector<zmq::message_t>& parts);
   Reject handle_hello(const Header& h, const HelloInfo& theirs);
   HelloInfo hello_fields() const;
@@ -350,9 +364,14 @@ class Communicator {
   void check_round_progress(Clock::time_point now);
   void reject(Reject why, const Header* h);
   // After a refused frame: PeerCorrupt when it came on a peer's own
-  // connection (routing identity) and corrupts_stream(why).
-  void check_corrupt(const zmq::message_t& identity, Reject why, const Header* h,
-                     const std::string& detail = "");
+  // connection (msg_peer_) and corrupts_stream(why).
+  void check_corrupt(Reject why, const Header* h, const std::string& detail = "");
+  // Without CURVE, a frame claiming h.sender on a connection bound to no
+  // peer (msg_peer_ < 0): binds that connection to h.sender (msg_peer_) when
+  // the peer's bound connection is gone (closed: a restarted process, a
+  // DEALER replaced by reset_peer) or membership took the peer for lost, and
+  // the routing id has the form of the peer's (Transport::names_node).
+  void rebind_none(const Header& h, const zmq::message_t& identity);
   void fail(std::exception_ptr e);
   // membership (net/membership.cpp)
   bool membership() const;
@@ -439,6 +458,14 @@ class Communicator {
   Clock::time_point start_time_{};
   std::vector<Clock::time_point> last_log_;  // [reason], rate limit
   std::vector<uint64_t> unlogged_;           // [reason], suppressed since
+  // The peer whose connection the message being handled came on (-1: none):
+  // curve: the key's owner; else the peer bound to its routing id (bound_).
+  int msg_peer_ = -1;
+  int claimed_peer_ = -1;  // no curve: the unbound peer its routing id names (on_message)
+  // [peer] routing id of its accepted hello, or of the connection that
+  // replaced that one (rebind_none) (no curve)
+  std::vector<std::string> bound_;
+  Clock::time_point taken_logged_at_{};  // identity_taken: logged at most once a second
   std::thread io_thread_;
 
   // trainer thread only (copied from the shared ones when start() returns)
@@ -463,6 +490,7 @@ class Communicator {
   std::atomic<uint64_t> tensor_bytes_sent_{0}, tensor_raw_bytes_sent_{0};
   std::atomic<uint64_t> rejected_total_{0};
   std::vector<std::atomic<uint64_t>> rejected_;  // [Reject]
+  std::vector<std::atomic<uint64_t>> handshake_failed_;  // [HandshakeFailure]
   std::atomic<int> linger_ms_{0};
 };
 

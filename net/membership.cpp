@@ -483,6 +483,7 @@ Reject Communicator::check_epoch(const Header& h, std::vector<zmq::message_t>& p
     future_bytes_ += parts[2].size();
     Future f;
     f.h = h;
+    f.conn_peer = msg_peer_;
     for (auto& m : parts) f.parts.push_back(std::move(m));
     future_.push_back(std::move(f));
     *buffered = true;
@@ -497,15 +498,18 @@ void Communicator::replay_future() {
   std::deque<Future> todo;
   todo.swap(future_);
   future_bytes_ = 0;
+  const int now_peer = msg_peer_;  // the frame being handled (a commit) goes on after the replay
   for (Future& f : todo) {
     if (f.h.epoch > view_.epoch) {
       future_bytes_ += f.parts[2].size();
       keep.push_back(std::move(f));
       continue;
     }
+    msg_peer_ = f.conn_peer;  // whose connection it came on, not the commit's
     const Reject r = handle(f.h, f.parts);
     if (r != Reject::kNone) reject(r, &f.h);
   }
+  msg_peer_ = now_peer;
   for (Future& f : keep) future_.push_back(std::move(f));
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include <boost/asio/post.hpp>
@@ -16,7 +17,26 @@ namespace {
 // Messages received per wake-up before the loop yields to timers (fairness:
 // heartbeats and time-outs must run under a flood).
 constexpr int kMaxPerWake = 256;
+// ZAP (ZeroMQ RFC 27): the handler's endpoint, fixed by libzmq, and our domain.
+constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
+constexpr const char* kZapDomain = "tether";
+constexpr const char* kMonitorEndpoint = "inproc://tether.router-monitor";
+// What CurveZMQ adds around each message frame: "\x07MESSAGE" (8), flags (1),
+// short nonce (8), Poly1305 MAC (16) = 33 bytes; rounded up.
+constexpr uint64_t kCurveEnvelopeBytes = 64;
 }  // namespace
+
+std::string_view handshake_failure_name(HandshakeFailure f) {
+  switch (f) {
+    case HandshakeFailure::kNoKey: return "no_key";
+    case HandshakeFailure::kWrongKey: return "wrong_key";
+    case HandshakeFailure::kKeyNotListed: return "key_not_listed";
+    case HandshakeFailure::kIdentityTaken: return "identity_taken";
+    case HandshakeFailure::kProtocol: return "protocol";
+    case HandshakeFailure::kCount: break;
+  }
+  return "?";
+}
 
 std::string Transport::connection_id(int id) {
   static thread_local std::mt19937_64 gen{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
@@ -48,6 +68,37 @@ Transport::Transport(asio::io_context& io, int self, std::vector<TransportPeer> 
 
 Transport::~Transport() { close(0); }
 
+void Transport::set_curve(std::string secret_key, std::string public_key) {
+  TETHER_NET_CHECK(!open_, "set_curve after open");
+  TETHER_NET_CHECK(secret_key.size() == 40 && public_key.size() == 40, "CURVE keys must be 40 Z85 characters");
+  curve_ = true;
+  secret_key_ = std::move(secret_key);
+  public_key_ = std::move(public_key);
+}
+
+void Transport::set_limits(int receive_hwm, int handshake_ms, int heartbeat_ms, int timeout_ms) {
+  TETHER_NET_CHECK(!open_, "set_limits after open");
+  receive_hwm_ = receive_hwm;
+  handshake_ms_ = handshake_ms;
+  heartbeat_ms_ = heartbeat_ms;
+  heartbeat_timeout_ms_ = timeout_ms;
+}
+
+void Transport::count_handshake_failure(HandshakeFailure f) {
+  if (handshake_failed_) handshake_failed_[static_cast<size_t>(f)].fetch_add(1);
+}
+
+int Transport::user_peer(const zmq::message_t& m) const {
+  const char* v = zmq_msg_gets(const_cast<zmq_msg_t*>(m.handle()), "User-Id");
+  if (v == nullptr || *v == '\0' || std::strlen(v) > 6) return -1;
+  int id = 0;
+  for (const char* c = v; *c; ++c) {  // bounded: at most 6 characters
+    if (*c < '0' || *c > '9') return -1;
+    id = id * 10 + (*c - '0');
+  }
+  return id;
+}
+
 void Transport::open(const std::function<void()>& after_bind) {
   TETHER_NET_CHECK(!open_ && !closed_, "transport opened twice");
   open_ = true;
@@ -56,10 +107,53 @@ void Transport::open(const std::function<void()>& after_bind) {
     if (p.id == self_) me = &p;
   }
   TETHER_NET_CHECK(me != nullptr, "self " << self_ << " not among the peers");
+  if (curve_) {
+    // The ZAP handler first: a ROUTER handshake that finds no handler on
+    // inproc://zeromq.zap.01 would admit any key.
+    int max_peer = 0;
+    for (const TransportPeer& p : peers_) max_peer = std::max(max_peer, p.id);
+    peer_keys_.assign(static_cast<size_t>(max_peer) + 1, {});
+    for (const TransportPeer& p : peers_) {  // p over the peers: their binary public keys
+      TETHER_NET_CHECK(p.public_key.size() == 40 &&
+                           zmq_z85_decode(peer_keys_[static_cast<size_t>(p.id)].data(), p.public_key.c_str()),
+                       "peer " << p.id << ": public key is not 40 Z85 characters");
+    }
+    zap_.emplace(ctx_, zmq::socket_type::rep);
+    zap_->set(zmq::sockopt::linger, 0);
+    zap_->bind(kZapEndpoint);
+    zap_fd_.emplace(io_, zap_->get(zmq::sockopt::fd));
+  }
   router_.emplace(ctx_, zmq::socket_type::router);
   router_->set(zmq::sockopt::linger, 0);
-  router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_frame_bytes_));
-  router_->set(zmq::sockopt::rcvhwm, 0);
+  // With CURVE ZeroMQ checks the size of the encrypted MESSAGE command: the
+  // frame plus its envelope (command name, flags, nonce, MAC: 33 bytes).
+  router_->set(zmq::sockopt::maxmsgsize,
+               static_cast<int64_t>(max_frame_bytes_ + (curve_ ? kCurveEnvelopeBytes : 0)));
+  router_->set(zmq::sockopt::rcvhwm, receive_hwm_);
+  // The ROUTER sends only routes_to's probes: an unknown routing id is an
+  // error, and a few unread probes make a connection's pipe full (EAGAIN).
+  router_->set(zmq::sockopt::router_mandatory, true);
+  router_->set(zmq::sockopt::sndhwm, 16);
+  router_->set(zmq::sockopt::handshake_ivl, handshake_ms_);
+  if (heartbeat_ms_ > 0) {
+    router_->set(zmq::sockopt::heartbeat_ivl, heartbeat_ms_);
+    router_->set(zmq::sockopt::heartbeat_timeout, heartbeat_timeout_ms_);
+  }
+  if (curve_) {
+    router_->set(zmq::sockopt::curve_server, true);
+    router_->set(zmq::sockopt::curve_secretkey, secret_key_);
+    router_->set(zmq::sockopt::zap_domain, kZapDomain);
+  }
+  // Every handshake failure on the ROUTER, read by drain_monitor.
+  if (zmq_socket_monitor(router_->handle(), kMonitorEndpoint,
+                         ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
+    throw zmq::error_t();
+  monitor_.emplace(ctx_, zmq::socket_type::pair);
+  monitor_->set(zmq::sockopt::linger, 0);
+  monitor_->set(zmq::sockopt::rcvhwm, 0);  // no event dropped under a flood of failed handshakes
+  monitor_->connect(kMonitorEndpoint);
+  monitor_fd_.emplace(io_, monitor_->get(zmq::sockopt::fd));
   const std::string endpoint = "tcp://" + me->host + ":" + std::to_string(me->port);
   try {
     router_->bind(endpoint);
@@ -75,6 +169,9 @@ void Transport::open(const std::function<void()>& after_bind) {
     if (p.id != self_) connect_dealer(p);
   }
   router_fd_.emplace(io_, router_->get(zmq::sockopt::fd));
+  // Handshakes need no start-up state: answer them from now on.
+  if (zap_) drain_zap();
+  drain_monitor();
   // No read here: the owner calls drain() once it can handle messages (a
   // peer's hello may already be queued, and handling it starts the node).
 }
@@ -85,6 +182,12 @@ void Transport::connect_dealer(const TransportPeer& p) {
   d.set(zmq::sockopt::sndhwm, 0);
   d.set(zmq::sockopt::linger, 0);
   d.set(zmq::sockopt::reconnect_ivl, 100);
+  d.set(zmq::sockopt::handshake_ivl, handshake_ms_);
+  if (curve_) {
+    d.set(zmq::sockopt::curve_serverkey, p.public_key);
+    d.set(zmq::sockopt::curve_publickey, public_key_);
+    d.set(zmq::sockopt::curve_secretkey, secret_key_);
+  }
   const std::string to = "tcp://" + p.host + ":" + std::to_string(p.port);
   try {
     d.connect(to);
@@ -106,6 +209,19 @@ void Transport::reset_peer(int peer) {
   }
 }
 
+bool Transport::routes_to(const std::string& rid) {
+  if (closed_ || !router_) return false;
+  try {
+    if (!router_->send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+      return true;  // EAGAIN: its pipe is full of earlier probes, the connection is there
+    router_->send(zmq::message_t(), zmq::send_flags::dontwait);
+    return true;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return false;
+    throw;
+  }
+}
+
 void Transport::arm_read() {
   if (reading_ || closed_) return;
   reading_ = true;
@@ -114,6 +230,98 @@ void Transport::arm_read() {
                            reading_ = false;
                            if (!ec && !closed_) drain();
                          });
+}
+
+void Transport::arm_zap() {
+  if (zap_reading_ || closed_) return;
+  zap_reading_ = true;
+  zap_fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    zap_reading_ = false;
+    if (!ec && !closed_) drain_zap();
+  });
+}
+
+// ZAP requests (RFC 27): version, request id, domain, address, identity,
+// mechanism, credentials (CURVE: the client's 32-byte public key). The reply
+// admits a configured peer's key under User-Id "<peer id>", anything else
+// with 400 (counted by the monitor as key_not_listed).
+void Transport::drain_zap() {
+  if (closed_ || !zap_) return;
+  for (int n = 0; n < kMaxPerWake; ++n) {  // bounded: yield to timers under a flood
+    if (!(zap_->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+      arm_zap();
+      return;
+    }
+    std::vector<zmq::message_t> req;
+    for (;;) {  // one request; at most kMaxParts frames kept
+      zmq::message_t m;
+      if (!zap_->recv(m, zmq::recv_flags::dontwait)) break;
+      const bool more = m.more();
+      if (req.size() < kMaxParts) req.push_back(std::move(m));
+      if (!more) break;
+    }
+    int peer = -1;
+    if (req.size() >= 7 && req[5].to_string_view() == "CURVE" && req[6].size() == 32) {
+      for (size_t id = 0; id < peer_keys_.size(); ++id) {  // id over the configured peers
+        if (static_cast<int>(id) != self_ && std::memcmp(peer_keys_[id].data(), req[6].data(), 32) == 0)
+          peer = static_cast<int>(id);
+      }
+    }
+    const std::string request_id = req.size() >= 2 ? req[1].to_string() : "";
+    const std::string status = peer >= 0 ? "200" : "400";
+    const std::string text = peer >= 0 ? "OK" : "key not listed";
+    const std::string user = peer >= 0 ? std::to_string(peer) : "";
+    zap_->send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+    zap_->send(zmq::buffer(request_id), zmq::send_flags::sndmore);
+    zap_->send(zmq::buffer(status), zmq::send_flags::sndmore);
+    zap_->send(zmq::buffer(text), zmq::send_flags::sndmore);
+    zap_->send(zmq::buffer(user), zmq::send_flags::sndmore);
+    zap_->send(zmq::message_t(), zmq::send_flags::none);
+  }
+  asio::post(io_, [this] { drain_zap(); });
+}
+
+void Transport::arm_monitor() {
+  if (monitor_reading_ || closed_) return;
+  monitor_reading_ = true;
+  monitor_fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    monitor_reading_ = false;
+    if (!ec && !closed_) drain_monitor();
+  });
+}
+
+// Monitor events: [u16 event, u32 value][endpoint]. Handshake failures are
+// counted by reason.
+void Transport::drain_monitor() {
+  if (closed_ || !monitor_) return;
+  for (int n = 0; n < kMaxPerWake; ++n) {  // bounded: yield to timers under a flood
+    if (!(monitor_->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+      arm_monitor();
+      return;
+    }
+    zmq::message_t head;
+    if (!monitor_->recv(head, zmq::recv_flags::dontwait)) continue;
+    for (bool more = head.more(); more;) {  // the endpoint frame(s)
+      zmq::message_t rest;
+      if (!monitor_->recv(rest, zmq::recv_flags::dontwait)) break;
+      more = rest.more();
+    }
+    if (head.size() < 6) continue;
+    uint16_t event = 0;
+    uint32_t value = 0;
+    std::memcpy(&event, head.data(), sizeof event);
+    std::memcpy(&value, static_cast<const unsigned char*>(head.data()) + 2, sizeof value);
+    HandshakeFailure why = HandshakeFailure::kProtocol;
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      why = HandshakeFailure::kKeyNotListed;
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      why = HandshakeFailure::kNoKey;
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
+      why = HandshakeFailure::kWrongKey;
+    }
+    count_handshake_failure(why);
+  }
+  asio::post(io_, [this] { drain_monitor(); });
 }
 
 void Transport::drain() {
@@ -137,7 +345,10 @@ void Transport::drain() {
       }
       if (!more) break;
     }
-    if (!parts_.empty()) on_message_(parts_, truncated);
+    // With CURVE, who sent it: the key's owner, named by our ZAP handler
+    // (metadata of the frames that came off the wire, not of the routing id).
+    const int auth_peer = curve_ && parts_.size() >= 2 ? user_peer(parts_[1]) : -1;
+    if (!parts_.empty()) on_message_(parts_, truncated, auth_peer);
     if (closed_) return;
   }
   // budget spent: continue after the handlers that are ready (the edge-triggered
@@ -235,7 +446,15 @@ void Transport::close(int linger_ms, const std::vector<int>& finished) {
     d->set(zmq::sockopt::linger, done ? 0 : std::max(0, linger_ms));
     d->close();
   }
+  for (auto* fd : {&zap_fd_, &monitor_fd_}) {
+    if (!*fd) continue;
+    (*fd)->cancel();
+    (*fd)->release();  // ZeroMQ's descriptors too
+    fd->reset();
+  }
   if (router_) router_->close();
+  if (monitor_) monitor_->close();
+  if (zap_) zap_->close();
   ctx_.close();
 }
 

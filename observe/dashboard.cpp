@@ -206,7 +206,8 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
 
   double total_ips = 0, running_ips = 0, dist = 0, bound = 0, dist_run = 0;
   size_t running = 0, done = 0, interrupted = 0, failed = 0, throttled = 0;
-  uint64_t throttle_count = 0;
+  uint64_t throttle_count = 0, handshakes_failed = 0;   // handshakes: summed over the nodes (each counts its own)
+  bool plaintext = false;                               // some node runs net.security "none"
   for (const auto& [id, n] : nodes) {
     const NodeSample* s = n.last();
     const NodeState st = n.state();
@@ -232,6 +233,8 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
       dist_run = std::max(dist_run, s->max_pair_dist_run);
       throttle_count = std::max(throttle_count, s->throttle_count);
       if (s->throttled && st == NodeState::kRunning) ++throttled;
+      handshakes_failed += s->handshakes_failed;
+      if (s->security == "none") plaintext = true;
     }
     if (n.final) {
       cells[1] = counter(std::max<uint64_t>(n.final->steps, s != nullptr ? s->step : 0), 6);
@@ -264,6 +267,8 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
   if (interrupted > 0) status += ", " + std::to_string(interrupted) + " interrupted";
   if (throttled > 0) status += "  " + std::to_string(throttled) + " throttled";
   if (throttle_count > 0) status += "  throttles " + std::to_string(throttle_count);
+  if (plaintext) status += "  links PLAINTEXT (net.security none)";
+  if (handshakes_failed > 0) status += "  handshakes refused " + std::to_string(handshakes_failed);
   if (size_t bad = log.malformed(); bad > 0)
     status += "  " + std::to_string(bad) + (bad == 1 ? " bad line" : " bad lines");
   lines.push_back(clip(status, width));

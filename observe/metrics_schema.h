@@ -82,6 +82,9 @@ inline constexpr char kViewChanges[] = "view_changes";   // run: view changes th
 // downpour, easgd only (runtime/server_averaging.h), run: mean number of
 // server updates between a worker's fetch and its push.
 inline constexpr char kGradDelay[] = "grad_delay";
+inline constexpr char kSecurity[] = "security";   // net.security: "curve" or "none"
+inline constexpr char kHandshakesFailed[] = "handshakes_failed";   // run: connections refused at the handshake
+inline constexpr char kHandshakeFailedBy[] = "handshake_failed";   // run: {reason: count} (net/transport.h)
 
 // Events' fields.
 inline constexpr char kTestAcc[] = "test_acc";     // final: null when interrupted
@@ -118,13 +121,15 @@ inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, 
 inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
-    kDeltaClaimsRefused, kViewChanges, kTensorBytesSent, kTensorRawBytesSent};
+    kDeltaClaimsRefused, kViewChanges, kTensorBytesSent, kTensorRawBytesSent,
+    kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
                                                kDeltaClaimsRefused, kViewChanges, kTensorBytesSent,
-                                               kTensorRawBytesSent};
+                                               kTensorRawBytesSent,
+                                               kSecurity, kHandshakesFailed, kHandshakeFailedBy};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};

@@ -740,6 +740,27 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
          "</tr>\n";
   }
   o += "</table></div>\n";
+  {  // links: net.security and the connections refused at the handshake (net/transport.h)
+    std::set<std::string> modes;
+    std::string refused;
+    for (const auto& [id, n] : nodes) {
+      const NodeSample* s = n.last();
+      const NodeFinal* f = n.final ? &*n.final : nullptr;
+      const std::string mode = f != nullptr && !f->security.empty() ? f->security : s != nullptr ? s->security : "";
+      if (!mode.empty()) modes.insert(mode);
+      const uint64_t count = std::max(f != nullptr ? f->handshakes_failed : 0, s != nullptr ? s->handshakes_failed : 0);
+      const std::string& by = f != nullptr && f->handshakes_failed >= count ? f->handshake_failed
+                              : s != nullptr ? s->handshake_failed : std::string();
+      if (count > 0) refused += " node " + std::to_string(id) + ": " + std::to_string(count) + " " + esc(by) + ";";
+    }
+    if (!modes.empty()) {
+      std::string m;
+      for (const auto& x : modes) m += (m.empty() ? "" : ", ") + x;
+      o += std::string("<p") + (modes.count("none") ? " class=\"bad\"" : "") + ">Links: net.security " + esc(m) +
+           (modes.count("none") ? " (plaintext: not authenticated, not encrypted)" : " (CurveZMQ)") +
+           ". Connections refused at the handshake:" + (refused.empty() ? " none." : refused) + "</p>\n";
+    }
+  }
   if (with_hash > 1) {
     o += hashes.size() == 1
              ? "<p class=\"ok\">All " + std::to_string(with_hash) + " final params_hash values agree.</p>\n"

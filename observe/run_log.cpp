@@ -177,6 +177,9 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.view_changes = count(j, field::kViewChanges);
     s.tensor_bytes_sent = count(j, field::kTensorBytesSent);
     s.tensor_raw_bytes_sent = count(j, field::kTensorRawBytesSent);
+    s.security = text(j, field::kSecurity);
+    s.handshakes_failed = count(j, field::kHandshakesFailed);
+    s.handshake_failed = text(j, field::kHandshakeFailedBy);
     node.samples.push_back(s);
     return;
   }
@@ -209,6 +212,9 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.view_changes = count(j, field::kViewChanges);
     f.tensor_bytes_sent = count(j, field::kTensorBytesSent);
     f.tensor_raw_bytes_sent = count(j, field::kTensorRawBytesSent);
+    f.security = text(j, field::kSecurity);
+    f.handshakes_failed = count(j, field::kHandshakesFailed);
+    f.handshake_failed = text(j, field::kHandshakeFailedBy);
     if (f.test_acc) {
       EvalPoint e;
       e.time = time;

@@ -46,6 +46,10 @@ struct NodeSample {
   bool throttled = false;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
+  // net.security ("curve", "none"; "" before this field existed), connections
+  // refused at the handshake, and by reason (a JSON object as text, "" when absent).
+  std::string security, handshake_failed;
+  uint64_t handshakes_failed = 0;
   bool operator==(const NodeSample&) const = default;
 };
 
@@ -69,6 +73,10 @@ struct NodeFinal {
   double idle_frac_total = 0, max_pair_dist_run = 0;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
+  // net.security ("curve", "none"; "" before this field existed), connections
+  // refused at the handshake, and by reason (a JSON object as text, "" when absent).
+  std::string security, handshake_failed;
+  uint64_t handshakes_failed = 0;
   bool operator==(const NodeFinal&) const = default;
 };
 

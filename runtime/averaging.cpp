@@ -15,6 +15,7 @@
 #include "net/wire.h"
 #include "observe/metrics_schema.h"
 #include "runtime/config.h"
+#include "runtime/keys.h"
 #include "runtime/monitor.h"
 #include "runtime/server_averaging.h"
 
@@ -188,6 +189,7 @@ class OverlapAveraging : public Averaging {
     tensor_bytes_sent_ = st.tensor_bytes_sent;
     tensor_raw_bytes_sent_ = st.tensor_raw_bytes_sent;
     msgs_rejected_ = st.msgs_rejected;
+    handshakes_ = st.handshake_failed_by_reason;
     finished_ = true;
   }
 
@@ -204,8 +206,13 @@ class OverlapAveraging : public Averaging {
       tensor_bytes_sent_ = st.tensor_bytes_sent;
       tensor_raw_bytes_sent_ = st.tensor_raw_bytes_sent;
       msgs_rejected_ = st.msgs_rejected;
+      handshakes_ = st.handshake_failed_by_reason;
     }
-    return {{field::kRound, next_round_},
+    uint64_t handshakes_failed = 0;
+    for (const auto& [reason, n] : handshakes_) handshakes_failed += n;
+    return {{field::kSecurity, comm_->curve() ? "curve" : "none"},
+            {field::kHandshakesFailed, handshakes_failed},
+            {field::kHandshakeFailedBy, handshakes_},{field::kRound, next_round_},
             {field::kIdleFrac, idle_frac},
             {field::kIdleFracTotal, idle_s_ / std::max(1e-9, t - start_)},
             {field::kRoundsInFlight, in_flight_.size()},
@@ -437,6 +444,7 @@ class OverlapAveraging : public Averaging {
   std::optional<uint64_t> cut_round_;
   std::string stop_why_;
   uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, tensor_bytes_sent_ = 0, tensor_raw_bytes_sent_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
+  std::map<std::string, uint64_t> handshakes_;   // connections refused at the handshake, by reason
 };
 
 // x_i is the model's arena in backend memory; corrections go through a
@@ -507,7 +515,20 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
 
   net::CommOptions o;
   o.self = node;
-  for (const auto& p : cfg.cluster.peers) o.peers.push_back({p.id, p.host, p.port});
+  for (const auto& p : cfg.cluster.peers) o.peers.push_back({p.id, p.host, p.port, p.public_key});
+  if (cfg.net.security == "curve") {   // every link CurveZMQ (DESIGN.md "Security")
+    const NodeKeys keys = load_node_keys(cfg, node);
+    o.curve = true;
+    o.secret_key = keys.secret_key;
+    o.public_key = keys.public_key;
+  } else {
+    std::fprintf(stderr, "tether: node %d: warning: net.security is \"none\": links are neither authenticated nor "
+                 "encrypted; any host that reaches port %d can read this run and speak for a peer\n",
+                 node, [&] {
+                   for (const auto& p : cfg.cluster.peers) if (p.id == node) return p.port;
+                   return 0;
+                 }());
+  }
   o.mixer = a.gossip ? net::MixerKind::kGossip : net::MixerKind::kRing;
   o.window = a.staleness + 1;
   o.chunk_bytes = size_t(cfg.net.chunk_bytes);

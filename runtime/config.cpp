@@ -116,6 +116,12 @@ class Obj {
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
 constexpr const char* kHostChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:[]-";
+// ZeroMQ's Z85 alphabet; a CURVE key is 32 bytes, 40 characters.
+constexpr const char* kZ85Chars =
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+bool is_z85_key(const std::string& s) {
+  return s.size() == 40 && s.find_first_not_of(kZ85Chars) == std::string::npos;
+}
 constexpr const char* kLoginChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
 // model.layers (models/layer_decl.h): every layer an object with "type" and
@@ -396,6 +402,11 @@ Config parse_config(const json& doc) {
           Obj::fail(path + ".ssh_user", "a login name (letters, digits, '.', '_', '-') or null", (*peers)[i]["ssh_user"]);
         }
         pc.ssh_port = int(p.integer("ssh_port", pc.ssh_port, 1, 65535, "in 1..65535"));
+        pc.public_key = p.optional_string("public_key");
+        if (!pc.public_key.empty() && !is_z85_key(pc.public_key)) {
+          Obj::fail(path + ".public_key", "a CURVE public key (40 Z85 characters, as `tether keygen` writes)",
+                    (*peers)[i]["public_key"]);
+        }
         pc.workdir = p.optional_string("workdir");
         // "-" stands for "unset" on a `tether config --peers` line.
         if (pc.workdir == "-" || std::any_of(pc.workdir.begin(), pc.workdir.end(),
@@ -459,6 +470,8 @@ Config parse_config(const json& doc) {
     c.net.chunk_bytes = n.integer("chunk_bytes", c.net.chunk_bytes, 1024, int64_t(1) << 30, "in 1024..2^30");
     c.net.inject_delay_ms = n.number("inject_delay_ms", c.net.inject_delay_ms, 0.0, 60000.0, "in [0, 60000]");
     c.net.inject_rate_mbps = n.number("inject_rate_mbps", c.net.inject_rate_mbps, 0.0, 1e6, "in [0, 1e6]");
+    c.net.security = n.choice("security", c.net.security, {"curve", "none"});
+    c.net.secret_key_file = n.optional_string("secret_key_file");
     c.net.compression = n.choice("compression", c.net.compression, {"none", "bf16", "int8"});
     if (c.net.peer_timeout_ms <= c.net.heartbeat_ms) {
       throw ConfigError("net.peer_timeout_ms: expected more than net.heartbeat_ms (" +
@@ -645,7 +658,8 @@ json config_to_json(const Config& c) {
     peers = json::array();
     for (const auto& p : c.cluster.peers) {
       peers.push_back({{"id", p.id}, {"host", p.host}, {"port", p.port}, {"ssh_user", or_null(p.ssh_user)},
-                       {"ssh_port", p.ssh_port}, {"workdir", or_null(p.workdir)}});
+                       {"ssh_port", p.ssh_port}, {"workdir", or_null(p.workdir)},
+                       {"public_key", or_null(p.public_key)}});
     }
   }
   // A declared model has its layers and no depth, width, hidden or dropout;
@@ -686,6 +700,7 @@ json config_to_json(const Config& c) {
                {"quorum_wait_ms", c.net.quorum_wait_ms},
                {"shutdown_timeout_ms", c.net.shutdown_timeout_ms},
                {"chunk_bytes", c.net.chunk_bytes}, {"inject_delay_ms", c.net.inject_delay_ms},
+               {"security", c.net.security}, {"secret_key_file", or_null(c.net.secret_key_file)},
                {"inject_rate_mbps", c.net.inject_rate_mbps}, {"compression", c.net.compression}}},
   };
 }

@@ -27,6 +27,9 @@ struct PeerConfig {
   // ssh launcher (scripts/cluster.sh) only; ignored by the node itself.
   std::string ssh_user, workdir;
   int ssh_port = 22;
+  // Z85 (40 characters): the node's CURVE public key; required for every
+  // peer with net.security "curve" (tether keygen writes it).
+  std::string public_key;
 };
 
 struct Config {
@@ -119,6 +122,10 @@ struct Config {
     int64_t chunk_bytes = 1 << 20;
     double inject_delay_ms = 0.0;       // emulated one-way delay in our transport
     double inject_rate_mbps = 0.0;      // emulated link rate (0 = off)
+    // "curve": CurveZMQ on every link (authenticated, encrypted), keys from
+    // secret_key_file and cluster.peers[].public_key; "none": plaintext.
+    std::string security = "curve";
+    std::string secret_key_file;        // a file, or a directory holding node-<id>.key
     std::string compression = "none";   // tensor payloads: none, bf16, int8 (net/codec.h)
   } net;
 

@@ -33,6 +33,7 @@
 #include "observe/report.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
+#include "runtime/keys.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -70,6 +71,7 @@ const char* kUsage =
     "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
     "  tether report --chart SPEC -o FILE\n"
+    "  tether keygen --out DIR (--nodes N | --node K) | --config CONFIG --out DIR\n"
     "  tether --help, tether COMMAND --help\n"
     "\n"
     "train   trains this node (ID, default 0) of the config's cluster; single-node\n"
@@ -95,6 +97,8 @@ const char* kUsage =
     "        --link-mbps (or the config's net.inject_rate_mbps) draws the link rate.\n"
     "        --chart SPEC: draws a chart spec (JSON: series of [x, y] points, e.g.\n"
     "        bench/discrepancy.sh's distance against N) as FILE.svg or an HTML page.\n"
+    "keygen  writes CURVE keypairs (DIR/node-K.key, mode 0600, and node-K.pub); with\n"
+    "        --config, for every peer, and prints the config with the keys filled in.\n"
     "--set   overrides one config value, e.g. --set optimizer.lr=0.1\n"
     "        --set data.name=synthetic (values are JSON, bare words are strings;\n"
     "        array elements by index: --set cluster.peers.1.host=10.0.0.2)\n"
@@ -328,6 +332,8 @@ void rejoin(int argc, char** argv, const std::string& checkpoint) {
 }
 
 int main(int argc, char** argv) {
+  // keygen parses its own arguments (runtime/keygen.cpp)
+  if (argc >= 2 && std::strcmp(argv[1], "keygen") == 0) return tether::keygen_command(argc - 1, argv + 1);
   Args args;
   if (int rc = parse_args(argc, argv, args); rc >= 0) return rc;
   if (args.cmd == "config") return config_command(args);

@@ -24,6 +24,11 @@
 # node-<id>.pid (the tether process), node-<id>.sup (its supervisor, which
 # records the exit code), node-<id>.exit (exit code once it ended).
 # The metrics stay where the config says: <workdir>/<log.dir>/node-<id>.jsonl.
+# With net.security "curve" (the default) and no public keys in the config,
+# `start` makes a keypair per node (tether keygen) for this start: the config
+# sent carries every public key and net.secret_key_file "tether-run", and each
+# host receives only its own node's secret key, written 0600 as
+# <workdir>/tether-run/node-<id>.key.
 #
 # The remote binary is <workdir>/build/tether unless --tether PATH (absolute, or
 # relative to workdir) names another: build tether there first (scripts/demo.sh
@@ -127,6 +132,20 @@ trap 'rm -rf "$TMP"' EXIT
 "$TETHER_LOCAL" config "$TMP/config.json" --peers > "$TMP/peers" || exit 2
 LOGDIR=$("$TETHER_LOCAL" config "$TMP/config.json" --get log.dir) || exit 2
 [ -s "$TMP/peers" ] || die "$CONFIG: cluster.peers: absent; cluster.sh needs one entry (id, host, port) per node"
+# CURVE keys when the config has none (net.security "curve", the default):
+# made here in $TMP/keys for this start; each host receives only its own
+# node's secret key (on the start connection, with the config), written with
+# mode 0600 as <workdir>/tether-run/node-<id>.key, which net.secret_key_file
+# ("tether-run", relative to the workdir the node runs in) names.
+KEYS=""
+if [ "$CMD" = start ]; then
+  source "$ROOT/scripts/wait_nodes.sh"   # ensure_keys
+  TETHER=$TETHER_LOCAL ensure_keys "$TMP/config.json" "$TMP/keys" || exit 2
+  if [ "$KEYED_CONFIG" != "$TMP/config.json" ]; then
+    "$TETHER_LOCAL" config "$KEYED_CONFIG" --set net.secret_key_file=tether-run > "$TMP/config.json" || exit 2
+    KEYS=$TMP/keys
+  fi
+fi
 IDS=(); HOSTS=(); PORTS=(); USERS=(); SPORTS=(); WDS=()
 # ID HOST PORT SSH_PORT SSH_USER WORKDIR ("-": unset; WORKDIR last, may hold spaces)
 while read -r id host port sport user wd; do
@@ -219,6 +238,12 @@ pid=$(cat "$PIDF" 2>/dev/null)
 if is_node "$pid"; then echo "ERR node $ID already runs on $HOST (pid $pid): stop it first"; exit 3; fi
 if [ ! -x "$BIN" ]; then
   echo "ERR no tether binary at $BIN on $HOST: build it there (meson setup build && ninja -C build in $W), or pass --push-binary"; exit 3
+fi
+# stdin: this node's secret key ("-": none sent), then the config
+IFS= read -r key || { echo "ERR no input"; exit 3; }
+if [ "$key" != - ]; then
+  ( umask 077 && printf '%s\n' "$key" > "$RUN/node-$ID.key.$$" && mv -f "$RUN/node-$ID.key.$$" "$RUN/node-$ID.key" ) \
+    || { echo "ERR cannot write $RUN/node-$ID.key"; exit 3; }
 fi
 cat > "$RUN/config.json.$$" && mv -f "$RUN/config.json.$$" "$RUN/config.json" || { echo "ERR cannot write $RUN/config.json"; exit 3; }
 rm -f "$EXITF" "$PIDF" "$SUPF"
@@ -332,7 +357,10 @@ EOF
 
 start_one() {
   local k=$1 rc
-  remote "$k" "$START_BODY" "$TMP/config.json"; rc=$?
+  # the node's own secret key only, then the config
+  { if [ -n "$KEYS" ]; then head -n 1 "$KEYS/node-${IDS[$k]}.key"; else echo -; fi
+    cat "$TMP/config.json"; } > "$TMP/start-$k"
+  remote "$k" "$START_BODY" "$TMP/start-$k"; rc=$?
   if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"; return; fi
   local line; line=$(grep -E '^(OK|ERR) ' "$TMP/out-$k" | tail -n 1)
   case $line in

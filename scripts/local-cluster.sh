@@ -16,7 +16,10 @@
 # it); run it from the same directory; its output is appended to the node's
 # log; the exit status is the node's.
 # The config is read by `tether config` (validated first, same errors as
-# train). Uses build/tether (TETHER=... overrides).
+# train). With net.security "curve" (the default) and no public keys in the
+# config, a keypair per node is made in <log.dir>/keys (ensure_keys in
+# wait_nodes.sh) and the nodes run <log.dir>/keys/config.json.
+# Uses build/tether (TETHER=... overrides).
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/wait_nodes.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +38,11 @@ fi
 # no peers: one node, id 0.
 split_sets "$@"
 peers=$("$TETHER" config "$CONFIG" "${SETS[@]}" --peers) || exit 2
+# CURVE keys when the config has none: into the run directory (log.dir/keys).
+if [ -n "$peers" ]; then
+  ensure_keys "$CONFIG" "$("$TETHER" config "$CONFIG" "${SETS[@]}" --get log.dir)/keys" "${SETS[@]}" || exit 2
+  CONFIG=$KEYED_CONFIG
+fi
 ids=$(printf '%s\n' "$peers" | cut -d ' ' -f 1 | tr '\n' ' ')
 [ -n "${ids// /}" ] || ids=0
 logdir=$("$TETHER" config "$CONFIG" "${SETS[@]}" --get log.dir) || exit 2

@@ -158,7 +158,8 @@ do_run() {
   [ -x "$TETHER" ] || die "$TETHER not built (ninja -C build, or set TETHER=...)"
   local n; n=$(sed -n 's/^N=//p' "$STATE")
   tmpcfg=$(mktemp "${TMPDIR:-/tmp}/tether-switch-config.XXXXXX.json") || die "mktemp failed"
-  trap 'rm -f "$tmpcfg"' EXIT   # global: the trap runs after this function returns
+  keydir=$(mktemp -d "${TMPDIR:-/tmp}/tether-switch-keys.XXXXXX") || die "mktemp failed"
+  trap 'rm -rf "$tmpcfg" "$keydir"' EXIT   # global: the trap runs after this function returns
   # The config through `tether config` only (validated as train will, errors
   # alike): its peers, then the resolved copy with every --set applied and each
   # peer's host replaced by its namespace address. The nodes read that copy;
@@ -175,6 +176,10 @@ do_run() {
     hosts+=(--set "cluster.peers.$k.host=$SUBNET.$((id + 1))"); ids+=("$id"); k=$((k + 1))
   done <<< "$peers"
   "$TETHER" config "$config" "${SETS[@]}" "${hosts[@]}" > "$tmpcfg" || exit 2
+  # CURVE keys when the config has none (net.security "curve", the default):
+  # made for this run, removed with the copy.
+  ensure_keys "$tmpcfg" "$keydir" || exit 2
+  [ "$KEYED_CONFIG" = "$tmpcfg" ] || cp "$KEYED_CONFIG" "$tmpcfg"
   local idlist="${ids[*]}" pids=()
   say "config $config -> $tmpcfg (hosts $SUBNET.<id+1>), ${#ids[@]} node(s) at $(sed -n 's/^RATE=//p' "$STATE")"
   for id in $idlist; do

@@ -17,7 +17,7 @@ set -e
 logs=("$BUILD_DIR/meson-logs/testlog.json")
 if [ $# -eq 0 ]; then
   ASSERT_DIR=${ASSERT_DIR:-$TETHER_ROOT/build-assert}
-  ASSERT_SUITES=(net_wire net_ring net_gossip net_communicator runtime averaging)
+  ASSERT_SUITES=(net_wire net_ring net_gossip net_communicator net_security runtime averaging)
   if [ ! -f "$ASSERT_DIR/build.ninja" ]; then
     log "configuring $ASSERT_DIR (-D_GLIBCXX_ASSERTIONS, no CUDA)"
     meson setup "$ASSERT_DIR" "$TETHER_ROOT" -Dgpu=disabled -Dcpp_args=-D_GLIBCXX_ASSERTIONS >/dev/null

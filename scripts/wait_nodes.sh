@@ -1,5 +1,5 @@
 # Shared by the scripts that start tether nodes on this machine
-# (local-cluster.sh, switch.sh, demo.sh). Source it; do not run it.
+# (local-cluster.sh, switch.sh, demo.sh, cluster.sh). Source it; do not run it.
 #
 # split_sets ARG...: the --set options among tether's arguments. Fills SETS
 # with them ("--set" "k=v" pairs; "--set=k=v" kept as is), for `tether
@@ -88,4 +88,26 @@ checkpoint_path() {
     *) stem=$name; ext="";;
   esac
   printf '%s%s.node-%s%s\n' "${ckpt%"$name"}" "$stem" "$id" "$ext"
+}
+
+# ensure_keys CONFIG DIR [--set k=v]...: with net.security "curve" (the
+# default) and a peer of CONFIG without a public_key, makes a keypair per
+# node in DIR (`tether keygen --config`; a key already there is kept) and
+# writes DIR/config.json, CONFIG with the public keys and
+# net.secret_key_file filled in. KEYED_CONFIG: that file, or CONFIG when it
+# needs no keys. Needs TETHER.
+ensure_keys() {
+  local config=$1 dir=$2; shift 2
+  KEYED_CONFIG=$config
+  [ "$("$TETHER" config "$config" "$@" --get net.security)" = curve ] || return 0
+  local n k missing=0
+  n=$("$TETHER" config "$config" "$@" --peers | wc -l) || return 2
+  for ((k = 0; k < n; k++)); do   # k over the cluster.peers entries
+    [ -n "$("$TETHER" config "$config" "$@" --get "cluster.peers.$k.public_key")" ] || missing=1
+  done
+  [ "$missing" = 1 ] || return 0
+  mkdir -p "$dir" || return 2
+  "$TETHER" keygen --config "$config" "$@" --out "$dir" > "$dir/config.json" || return 2
+  echo "[keys] CURVE keys for $n node(s) in $dir (config with the public keys: $dir/config.json)" >&2
+  KEYED_CONFIG=$dir/config.json
 }

@@ -19,7 +19,7 @@
 // usage: allreduce_bench [--nodes 4] [--numel 11000000] [--iters 20] [--warmup 3]
 //                        [--chunk-bytes 1048576] [--sweep | --sweep-only]
 // --sweep adds sizes 4 KB .. 64 MB (x4) with time, algbw and busbw;
-// --sweep-only skips the --numel measurement. TETHER_BENCH_VERBOSE=1 prints
+// --sweep-only skips the --numel measurement. --curve: every link CurveZMQ. TETHER_BENCH_VERBOSE=1 prints
 // every iteration's time (slowest node) to stderr.
 #include <malloc.h>
 #include <pthread.h>
@@ -52,6 +52,8 @@ struct Args {
   int iters = 20, warmup = 3;
   size_t chunk_bytes = 1 << 20;
   bool sweep = false, main_size = true;
+  bool curve = false;                            // --curve: CurveZMQ on every link
+  std::vector<std::pair<std::string, std::string>> keys;  // [node] (public, secret), Z85
 };
 
 float input(int node, size_t j) { return static_cast<float>(node + 1 + static_cast<int>(j % 3)); }
@@ -127,6 +129,12 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
   o.peer_timeout_ms = 10000;
   o.heartbeat_ms = 200;
   for (int i = 0; i < a.nodes; ++i) o.peers.push_back({i, "127.0.0.1", ports[static_cast<size_t>(i)]});
+  if (a.curve) {
+    o.curve = true;
+    for (auto& p : o.peers) p.public_key = a.keys[static_cast<size_t>(p.id)].first;
+    o.public_key = a.keys[static_cast<size_t>(self)].first;
+    o.secret_key = a.keys[static_cast<size_t>(self)].second;
+  }
   Communicator comm(o);
   std::vector<float> params(numel, 0.0f);
   comm.start(params.data(), numel);
@@ -262,6 +270,8 @@ int main(int argc, char** argv) {
     const char* v = nullptr;
     if (k == "--sweep") {
       a.sweep = true;
+    } else if (k == "--curve") {
+      a.curve = true;
     } else if (k == "--sweep-only") {
       a.sweep = true;
       a.main_size = false;
@@ -275,13 +285,18 @@ int main(int argc, char** argv) {
       if (k == "--chunk-bytes") a.chunk_bytes = static_cast<size_t>(n);
     } else {
       std::fprintf(stderr, "usage: %s [--nodes N] [--numel n] [--iters k] [--warmup w] "
-                           "[--chunk-bytes b] [--sweep | --sweep-only]\n", argv[0]);
+                           "[--chunk-bytes b] [--sweep | --sweep-only] [--curve]\n", argv[0]);
       return 2;
     }
   }
   if (a.nodes < 1 || a.iters < 1 || a.warmup < 0) {
     std::fprintf(stderr, "bad arguments\n");
     return 2;
+  }
+  for (int i = 0; a.curve && i < a.nodes; ++i) {  // one keypair per node, made before the fork
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0) return 1;
+    a.keys.emplace_back(pub, sec);
   }
   // ZeroMQ allocates every received message (a chunk: chunk_bytes); keep
   // glibc from serving and returning those through mmap/munmap and heap trims,

@@ -173,6 +173,7 @@ int main(void) {
           "{\"cluster\": {\"peers\": [{\"id\": 0, \"host\": \"127.0.0.1\", \"port\": %d},\n"
           "                           {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": %d}]},\n"
           " \"algorithm\": {\"name\": \"sync\", \"period\": 1},\n"
+          " \"net\": {\"security\": \"none\"},\n"
           " \"log\": {\"dir\": \"%s/log\", \"every_steps\": 10}}\n",
           ports[0], ports[1], g_logdir);
   fclose(f);

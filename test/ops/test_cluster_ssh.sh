@@ -6,7 +6,8 @@
 #      nothing sent); an unreachable host (named; moved there by --set on
 #      cluster.peers.2.ssh_port)
 #   2. `run --push-binary`: a small 3-node training finishes, the collected
-#      metrics show one params_hash; `logs` collects them again
+#      metrics show one params_hash; `logs` collects them again; the config has
+#      no keys: CURVE keys are made and each host gets only its own secret key
 #   3. `start` a longer run, kill -9 one remote tether: `status` reports it
 #      exited(137) and fails; `stop` leaves no process and no pid file
 #   4. `run` in the foreground: a node killed -9 is reported (its exit code,
@@ -202,6 +203,17 @@ same_hash() {   # same_hash DIR: every node's final params_hash is the same
 }
 check "collected metrics: 3 nodes end with the same params_hash" same_hash "$T/collected"
 check "binary pushed to every workdir" test -x "$T/host0/tether-run/tether" -a -x "$T/host1/tether-run/tether" -a -x "$T/host2/tether-run/tether"
+own_key_only() {   # each workdir holds its own node's secret key (0600) and no other
+  local i j
+  for i in 0 1 2; do
+    [ "$(stat -c %a "$T/host$i/tether-run/node-$i.key" 2>/dev/null)" = 600 ] || { echo "host$i: node-$i.key missing or not 0600"; return 1; }
+    for j in 0 1 2; do
+      [ "$i" = "$j" ] || [ ! -e "$T/host$i/tether-run/node-$j.key" ] || { echo "host$i holds node-$j.key"; return 1; }
+    done
+  done
+  grep -q '"security": "curve"' "$T/host0/tether-run/config.json" || { echo "config not curve"; return 1; }
+}
+check "CURVE keys made: every host got only its own secret key, mode 0600" own_key_only
 logs_cmd() {
   timeout 60 "$CLUSTER" "$T/small.json" logs --out "$T/logs2" || return 1
   ls -l "$T/logs2"

@@ -35,7 +35,9 @@ def cluster_config(nodes, log_dir, **algorithm):
     return {
         "cluster": {"peers": [{"id": i, "host": "127.0.0.1", "port": p} for i, p in enumerate(free_ports(nodes))]},
         "algorithm": algorithm or {"name": "sync", "period": 1},
-        "net": {"heartbeat_ms": 100, "peer_timeout_ms": 1500, "connect_timeout_ms": 20000},
+        # plaintext links: these tests are about the averaging, not the keys
+        # (net.security "curve", the default, needs keys: `tether keygen`)
+        "net": {"heartbeat_ms": 100, "peer_timeout_ms": 1500, "connect_timeout_ms": 20000, "security": "none"},
         "log": {"dir": log_dir, "every_steps": 5},
     }
 

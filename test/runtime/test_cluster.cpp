@@ -36,6 +36,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/checkpoint.h"
+#include "runtime/keys.h"
 #include "test/runtime/process_util.h"
 #include "test/fork_util.h"
 
@@ -190,11 +191,19 @@ bool wait_all(std::vector<std::unique_ptr<Proc>>& procs, Clock::time_point since
   return false;
 }
 
-// A cluster config: `base` plus cluster.peers on 127.0.0.1 with `ports`.
+// A cluster config: `base` plus cluster.peers on 127.0.0.1 with `ports`,
+// with CURVE keys (the default net.security): one keypair per node id,
+// made once per test process (tether keygen's code) in a directory that
+// net.secret_key_file names.
 json with_peers(json base, const std::vector<int>& ports) {
+  static TempDir key_dir("keys");
+  static std::vector<std::string> pubs;
+  while (pubs.size() < ports.size()) pubs.push_back(tether::write_keypair(key_dir.path(), int(pubs.size())).public_key);
   json peers = json::array();
-  for (size_t i = 0; i < ports.size(); ++i) peers.push_back({{"id", int(i)}, {"host", "127.0.0.1"}, {"port", ports[i]}});
+  for (size_t i = 0; i < ports.size(); ++i)
+    peers.push_back({{"id", int(i)}, {"host", "127.0.0.1"}, {"port", ports[i]}, {"public_key", pubs[i]}});
   base["cluster"] = {{"peers", peers}};
+  base["net"]["secret_key_file"] = key_dir.path();
   return base;
 }
 
