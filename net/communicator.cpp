@@ -875,6 +875,9 @@ Reject Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
     std::string why = differing(false);
     if (why.empty() && view_.has(peer) && !ps.lost && ps.incarnation != 0 && theirs[kHelloIncarnation] != ps.incarnation)
       suspect(peer, peer_name(peer) + " started again (a new process): the earlier one is gone");
+    if (why.empty() && view_.has(peer) && !ps.lost && ps.incarnation != 0 &&
+        theirs[kHelloIncarnation] == ps.incarnation)
+      return Reject::kDuplicate;  // a member's hello said again (late, or its answer to a restarted node)
     if (why.empty() && view_.has(peer) && !ps.lost)
       why = "node " + std::to_string(peer) + " is a live member of view " + std::to_string(view_.epoch) +
             " (an earlier incarnation still answers; it is asked again once that one is taken for dead)";
