@@ -82,10 +82,7 @@ int keygen_command(int argc, char** argv) {
       const std::string key = dir + "/node-" + std::to_string(id) + ".key";
       std::string pub;
       if (std::filesystem::exists(key)) {  // kept: checked as a node would read it
-        Config one = cfg;
-        one.net.secret_key_file = key;
-        for (auto& p : one.cluster.peers) p.public_key.clear();
-        pub = load_node_keys(one, id).public_key;
+        pub = read_secret_key(key, key + " (node " + std::to_string(id) + ")").public_key;
       } else {
         pub = write_keypair(dir, id).public_key;
       }

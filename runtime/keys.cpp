@@ -38,20 +38,7 @@ std::string secret_key_path(const Config& cfg, int node) {
   return f;
 }
 
-NodeKeys load_node_keys(const Config& cfg, int node) {
-  if (cfg.net.secret_key_file.empty()) {
-    throw ConfigError("net.secret_key_file: missing (net.security is \"curve\": this node's secret key file, or a "
-                      "directory holding node-<id>.key; make keys with `tether keygen --config CONFIG --out DIR`, or "
-                      "set net.security \"none\" on trusted links)");
-  }
-  for (size_t i = 0; i < cfg.cluster.peers.size(); ++i) {   // in the file's order: the path names the entry
-    if (cfg.cluster.peers[i].public_key.empty()) {
-      throw ConfigError("cluster.peers[" + std::to_string(i) + "].public_key: missing (net.security is \"curve\": "
-                        "every peer's public key; `tether keygen --config CONFIG --out DIR` fills them in)");
-    }
-  }
-  const std::string path = secret_key_path(cfg, node);
-  const std::string what = path + " (net.secret_key_file, node " + std::to_string(node) + ")";
+NodeKeys read_secret_key(const std::string& path, const std::string& what) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw ConfigError(what + ": " + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw ConfigError(what + ": cannot read: not a regular file");
@@ -73,6 +60,24 @@ NodeKeys load_node_keys(const Config& cfg, int node) {
     throw ConfigError(what + ": not a CURVE secret key (expected one line of 40 Z85 characters, as `tether keygen` "
                       "writes)");
   }
+  return {text, pub};
+}
+
+NodeKeys load_node_keys(const Config& cfg, int node) {
+  if (cfg.net.secret_key_file.empty()) {
+    throw ConfigError("net.secret_key_file: missing (net.security is \"curve\": this node's secret key file, or a "
+                      "directory holding node-<id>.key; make keys with `tether keygen --config CONFIG --out DIR`, or "
+                      "set net.security \"none\" on trusted links)");
+  }
+  for (size_t i = 0; i < cfg.cluster.peers.size(); ++i) {   // in the file's order: the path names the entry
+    if (cfg.cluster.peers[i].public_key.empty()) {
+      throw ConfigError("cluster.peers[" + std::to_string(i) + "].public_key: missing (net.security is \"curve\": "
+                        "every peer's public key; `tether keygen --config CONFIG --out DIR` fills them in)");
+    }
+  }
+  const std::string path = secret_key_path(cfg, node);
+  const NodeKeys keys = read_secret_key(path, path + " (net.secret_key_file, node " + std::to_string(node) + ")");
+  const std::string& pub = keys.public_key;
   for (size_t i = 0; i < cfg.cluster.peers.size(); ++i) {  // i over the config's entries: the one of `node`
     const PeerConfig& p = cfg.cluster.peers[i];
     if (p.id != node) continue;
@@ -81,7 +86,7 @@ NodeKeys load_node_keys(const Config& cfg, int node) {
                         " does not match the secret key in " + path + " (whose public key is " + pub + ")");
     }
   }
-  return {text, pub};
+  return keys;
 }
 
 NodeKeys write_keypair(const std::string& dir, int id) {

@@ -28,6 +28,9 @@ std::string secret_key_path(const Config& cfg, int node);
 // public key is the one cluster.peers lists for `node`. Throws ConfigError
 // naming the file (or the JSON path) and what is wrong.
 NodeKeys load_node_keys(const Config& cfg, int node);
+// The keypair of one secret key file (what: the file as errors name it),
+// refused with a ConfigError as load_node_keys refuses it; no config checks.
+NodeKeys read_secret_key(const std::string& path, const std::string& what);
 
 // A fresh keypair (zmq_curve_keypair), written as DIR/node-<id>.key (0600,
 // created so, never readable by others) and DIR/node-<id>.pub; DIR is

@@ -168,6 +168,15 @@ TEST_CASE("keys: tether train exits 2 naming the bad key file; keygen --config f
   CHECK(tether::load_node_keys(cfg, 0).public_key == filled["cluster"]["peers"][0]["public_key"]);
   CHECK(tether::load_node_keys(cfg, 1).public_key == filled["cluster"]["peers"][1]["public_key"]);
 
+  // Again into the same directory (a second local run): the keys there are
+  // kept and read back, not made again (this exited 2 before: the kept key
+  // was read through a config check that wanted every public key).
+  auto again = run_command(tether_bin() + " keygen --config " + plain + " --out " + dir.file("keys") + " 2>/dev/null", 60);
+  REQUIRE(again.exit_code == 0);
+  const json refilled = json::parse(again.output);
+  CHECK(refilled["cluster"]["peers"][0]["public_key"] == filled["cluster"]["peers"][0]["public_key"]);
+  CHECK(refilled["cluster"]["peers"][1]["public_key"] == filled["cluster"]["peers"][1]["public_key"]);
+
   ::chmod(dir.file("keys/node-1.key").c_str(), 0644);
   const std::string keyed = dir.write("keyed.json", filled.dump(2));
   auto open_key = run_command(tether_bin() + " train " + keyed + " --node 1", 60);
