@@ -220,6 +220,27 @@ int mixing_rounds(int nodes) {
   return (n & (n - 1)) == 0 ? int(std::countr_zero(n)) : nodes;
 }
 
+// The ring's fault cases: 4 nodes, s = 2, H = 2, merges slower than steps
+// (3 ms links, 2 ms steps), a 600 ms peer time-out; node 2 dies mid
+// all-gather of round 20 and, unless the case says otherwise, starts again
+// 300 ms later.
+Run ring_fault_run() {
+  Run run;
+  run.nodes = 4;
+  run.gossip = false;
+  run.staleness = 2;
+  run.period = 2;
+  run.steps = 140;
+  run.step_ms = 2;
+  run.delay_ms = 3;   // a commit waits in the link emulation: a crash drops it
+  run.peer_timeout_ms = 600;
+  run.crash_node = 2;
+  run.crash_point = "all-gather";
+  run.crash_round = 20;
+  run.rejoin_after_ms = 300;
+  return run;
+}
+
 }  // namespace
 
 TEST_SUITE("averaging") {
@@ -543,19 +564,11 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
     CAPTURE(k.node);
     CAPTURE(k.rejoin_ms);
     CAPTURE(net::codec_name(k.codec));
-    Run run;
+    Run run = ring_fault_run();
     run.codec = k.codec;
     run.nodes = k.point == "commit" ? 5 : 4;   // two deaths need 5 for a majority of 3
-    run.gossip = false;
-    run.staleness = 2;
-    run.period = 2;
-    run.steps = 140;
-    run.step_ms = 2;
-    run.delay_ms = 3;
-    run.peer_timeout_ms = 600;
     run.crash_node = k.node;
     run.crash_point = k.point;
-    run.crash_round = 20;
     if (k.point == "commit") run.dead_node = 3;
     run.rejoin_after_ms = k.rejoin_ms;
     const auto out = run_cluster(run);
@@ -612,19 +625,7 @@ TEST_CASE("ring, a node of 4 crashes at each point of a round: the 3 survivors f
 TEST_CASE("ring, a rejoin whose x̄ stream breaks: its source dies halfway (x̄ comes from the next member), or sends a corrupt chunk (the joiner stops naming it, the members go on)") {
   for (const std::string fault : {"state", "corrupt-state"}) {
     CAPTURE(fault);
-    Run run;
-    run.nodes = 4;
-    run.gossip = false;
-    run.staleness = 2;
-    run.period = 2;
-    run.steps = 140;
-    run.step_ms = 2;
-    run.delay_ms = 3;
-    run.peer_timeout_ms = 600;
-    run.crash_node = 2;   // dies mid all-gather of round 20, starts again 300 ms later
-    run.crash_point = "all-gather";
-    run.crash_round = 20;
-    run.rejoin_after_ms = 300;
+    Run run = ring_fault_run();   // node 2 dies mid all-gather of round 20, starts again 300 ms later
     run.dead_node = 0;    // the lowest member: the one that streams x̄ to the joiner
     run.dead_point = fault;
     const auto out = run_cluster(run);
@@ -663,19 +664,7 @@ TEST_CASE("ring, a rejoin whose x̄ stream breaks: its source dies halfway (x̄ 
 }
 
 TEST_CASE("ring, the coordinator dies as it starts streaming x̄ to a joiner (its commit reached nobody) and starts again: all 4 end equal") {
-  Run run;
-  run.nodes = 4;
-  run.gossip = false;
-  run.staleness = 2;
-  run.period = 2;
-  run.steps = 140;
-  run.step_ms = 2;
-  run.delay_ms = 3;   // the commit waits in the link emulation: the crash drops it
-  run.peer_timeout_ms = 600;
-  run.crash_node = 2;
-  run.crash_point = "all-gather";
-  run.crash_round = 20;
-  run.rejoin_after_ms = 300;
+  Run run = ring_fault_run();
   run.dead_node = 0;
   run.dead_point = "state";
   run.dead_rejoin_after_ms = 300;
