@@ -17,8 +17,13 @@
 #include "observe/dashboard.h"
 #include "observe/report.h"
 #include "observe/run_log.h"
+#include "test/observe/text_util.h"
 #include "test/runtime/process_util.h"
 
+using tether::testing::contains;
+using tether::testing::count_of;
+using tether::testing::lines_of;
+using tether::testing::read_all;
 using tether::testing::run_command;
 using tether::testing::TempDir;
 using tether::testing::tether_bin;
@@ -89,15 +94,6 @@ void append(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::app) << text;
 }
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
-
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
 std::string row_of(const std::string& frame, int node) {
   for (const std::string& l : lines_of(frame)) {
     std::istringstream in(l);
@@ -108,18 +104,6 @@ std::string row_of(const std::string& frame, int node) {
   return "";
 }
 
-size_t count_of(const std::string& hay, const std::string& needle) {
-  size_t n = 0;
-  for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 

@@ -17,9 +17,14 @@
 #include "observe/dashboard.h"
 #include "observe/report.h"
 #include "observe/run_log.h"
+#include "test/observe/text_util.h"
 #include "test/runtime/process_util.h"
 
 using nlohmann::json;
+using tether::testing::contains;
+using tether::testing::count_of;
+using tether::testing::lines_of;
+using tether::testing::read_all;
 using tether::testing::run_command;
 using tether::testing::TempDir;
 using tether::testing::tether_bin;
@@ -76,27 +81,6 @@ void write_run(const TempDir& dir, const std::string& node2_anchor3 = "bbbb2222"
   for (int n = 0; n < 4; ++n) dir.write("node-" + std::to_string(n) + ".jsonl", f[n]);
 }
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
-
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
-size_t count_of(const std::string& hay, const std::string& needle) {
-  size_t n = 0;
-  for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string line_with(const std::string& text, const std::string& needle) {
   for (const std::string& l : lines_of(text))
@@ -202,9 +186,9 @@ TEST_CASE("dashboard: current views, view changes with who left or joined, ancho
   // Node 2's anchor differs at epoch 3; node 1 has not taken view 3 yet.
   TempDir differ("views-differ");
   write_run(differ, "bbbb2223");
-  std::string f1 = read_text(differ.file("node-1.jsonl"));
+  std::string f1 = read_all(differ.file("node-1.jsonl"));
   f1 = f1.substr(0, f1.find("{\"anchor_hash\":\"bbbb2222\""));   // json dumps keys sorted
-  CHECK(f1.size() < read_text(differ.file("node-1.jsonl")).size());
+  CHECK(f1.size() < read_all(differ.file("node-1.jsonl")).size());
   differ.write("node-1.jsonl", f1);
   tether::RunLog dlog(differ.path());
   dlog.refresh();
@@ -342,5 +326,5 @@ TEST_CASE("dashboard and report through the binary show the views") {
   std::string out = dir.file("r.html");
   auto rep = run_command(tether_bin() + " report " + dir.path() + " -o " + out, 60);
   CHECK(rep.exit_code == 0);
-  CHECK(contains(read_text(out), "anchors equal at epoch 3: <span class=\"bad\">no</span>"));
+  CHECK(contains(read_all(out), "anchors equal at epoch 3: <span class=\"bad\">no</span>"));
 }
