@@ -13,9 +13,11 @@
 #include <thread>
 
 #include "net/ring_allreduce.h"
+#include "test/net/fake_net.h"
 #include "test/net/net_test_util.h"
 
 using namespace tether::net;
+using tether::net::testing::FakeNet;
 using namespace tether::net::testing;
 
 namespace {
@@ -30,28 +32,6 @@ float expected_mean(int nodes, uint64_t round, size_t j) {
   for (int i = 0; i < nodes; ++i) sum += input(i, round, j);
   return static_cast<float>(sum) / static_cast<float>(nodes);
 }
-
-// In-process network: messages are copied (as TCP would) and delivered in a
-// random order, one at a time.
-struct FakeNet {
-  struct Msg {
-    int to;
-    Header h;
-    zmq::message_t payload;
-  };
-  struct Box : Outbox {
-    FakeNet* net;
-    int self;
-    void send(int peer, Header h, zmq::message_t payload, const uint64_t* known) override {
-      h.sender = static_cast<uint32_t>(self);
-      h.payload_bytes = payload.size();
-      h.payload_hash = known ? *known : payload_hash(payload.data(), payload.size());
-      net->queue.push_back({peer, h, zmq::message_t(payload.data(), payload.size())});
-    }
-  };
-  std::deque<Msg> queue;
-  std::vector<std::unique_ptr<Box>> boxes;
-};
 
 std::string run_ring_node(int self, int nodes, size_t count, const std::vector<int>& ports,
                           int rounds) {
