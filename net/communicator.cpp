@@ -279,6 +279,7 @@ void Communicator::io_main() {
         },
         &bytes_sent_, &bytes_recv_);
     transport_->set_handshake_counters(handshake_failed_.data());
+    transport_->set_on_link([this](int peer, bool up) { on_link(peer, up); });
     if (opts_.curve) transport_->set_curve(opts_.secret_key, opts_.public_key);
     bound_.assign(static_cast<size_t>(nodes_), std::string());
     transport_->set_tensor_counters(&tensor_bytes_sent_, &tensor_raw_bytes_sent_);
@@ -453,8 +454,14 @@ void Communicator::heartbeat_tick() {
     }
     if (!ps.hello || ps.bye) continue;  // start-up: the connect deadline applies instead
     const double silent = ms_between(ps.last_seen, now);
-    if (silent > opts_.peer_timeout_ms) {
-      const std::string what = peer_name(p) + " silent for " + std::to_string(static_cast<long long>(silent)) + " ms";
+    if (ps.closed && ps.last_seen > ps.closed_at) ps.closed = false;  // heard from since: it reconnects
+    const bool dropped = ps.closed && ms_between(ps.closed_at, now) > disconnect_grace_ms();
+    if (silent > opts_.peer_timeout_ms || dropped) {
+      const std::string what =
+          silent > opts_.peer_timeout_ms
+              ? peer_name(p) + " silent for " + std::to_string(static_cast<long long>(silent)) + " ms"
+              : peer_name(p) + " closed its connection (socket monitor) and sent nothing for " +
+                    std::to_string(static_cast<long long>(ms_between(ps.closed_at, now))) + " ms after";
       if (membership() && phase_ == Phase::kRunning) {
         suspect(p, what);  // the others carry on in a view without it
         continue;
@@ -491,6 +498,26 @@ void Communicator::heartbeat_tick() {
   heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) heartbeat_tick();
   });
+}
+
+int Communicator::disconnect_grace_ms() const {
+  return std::min(opts_.peer_timeout_ms, std::max(2 * opts_.heartbeat_ms, 500));
+}
+
+// Transport: our connection to `peer` dropped after its handshake (up false)
+// or finished one (up true). A drop is judged at the next ticks
+// (heartbeat_tick): lost unless it reconnects or is heard from within
+// disconnect_grace_ms().
+void Communicator::on_link(int peer, bool up) {
+  if (peer < 0 || peer >= nodes_ || peer == opts_.self || phase_ == Phase::kStopping || phase_ == Phase::kDone) return;
+  PeerState& ps = peers_[static_cast<size_t>(peer)];
+  if (up) {
+    ps.closed = false;
+    return;
+  }
+  if (ps.lost || ps.bye || !ps.hello || ps.closed) return;
+  ps.closed = true;
+  ps.closed_at = Clock::now();
 }
 
 void Communicator::check_round_progress(Clock::time_point now) {

@@ -13,10 +13,17 @@
 // parameters. A round r is accepted from peers while done <= r < done + 2 *
 // window (done: the lowest round not finished here): a peer may be up to two
 // windows ahead (its window, plus ours it may have finished).
-// Failure (gossip): heartbeats every heartbeat_ms; any valid frame counts as a
-// sign of life; a peer silent for peer_timeout_ms (or one that said bye
-// before the rounds this node still needs) raises PeerLost from
-// poll/wait/submit.
+// Failure: heartbeats every heartbeat_ms; any valid frame counts as a sign
+// of life; a peer silent for peer_timeout_ms (or one that said bye before the
+// rounds this node still needs) is lost: suspected (membership, below) or,
+// without membership, PeerLost from poll/wait/submit. A socket monitor on
+// the connection to each peer speeds this up: when that connection drops (a
+// killed process closes its TCP connections at once) and within
+// disconnect_grace_ms() after (2 heartbeats, at least 500 ms, at most
+// peer_timeout_ms) it neither reconnects nor sends anything, the peer is lost
+// then. A live peer's connection comes back within ZeroMQ's reconnect
+// interval (100 ms), and its heartbeats come on its own connection, so a drop
+// alone costs nothing; a pulled cable drops nothing, and heartbeats judge it.
 //
 // Membership (ring; net/membership.cpp). The nodes training at a moment are a
 // view: an epoch and the sorted live ids; every ring/sketch/result frame
@@ -305,6 +312,11 @@ class Communicator {
     uint64_t incarnation = 0;      // from its hello: which process of that node
     uint64_t bye_rounds = 0;  // rounds the peer submitted before its bye
     Clock::time_point last_seen{};
+    // Our connection to it dropped (Transport's socket monitor) at closed_at;
+    // no reconnect and nothing heard from it within disconnect_grace_ms()
+    // makes it lost.
+    bool closed = false;
+    Clock::time_point closed_at{};
   };
   struct Slot {  // one round at the I/O thread
     bool submitted = false;
@@ -359,6 +371,9 @@ class Communicator {
   void maybe_started();
   void try_complete();
   void heartbeat_tick();
+  void on_link(int peer, bool up);
+  // How long a peer whose connection dropped has to be heard from again.
+  int disconnect_grace_ms() const;
   void connect_deadline();
   void check_stop_ready();
   void check_round_progress(Clock::time_point now);

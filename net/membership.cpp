@@ -236,6 +236,7 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     PeerState& ps = peers_[static_cast<size_t>(m)];
     if (m != opts_.self && ps.lost) {  // a joiner that was suspected earlier
       ps.lost = false;
+      ps.closed = false;
     }
     if (m != opts_.self) {
       ps.hello = true;

@@ -165,6 +165,7 @@ void Transport::open(const std::function<void()>& after_bind) {
   int max_id = 0;
   for (const TransportPeer& p : peers_) max_id = std::max(max_id, p.id);
   dealers_.resize(static_cast<size_t>(max_id) + 1);
+  watches_.resize(dealers_.size());
   for (const TransportPeer& p : peers_) {  // one DEALER per other peer
     if (p.id != self_) connect_dealer(p);
   }
@@ -188,6 +189,7 @@ void Transport::connect_dealer(const TransportPeer& p) {
     d.set(zmq::sockopt::curve_publickey, public_key_);
     d.set(zmq::sockopt::curve_secretkey, secret_key_);
   }
+  if (on_link_) watch_dealer(p.id);
   const std::string to = "tcp://" + p.host + ":" + std::to_string(p.port);
   try {
     d.connect(to);
@@ -202,6 +204,7 @@ void Transport::reset_peer(int peer) {
       !dealers_[static_cast<size_t>(peer)])
     return;
   std::erase_if(queue_, [peer](const Queued& q) { return q.peer == peer; });
+  unwatch_dealer(peer);
   dealers_[static_cast<size_t>(peer)]->close();  // linger 0: what it held is dropped
   dealers_[static_cast<size_t>(peer)].reset();
   for (const TransportPeer& p : peers_) {
@@ -324,6 +327,77 @@ void Transport::drain_monitor() {
   asio::post(io_, [this] { drain_monitor(); });
 }
 
+void Transport::watch_dealer(int peer) {
+  DealerWatch& w = watches_[static_cast<size_t>(peer)];
+  w.gen = ++watch_gen_;
+  w.up = false;
+  w.reading = false;
+  // inproc endpoints are unique per context: a reset peer's monitor gets a new one
+  const std::string endpoint = "inproc://tether.dealer-monitor." + std::to_string(peer) + "." + std::to_string(w.gen);
+  if (zmq_socket_monitor(dealers_[static_cast<size_t>(peer)]->handle(), endpoint.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+    throw zmq::error_t();
+  w.pair.emplace(ctx_, zmq::socket_type::pair);
+  w.pair->set(zmq::sockopt::linger, 0);
+  w.pair->connect(endpoint);
+  w.fd.emplace(io_, w.pair->get(zmq::sockopt::fd));
+  const uint64_t gen = w.gen;
+  asio::post(io_, [this, peer, gen] { drain_watch(peer, gen); });
+}
+
+void Transport::unwatch_dealer(int peer) {
+  if (static_cast<size_t>(peer) >= watches_.size()) return;
+  DealerWatch& w = watches_[static_cast<size_t>(peer)];
+  ++w.gen;  // handlers still queued for the old monitor do nothing
+  if (w.fd) {
+    w.fd->cancel();
+    w.fd->release();  // ZeroMQ's descriptor: never close it
+    w.fd.reset();
+  }
+  if (w.pair) {
+    w.pair->close();
+    w.pair.reset();
+  }
+  w.reading = false;
+  w.up = false;
+}
+
+// Monitor events of one DEALER: a handshake that succeeded marks its
+// connection up, a drop of an up connection down; both are reported (set_on_link).
+void Transport::drain_watch(int peer, uint64_t gen) {
+  if (closed_ || static_cast<size_t>(peer) >= watches_.size()) return;
+  DealerWatch& w = watches_[static_cast<size_t>(peer)];
+  if (w.gen != gen || !w.pair) return;
+  for (int n = 0; n < kMaxPerWake; ++n) {  // bounded: yield to timers
+    if (!(w.pair->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+      if (w.reading) return;
+      w.reading = true;
+      w.fd->async_wait(asio::posix::stream_descriptor::wait_read,
+                       [this, peer, gen](const boost::system::error_code& ec) {
+                         if (ec || closed_ || watches_[static_cast<size_t>(peer)].gen != gen) return;
+                         watches_[static_cast<size_t>(peer)].reading = false;
+                         drain_watch(peer, gen);
+                       });
+      return;
+    }
+    zmq::message_t head;
+    if (!w.pair->recv(head, zmq::recv_flags::dontwait)) continue;
+    for (bool more = head.more(); more;) {  // the endpoint frame(s)
+      zmq::message_t rest;
+      if (!w.pair->recv(rest, zmq::recv_flags::dontwait)) break;
+      more = rest.more();
+    }
+    if (head.size() < 6) continue;
+    uint16_t event = 0;
+    std::memcpy(&event, head.data(), sizeof event);
+    if (event != ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !(event == ZMQ_EVENT_DISCONNECTED && w.up)) continue;
+    w.up = event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+    on_link_(peer, w.up);
+    if (closed_ || w.gen != gen) return;  // the owner reset or closed it
+  }
+  asio::post(io_, [this, peer, gen] { drain_watch(peer, gen); });
+}
+
 void Transport::drain() {
   if (closed_ || !router_) return;
   for (int n = 0; n < kMaxPerWake; ++n) {  // bounded: yield to timers under a flood
@@ -439,6 +513,7 @@ void Transport::close(int linger_ms, const std::vector<int>& finished) {
     router_fd_.reset();
   }
   queue_.clear();  // held-back messages are released (zero-copy callbacks run)
+  for (size_t id = 0; id < watches_.size(); ++id) unwatch_dealer(static_cast<int>(id));  // id over the peers
   for (size_t id = 0; id < dealers_.size(); ++id) {  // id over the peers' sockets
     auto& d = dealers_[id];
     if (!d) continue;

@@ -115,6 +115,14 @@ class Transport final : public Outbox {
     tensor_bytes_ = bytes;
     tensor_raw_bytes_ = raw_bytes;
   }
+  // Called on this thread when the connection of the DEALER to `peer` drops
+  // after it had finished its handshake (up false), and when a connection of
+  // it finishes a handshake (up true): a socket monitor on each DEALER. A
+  // killed process closes its TCP connections at once, so a drop comes long
+  // before its silence is judged; a hint, not a verdict: ZeroMQ reconnects by
+  // itself (to a live peer within ~100 ms), and the owner decides whether the
+  // peer is gone. Set before open().
+  void set_on_link(std::function<void(int peer, bool up)> fn) { on_link_ = std::move(fn); }
   // Drops everything queued for `peer` (here and in ZeroMQ) and connects a
   // fresh socket to it: a peer declared dead gets nothing stale when (a new
   // incarnation of) it comes back.
@@ -161,6 +169,11 @@ class Transport final : public Outbox {
   void drain_zap();
   void arm_monitor();
   void drain_monitor();
+  // The socket monitor of peer's DEALER (set_on_link): made with the
+  // DEALER, closed before it.
+  void watch_dealer(int peer);
+  void unwatch_dealer(int peer);
+  void drain_watch(int peer, uint64_t gen);
   // the peer named by a ZAP "User-Id" ("3"), or -1
   int user_peer(const zmq::message_t& m) const;
 
@@ -172,6 +185,16 @@ class Transport final : public Outbox {
   zmq::context_t ctx_;
   std::optional<zmq::socket_t> router_;
   std::vector<std::optional<zmq::socket_t>> dealers_;  // [peer id]
+  struct DealerWatch {  // a DEALER's socket monitor
+    std::optional<zmq::socket_t> pair;
+    std::optional<boost::asio::posix::stream_descriptor> fd;
+    uint64_t gen = 0;     // which monitor (a handler of an earlier one does nothing)
+    bool reading = false;
+    bool up = false;      // its connection finished a handshake and has not dropped since
+  };
+  std::vector<DealerWatch> watches_;  // [peer id]
+  uint64_t watch_gen_ = 0;
+  std::function<void(int, bool)> on_link_;
   std::optional<boost::asio::posix::stream_descriptor> router_fd_;
   boost::asio::steady_timer flush_timer_;
   bool flush_armed_ = false;
