@@ -339,6 +339,12 @@ void Communicator::io_main() {
     connect_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) connect_deadline();
     });
+    if (membership() && !gossip_ && opts_.late_start_ms > 0 && opts_.late_start_ms < opts_.connect_timeout_ms) {
+      late_timer_.expires_after(std::chrono::milliseconds(opts_.late_start_ms));
+      late_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) late_start();
+      });
+    }
     // Read only now: a hello already queued starts the node (maybe_started
     // broadcasts the parameters and cancels the connect timer), so every
     // piece of start-up state must exist before the first message is handled.
@@ -352,6 +358,7 @@ void Communicator::io_main() {
   phase_ = Phase::kDone;
   heartbeat_timer_.cancel();  // handlers still queued never run: io_ has stopped
   connect_timer_.cancel();
+  late_timer_.cancel();
   try {
     std::vector<int> finished;  // said bye or lost: nothing left to flush to them
     for (int p = 0; p < nodes_ && static_cast<size_t>(p) < peers_.size(); ++p) {
@@ -371,7 +378,7 @@ void Communicator::io_main() {
 }
 
 void Communicator::maybe_started() {
-  if (phase_ != Phase::kStarting || joining_) return;
+  if (phase_ != Phase::kStarting || joining_ || start_follower_) return;
   for (int p = 0; p < nodes_; ++p) {  // every other node said hello
     if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) return;
   }
@@ -393,13 +400,63 @@ void Communicator::maybe_started() {
   } else if (params_received_ != params_chunks_) {
     return;
   }
+  become_running();
+}
+
+void Communicator::become_running() {
   if (opts_.service) opts_.service->on_start(params_, count_);
   phase_ = Phase::kRunning;
   connect_timer_.cancel();
+  late_timer_.cancel();
   if (membership()) anchor_io_ = start_anchor_.empty() ? std::vector<float>(params_, params_ + count_) : start_anchor_;
   std::lock_guard<std::mutex> lk(mu_);
   started_ = true;
   cv_.notify_all();
+}
+
+// Late start: late_start_ms after start-up began, some configured nodes have
+// not said hello. With hellos from a majority, the lowest id among those
+// nodes starts the run: it takes the missing nodes for lost and proposes
+// view 2 of the nodes there, as after a failure (membership.cpp); they take
+// the proposal while they start (handle_membership). The missing nodes join
+// the running view when they start. Checked again every heartbeat until
+// start-up ends (a majority may still come, the lower node may die).
+void Communicator::late_start() {
+  if (phase_ != Phase::kStarting || joining_ || start_follower_) return;
+  std::vector<int> present, missing;
+  for (int p = 0; p < nodes_; ++p)  // p over the configured nodes
+    (p == opts_.self || peers_[static_cast<size_t>(p)].hello ? present : missing).push_back(p);
+  if (missing.empty()) return;  // every node is here: the start goes on (the initial parameters)
+  std::string names;
+  for (int p : missing) names += (names.empty() ? "" : ", ") + peer_name(p);
+  const bool majority = 2 * present.size() > static_cast<size_t>(nodes_);
+  if (!majority || present.front() != opts_.self) {
+    if (!late_logged_) {
+      late_logged_ = true;
+      std::fprintf(stderr, "[tether.net node %d] no hello from %s after %d ms (net.late_start_ms): %s\n", opts_.self,
+                   names.c_str(), opts_.late_start_ms,
+                   majority ? ("node " + std::to_string(present.front()) + " starts the run without them").c_str()
+                            : "no majority here to start without them; waiting (net.connect_timeout_ms)");
+    }
+    late_timer_.expires_after(std::chrono::milliseconds(opts_.heartbeat_ms));
+    late_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) late_start();
+    });
+    return;
+  }
+  std::fprintf(stderr,
+               "[tether.net node %d] late start: %zu of %d nodes said hello within %d ms (net.late_start_ms); "
+               "starting without %s, which join when they start\n",
+               opts_.self, present.size(), nodes_, opts_.late_start_ms, names.c_str());
+  for (int p : missing) {  // nothing queued for them now reaches them later
+    peers_[static_cast<size_t>(p)].lost = true;
+    transport_->reset_peer(p);
+  }
+  changing_ = true;
+  change_started_ = Clock::now();
+  change_reason_ = "late start without " + names;
+  become_running();
+  maybe_change_view();
 }
 
 void Communicator::connect_deadline() {
@@ -1062,8 +1119,8 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   // Keep what we submit until the round is done here; a view change re-runs
   // it over the new members (the mixer reuses the buffer in place).
   if (membership()) slot.retained = data->data;
-  for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other member
-    if (p == opts_.self || (membership() && !view_.has(p))) continue;
+  for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other live member
+    if (p == opts_.self || (membership() && (!view_.has(p) || peers_[static_cast<size_t>(p)].lost))) continue;
     Header h;
     h.kind = Kind::kSketch;
     h.flags = flags.stop ? kStopRequest : 0;

@@ -134,6 +134,14 @@ struct CommOptions {
   // that did not answer.
   int quorum_wait_ms = 60000;
   int view_timeout_ms = 0;
+  // Late start (ring): a node still starting after late_start_ms (when that
+  // is below connect_timeout_ms) that has hellos from a majority of the
+  // configured nodes, and the lowest id among them, proposes view 2 of those
+  // nodes; the others take it while they start (a fresh run: x̄, the
+  // proposer's start parameters, streamed as to a joiner; a resumed one:
+  // every node keeps its own). The missing nodes join when they start.
+  // 0: off (every node must say hello).
+  int late_start_ms = 0;
   // Test hook (I/O thread), asked at points of a round ("submit" before this
   // node's round leaves, "reduce-scatter" / "all-gather" as a chunk arrives,
   // "commit" as a coordinator commits a view, "state" halfway through
@@ -369,6 +377,10 @@ class Communicator {
                  std::shared_ptr<RoundBuffer> sketch, uint64_t applied, RoundFlags flags);
   Mixer* mixer_for(const Slot& slot) const;
   void maybe_started();
+  // Start-up is over: the trainer may run (start() returns).
+  void become_running();
+  // CommOptions::late_start_ms passed: start without the nodes not there.
+  void late_start();
   void try_complete();
   void heartbeat_tick();
   void on_link(int peer, bool up);
@@ -433,7 +445,7 @@ class Communicator {
   // Plain members: they exist from construction, so any handler may cancel
   // or re-arm them whatever has happened yet (a hello handled during start-up
   // cancels the connect timer).
-  boost::asio::steady_timer heartbeat_timer_{io_}, connect_timer_{io_}, view_timer_{io_};
+  boost::asio::steady_timer heartbeat_timer_{io_}, connect_timer_{io_}, view_timer_{io_}, late_timer_{io_};
   // membership (I/O thread)
   View view_;
   uint32_t promised_ = 0;              // highest epoch this node answered or proposed
@@ -443,6 +455,11 @@ class Communicator {
   std::string change_reason_;
   std::vector<int> joiners_;           // configured nodes that asked to join
   bool joining_ = false;               // this node joins a running view
+  // This node took a late start's view while it started (late_start): it is
+  // in the run from the start (not a joiner), though a fresh one takes x̄ as
+  // a joiner does.
+  bool start_follower_ = false;
+  bool late_logged_ = false;
   int state_source_ = -1;              // joiner: who streams x̄
   std::vector<float> state_;           // joiner: x̄ as it arrives
   std::vector<uint8_t> state_seen_;

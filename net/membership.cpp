@@ -218,6 +218,7 @@ void Communicator::commit() {
 void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t resume,
                            const std::map<int, uint64_t>& done) {
   const bool was_joining = joining_;
+  if (phase_ == Phase::kStarting && !was_joining) become_running();  // a resumed late start's follower
   view_.epoch = epoch;
   view_.members = std::move(members);
   promised_ = std::max(promised_, epoch);
@@ -243,6 +244,15 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
       ps.last_seen = Clock::now();
     }
   }
+  // Configured nodes outside the view that never said hello here (a late
+  // start's missing nodes): nothing stale queued for them (start-up hellos,
+  // heartbeats) reaches them when they start; they say hello and join.
+  for (int p = 0; p < nodes_; ++p) {  // p over the configured nodes
+    PeerState& ps = peers_[static_cast<size_t>(p)];
+    if (p == opts_.self || view_.has(p) || ps.hello || ps.lost) continue;
+    ps.lost = true;
+    transport_->reset_peer(p);
+  }
   ring_ = make_ring();
   resume_round_ = resume;
   transferred_bytes_ = 0;
@@ -264,8 +274,9 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     state_.assign(count_, 0.0f);
     state_received_ = 0;
     state_seen_.assign(chunks_of(count_), 0);
-    ev.joined = true;
-    ev.reason = "joined";
+    // A late start's follower is in the run from its start: not a joiner.
+    ev.joined = !start_follower_;
+    if (!start_follower_) ev.reason = "joined";
     slots_.clear();   // whatever arrived before it knew the view
     pending_event_ = ev;
     replay_future();
@@ -274,7 +285,7 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
       anchor_io_.clear();
       std::lock_guard<std::mutex> lk(mu_);
       join_round_ = resume;
-      join_done_ = true;
+      join_done_ = !start_follower_;
       started_ = true;
       cv_.notify_all();
     }
@@ -544,7 +555,18 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
                                                            " was proposed without this node")));
         return Reject::kNone;
       }
-      if (phase_ != Phase::kRunning && !joining_) return Reject::kUnexpected;
+      if (phase_ == Phase::kStarting && !joining_ && !start_follower_ && !gossip_) {
+        // A late start (Communicator::late_start): the proposer starts the
+        // run without nodes that are not there; this node takes the view
+        // while it starts. A fresh run takes x̄ (the proposer's start
+        // parameters) as a joiner would; a resumed one keeps its own state.
+        start_follower_ = true;
+        joining_ = opts_.start_step == 0;
+        late_timer_.cancel();
+        std::fprintf(stderr, "[tether.net node %d] node %d starts the run in view %u %s without the nodes not there\n",
+                     opts_.self, peer, epoch, ids_text(members).c_str());
+      }
+      if (phase_ != Phase::kRunning && !joining_ && !start_follower_) return Reject::kUnexpected;
       promised_ = epoch;
       if (proposing_ && peer < opts_.self) {  // a lower id coordinates
         proposing_.reset();
@@ -656,7 +678,7 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
       connect_timer_.cancel();
       std::lock_guard<std::mutex> lk(mu_);
       join_round_ = resume_round_;
-      join_done_ = true;
+      join_done_ = !start_follower_;
       started_ = true;
       cv_.notify_all();
       return Reject::kNone;

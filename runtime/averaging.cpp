@@ -537,6 +537,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   o.peer_timeout_ms = cfg.net.peer_timeout_ms;
   o.round_timeout_ms = cfg.net.round_timeout_ms;
   o.quorum_wait_ms = cfg.net.quorum_wait_ms;
+  o.late_start_ms = cfg.net.late_start_ms;
   o.inject_delay_ms = cfg.net.inject_delay_ms;
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
   o.codec = *net::codec_from_name(cfg.net.compression);   // parse_config accepted only the codecs' names

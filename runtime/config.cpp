@@ -466,6 +466,7 @@ Config parse_config(const json& doc) {
     c.net.peer_timeout_ms = int(n.integer("peer_timeout_ms", c.net.peer_timeout_ms, 50, 3600000, "in 50..3600000"));
     c.net.round_timeout_ms = int(n.integer("round_timeout_ms", c.net.round_timeout_ms, 0, 86400000, "in 0..86400000 (0: off)"));
     c.net.quorum_wait_ms = int(n.integer("quorum_wait_ms", c.net.quorum_wait_ms, 0, 86400000, "in 0..86400000"));
+    c.net.late_start_ms = int(n.integer("late_start_ms", c.net.late_start_ms, 0, 3600000, "in 0..3600000 (0: off)"));
     c.net.shutdown_timeout_ms = int(n.integer("shutdown_timeout_ms", c.net.shutdown_timeout_ms, 100, 3600000, "in 100..3600000"));
     c.net.chunk_bytes = n.integer("chunk_bytes", c.net.chunk_bytes, 1024, int64_t(1) << 30, "in 1024..2^30");
     c.net.inject_delay_ms = n.number("inject_delay_ms", c.net.inject_delay_ms, 0.0, 60000.0, "in [0, 60000]");
@@ -697,7 +698,7 @@ json config_to_json(const Config& c) {
                    {"snapshot_every", c.monitor.snapshot_every}}},
       {"net", {{"connect_timeout_ms", c.net.connect_timeout_ms}, {"heartbeat_ms", c.net.heartbeat_ms},
                {"peer_timeout_ms", c.net.peer_timeout_ms}, {"round_timeout_ms", c.net.round_timeout_ms},
-               {"quorum_wait_ms", c.net.quorum_wait_ms},
+               {"quorum_wait_ms", c.net.quorum_wait_ms}, {"late_start_ms", c.net.late_start_ms},
                {"shutdown_timeout_ms", c.net.shutdown_timeout_ms},
                {"chunk_bytes", c.net.chunk_bytes}, {"inject_delay_ms", c.net.inject_delay_ms},
                {"security", c.net.security}, {"secret_key_file", or_null(c.net.secret_key_file)},

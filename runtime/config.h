@@ -118,6 +118,11 @@ struct Config {
     int peer_timeout_ms = 1500;         // silent this long: suspected (a view without it is formed)
     int round_timeout_ms = 120000;      // a round without progress this long: its silent-rounds peers are removed (0: off)
     int quorum_wait_ms = 60000;         // no majority: wait this long for peers to return, then exit 1
+    // Start-up (ring): after this long, a majority of the configured nodes
+    // that said hello to each other starts without the rest, which join when
+    // they start (late start). Takes effect only below connect_timeout_ms;
+    // 0: every node must be there.
+    int late_start_ms = 10000;
     int shutdown_timeout_ms = 10000;
     int64_t chunk_bytes = 1 << 20;
     double inject_delay_ms = 0.0;       // emulated one-way delay in our transport

@@ -773,6 +773,57 @@ TEST_CASE("cluster: gossip, kill -9 of one node of 5: the 4 survivors form view 
   }
 }
 
+TEST_CASE("cluster: late start — nodes 1..3 start without node 0 after net.late_start_ms; node 0 started later joins; all 4 end equal") {
+  TempDir dir("cl-late");
+  const int n = 4, steps = 500;
+  json base = membership_config(dir, n, steps, 15);
+  base["net"]["late_start_ms"] = 1500;
+  std::string cfg = dir.write("late.json", with_peers(base, free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs(n);
+  const auto t0 = Clock::now();
+  for (int i = 1; i < n; ++i) procs[size_t(i)] = start_node(dir, cfg, i);
+  REQUIRE(wait_records(dir, {1, 2, 3}, 6, procs, t0, 60));
+  const double start0_wall = wall_now();
+  procs[0] = start_node(dir, cfg, 0);   // the same command, started late
+  REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(150)));
+  const std::string log = dir.file("log");
+  std::string hash;
+  for (int i = 0; i < n; ++i) {
+    CAPTURE(i);
+    CAPTURE(procs[size_t(i)]->output());
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+    const json fin = last_event(log, i, "final");
+    if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
+    CHECK(fin.value("params_hash", std::string()) == hash);
+  }
+  for (int i = 1; i < n; ++i) {
+    CAPTURE(i);
+    const std::vector<json> views = events_of(log, i, "view");
+    REQUIRE(views.size() == 2);
+    CHECK(views[0]["epoch"] == 2);
+    CHECK(views[0]["members"] == json::array({1, 2, 3}));
+    CHECK(views[0].value("resume_round", uint64_t(99)) == 0);
+    CHECK(views[0].value("reason", "") != "joined");   // in the run from its start
+    CHECK(views[0].value("reason", "").find("peer 0") != std::string::npos);
+    CHECK(views[1]["members"] == json::array({0, 1, 2, 3}));
+    // node 0's shard of the one data epoch (decided in the initial view)
+    // trained nowhere: counted on every member, the same
+    const std::vector<json> skipped = events_of(log, i, "skipped_samples");
+    REQUIRE(skipped.size() == 1);
+    CHECK(skipped[0]["nodes"] == json::array({0}));
+    CHECK(skipped[0]["members"] == json::array({0, 1, 2, 3}));
+    CHECK(skipped[0].value("from_step", uint64_t(1)) == 0);
+    CHECK(skipped[0].value("count", uint64_t(0)) == uint64_t(steps) * 8);
+  }
+  const std::vector<json> v0 = events_of(log, 0, "view");
+  REQUIRE(v0.size() == 1);
+  CHECK(v0[0]["members"] == json::array({0, 1, 2, 3}));
+  CHECK(v0[0].value("reason", "") == "joined");
+  CHECK(v0[0]["anchor_hash"] == events_of(log, 1, "view")[1]["anchor_hash"]);
+  MESSAGE("node 0 joined " << v0[0].value("time", 0.0) - start0_wall << " s after it started, at round "
+                           << v0[0].value("resume_round", 0));
+}
+
 TEST_CASE("cluster: no majority — 2 of 4 killed: the survivors stop, name both and exit 1 after quorum_wait_ms with checkpoints") {
   TempDir dir("cl-quorum");
   const int n = 4, quorum_wait_ms = 3000;
