@@ -104,6 +104,9 @@ for mode in curve none; do
   cpid=$!
   while kill -0 $cpid 2>/dev/null; do r=$(rss_mb); [ "$r" -gt "$rss_peak" ] && rss_peak=$r; sleep 0.2; done
   wait $cpid
+  # every message must have met a training node: a run that ended first
+  # measured nothing of the attack's tail
+  kill -0 $BG 2>/dev/null || { echo "the run ended before the stranger finished: raise --steps" >&2; exit 1; }
   sent=$(python3 -c "import re, sys; print(sum(int(x) for x in re.findall(r'sent=(\d+)', open(sys.argv[1]).read())))" "$tmp/client.out")
   sed 's/^/  client: /' "$tmp/client.out"
   wait $BG || { BG=""; tail -n 20 "$tmp/attack-$mode.out"; exit 1; }

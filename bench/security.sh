@@ -12,7 +12,9 @@
 #  2. bench/net/allreduce_bench: the all-reduce of bench/allreduce.sh (44 MB,
 #     4 processes, loopback), --runs runs of each mode alternating, median.
 # Ends with: RESULT curve_over_none_1gbit=... curve_over_none_100mbit=...
-#   allreduce_none_ms=... allreduce_curve_ms=... allreduce_ratio=...
+#   allreduce_none_ms=... allreduce_curve_ms=... allreduce_ratio=... hash_ms=... hash_share_curve=...
+#  3. bench/net/hash_cost: what the payload hash (with the finite check)
+#     costs a node in that all-reduce, as a share of its time with CURVE.
 #   bench/security.sh [--runs 3] [--step-ms 100] [--steps 60] [--no-switch]
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 RUNS=3 STEP_MS=100 STEPS=60 SWITCH_RUNS=1
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 [ "${SKIP_BUILD:-0}" = 1 ] || build_tether
 export TETHER=${TETHER:-$BUILD_DIR/tether}
-ninja -C "$BUILD_DIR" bench/net/allreduce_bench >/dev/null
+ninja -C "$BUILD_DIR" bench/net/allreduce_bench bench/net/hash_cost >/dev/null
 SWITCH="$TETHER_ROOT/scripts/switch.sh"
 tmp=$(mktemp -d)
 cleanup() { [ "$SWITCH_RUNS" = 1 ] && "$SWITCH" down >/dev/null 2>&1; rm -rf "$tmp"; }
@@ -93,4 +95,11 @@ for r in $(seq 1 "$RUNS"); do
   echo "all-reduce 44 MB x 4 on loopback, run $r: none ${a_none[-1]} ms, curve ${a_curve[-1]} ms"
 done
 an=$(median "${a_none[@]}"); ac=$(median "${a_curve[@]}")
-echo "RESULT${result} allreduce_none_ms=$an allreduce_curve_ms=$ac allreduce_ratio=$(python3 -c "print(f'{$ac / $an:.3f}')")"
+# 3. what the payload hash costs a node in that all-reduce (the bytes it
+# sends and receives, hashed with the finite check at the rate measured on
+# the same 44 MB vector), against the all-reduce's time with CURVE
+hash_out=$("$BUILD_DIR/bench/net/hash_cost" --nodes 4) || { echo "$hash_out" >&2; exit 1; }
+echo "$hash_out" | head -n 1
+hash_ms=$(echo "$hash_out" | sed -n 's/^RESULT.* allreduce_hash_ms=\([0-9.]*\).*/\1/p')
+echo "payload hash per node per all-reduce: $hash_ms ms, $(python3 -c "print(f'{100 * $hash_ms / $ac:.1f}')") % of the all-reduce with CURVE"
+echo "RESULT${result} allreduce_none_ms=$an allreduce_curve_ms=$ac allreduce_ratio=$(python3 -c "print(f'{$ac / $an:.3f}')") hash_ms=$hash_ms hash_share_curve=$(python3 -c "print(f'{$hash_ms / $ac:.4f}')")"
