@@ -149,6 +149,8 @@ struct CommOptions {
   // socket without a bye (as kill -9 would). At "corrupt-state" (asked as a
   // node starts streaming x̄), true sends one chunk with a checksum that does
   // not match its bytes, and the node goes on.
+  // Each point is asked with its round; "commit" with the proposed view's
+  // epoch. A crash raises TestCrash from poll/wait/submit.
   std::function<bool(const char* point, uint64_t round)> test_crash_at;
   // Test hook: runs on the I/O thread between bind and connect (a test holds
   // a node there so that a peer's hello is queued before this node's
@@ -166,6 +168,11 @@ struct CommOptions {
   // parameter-server baselines, net/shard_server.h) go to it; none: refused.
   std::shared_ptr<Service> service;
 };
+
+// The points CommOptions::test_crash_at is asked at (the tether binary's
+// hidden --crash-at flag takes one of them).
+inline constexpr const char* kTestCrashPoints[] = {"submit", "reduce-scatter", "all-gather", "commit", "state",
+                                                   "corrupt-state"};
 
 // Per-round options of submit().
 struct RoundFlags {
@@ -234,6 +241,11 @@ struct PeerCorrupt : NetError {
 // True for the reasons that mean a frame's bytes are broken (as opposed to a
 // valid frame that came late, twice, or from somebody else).
 bool corrupts_stream(Reject r);
+// This node crashed on purpose (CommOptions::test_crash_at, crash()): its
+// sockets were closed without a bye, as kill -9 would. Nothing more is sent.
+struct TestCrash : NetError {
+  using NetError::NetError;
+};
 // start() failed: unreachable peers, refused configuration, bind failure.
 struct StartFailed : NetError {
   std::vector<int> peers;  // the peers responsible, when known

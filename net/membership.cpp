@@ -100,7 +100,7 @@ void Communicator::crash_now(const char* where) {
   phase_ = Phase::kDone;
   if (transport_) transport_->close(0);
   io_.stop();
-  fail(std::make_exception_ptr(NetError("node " + std::to_string(opts_.self) + " crashed (test hook at " + where + ")")));
+  fail(std::make_exception_ptr(TestCrash("node " + std::to_string(opts_.self) + " crashed (test hook at " + where + ")")));
 }
 
 // A member (or joiner) is taken for dead: its socket is reset (nothing stale

@@ -548,6 +548,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
     o.config_keys.emplace_back(path, net::hash64(value.data(), value.size()));
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
+  o.test_crash_at = resume.test_crash_at;
   if (cfg.algorithm.server_based()) {   // downpour, easgd: the baselines own the store they are given
     if (!owned) throw std::invalid_argument(cfg.algorithm.name + " runs only in the tether binary (no caller-owned buffer)");
     return make_server_averaging(cfg, a, std::move(o), std::move(owned));

@@ -125,6 +125,9 @@ struct AveragingOptions {
   std::function<void(uint64_t round, const float* anchor, size_t count)> on_merge;
   // Called (trainer thread) for each view change this node took part in.
   std::function<void(const net::ViewEvent&)> on_view;
+  // Test hook: handed to the communicator (CommOptions::test_crash_at; the
+  // tether binary's hidden --crash-at flag).
+  std::function<bool(const char* point, uint64_t round)> test_crash_at;
 };
 
 // The parameters x_i as the algorithm sees them: one flat float vector.
@@ -145,7 +148,7 @@ std::unique_ptr<Averaging> make_overlap_averaging(AveragingOptions opts, std::un
 // The node's factory: maps the Config (cluster, algorithm, monitor, net) onto
 // the options and a communicator, and the Model's arena onto a ParamStore.
 // `resume` carries the cut of a checkpoint (first_round, start_step, anchor,
-// max_delta), or zeros.
+// max_delta), or zeros, and the caller's hooks (on_view, test_crash_at).
 std::unique_ptr<Averaging> make_averaging(const Config& cfg, int node, Model& model, const AveragingOptions& resume);
 
 // The same on a caller's ParamStore (a foreign training loop's flat buffer:

@@ -5,7 +5,8 @@
 //   tether dashboard LOGDIR [--once] [--interval-ms N]
 //   tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]
 // Exit codes: 0 done (also after SIGINT/SIGTERM with a checkpoint written),
-// 1 run-time failure (a peer lost, I/O), 2 bad usage, config, data or checkpoint.
+// 1 run-time failure (a peer lost, I/O), 2 bad usage, config, data or checkpoint;
+// 137 only from the hidden test flag --crash-at (the node dies as kill -9 would).
 #include <malloc.h>
 
 #include <pthread.h>
@@ -160,6 +161,7 @@ struct Args {
   int node = 0;
   uint64_t fail_after_step = 0;   // train's test hooks, deliberately not in the help (TrainOptions)
   uint64_t stall_after_step = 0, stall_ms = 60000;
+  std::string crash_at;           // POINT[:ROUND] (TrainOptions::crash_point)
   bool any_data = false, peers = false;
   tether::DashboardArgs dashboard;
   tether::ReportArgs report;
@@ -173,6 +175,28 @@ CLI::Validator expect(const std::string& message, std::function<bool(const std::
 }
 bool digits(const std::string& v, size_t max_len) {
   return !v.empty() && v.size() <= max_len && v.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// --crash-at POINT[:ROUND]: POINT one of net::kTestCrashPoints, ROUND an
+// integer (0 when absent). False for anything else.
+bool parse_crash_at(const std::string& v, std::string* point, uint64_t* round) {
+  const size_t colon = v.find(':');
+  const std::string p = v.substr(0, colon);
+  const std::string r = colon == std::string::npos ? "0" : v.substr(colon + 1);
+  if (!digits(r, 18)) return false;
+  for (const char* known : tether::net::kTestCrashPoints) {
+    if (p == known) {
+      *point = p;
+      *round = std::stoull(r);
+      return true;
+    }
+  }
+  return false;
+}
+std::string crash_points_text() {
+  std::string s;
+  for (const char* p : tether::net::kTestCrashPoints) s += (s.empty() ? "" : ", ") + std::string(p);
+  return s;
 }
 
 // The one argument parser of every command (CLI11). Fills `a`; returns -1 to
@@ -208,6 +232,12 @@ int parse_args(int argc, char** argv, Args& a) {
       ->check(expect("an integer >= 1", [](const std::string& v) { return digits(v, 18) && std::stoull(v) > 0; }));
   train->add_option("--stall-ms", a.stall_ms)
       ->check(expect("an integer >= 0", [](const std::string& v) { return digits(v, 9); }));
+  train->add_option("--crash-at", a.crash_at)
+      ->check(expect("POINT or POINT:ROUND, POINT one of " + crash_points_text(), [](const std::string& v) {
+        std::string point;
+        uint64_t round = 0;
+        return parse_crash_at(v, &point, &round);
+      }));
 
   CLI::App* eval = command("eval", kEvalHelp);
   eval->add_option("CONFIG", a.config_path);
@@ -382,8 +412,19 @@ int main(int argc, char** argv) {
     opts.fail_after_step = fail_after_step;
     opts.stall_after_step = args.stall_after_step;
     opts.stall_ms = args.stall_ms;
+    if (!args.crash_at.empty()) parse_crash_at(args.crash_at, &opts.crash_point, &opts.crash_round);
     tether::Trainer trainer(cfg, opts);
-    tether::TrainResult r = trainer.run();
+    tether::TrainResult r;
+    try {
+      r = trainer.run();
+    } catch (const tether::net::TestCrash& e) {
+      // --crash-at fired: the sockets are closed without a bye; die here as
+      // kill -9 would (no destructors, no checkpoint, no flush of the logs).
+      std::fprintf(stderr, "tether: node %d: %s (--crash-at %s): exiting 137\n", node, e.what(),
+                   args.crash_at.c_str());
+      std::fflush(stderr);
+      _exit(137);
+    }
     if (r.interrupted) {
       std::printf("interrupted after %llu steps; checkpoint %s\n", static_cast<unsigned long long>(r.steps),
                   r.checkpoint.c_str());

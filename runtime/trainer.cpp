@@ -166,6 +166,14 @@ void Trainer::setup() {
     // Every view change this node takes part in: a record and a line.
     data_views_ = DataViews::from_start(cfg_.nodes());
     resume_.on_view = [this](const net::ViewEvent& e) { take_view(e); };
+    if (!opts_.crash_point.empty()) {   // test hook: once, on the I/O thread
+      resume_.test_crash_at = [point = opts_.crash_point, from = opts_.crash_round,
+                               fired = std::make_shared<bool>(false)](const char* at, uint64_t round) {
+        if (*fired || point != at || round < from) return false;
+        *fired = true;
+        return true;
+      };
+    }
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
     if (avg_->joined()) {   // a running cluster took this node in: it starts from x̄ at the view's round
       step_ = avg_->start_step();
@@ -453,6 +461,8 @@ TrainResult Trainer::run() {
   log_interval(std::min(epoch, cfg_.train.epochs - 1), sie, true);
   log_->progress.finish();
   if (avg_) avg_->finish();   // drain rounds; ring: every node ends with x̄
+  } catch (const net::TestCrash&) {
+    throw;   // a crash on purpose (--crash-at): as kill -9 would, no checkpoint, no record
   } catch (const std::exception& e) {
     // A lost peer or a failed merge: keep this node's work, say why, fail.
     log_->progress.finish();

@@ -36,6 +36,14 @@ struct TrainOptions {
   // stuck data read or a hung device would.
   uint64_t stall_after_step = 0;
   uint64_t stall_ms = 60000;
+  // Test hook (hidden flag --crash-at POINT[:ROUND]): the communicator
+  // crashes the first time it reaches POINT (net::kTestCrashPoints) at a
+  // round >= ROUND ("commit": a view epoch), closing its sockets without a
+  // bye; run() then throws net::TestCrash at once, writing no checkpoint and
+  // no record (the binary exits 137, as kill -9 would). "corrupt-state"
+  // sends one corrupt chunk and goes on. Empty: off.
+  std::string crash_point;
+  uint64_t crash_round = 0;
 };
 
 struct TrainResult {

@@ -75,6 +75,13 @@ TEST_CASE("cli: help and usage errors") {
   expect({"bad node", "train x.json --node abc", 2, "--node: expected an integer >= 0, got abc"});
   expect({"unknown option", "train x.json --fast", 2, "unknown option --fast"});
   expect({"eval without checkpoint", "eval x.json", 2, "eval: missing --checkpoint FILE"});
+  // --crash-at, a hidden test hook (not in --help): one of the communicator's points.
+  const std::string points = "POINT or POINT:ROUND, POINT one of submit, reduce-scatter, all-gather, commit, state, "
+                             "corrupt-state, got ";
+  expect({"unknown crash point", "train x.json --crash-at nowhere", 2, "--crash-at: expected " + points + "nowhere"});
+  expect({"bad crash round", "train x.json --crash-at commit:two", 2, "--crash-at: expected " + points + "commit:two"});
+  expect({"empty crash point", "train x.json --crash-at :3", 2, "--crash-at: expected " + points + ":3"});
+  CHECK(run_command(tether_bin() + " train --help").output.find("--crash-at") == std::string::npos);
 }
 
 TEST_CASE("cli: bad configs name the file, the JSON path and what was expected") {

@@ -822,6 +822,64 @@ TEST_CASE("cluster: late start — nodes 1..3 start without node 0 after net.lat
   CHECK(v0[0]["anchor_hash"] == events_of(log, 1, "view")[1]["anchor_hash"]);
   MESSAGE("node 0 joined " << v0[0].value("time", 0.0) - start0_wall << " s after it started, at round "
                            << v0[0].value("resume_round", 0));
+
+TEST_CASE("cluster: coordinator death: kill -9 of node 0 of 5, node 1 crashes as it commits view 2 (--crash-at commit); "
+          "the 3 survivors form a later view and end equal") {
+  TempDir dir("cl-coord");
+  const int n = 5, crasher = 1;
+  std::string cfg = dir.write("coord.json", with_peers(membership_config(dir, n, 400, 15), free_ports(n)).dump());
+  std::vector<std::unique_ptr<Proc>> procs;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i)
+    procs.push_back(start_node(dir, cfg, i, "", i == crasher ? std::vector<std::string>{"--crash-at", "commit"}
+                                                            : std::vector<std::string>{}));
+  REQUIRE(wait_records(dir, {0, 1, 2, 3, 4}, 4, procs, t0, 60));
+  const double kill_wall = wall_now();
+  procs[0]->kill_and_reap(t0);   // node 1 coordinates the change: it proposes view 2 {1,2,3,4}
+  REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(120)));
+  const std::string log = dir.file("log");
+
+  // Node 1 died at the hook as kill -9 would: exit 137, no checkpoint, no
+  // final or failed record (the hook fires before any commit is sent).
+  const std::string out = procs[crasher]->output();
+  CAPTURE(out);
+  CHECK(procs[crasher]->exit_code() == 137);
+  CHECK(out.find("crashed (test hook at commit)") != std::string::npos);
+  CHECK(out.find("--crash-at commit") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir.file("log/node-1.ckpt")));
+  CHECK(events_of(log, crasher, "final").empty());
+  CHECK(events_of(log, crasher, "failed").empty());
+  CHECK(events_of(log, crasher, "view").empty());
+
+  // The survivors {2,3,4} (a majority of 5): view 2 was promised to node 1
+  // and never committed, so the next lowest, node 2, commits a higher epoch
+  // without 0 and 1. Every survivor reports that view alike.
+  std::string hash;
+  json last_view;
+  for (int i : {2, 3, 4}) {
+    CAPTURE(i);
+    CAPTURE(procs[size_t(i)]->output());
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+    const std::string h = last_event(log, i, "final").value("params_hash", std::string("none"));
+    if (hash.empty()) hash = h;
+    CHECK(h == hash);
+    const std::vector<json> views = events_of(log, i, "view");
+    REQUIRE(!views.empty());
+    for (const json& v : views) {   // view 2 nowhere: only node 1 could have committed it
+      CHECK(v.value("epoch", 0) > 2);
+      CHECK(v["members"] == json::array({2, 3, 4}));
+    }
+    const json& v = views.back();
+    MESSAGE("node " << i << ": view " << v["epoch"] << " " << v["members"].dump() << " " << v.value("time", 0.0) - kill_wall
+                    << " s after the kill of node 0 (" << v.value("ms", 0.0) << " ms to change; " << v.value("reason", "")
+                    << ")");
+    CHECK(v.value("time", 0.0) - kill_wall < 15);   // two detections (peer_timeout_ms 1500) and two changes
+    if (last_view.empty()) last_view = v;
+    CHECK(v["epoch"] == last_view["epoch"]);
+    CHECK(v["members"] == last_view["members"]);
+    CHECK(v["resume_round"] == last_view["resume_round"]);
+    CHECK(v.value("anchor_hash", std::string("a")) == last_view.value("anchor_hash", std::string("b")));
+  }
 }
 
 TEST_CASE("cluster: no majority — 2 of 4 killed: the survivors stop, name both and exit 1 after quorum_wait_ms with checkpoints") {
