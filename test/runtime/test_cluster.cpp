@@ -822,6 +822,7 @@ TEST_CASE("cluster: late start — nodes 1..3 start without node 0 after net.lat
   CHECK(v0[0]["anchor_hash"] == events_of(log, 1, "view")[1]["anchor_hash"]);
   MESSAGE("node 0 joined " << v0[0].value("time", 0.0) - start0_wall << " s after it started, at round "
                            << v0[0].value("resume_round", 0));
+}
 
 TEST_CASE("cluster: coordinator death: kill -9 of node 0 of 5, node 1 crashes as it commits view 2 (--crash-at commit); "
           "the 3 survivors form a later view and end equal") {
