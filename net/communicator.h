@@ -170,9 +170,12 @@ struct CommOptions {
 };
 
 // The points CommOptions::test_crash_at is asked at (the tether binary's
-// hidden --crash-at flag takes one of them).
+// hidden --crash-at flag takes one of them), and "window": asked by the
+// averaging (runtime/averaging.cpp) with the oldest round in flight as the
+// trainer is about to wait on its staleness window; true crashes the node
+// there (Communicator::crash).
 inline constexpr const char* kTestCrashPoints[] = {"submit", "reduce-scatter", "all-gather", "commit", "state",
-                                                   "corrupt-state"};
+                                                   "corrupt-state", "window"};
 
 // Per-round options of submit().
 struct RoundFlags {
@@ -293,8 +296,9 @@ class Communicator {
   bool joined() const { return joined_; }
   // View changes since the last call (thread-safe).
   std::vector<ViewEvent> take_events();
-  // Test hook: crash now (no bye), from any thread.
-  void crash();
+  // Test hook: crash now (no bye), from any thread; `where` names the point
+  // in the TestCrash it raises.
+  void crash(const char* where = "crash()");
   // Trainer thread, non-blocking: this round's vector (count floats; ring: the
   // delta, gossip: the snapshot, with the results of every round returned by
   // poll/wait so far already applied to it) and this node's sketch. Rounds in

@@ -91,8 +91,8 @@ std::vector<ViewEvent> Communicator::take_events() {
   return out;
 }
 
-void Communicator::crash() {
-  asio::post(io_, [this] { crash_now("crash()"); });
+void Communicator::crash(const char* where) {
+  asio::post(io_, [this, where] { crash_now(where); });
 }
 
 void Communicator::crash_now(const char* where) {

@@ -277,6 +277,8 @@ class OverlapAveraging : public Averaging {
     } else {
       throttled_now_ = false;
     }
+    if (in_flight_.size() > allowed && o_.test_crash_at && o_.test_crash_at("window", in_flight_.front().round))
+      comm_->crash("window");   // test hook: dies as it would wait (the wait below raises TestCrash)
     while (in_flight_.size() > allowed) wait_one(o_.peer_timeout_ms);
   }
 
@@ -504,6 +506,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   a.anchor = resume.anchor;
   a.max_delta = resume.max_delta;
   a.on_view = resume.on_view;
+  a.test_crash_at = resume.test_crash_at;
   if (cfg.monitor.snapshots) {
     const std::string dir = cfg.log.dir + "/snapshots";
     std::filesystem::create_directories(dir);

@@ -350,16 +350,22 @@ struct BoundReport {
 // For every round r that all n nodes snapshotted: exact max_{i<j} ‖x_i − x_j‖
 // (double) against bound(r) = fixed_bound when > 0, else 2(s+1)·D_max(r),
 // D_max(r) = the largest ‖Δ‖ in the headers of rounds ≤ r, all nodes.
-BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fixed_bound) {
+// ids: the nodes compared (default: 0..n-1); rounds from from_round on (D_max
+// from the headers of those rounds).
+BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fixed_bound, std::vector<int> ids = {},
+                            uint64_t from_round = 0) {
   BoundReport rep;
+  if (ids.empty())
+    for (int i = 0; i < n; ++i) ids.push_back(i);   // i < n: nodes of the run
+  n = int(ids.size());
   double d_max = 0;
   std::vector<double> pairs;
   std::vector<double> pair_max(size_t(n) * size_t(n - 1) / 2, 0.0);   // [pair index], over the run
-  for (uint64_t r = 0; r < 100000; ++r) {   // bounded: runs here have < 1000 rounds
+  for (uint64_t r = from_round; r < from_round + 100000; ++r) {   // bounded: runs here have < 1000 rounds
     std::vector<Snapshot> snaps(static_cast<size_t>(n));
     bool all = true;
-    for (int i = 0; i < n && all; ++i) {   // i < n: nodes of the run
-      all = read_snapshot(log_dir + "/snapshots/node" + std::to_string(i) + "-r" + std::to_string(r) + ".bin",
+    for (int i = 0; i < n && all; ++i) {   // i < n: nodes compared
+      all = read_snapshot(log_dir + "/snapshots/node" + std::to_string(ids[size_t(i)]) + "-r" + std::to_string(r) + ".bin",
                           &snaps[size_t(i)]);
     }
     if (!all) break;
@@ -392,7 +398,7 @@ BoundReport check_snapshots(const std::string& log_dir, int n, int s, double fix
     }
     if (bound > 0) rep.max_ratio = std::max(rep.max_ratio, dist / bound);
     rep.max_dist = std::max(rep.max_dist, dist);
-    rep.rounds = r + 1;
+    rep.rounds = r + 1 - from_round;
   }
   rep.d_max = d_max;
   if (!pairs.empty()) {
@@ -770,6 +776,66 @@ TEST_CASE("cluster: gossip, kill -9 of one node of 5: the 4 survivors form view 
     const double detect_s = views[0].value("time", 0.0) - kill_wall;
     MESSAGE("node " << i << ": view " << views[0]["epoch"] << " " << detect_s << " s after the kill");
     CHECK(detect_s < 2.5);
+  }
+}
+
+// kill -9 at each point of a round, in real processes (--crash-at: the node
+// dies there like kill -9, exit 137): the survivors detect it within 2 s,
+// form view 2, finish with one params_hash, and the exact distance bound
+// 2(s+1)·D_max holds in every round of the survivors from the resume round on.
+TEST_CASE("cluster: node 2 of 4 dies before its send, mid reduce-scatter, mid all-gather, waiting on its window: the 3 survivors go on within the bound") {
+  const int n = 4, victim = 2, s = 2;
+  for (const std::string point : {"submit", "reduce-scatter", "all-gather", "window"}) {
+    CAPTURE(point);
+    TempDir dir("cl-point-" + point);
+    json base = membership_config(dir, n, 300, 10);
+    base["monitor"] = {{"bound", "auto"}, {"sketch_buckets", 256}, {"snapshots", true}};
+    base["net"]["inject_delay_ms"] = 5;   // merges slower than steps: rounds in flight, the window waited on
+    std::string cfg = dir.write("p.json", with_peers(base, free_ports(n)).dump());
+    std::vector<std::unique_ptr<Proc>> procs;
+    const auto t0 = Clock::now();
+    const double t0_wall = wall_now();
+    for (int i = 0; i < n; ++i)
+      procs.push_back(start_node(dir, cfg, i, "", i == victim ? std::vector<std::string>{"--crash-at", point + ":60"}
+                                                               : std::vector<std::string>{}));
+    REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(120)));
+    const std::string log = dir.file("log");
+    CAPTURE(procs[victim]->output());
+    CHECK(procs[victim]->exit_code() == 137);
+    CHECK(procs[victim]->output().find(point) != std::string::npos);
+    std::string hash;
+    uint64_t resume = 0;
+    std::string anchor;
+    for (int i : {0, 1, 3}) {
+      CAPTURE(i);
+      CAPTURE(procs[size_t(i)]->output());
+      CHECK(procs[size_t(i)]->exit_code() == 0);
+      const json fin = last_event(log, i, "final");
+      if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
+      CHECK(fin.value("params_hash", std::string()) == hash);
+      const std::vector<json> views = events_of(log, i, "view");
+      REQUIRE(views.size() == 1);
+      CHECK(views[0]["epoch"] == 2);
+      CHECK(views[0]["members"] == json::array({0, 1, 3}));
+      if (anchor.empty()) {
+        anchor = views[0].value("anchor_hash", "");
+        resume = views[0].value("resume_round", uint64_t(0));
+      }
+      CHECK(views[0].value("anchor_hash", "") == anchor);   // one x̄ at the resume round
+      CHECK(views[0].value("resume_round", uint64_t(1)) == resume);
+      // from the victim's death (its exit, seen by polling) to this node's view record
+      const double detect_s = views[0].value("time", 0.0) - (t0_wall + procs[victim]->exit_time_s());
+      MESSAGE(point << ": node " << i << " in view 2 " << detect_s << " s after the death");
+      CHECK(detect_s < 2.0);
+    }
+    // the victim died at round >= 60 (its last snapshot says how far it got)
+    CHECK(resume >= 58);
+    const BoundReport rep = check_snapshots(log, n, s, 0, {0, 1, 3}, resume);
+    MESSAGE(point << ": resume round " << resume << ", " << rep.rounds << " rounds checked after it, largest dist/bound "
+                  << rep.max_ratio);
+    CHECK(rep.headers_ok);
+    CHECK(rep.rounds >= 200);   // every round of the survivors from the resume round on
+    CHECK(rep.violations == 0);
   }
 }
 
