@@ -519,8 +519,8 @@ void Communicator::heartbeat_tick() {
               ? peer_name(p) + " silent for " + std::to_string(static_cast<long long>(silent)) + " ms"
               : peer_name(p) + " closed its connection (socket monitor) and sent nothing for " +
                     std::to_string(static_cast<long long>(ms_between(ps.closed_at, now))) + " ms after";
-      if (membership() && phase_ == Phase::kRunning) {
-        suspect(p, what);  // the others carry on in a view without it
+      if (membership() && (phase_ == Phase::kRunning || phase_ == Phase::kStopping)) {
+        suspect(p, what);  // the others carry on in a view without it (a stopping node helps them)
         continue;
       }
       if (joining_) continue;  // not a member yet: nothing to fail

@@ -129,8 +129,9 @@ void Communicator::suspect(int peer, const std::string& why) {
 // The coordinator (the lowest live id) proposes a view when a member is
 // suspected or a node asks to join; the others wait for its proposal.
 void Communicator::maybe_change_view() {
-  if (!membership() || joining_ || phase_ == Phase::kDone || phase_ == Phase::kStopping) return;
-  if (phase_ != Phase::kRunning) return;
+  // A stopping member (its rounds done, its bye out, waiting for the
+  // others') still takes part: it may hold the last rounds a member lacks.
+  if (!membership() || joining_ || (phase_ != Phase::kRunning && phase_ != Phase::kStopping)) return;
   if (proposing_) return;  // one at a time; its deadline retries
   bool need = !joiners_.empty();
   for (int m : view_.members) need = need || (m != opts_.self && peers_[static_cast<size_t>(m)].lost);
@@ -291,16 +292,12 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     }
     return;
   }
-  if (gossip_) {
-    install_gossip(resume);
-    pending_event_ = ev;
-    replay_future();
-    try_complete();
-    return;
-  }
   // Rounds below R that this node has not finished: the lowest member that
-  // finished each sends its result. Rounds from R on: re-run in this view.
+  // finished each sends its result (gossip: only exact rounds, the closing
+  // average; its other rounds finish under the schedule they were sent with).
+  // Rounds from R on: re-run in this view.
   for (uint64_t r = done_; r < resume; ++r) {  // r over the rounds complete elsewhere
+    if (gossip_ && !(slots_.count(r) && slots_[r].exact)) continue;
     Slot& slot = slots_[r];
     slot.transfer = true;
     slot.holder = -1;
@@ -313,11 +310,19 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
   for (const auto& [id, d] : done) {  // rounds this node holds and a member lacks
     if (id == opts_.self || d == kJoinerDone) continue;
     for (uint64_t r = d; r < std::min(done_, resume); ++r) {  // r over the rounds it lacks
+      if (gossip_ && !kept_.count(r)) continue;  // gossip keeps (and hands over) exact rounds only
       int holder = -1;
       for (const auto& [h, hd] : done)
         if (hd != kJoinerDone && hd > r && holder < 0) holder = h;
       if (holder == opts_.self) send_kept_result(id, r);
     }
+  }
+  if (gossip_) {
+    install_gossip(resume);
+    pending_event_ = ev;
+    replay_future();
+    try_complete();
+    return;
   }
   for (auto& [r, slot] : slots_) {  // rounds from R on: their sketches and vectors again
     if (r < resume) continue;
@@ -354,7 +359,7 @@ void Communicator::install_gossip(uint64_t resume) {
       if (slot.submitted) resend_sketch(r, slot);
     }
     if (slot.exact && r < resume) slot.in_mixer = false;  // the ring it ran on is gone
-    if (!slot.submitted || slot.in_mixer) continue;
+    if (!slot.submitted || slot.in_mixer || slot.transfer) continue;  // transfer: its result comes from a holder
     mixer_for(slot)->submit(r, make_buffer(slot.retained), slot.applied);
     slot.in_mixer = true;
   }
@@ -414,8 +419,10 @@ void Communicator::send_state(int to) {
 // A round finished here: keep its result (a member may lack it after a view
 // change), advance x̄, and report a view change once its resume round is reached.
 void Communicator::after_complete(uint64_t round, const std::vector<float>& mixed, bool exact) {
-  if (!membership() || exact || gossip_) return;  // gossip: no shared anchor
-  for (size_t i = 0; i < anchor_io_.size() && i < mixed.size(); ++i) anchor_io_[i] += mixed[i];
+  if (!membership() || (gossip_ && !exact)) return;  // gossip rounds: no shared anchor, nothing to hand over
+  // x̄ follows the ring's rounds (an exact round is an average, not a delta)
+  if (!exact)
+    for (size_t i = 0; i < anchor_io_.size() && i < mixed.size(); ++i) anchor_io_[i] += mixed[i];
   kept_[round] = mixed;
   while (kept_.size() > static_cast<size_t>(opts_.window) + 2) kept_.erase(kept_.begin());
 }
@@ -566,7 +573,8 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
         std::fprintf(stderr, "[tether.net node %d] node %d starts the run in view %u %s without the nodes not there\n",
                      opts_.self, peer, epoch, ids_text(members).c_str());
       }
-      if (phase_ != Phase::kRunning && !joining_ && !start_follower_) return Reject::kUnexpected;
+      if (phase_ != Phase::kRunning && phase_ != Phase::kStopping && !joining_ && !start_follower_)
+        return Reject::kUnexpected;
       promised_ = epoch;
       if (proposing_ && peer < opts_.self) {  // a lower id coordinates
         proposing_.reset();

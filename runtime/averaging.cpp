@@ -183,6 +183,7 @@ class OverlapAveraging : public Averaging {
       else params_->write(anchor_.data());           // identical bits on every node
     }
     comm_->stop(o_.shutdown_timeout_ms);
+    report_views();   // a view committed in the drain (a stopping node handing over the last rounds) is recorded too
     auto st = comm_->stats();
     bytes_sent_ = st.bytes_sent;
     bytes_recv_ = st.bytes_recv;
