@@ -115,7 +115,9 @@ const char* kTrainHelp =
     "usage: tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
     "  trains node ID (default 0) of CONFIG's cluster (one node when cluster.peers is\n"
     "  absent); --set overrides one value (JSON, bare words are strings; array\n"
-    "  elements by index); --resume continues from a checkpoint of the same run.\n"
+    "  elements by index); --resume continues from a checkpoint of the same run:\n"
+    "  this node's, or another node's of the cluster (every node resuming from one\n"
+    "  file starts at one cut).\n"
     "  SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n";
 const char* kEvalHelp =
     "usage: tether eval CONFIG --checkpoint FILE [--set json.path=value]... [--any-data]\n"
