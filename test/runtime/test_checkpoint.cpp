@@ -1,4 +1,5 @@
-// Checkpoints: round trip, atomic replacement, and corruption detected.
+// Checkpoints: round trip, atomic replacement, corruption detected, and which
+// checkpoints a node may resume from (any node's of its cluster).
 #include <doctest/doctest.h>
 
 #include <unistd.h>

@@ -8,7 +8,10 @@
 //     the snapshot files (double accumulation), N = 2 and N = 8;
 //   - a configured bound throttles and holds (exact distances);
 //   - SIGKILL of a peer, peers that never start, SIGINT to every node: exit
-//     codes, messages and files within deadlines.
+//     codes, messages and files within deadlines;
+//   - a quorum loss (2 of 4 killed), then every node resumed from one
+//     survivor's checkpoint: all finish the configured steps with one
+//     params_hash.
 // Every wait has a deadline; a node still running past it is killed and the
 // test fails. Idle time (speed) is measured by bench/idle_overlap.py, not here.
 #include <doctest/doctest.h>
