@@ -1031,7 +1031,7 @@ Reject Communicator::handle_hello(const Header& h, const HelloInfo& hello) {
     const std::string what = "node " + std::to_string(opts_.self) + " refuses " + peer_name(peer) + ": it starts from " +
                              where(theirs[kHelloStartRound], theirs[kHelloStartStep]) + ", this node from " +
                              where(ours[kHelloStartRound], ours[kHelloStartStep]) +
-                             "; resume every node from checkpoints of the same cut, or none";
+                             "; resume every node from checkpoints of one cut (or all from one checkpoint), or none";
     std::fprintf(stderr, "[tether.net node %d] %s\n", opts_.self, what.c_str());
     fail(std::make_exception_ptr(StartRefused({peer}, what)));
     return Reject::kNone;

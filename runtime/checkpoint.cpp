@@ -76,6 +76,7 @@ nlohmann::json parse_header(const std::string& path, const std::string& text) {
   static const Typed kTyped[] = {
       {"step", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
       {"round", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
+      {"node", [](const nlohmann::json& v) { return v.is_number_unsigned(); }, "an unsigned integer"},
       {"test_acc", [](const nlohmann::json& v) { return v.is_number(); }, "a number"},
       {"max_delta", [](const nlohmann::json& v) { return v.is_number(); }, "a number"},
       {"cut", [](const nlohmann::json& v) { return v.is_boolean(); }, "true or false"},
@@ -264,6 +265,29 @@ void check_resume_config(const std::string& path, const nlohmann::json& meta, co
     throw CheckpointError(path + ": was written by a run with " + was + "; this run has " + now + " (" + may_change +
                           ")");
   }
+}
+
+int resume_source_node(const std::string& path, const nlohmann::json& meta, const Config& cfg,
+                       const std::string& model) {
+  auto expect = [&](const char* key, const nlohmann::json& want) {
+    auto it = meta.find(key);
+    if (it == meta.end() || *it != want) {
+      throw CheckpointError(path + ": " + key + " is " + (it == meta.end() ? std::string("missing") : it->dump()) +
+                            ", this run needs " + want.dump());
+    }
+  };
+  expect("model", model);
+  expect("nodes", cfg.nodes());
+  expect("batch_size", cfg.data.batch_size);
+  expect("seed", cfg.train.seed);
+  // Which node wrote it: any of this cluster's (checked after "nodes", so
+  // that a checkpoint of a larger cluster is named as that).
+  auto it = meta.find("node");
+  if (it == meta.end() || !it->is_number_unsigned() || it->get<uint64_t>() >= uint64_t(cfg.nodes())) {
+    throw CheckpointError(path + ": node is " + (it == meta.end() ? std::string("missing") : it->dump()) +
+                          ", this run needs one of its nodes 0.." + std::to_string(cfg.nodes() - 1));
+  }
+  return int(it->get<uint64_t>());
 }
 
 }  // namespace tether

@@ -49,6 +49,18 @@ nlohmann::json run_config_meta(const Config& cfg);
 // without "run_config" (older ones) are compared by legacy_config_hash.
 void check_resume_config(const std::string& path, const nlohmann::json& meta, const Config& cfg);
 
+// The node that wrote a checkpoint with meta `meta`, checked as one this run
+// may resume from: written by any node of the same cluster, i.e. the same
+// model (`model`, the name this run builds), nodes, batch_size and seed
+// (check_resume_config compares the run keys). Any node may resume from
+// another node's checkpoint: it takes that node's parameters, momentum and
+// anchor, and keeps its own data shard (a function of its id and the step),
+// so a cluster whose nodes all resume from one file starts at one cut by
+// construction. Refuses (CheckpointError naming `path`, the key, both values)
+// a checkpoint of another cluster, or one without a node id in it.
+int resume_source_node(const std::string& path, const nlohmann::json& meta, const Config& cfg,
+                       const std::string& model);
+
 // 64-bit content hash (not cryptographic), 8 bytes per step.
 uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed = 0);
 // Hex string of hash_bytes over a float buffer: the `params_hash` of metrics.

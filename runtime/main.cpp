@@ -2,6 +2,7 @@
 //   tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]
 //   tether eval CONFIG --checkpoint FILE [--set ...] [--any-data]
 //   tether config CONFIG [--set ...] [--peers | --get json.path]
+//   tether checkpoint FILE [--get KEY]...
 //   tether dashboard LOGDIR [--once] [--interval-ms N]
 //   tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]
 // Exit codes: 0 done (also after SIGINT/SIGTERM with a checkpoint written),
@@ -69,6 +70,7 @@ const char* kUsage =
     "  tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
     "  tether eval CONFIG --checkpoint FILE [--set json.path=value]... [--any-data]\n"
     "  tether config CONFIG [--set json.path=value]... [--peers | --get json.path]\n"
+    "  tether checkpoint FILE [--get KEY]...\n"
     "  tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  tether report LOGDIR -o FILE [--link-mbps X] [--config CONFIG] [--title T]\n"
     "  tether report --chart SPEC -o FILE\n"
@@ -91,6 +93,8 @@ const char* kUsage =
     "          ID HOST PORT SSH_PORT SSH_USER WORKDIR   (\"-\" when unset; WORKDIR last)\n"
     "        --get json.path: one resolved value (strings bare, null empty), e.g.\n"
     "        --get log.dir, --get cluster.peers.1.host. For scripts: they parse no JSON.\n"
+    "checkpoint  verifies FILE (checksum) and prints its header as JSON (node, nodes,\n"
+    "        step, round, cut, ...); --get KEY (repeatable): one line per KEY, for scripts.\n"
     "dashboard  live table of a run's nodes from LOGDIR/node-*.jsonl (step, loss,\n"
     "        test acc, img/s, idle, distance vs bound); refreshes every N ms (1000)\n"
     "        until every node finished or Ctrl-C; --once (or no terminal): one frame.\n"
@@ -112,7 +116,9 @@ const char* kTrainHelp =
     "usage: tether train CONFIG [--node ID] [--set json.path=value]... [--resume FILE]\n"
     "  trains node ID (default 0) of CONFIG's cluster (one node when cluster.peers is\n"
     "  absent); --set overrides one value (JSON, bare words are strings; array\n"
-    "  elements by index); --resume continues from a checkpoint of the same run.\n"
+    "  elements by index); --resume continues from a checkpoint of the same run:\n"
+    "  this node's, or another node's of the cluster (every node resuming from one\n"
+    "  file starts at one cut).\n"
     "  SIGINT/SIGTERM: finish in-flight rounds, write a checkpoint, exit 0.\n";
 const char* kEvalHelp =
     "usage: tether eval CONFIG --checkpoint FILE [--set json.path=value]... [--any-data]\n"
@@ -131,6 +137,14 @@ const char* kConfigHelp =
     "  --get P  the one resolved value at json.path P (log.dir, cluster.peers.0.port):\n"
     "           strings without quotes, numbers and true/false as JSON, null as an\n"
     "           empty line; a path of no key, an object or an array is an error.\n";
+const char* kCheckpointHelp =
+    "usage: tether checkpoint FILE [--get KEY]...\n"
+    "  reads FILE whole (magic, version, sizes, checksum: exit 2 naming the file when\n"
+    "  one is wrong) and prints its header as JSON: model, data, node (the node that\n"
+    "  wrote it), nodes, step, epoch, round and cut (cluster runs), run_config, ...\n"
+    "  --get KEY  one line per --get, in order, instead: strings without quotes,\n"
+    "             numbers and true/false as JSON, objects and arrays as one line of\n"
+    "             JSON, an absent key (or null) as an empty line.\n";
 const char* kDashboardHelp =
     "usage: tether dashboard LOGDIR [--once] [--interval-ms N]\n"
     "  a live table of LOGDIR/node-*.jsonl, refreshed every N ms (default 1000) until\n"
@@ -158,6 +172,7 @@ int usage_error(const std::string& msg, const std::string& cmd = "") {
 struct Args {
   std::string cmd, config_path, resume, checkpoint, get;
   std::vector<std::string> sets;
+  std::vector<std::string> checkpoint_gets;   // checkpoint --get KEY...
   int node = 0;
   uint64_t fail_after_step = 0;   // train's test hooks, deliberately not in the help (TrainOptions)
   uint64_t stall_after_step = 0, stall_ms = 60000;
@@ -252,6 +267,13 @@ int parse_args(int argc, char** argv, Args& a) {
   config->add_option("--get", a.get)->excludes(peers)->check(
       expect("a json.path such as log.dir", [](const std::string& v) { return !v.empty(); }));
 
+  CLI::App* ckpt = command("checkpoint", kCheckpointHelp);
+  ckpt->add_option("FILE", a.checkpoint);
+  ckpt->add_option("--get", a.checkpoint_gets)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check(expect("a header key such as step", [](const std::string& v) { return !v.empty(); }));
+
   CLI::App* dashboard = command("dashboard", kDashboardHelp);
   dashboard->add_option("LOGDIR", a.dashboard.dir);
   dashboard->add_flag("--once", a.dashboard.once);
@@ -305,6 +327,7 @@ int parse_args(int argc, char** argv, Args& a) {
     if (rest[0].size() > 1 && rest[0][0] == '-') return usage_error("unknown option " + rest[0] + " for " + a.cmd, a.cmd);
     return usage_error("unexpected argument " + rest[0] + " for " + a.cmd, a.cmd);
   }
+  if (a.cmd == "checkpoint") return a.checkpoint.empty() ? usage_error("checkpoint: missing FILE", a.cmd) : -1;
   const bool on_logs = a.cmd == "dashboard" || a.cmd == "report";
   if (!on_logs && a.config_path.empty()) return usage_error(a.cmd + ": missing CONFIG", a.cmd);
   if (a.cmd == "report" && !a.chart.empty() && !a.report.dir.empty()) {
@@ -329,6 +352,25 @@ int config_command(const Args& a) {
     return std::fflush(stdout) == 0 ? 0 : 1;
   } catch (const tether::ConfigError& e) {
     std::fprintf(stderr, "tether: config error: %s\n", e.what());
+    return 2;
+  }
+}
+
+// `tether checkpoint`: a checkpoint's header (verified whole) on stdout.
+int checkpoint_command(const Args& a) {
+  try {
+    const nlohmann::json meta = tether::load_checkpoint(a.checkpoint).meta;
+    std::string out;
+    if (a.checkpoint_gets.empty()) out = meta.dump(2) + "\n";
+    for (const std::string& key : a.checkpoint_gets) {   // one line per --get, in order
+      auto it = meta.find(key);
+      if (it != meta.end() && !it->is_null()) out += it->is_string() ? it->get<std::string>() : it->dump();
+      out += "\n";
+    }
+    std::fputs(out.c_str(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  } catch (const tether::CheckpointError& e) {
+    std::fprintf(stderr, "tether: checkpoint error: %s\n", e.what());
     return 2;
   }
 }
@@ -367,6 +409,7 @@ int main(int argc, char** argv) {
   Args args;
   if (int rc = parse_args(argc, argv, args); rc >= 0) return rc;
   if (args.cmd == "config") return config_command(args);
+  if (args.cmd == "checkpoint") return checkpoint_command(args);
   // Round buffers and ZeroMQ's receive chunks are megabytes each: keep glibc
   // from mapping and unmapping them on every round (process-wide, so here).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);

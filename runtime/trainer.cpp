@@ -122,17 +122,10 @@ void Trainer::setup() {
 
   if (!opts_.resume.empty()) {
     Checkpoint ck = load_checkpoint(opts_.resume);
-    auto expect = [&](const char* key, const nlohmann::json& want) {
-      if (!ck.meta.contains(key) || ck.meta[key] != want) {
-        throw CheckpointError(opts_.resume + ": " + key + " is " + (ck.meta.contains(key) ? ck.meta[key].dump() : "missing") +
-                              ", this run needs " + want.dump());
-      }
-    };
-    expect("model", model_->name());
-    expect("nodes", cfg_.nodes());
-    expect("node", opts_.node);
-    expect("batch_size", cfg_.data.batch_size);
-    expect("seed", cfg_.train.seed);
+    // Any node's checkpoint of this cluster: this node takes its parameters,
+    // momentum and anchor; the data shard stays this node's (sampler_ and the
+    // dropout seed are functions of opts_.node and the step).
+    const int source = resume_source_node(opts_.resume, ck.meta, cfg_, model_->name());
     if (ck.params.size() != model_->param_count() || ck.momentum.size() != model_->trainable_count()) {
       throw CheckpointError(opts_.resume + ": holds " + std::to_string(ck.params.size()) + " parameters, the model has " +
                             std::to_string(model_->param_count()));
@@ -159,8 +152,14 @@ void Trainer::setup() {
       resume_.anchor = std::move(ck.anchor);
       resume_.max_delta = ck.meta.value("max_delta", 0.0);
     }
+    std::string whose;
+    if (source != opts_.node) {
+      whose = ": node " + std::to_string(opts_.node) + " starts from node " + std::to_string(source) +
+              "'s parameters, momentum" + (resume_.anchor.empty() ? "" : " and anchor") +
+              "; its data shard stays its own (chosen by node id and step)";
+    }
     log_->progress.line("resumed from " + opts_.resume + " at step " + std::to_string(step_) + " (epoch " +
-                        std::to_string(start_epoch_ + 1) + ")");
+                        std::to_string(start_epoch_ + 1) + ")" + whose);
   }
   if (cfg_.nodes() > 1) {
     // Every view change this node takes part in: a record and a line.
@@ -479,7 +478,11 @@ TrainResult Trainer::run() {
     }
     log_->metrics.write({{field::kEvent, field::kEventFailed}, {field::kStep, step_}, {field::kError, e.what()},
                          {field::kCheckpoint, saved}});
-    log_->progress.line("failed at step " + std::to_string(step_) + ": " + e.what() + "; checkpoint " + saved);
+    // No majority: the survivors' checkpoints need not be one cut, and the
+    // lost nodes may have none; every node resuming from one file is one.
+    const bool no_quorum = dynamic_cast<const net::NoQuorum*>(&e) != nullptr && saved == checkpoint_path();
+    log_->progress.line("failed at step " + std::to_string(step_) + ": " + e.what() + "; checkpoint " + saved +
+                        (no_quorum ? "; to continue: start every node with --resume " + saved : std::string()));
     throw;
   }
   if (stopped || (!avg_ && opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {

@@ -8,6 +8,7 @@
 #   scripts/cluster.sh CONFIG logs  [--out DIR]
 #   scripts/cluster.sh CONFIG stop  [--deadline SECONDS]
 #   scripts/cluster.sh CONFIG restart NODE [--push-binary] [--tether PATH] [--set k=v]...
+#   scripts/cluster.sh CONFIG resume [--wait] [--push-binary] [--tether PATH] [--set k=v]...
 #
 # Per peer the config may name (besides id, host, port):
 #   ssh_user   login on the host (default: ssh's default, i.e. ~/.ssh/config or $USER)
@@ -61,6 +62,19 @@
 #            on its host (train.checkpoint, or <log.dir>/node-<NODE>.ckpt, as
 #            `tether train` names it); its log is appended to. Refused while
 #            the node runs. Use the --tether / --push-binary of the start.
+#   resume   starts every node as `start` does (with --wait: as `run`), each
+#            with `--resume`: its own checkpoint on its host when every node
+#            has one and they form one cut (the same round and step, `cut`
+#            true: a Ctrl-C or a periodic checkpoint); otherwise the one with
+#            the largest step among those that exist (after a quorum loss the
+#            survivors' checkpoints need not be one cut and the lost nodes
+#            have none), copied through this machine to every host as
+#            <workdir>/tether-run/resume.ckpt, for every node: a node may
+#            resume from another node's checkpoint of the same cluster. Says
+#            which it chose and why; exit 2 when no node has one. The
+#            checkpoints are read on their hosts by the remote binary
+#            (`tether checkpoint`): give it the --tether / --push-binary of
+#            the start. The nodes' logs are appended to.
 #   stop     SIGTERM to every node at once (one ssh connection per node is
 #            opened first; each delivers the signal at the same wall-clock
 #            moment, 0.3 s later), SIGKILL after --deadline seconds (default
@@ -89,9 +103,9 @@ die() { echo "$PROG: $*" >&2; exit 2; }
 say() { echo "[cluster] $*" >&2; }
 
 case "${1:-}" in -h|--help|help) usage; exit 0;; "") usage >&2; exit 2;; esac
-[ $# -ge 2 ] || die "usage: $PROG CONFIG start|run|status|logs|stop|restart NODE [options] (--help for details)"
+[ $# -ge 2 ] || die "usage: $PROG CONFIG start|run|status|logs|stop|restart NODE|resume [options] (--help for details)"
 CONFIG=$1; CMD=$2; shift 2
-case "$CMD" in start|run|status|logs|stop|restart) ;; *) die "unknown command \"$CMD\" (start|run|status|logs|stop|restart)";; esac
+case "$CMD" in start|run|status|logs|stop|restart|resume) ;; *) die "unknown command \"$CMD\" (start|run|status|logs|stop|restart|resume)";; esac
 RESTART_ID=""
 if [ "$CMD" = restart ]; then
   [ $# -ge 1 ] && [[ $1 != -* ]] || die "usage: $PROG CONFIG restart NODE [--push-binary] [--tether PATH] [--set k=v]..."
@@ -138,7 +152,7 @@ LOGDIR=$("$TETHER_LOCAL" config "$TMP/config.json" --get log.dir) || exit 2
 # mode 0600 as <workdir>/tether-run/node-<id>.key, which net.secret_key_file
 # ("tether-run", relative to the workdir the node runs in) names.
 KEYS=""
-if [ "$CMD" = start ]; then
+if [ "$CMD" = start ] || [ "$CMD" = resume ]; then
   source "$ROOT/scripts/wait_nodes.sh"   # ensure_keys
   TETHER=$TETHER_LOCAL ensure_keys "$TMP/config.json" "$TMP/keys" || exit 2
   if [ "$KEYED_CONFIG" != "$TMP/config.json" ]; then
@@ -172,7 +186,7 @@ remote_prelude() {
   local k=$1
   cat <<EOF
 W=$(sq "${WDS[$k]}"); ID=$(sq "${IDS[$k]}"); BIN=$(sq "$REMOTE_BIN"); LOGDIR=$(sq "$LOGDIR"); DEADLINE=$DEADLINE
-RESTART=${RESTART:-0}; CKPT=$(sq "${CKPT:-}")
+RESTART=${RESTART:-0}; CKPT=$(sq "${CKPT:-}"); RESUME_CKPT=$(sq "${RESUME_CKPT:-}")
 EOF
   cat <<'EOF'
 set -u
@@ -254,6 +268,9 @@ RESUME=""
 if [ "$RESTART" = 1 ]; then
   [ -n "$CKPT" ] && [ -f "$CKPT" ] && RESUME=$CKPT
   echo "--- restarted $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >> "$LOGF"
+elif [ -n "$RESUME_CKPT" ]; then   # `resume`: the checkpoint chosen for this node
+  RESUME=$RESUME_CKPT
+  echo "--- resumed from $RESUME_CKPT $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >> "$LOGF"
 else
   : > "$LOGF"
 fi
@@ -348,6 +365,26 @@ tar -cf - "${args[@]}"
 EOF
 )
 
+# resume: this node's checkpoint header (step, round, cut: one line each after
+# "OK"), "NONE" when there is no file, "BAD <why>" when it cannot be read.
+META_BODY=$(cat <<'EOF'
+cd "$W" 2>/dev/null || { echo "NONE"; exit 0; }
+[ -f "$CKPT" ] || { echo "NONE"; exit 0; }
+[ -x "$BIN" ] || { echo "ERR no tether binary at $BIN on $HOST (give the --tether or --push-binary of the start)"; exit 3; }
+if out=$("$BIN" checkpoint "$CKPT" --get step --get round --get cut 2>&1); then echo OK; printf '%s\n' "$out"
+else echo "BAD $(printf '%s\n' "$out" | tail -n 1)"; fi
+EOF
+)
+FETCH_BODY=$(cat <<'EOF'
+cd "$W" && cat -- "$CKPT"
+EOF
+)
+PUT_BODY=$(cat <<'EOF'
+mkdir -p "$RUN" && cat > "$RUN/resume.ckpt.$$" && mv -f "$RUN/resume.ckpt.$$" "$RUN/resume.ckpt" \
+  && echo "OK" || { rm -f "$RUN/resume.ckpt.$$"; echo "ERR cannot write $RUN/resume.ckpt on $HOST"; exit 3; }
+EOF
+)
+
 WATCH_BODY=$(cat <<'EOF'
 sup=$(cat "$SUPF" 2>/dev/null)
 if alive "$sup"; then tail -n +1 -F --pid="$sup" "$LOGF" 2>/dev/null; else cat "$LOGF" 2>/dev/null; fi
@@ -356,7 +393,8 @@ EOF
 )
 
 start_one() {
-  local k=$1 rc
+  local k=$1 rc RESUME_CKPT=""
+  [ -f "$TMP/resume-$k" ] && RESUME_CKPT=$(cat "$TMP/resume-$k")   # resume: this node's --resume
   # the node's own secret key only, then the config
   { if [ -n "$KEYS" ]; then head -n 1 "$KEYS/node-${IDS[$k]}.key"; else echo -; fi
     cat "$TMP/config.json"; } > "$TMP/start-$k"
@@ -370,6 +408,23 @@ start_one() {
     ERR*) echo "node ${IDS[$k]}: ${line#ERR }" > "$TMP/res-$k";;
     *) echo "node ${IDS[$k]}: start failed on $(where "$k") (exit $rc): $(tail -n 1 "$TMP/err-$k" 2>/dev/null)" > "$TMP/res-$k";;
   esac
+}
+
+meta_one() {   # resume: node K's checkpoint (path in ckpt-K) as meta-K: OK/NONE/BAD lines
+  local k=$1 rc CKPT; CKPT=$(cat "$TMP/ckpt-$k")
+  remote "$k" "$META_BODY"; rc=$?
+  if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"; return; fi
+  case $(head -n 1 "$TMP/out-$k") in
+    OK|NONE|BAD*) cp "$TMP/out-$k" "$TMP/meta-$k"; echo OK > "$TMP/res-$k";;
+    *) echo "node ${IDS[$k]}: $(grep -h . "$TMP/out-$k" "$TMP/err-$k" | tail -n 1 | sed 's/^ERR //')" > "$TMP/res-$k";;
+  esac
+}
+put_one() {    # resume: $TMP/resume.ckpt to node K's host as tether-run/resume.ckpt
+  local k=$1 rc
+  remote "$k" "$PUT_BODY" "$TMP/resume.ckpt"; rc=$?
+  if [ $rc -eq 255 ]; then echo "node ${IDS[$k]}: $(ssh_error "$k")" > "$TMP/res-$k"
+  elif grep -q '^OK' "$TMP/out-$k"; then echo OK > "$TMP/res-$k"
+  else echo "node ${IDS[$k]}: $(cat "$TMP/out-$k" "$TMP/err-$k" | tail -n 1 | sed 's/^ERR //')" > "$TMP/res-$k"; fi
 }
 
 push_one() {
@@ -464,23 +519,29 @@ do_logs() {
   return $rc
 }
 
+# do_push: the local binary to every (host, ssh port, user, workdir) once;
+# the nodes then run it (REMOTE_BIN); returns 1 naming the hosts that failed.
+do_push() {
+  local k failed=()
+  # One copy per (host, ssh port, user, workdir).
+  declare -A seen=(); local pk=()
+  for ((k = 0; k < N; k++)); do
+    local key="$(target "$k")|${SPORTS[$k]}|${WDS[$k]}"
+    [ -n "${seen[$key]:-}" ] && continue; seen[$key]=1; pk+=("$k")
+  done
+  say "pushing $TETHER_LOCAL to ${#pk[@]} host(s)"
+  local pids=()
+  for k in "${pk[@]}"; do push_one "$k" & pids+=($!); done
+  wait_jobs "${pids[@]}"
+  for k in "${pk[@]}"; do [ "$(cat "$TMP/res-$k")" = OK ] || failed+=("$(cat "$TMP/res-$k")"); done
+  if [ ${#failed[@]} -gt 0 ]; then printf '%s: %s\n' "$PROG" "${failed[@]}" >&2; return 1; fi
+  REMOTE_BIN=tether-run/tether
+  PUSH=0
+}
+
 do_start() {
   local k failed=()
-  if [ $PUSH = 1 ]; then
-    # One copy per (host, ssh port, user, workdir).
-    declare -A seen=(); local pk=()
-    for ((k = 0; k < N; k++)); do
-      local key="$(target "$k")|${SPORTS[$k]}|${WDS[$k]}"
-      [ -n "${seen[$key]:-}" ] && continue; seen[$key]=1; pk+=("$k")
-    done
-    say "pushing $TETHER_LOCAL to ${#pk[@]} host(s)"
-    local pids=()
-    for k in "${pk[@]}"; do push_one "$k" & pids+=($!); done
-    wait_jobs "${pids[@]}"
-    for k in "${pk[@]}"; do [ "$(cat "$TMP/res-$k")" = OK ] || failed+=("$(cat "$TMP/res-$k")"); done
-    if [ ${#failed[@]} -gt 0 ]; then printf '%s: %s\n' "$PROG" "${failed[@]}" >&2; return 1; fi
-    REMOTE_BIN=tether-run/tether
-  fi
+  if [ $PUSH = 1 ]; then do_push || return 1; fi
   rm -f "$TMP"/res-*
   on_all start_one
   local started=()
@@ -608,7 +669,65 @@ do_restart() {
   say "node $RESTART_ID restarted: $(cat "$TMP/cmd-$k" 2>/dev/null)"
 }
 
+# do_resume: every node --resume (its own checkpoints at one cut, else the
+# largest step's for every node, copied to every host), then start (--wait: run).
+do_resume() {
+  local k step round cut own=1 first="" best="" best_step=-1 about="" failed=()
+  if [ $PUSH = 1 ]; then do_push || return 1; fi
+  for ((k = 0; k < N; k++)); do
+    checkpoint_path "$TETHER_LOCAL" "$TMP/config.json" "${IDS[$k]}" > "$TMP/ckpt-$k" || exit 2
+  done
+  rm -f "$TMP"/res-* "$TMP"/meta-* "$TMP"/resume-*
+  on_all meta_one
+  for ((k = 0; k < N; k++)); do
+    [ "$(cat "$TMP/res-$k" 2>/dev/null)" = OK ] || failed+=("$(cat "$TMP/res-$k" 2>/dev/null || echo "node ${IDS[$k]}: no answer")")
+  done
+  if [ ${#failed[@]} -gt 0 ]; then printf '%s: %s\n' "$PROG" "${failed[@]}" >&2; return 1; fi
+  for ((k = 0; k < N; k++)); do
+    local id=${IDS[$k]} path; path=$(cat "$TMP/ckpt-$k")
+    case $(head -n 1 "$TMP/meta-$k") in
+      NONE) about+="${about:+; }node $id: none ($path)"; own=0; continue;;
+      BAD*) about+="${about:+; }node $id: cannot be read ($(head -n 1 "$TMP/meta-$k" | cut -c5-))"; own=0; continue;;
+    esac
+    step=$(sed -n 2p "$TMP/meta-$k"); round=$(sed -n 3p "$TMP/meta-$k"); cut=$(sed -n 4p "$TMP/meta-$k")
+    [[ $step =~ ^[0-9]+$ ]] || { about+="${about:+; }node $id: $path holds no step"; own=0; continue; }
+    about+="${about:+; }node $id: step $step${round:+, round $round}"
+    case $cut in true) about+=" (a cut)";; false) about+=" (written at a failure)";; esac
+    # One cut: every node's at the same round and step, each written at a cut.
+    [ -n "$first" ] || first="$step/$round"
+    [ "$step/$round" = "$first" ] || own=0
+    [ "$cut" = true ] || own=0
+    if [ "$step" -gt "$best_step" ]; then best=$k; best_step=$step; fi
+  done
+  if [ -z "$best" ]; then
+    echo "$PROG: resume: no checkpoint to resume from ($about)" >&2
+    return 2
+  fi
+  if [ $own = 1 ]; then
+    for ((k = 0; k < N; k++)); do cp "$TMP/ckpt-$k" "$TMP/resume-$k"; done
+    say "resume: every node from its own checkpoint, one cut ($about)"
+  else
+    say "resume: the checkpoints are not one cut ($about); every node starts from node ${IDS[$best]}'s" \
+        "$(cat "$TMP/ckpt-$best") (step $best_step, the largest), copied to every host as tether-run/resume.ckpt:" \
+        "its parameters, momentum and anchor, each node's own data shard"
+    local CKPT; CKPT=$(cat "$TMP/ckpt-$best")
+    remote "$best" "$FETCH_BODY" || { echo "$PROG: cannot copy node ${IDS[$best]}'s $CKPT from $(where "$best"): $(tail -n 1 "$TMP/err-$best")" >&2; return 1; }
+    mv -f "$TMP/out-$best" "$TMP/resume.ckpt"
+    "$TETHER_LOCAL" checkpoint "$TMP/resume.ckpt" --get step > /dev/null || { echo "$PROG: the copy of $CKPT is not whole" >&2; return 1; }
+    rm -f "$TMP"/res-*
+    on_all put_one
+    failed=()
+    for ((k = 0; k < N; k++)); do
+      [ "$(cat "$TMP/res-$k" 2>/dev/null)" = OK ] || failed+=("$(cat "$TMP/res-$k" 2>/dev/null || echo "node ${IDS[$k]}: no answer")")
+      echo tether-run/resume.ckpt > "$TMP/resume-$k"
+    done
+    if [ ${#failed[@]} -gt 0 ]; then printf '%s: %s\n' "$PROG" "${failed[@]}" >&2; return 1; fi
+  fi
+  if [ $WAIT = 1 ]; then do_run; else start_background; fi
+}
+
 case $CMD in
+  resume) do_resume;;
   restart) do_restart;;
   start) if [ $WAIT = 1 ]; then do_run; else start_background; fi;;
   status) do_status;;

@@ -14,6 +14,10 @@
 #      its last log lines) and the others are not stopped; `stop` ends them
 #      and the run exits 1 naming the node; Ctrl-C (SIGINT) stops every node,
 #      exit 130
+#   4b. `resume --wait` after that Ctrl-C, node 2's checkpoint removed: the
+#      one with the largest step is copied to every host and every node
+#      resumes from it; the run finishes with one params_hash; `resume` again:
+#      the checkpoints of that end are one cut, each node resumes its own
 #   5. with a stand-in for `tether train` as the remote binary: a node that
 #      fails right after start does not stop the others (still running when
 #      it is reported); `restart NODE` relaunches it on its host as `train
@@ -322,6 +326,40 @@ fg_interrupt() {
 t0=$(now)
 check "run: Ctrl-C stops every node by SIGTERM (each exits 0 with a checkpoint), exit 130" fg_interrupt
 echo "      (interrupted run: $(( $(now) - t0 )) s)"
+
+# --- 4b. resume: one checkpoint for every node, then each its own ----------------------
+ckpt_get() { "$TETHER_BIN" checkpoint "$T/host$1/runs/ssh3/node-$1.ckpt" --get "$2"; }
+ssh_resume() {
+  local out rc i s0 s1 best best_step until
+  # After the Ctrl-C every node has a checkpoint; without node 2's they are
+  # not one cut: the larger step of nodes 0 and 1 (node 0 on a tie).
+  s0=$(ckpt_get 0 step) && s1=$(ckpt_get 1 step) || return 1
+  if [ "$s1" -gt "$s0" ]; then best=1; best_step=$s1; else best=0; best_step=$s0; fi
+  rm -f "$T/host2/runs/ssh3/node-2.ckpt"
+  until=$((best_step + 10))
+  out=$(timeout 300 "$CLUSTER" "$T/long.json" resume --wait --tether "$TETHER_BIN" --set train.max_steps=$until --out "$T/res1" 2>&1); rc=$?
+  echo "$out" | grep -v "^\[node [0-9]\] epoch " | tail -n 40
+  [ $rc -eq 0 ] || { echo "exit $rc"; return 1; }
+  grep -q "resume: the checkpoints are not one cut (node 0: step [0-9]*, .*; node 2: none (runs/ssh3/node-2.ckpt)); every node starts from node $best's runs/ssh3/node-$best.ckpt (step $best_step, the largest), copied to every host as tether-run/resume.ckpt" <<< "$out" || return 1
+  for i in 0 1 2; do
+    grep -q "^\[node $i\] resumed from tether-run/resume.ckpt at step $best_step " <<< "$out" || { echo "node $i: no resume line"; return 1; }
+    cmp "$T/host$i/tether-run/resume.ckpt" "$T/host$best/tether-run/resume.ckpt" || return 1
+  done
+  grep -q "^\[node 2\] resumed from .*: node 2 starts from node $best's parameters, momentum and anchor" <<< "$out" || return 1
+  same_hash "$T/res1" || return 1
+  for i in 0 1 2; do [ "$(ckpt_get "$i" step)" = "$until" ] && [ "$(ckpt_get "$i" cut)" = true ] || { echo "node $i: not at step $until, a cut"; return 1; }; done
+  # Those end checkpoints are one cut: each node its own.
+  out=$(timeout 300 "$CLUSTER" "$T/long.json" resume --wait --tether "$TETHER_BIN" --set train.max_steps=$((until + 10)) --out "$T/res2" 2>&1); rc=$?
+  echo "$out" | grep -v "^\[node [0-9]\] epoch " | tail -n 20
+  [ $rc -eq 0 ] && grep -q "resume: every node from its own checkpoint, one cut (node 0: step $until, round [0-9]* (a cut); node 1: step $until, round [0-9]* (a cut); node 2: step $until, round [0-9]* (a cut))" <<< "$out" || return 1
+  for i in 0 1 2; do
+    grep -q "^\[node $i\] resumed from runs/ssh3/node-$i.ckpt at step $until (epoch [0-9]*)$" <<< "$out" || { echo "node $i: no resume line"; return 1; }
+  done
+  same_hash "$T/res2" && pids_gone
+}
+t0=$(now)
+check "resume after Ctrl-C without node 2's checkpoint: node 0's or 1's copied to every host, all finish equal; again: each its own" ssh_resume
+echo "      (resumed runs: $(( $(now) - t0 )) s)"
 
 # --- 5. a stand-in for tether train: failure without stopping the others; restart ------
 # `train CONFIG --node K ...` records its arguments in fake/argv-K; with

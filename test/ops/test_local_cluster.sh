@@ -13,6 +13,12 @@
 #      node that fails is exit 1 with its report
 #   3. the real binary: a 2-node run writes its checkpoints where the script's
 #      checkpoint_path says, and each node's output to <log.dir>/node-<id>.log
+#   4. `resume` (the stand-in, then the real binary): every node its own
+#      checkpoint when they form one cut; else every node the one with the
+#      largest step (steps differ, or a node has none), saying which and why;
+#      the real 2-node cluster resumed from node 0's file finishes; failure
+#      checkpoints (cut false) are not a cut; no checkpoint, or an explicit
+#      --resume: exit 2
 # Prints a doctest-style summary line; exit status non-zero on failure.
 set -uo pipefail
 SRC=${TETHER_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -232,5 +238,60 @@ EOF
   done
 }
 check "real 2-node run: checkpoints at checkpoint_path's paths, output in log.dir/node-<id>.log" real_checkpoints
+
+# --- 4. resume: which checkpoints every node starts from ------------------------------
+# (case 3's two.json and its checkpoints, ck2/run.node-{0,1}.ckpt under $T: one
+# cut at the end of the run, step 4; the keyed config the nodes run)
+resume_choice() {
+  local keyed=$T/logs2/keys/config.json out rc i
+  [ -s "$T/ck2/run.node-0.ckpt" ] && [ -s "$T/ck2/run.node-1.ckpt" ] && [ -f "$keyed" ] || { echo "case 3 left no checkpoints"; return 1; }
+  # fake_resume: the stand-in nodes (they end at once), from $T as case 3 ran.
+  fake_resume() {
+    rm -f "$T"/fake/argv-*; touch "$T/fake/stop"
+    out=$(cd "$T" && TETHER=$T/fake/tether "$LOCAL" "$T/two.json" resume --set log.every_steps=3 2>&1); rc=$?
+    echo "$out"
+  }
+  argv_is() { [ "$(cat "$T/fake/argv-$1")" = "train $keyed --node $1 --set log.every_steps=3 --resume $2" ] || { cat "$T/fake/argv-$1"; return 1; }; }
+  # One cut: each node its own.
+  fake_resume
+  [ $rc -eq 0 ] && grep -q "resume: every node from its own checkpoint, one cut (node 0: step 4, round 4 (a cut); node 1: step 4, round 4 (a cut))" <<< "$out" || return 1
+  argv_is 0 ck2/run.node-0.ckpt && argv_is 1 ck2/run.node-1.ckpt || return 1
+  grep -q "^--- resumed from ck2/run.node-1.ckpt" "$T/logs2/node-1.log" || { echo "no resume line in the log"; return 1; }
+  # Steps differ (node 0 at step 2 of a shorter run, node 1 at step 4): both from node 1's.
+  cp "$T/ck2/run.node-1.ckpt" "$T/keep-1.ckpt" || return 1
+  out=$(cd "$T" && TETHER=$TETHER_BIN timeout 120 "$LOCAL" "$T/two.json" --set train.max_steps=2 2>&1) || { echo "$out"; return 1; }
+  [ "$("$TETHER_BIN" checkpoint "$T/ck2/run.node-0.ckpt" --get step)" = 2 ] || return 1
+  cp "$T/keep-1.ckpt" "$T/ck2/run.node-1.ckpt" || return 1
+  fake_resume
+  [ $rc -eq 0 ] && grep -q "resume: the checkpoints are not one cut (node 0: step 2, round 2 (a cut); node 1: step 4, round 4 (a cut)); every node starts from node 1's ck2/run.node-1.ckpt (step 4, the largest)" <<< "$out" || return 1
+  argv_is 0 ck2/run.node-1.ckpt && argv_is 1 ck2/run.node-1.ckpt || return 1
+  # Node 1 has none: both from node 0's.
+  rm -f "$T/ck2/run.node-1.ckpt"
+  fake_resume
+  [ $rc -eq 0 ] && grep -q "not one cut (node 0: step 2, round 2 (a cut); node 1: none (ck2/run.node-1.ckpt)); every node starts from node 0's ck2/run.node-0.ckpt (step 2" <<< "$out" || return 1
+  argv_is 0 ck2/run.node-0.ckpt && argv_is 1 ck2/run.node-0.ckpt || return 1
+  # The real nodes: node 1 starts from node 0's parameters, both finish the run (4 steps), one model.
+  out=$(cd "$T" && TETHER=$TETHER_BIN timeout 120 "$LOCAL" "$T/two.json" resume 2>&1); rc=$?
+  echo "$out"
+  [ $rc -eq 0 ] && grep -q "^\[node 1\] resumed from ck2/run.node-0.ckpt at step 2 (epoch 1): node 1 starts from node 0's parameters, momentum and anchor" <<< "$out" || return 1
+  local h0 h1
+  h0=$(grep -o "^\[node 0\] done: 4 steps, .*params_hash [0-9a-f]*" <<< "$out" | grep -o "params_hash [0-9a-f]*")
+  h1=$(grep -o "^\[node 1\] done: 4 steps, .*params_hash [0-9a-f]*" <<< "$out" | grep -o "params_hash [0-9a-f]*")
+  [ -n "$h0" ] && [ "$h0" = "$h1" ] || { echo "hashes: '$h0' '$h1'"; return 1; }
+  for i in 0 1; do [ "$("$TETHER_BIN" checkpoint "$T/ck2/run.node-$i.ckpt" --get step)" = 4 ] || return 1; done
+  # Checkpoints written at a failure are not a cut, even at one step: both from node 0's (the tie's lower id).
+  out=$(cd "$T" && TETHER=$TETHER_BIN timeout 120 "$LOCAL" "$T/two.json" --fail-after-step 2 2>&1); rc=$?
+  [ $rc -eq 1 ] || { echo "$out"; echo "exit $rc, expected 1"; return 1; }
+  fake_resume
+  [ $rc -eq 0 ] && grep -q "not one cut (node 0: step 2, round [0-9]* (written at a failure); node 1: step 2, round [0-9]* (written at a failure)); every node starts from node 0's" <<< "$out" || return 1
+  argv_is 0 ck2/run.node-0.ckpt && argv_is 1 ck2/run.node-0.ckpt || return 1
+  # Nothing to resume from, or a --resume given: exit 2.
+  rm -f "$T"/ck2/run.node-*.ckpt
+  fake_resume
+  [ $rc -eq 2 ] && grep -q "resume: no checkpoint to resume from (node 0: none (ck2/run.node-0.ckpt); node 1: none" <<< "$out" || return 1
+  out=$(cd "$T" && TETHER=$T/fake/tether "$LOCAL" "$T/two.json" resume --resume x.ckpt 2>&1); rc=$?
+  [ $rc -eq 2 ] && grep -q "pass no --resume" <<< "$out"
+}
+check "resume: own checkpoints when one cut, else the largest step's for every node (real nodes finish), none: exit 2" resume_choice
 
 [ $FAILED -eq 0 ]

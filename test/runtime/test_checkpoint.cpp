@@ -1,4 +1,5 @@
-// Checkpoints: round trip, atomic replacement, and corruption detected.
+// Checkpoints: round trip, atomic replacement, corruption detected, and which
+// checkpoints a node may resume from (any node's of its cluster).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <sstream>
 
 #include "runtime/checkpoint.h"
+#include "runtime/config.h"
 #include "test/runtime/process_util.h"
 
 using tether::Checkpoint;
@@ -203,4 +205,59 @@ TEST_CASE("checkpoint: empty arrays load; header keys of the wrong type are refu
                   {"cut", true}, {"data", "synthetic"}});
   tether::save_checkpoint(dir.file("ok.ckpt"), ok);
   CHECK(tether::load_checkpoint(dir.file("ok.ckpt")).meta.value("step", uint64_t(0)) == 5);
+}
+
+// --resume of another node's checkpoint (a cluster resumed from one file after
+// a quorum loss, README "Checkpoints"): any node of the same cluster is
+// accepted and named; a checkpoint of another cluster size, model, batch or
+// seed, or one without a valid node id, is refused naming the file.
+TEST_CASE("checkpoint: resume_source_node accepts any node of the same cluster, refuses another cluster naming the file") {
+  TempDir dir("ckpt-source");
+  auto cluster = [](int nodes) {
+    nlohmann::json peers = nlohmann::json::array();
+    for (int i = 0; i < nodes; ++i) peers.push_back({{"id", i}, {"host", "127.0.0.1"}, {"port", 7000 + i}});
+    return tether::parse_config({{"model", {{"name", "mlp"}, {"hidden", 16}}},
+                                 {"data", {{"name", "synthetic"}, {"batch_size", 16}}},
+                                 {"train", {{"seed", 3}}},
+                                 {"cluster", {{"peers", peers}}},
+                                 {"net", {{"security", "none"}}}});
+  };
+  const tether::Config four = cluster(4), two = cluster(2);
+  // As Trainer::save writes it: node 2 of 4, through a file (the header's types as loaded).
+  Checkpoint ck = sample();
+  ck.meta = {{"model", "mlp"}, {"node", 2}, {"nodes", 4}, {"batch_size", 16}, {"seed", 3}, {"step", 43},
+             {"round", 43}, {"cut", false}};
+  const std::string path = dir.file("node-2.ckpt");
+  tether::save_checkpoint(path, ck);
+  const nlohmann::json meta = tether::load_checkpoint(path).meta;
+  CHECK(tether::resume_source_node(path, meta, four, "mlp") == 2);   // whichever node of the 4 resumes from it
+
+  auto refusal = [&](const nlohmann::json& m, const tether::Config& cfg, const std::string& model = "mlp") {
+    try {
+      tether::resume_source_node(path, m, cfg, model);
+    } catch (const CheckpointError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(refusal(meta, two) == path + ": nodes is 4, this run needs 2");
+  CHECK(refusal(meta, four, "lenet") == path + ": model is \"mlp\", this run needs \"lenet\"");
+  nlohmann::json other = meta;
+  other["batch_size"] = 32;
+  CHECK(refusal(other, four) == path + ": batch_size is 32, this run needs 16");
+  other = meta;
+  other["seed"] = 4;
+  CHECK(refusal(other, four) == path + ": seed is 4, this run needs 3");
+  other = meta;
+  other.erase("node");
+  CHECK(refusal(other, four) == path + ": node is missing, this run needs one of its nodes 0..3");
+  other["node"] = 4;
+  CHECK(refusal(other, four) == path + ": node is 4, this run needs one of its nodes 0..3");
+  other["node"] = -1;
+  CHECK(refusal(other, four) == path + ": node is -1, this run needs one of its nodes 0..3");
+
+  // A header whose node is not an unsigned integer is refused at load, naming key and file.
+  ck.meta["node"] = "two";
+  tether::save_checkpoint(path, ck);
+  CHECK(load_error(path) == path + ": header field node is \"two\", expected an unsigned integer");
 }

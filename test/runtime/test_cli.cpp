@@ -208,6 +208,59 @@ TEST_CASE("cli: --resume refuses a config that changes the run, naming the keys"
   CHECK(old_ok.exit_code == 0);
 }
 
+// `tether checkpoint FILE`: the header of a verified checkpoint, whole or by
+// key (what scripts/local-cluster.sh CONFIG resume reads); --resume of a
+// checkpoint written by a cluster of another size is refused naming the file.
+TEST_CASE("cli: checkpoint prints a checkpoint's header, --get one line per key; --resume refuses another cluster size") {
+  TempDir dir("cli-ckpt");
+  std::string cfg = dir.write("cfg.json", R"({"model": {"name": "mlp", "hidden": 16},
+      "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 64, "batch_size": 32},
+      "train": {"epochs": 1, "threads": 1, "max_steps": 3}, "log": {"dir": ")" + dir.file("log") + R"(", "progress": false}})");
+  REQUIRE(run_command(tether_bin() + " train " + cfg, 120).exit_code == 0);
+  const std::string ck = dir.file("log/node-0.ckpt");
+
+  auto whole = run_command(tether_bin() + " checkpoint " + ck + " 2>/dev/null");
+  CAPTURE(whole.output);
+  CHECK(whole.exit_code == 0);
+  const nlohmann::json meta = nlohmann::json::parse(whole.output, nullptr, false);
+  REQUIRE(meta.is_object());
+  CHECK(meta == tether::load_checkpoint(ck).meta);
+  CHECK(meta.value("step", 0) == 3);
+
+  // In order, one line each: string bare, number, an absent key empty, an object as one line of JSON.
+  auto keys = run_command(tether_bin() + " checkpoint " + ck + " --get model --get step --get cut --get node --get rng");
+  CAPTURE(keys.output);
+  CHECK(keys.exit_code == 0);
+  CHECK(keys.output == "mlp\n3\n\n0\n" + meta["rng"].dump() + "\n");
+
+  expect({"no file", "checkpoint", 2, "checkpoint: missing FILE"});
+  expect({"absent file", "checkpoint " + dir.file("none.ckpt") + " --get step", 2,
+          "checkpoint error: " + dir.file("none.ckpt") + ": cannot open checkpoint"});
+  std::string bytes;
+  {
+    std::ifstream in(ck, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    bytes = ss.str();
+  }
+  bytes[bytes.size() - 5] ^= 1;
+  const std::string bad = dir.write("bad.ckpt", bytes);
+  expect({"corrupt file", "checkpoint " + bad + " --get step", 2, "bad.ckpt: checksum mismatch"});
+
+  // Written by node 1 of a 2-node cluster: this single-node run refuses it.
+  tether::Checkpoint two = tether::load_checkpoint(ck);
+  two.meta["nodes"] = 2;
+  two.meta["node"] = 1;
+  const std::string other = dir.file("two.ckpt");
+  tether::save_checkpoint(other, two);
+  expect({"another cluster size", "train " + cfg + " --resume " + other, 2,
+          "checkpoint error: " + other + ": nodes is 2, this run needs 1"});
+  two.meta["nodes"] = 1;   // node 1 of a 1-node cluster: no such node
+  tether::save_checkpoint(other, two);
+  expect({"node outside the cluster", "train " + cfg + " --resume " + other, 2,
+          other + ": node is 1, this run needs one of its nodes 0..0"});
+}
+
 TEST_CASE("cli: eval refuses a checkpoint of another data set, naming both, unless --any-data") {
   TempDir dir("clidata-eval");
   // Trained on synthetic (28x28x1, like MNIST): the same model fits both.
