@@ -669,6 +669,20 @@ std::unique_ptr<Proc> start_node(const TempDir& dir, const std::string& cfg, int
   return std::make_unique<Proc>(args, dir.file("node" + std::to_string(id) + tag + ".out"));
 }
 
+// The nodes `ids` exited 0 and ended with one params_hash (their final records).
+void check_exit0_one_hash(const std::string& log, const std::vector<std::unique_ptr<Proc>>& procs,
+                          const std::vector<int>& ids) {
+  std::string hash;
+  for (int i : ids) {
+    CAPTURE(i);
+    CAPTURE(procs[size_t(i)]->output());
+    CHECK(procs[size_t(i)]->exit_code() == 0);
+    const json fin = last_event(log, i, "final");
+    if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
+    CHECK(fin.value("params_hash", std::string()) == hash);
+  }
+}
+
 // Waits (bounded) until every node in `ids` has written `lines` metric lines.
 bool wait_records(const TempDir& dir, const std::vector<int>& ids, size_t lines, std::vector<std::unique_ptr<Proc>>& procs,
                   Clock::time_point t0, double limit_s) {
@@ -701,15 +715,7 @@ TEST_CASE("cluster: kill -9 of one node of 4: survivors detect it within 2 s, fo
   const bool exited = wait_all(procs, t0, t0 + std::chrono::seconds(150));
   REQUIRE(exited);
   const std::string log = dir.file("log");
-  std::string hash;
-  for (int i = 0; i < n; ++i) {
-    CAPTURE(i);
-    CAPTURE(procs[size_t(i)]->output());
-    CHECK(procs[size_t(i)]->exit_code() == 0);
-    const json fin = last_event(log, i, "final");
-    if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
-    CHECK(fin.value("params_hash", std::string()) == hash);
-  }
+  check_exit0_one_hash(log, procs, {0, 1, 2, 3});
   // The survivors: view 2 without the victim, then a view with it again.
   std::string after_rejoin;
   for (int i : {0, 1, 3}) {
@@ -763,14 +769,9 @@ TEST_CASE("cluster: gossip, kill -9 of one node of 5: the 4 survivors form view 
   CHECK(procs[victim]->exit_code() == 2);
   CHECK(procs[victim]->output().find("mixes by gossip") != std::string::npos);
   const std::string log = dir.file("log");
-  std::string hash;
+  check_exit0_one_hash(log, procs, {0, 1, 3, 4});
   for (int i : {0, 1, 3, 4}) {
     CAPTURE(i);
-    CAPTURE(procs[size_t(i)]->output());
-    CHECK(procs[size_t(i)]->exit_code() == 0);
-    const json fin = last_event(log, i, "final");
-    if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
-    CHECK(fin.value("params_hash", std::string()) == hash);
     const std::vector<json> views = events_of(log, i, "view");
     REQUIRE(views.size() == 1);   // the one change; the refused join changes nothing
     CHECK(views[0]["members"] == json::array({0, 1, 3, 4}));
@@ -806,16 +807,11 @@ TEST_CASE("cluster: node 2 of 4 dies before its send, mid reduce-scatter, mid al
     CAPTURE(procs[victim]->output());
     CHECK(procs[victim]->exit_code() == 137);
     CHECK(procs[victim]->output().find(point) != std::string::npos);
-    std::string hash;
+    check_exit0_one_hash(log, procs, {0, 1, 3});
     uint64_t resume = 0;
     std::string anchor;
     for (int i : {0, 1, 3}) {
       CAPTURE(i);
-      CAPTURE(procs[size_t(i)]->output());
-      CHECK(procs[size_t(i)]->exit_code() == 0);
-      const json fin = last_event(log, i, "final");
-      if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
-      CHECK(fin.value("params_hash", std::string()) == hash);
       const std::vector<json> views = events_of(log, i, "view");
       REQUIRE(views.size() == 1);
       CHECK(views[0]["epoch"] == 2);
@@ -856,15 +852,7 @@ TEST_CASE("cluster: late start — nodes 1..3 start without node 0 after net.lat
   procs[0] = start_node(dir, cfg, 0);   // the same command, started late
   REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(150)));
   const std::string log = dir.file("log");
-  std::string hash;
-  for (int i = 0; i < n; ++i) {
-    CAPTURE(i);
-    CAPTURE(procs[size_t(i)]->output());
-    CHECK(procs[size_t(i)]->exit_code() == 0);
-    const json fin = last_event(log, i, "final");
-    if (hash.empty()) hash = fin.value("params_hash", std::string("none"));
-    CHECK(fin.value("params_hash", std::string()) == hash);
-  }
+  check_exit0_one_hash(log, procs, {0, 1, 2, 3});
   for (int i = 1; i < n; ++i) {
     CAPTURE(i);
     const std::vector<json> views = events_of(log, i, "view");
