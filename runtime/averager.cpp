@@ -46,20 +46,22 @@ Config config_from_text(const std::string& text, const std::vector<std::string>&
 }
 
 Averager::Averager(const Config& cfg, int node, float* params, size_t count)
-    : cfg_(cfg), node_(node), params_(params), count_(count) {
+    : Averager(cfg, node, params == nullptr ? nullptr : std::make_unique<BufferParams>(params, count)) {}
+
+Averager::Averager(const Config& cfg, int node, std::unique_ptr<ParamStore> store)
+    : cfg_(cfg), node_(node), store_(std::move(store)) {
   if (node < 0 || node >= cfg_.nodes()) {
     throw ConfigError("node " + std::to_string(node) + ": the config has nodes 0.." +
                       std::to_string(cfg_.nodes() - 1));
   }
-  if (count == 0) throw ConfigError("params: no parameters to average");
-  if (params == nullptr) throw ConfigError("params: null buffer");
+  if (store_ == nullptr) throw ConfigError("params: null buffer");
+  if (store_->count() == 0) throw ConfigError("params: no parameters to average");
   log_ = std::make_unique<MetricsLog>(cfg_.log.dir, node);
-  if (cfg_.nodes() > 1) {
-    store_ = std::make_unique<BufferParams>(params, count);
-    avg_ = make_averaging(cfg_, node, store_.get(), AveragingOptions{});
-  }
+  if (cfg_.nodes() > 1) avg_ = make_averaging(cfg_, node, store_.get(), AveragingOptions{});
   start_s_ = interval_start_s_ = now_s();
 }
+
+size_t Averager::count() const { return store_->count(); }
 
 Averager::~Averager() = default;
 
@@ -142,7 +144,8 @@ void Averager::finish(std::optional<double> test_acc) {
     }
   }
   finished_ = true;
-  std::vector<float> x(params_, params_ + count_);
+  std::vector<float> x(store_->count());
+  store_->read(x.data());
   nlohmann::json fin = {{field::kEvent, field::kEventFinal},  {field::kSteps, steps_},
                         {field::kParamsHash, params_hash(x)}, {field::kInterrupted, interrupted},
                         {field::kCheckpoint, nullptr},        {field::kWallS, now_s() - start_s_},

@@ -5,6 +5,9 @@
 // memory) that the caller's optimizer updates in place between step() calls;
 // the averaging reads and writes that buffer (a ParamStore over it) only
 // inside the constructor, step() and finish(), on the caller's thread.
+// Parameters elsewhere (a GPU's memory) come as a caller's ParamStore: the
+// averaging reads x_i from it as it closes a round and writes or adds to it
+// as it applies merges, so a copy happens only when a round needs one.
 //
 //   Averager(cfg, node, buffer, count)  connects to the peers of
 //       cfg.cluster; every node leaves with node 0's initial parameters
@@ -67,6 +70,10 @@ class Averager {
   // `params` (count floats) must outlive this object; blocks until every peer
   // has started (net.connect_timeout_ms).
   Averager(const Config& cfg, int node, float* params, size_t count);
+  // The same over a caller's store of the parameters (ParamStore,
+  // runtime/averaging.h: count, read, write, add), called on the caller's
+  // thread inside the constructor, step() and finish() only.
+  Averager(const Config& cfg, int node, std::unique_ptr<ParamStore> store);
   ~Averager();
   Averager(const Averager&) = delete;
   Averager& operator=(const Averager&) = delete;
@@ -85,7 +92,7 @@ class Averager {
   bool stop_requested() const;
   std::string stop_reason() const;
   const std::string& log_path() const;
-  size_t count() const { return count_; }
+  size_t count() const;
   int node() const { return node_; }
 
  private:
@@ -94,8 +101,6 @@ class Averager {
 
   Config cfg_;
   int node_;
-  float* params_;
-  size_t count_;
   std::unique_ptr<MetricsLog> log_;
   std::unique_ptr<ParamStore> store_;
   std::unique_ptr<Averaging> avg_;

@@ -25,7 +25,11 @@ writes it in place, with no copy per step. What that means (docs/python.md):
   ``p.data`` yourself afterwards.
 * Every node must pass the same parameters in the same order and shapes.
   Node 0's initial values win: after the constructor every node holds them.
-* CPU float32 tensors only: a CUDA or another dtype raises TypeError.
+* float32 tensors, all on the CPU or all on one CUDA device (another dtype,
+  or a mix of devices, raises TypeError). On a CUDA device the buffer is a
+  CUDA tensor: the averaging copies it to the host as it closes a round (every
+  ``algorithm.period`` steps) and writes merges back as it applies them, so a
+  step without either costs no copy.
 
 Errors keep the runtime's text: ConfigError (a ValueError naming the JSON
 path, or the node id), StartRefused (a ValueError: a peer runs another
@@ -53,13 +57,16 @@ def _unique(params):
 class Averager:
     """Averages the given parameters with the other nodes of ``config``'s cluster.
 
-    params: an iterable of tensors (``model.parameters()``), CPU float32.
+    params: an iterable of tensors (``model.parameters()``), float32, all on the
+    CPU or all on one CUDA device.
     config: a config file path, or a dict in the config file's layout.
     node: this process's node id in ``cluster.peers``.
     set: overrides "json.path=value", as ``tether train --set``.
     """
 
-    def __init__(self, params, config, node=0, set=()):
+    def __init__(self, params, config, node=0, set=(), _callbacks=False):
+        # _callbacks (tests): CPU tensors through the path CUDA tensors take
+        # (the runtime reads and writes them through callables)
         import torch
 
         self.params = _unique(params)
@@ -68,9 +75,11 @@ class Averager:
         for i, p in enumerate(self.params):
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"params[{i}]: expected a torch.Tensor, got {type(p).__name__}")
-            if p.device.type != "cpu":
-                raise TypeError(f"params[{i}]: on {p.device}; tether.Averager supports CPU tensors only "
-                                "(move the model to the CPU, or use the tether binary's CUDA backend)")
+            if p.device.type not in ("cpu", "cuda"):
+                raise TypeError(f"params[{i}]: on {p.device}; tether.Averager supports CPU and CUDA tensors")
+            if p.device != self.params[0].device:
+                raise TypeError(f"params[{i}]: on {p.device}, params[0] on {self.params[0].device}: "
+                                "every parameter must be on one device")
             if p.dtype != torch.float32:
                 raise TypeError(f"params[{i}]: dtype {p.dtype}; tether.Averager supports float32 only")
             if p.is_sparse:
@@ -82,7 +91,8 @@ class Averager:
         else:
             raise TypeError(f"config: expected a file path or a dict, got {type(config).__name__}")
         count = sum(p.numel() for p in self.params)
-        flat = torch.empty(count, dtype=torch.float32)
+        device = self.params[0].device
+        flat = torch.empty(count, dtype=torch.float32, device=device)
         with torch.no_grad():
             offset = 0
             for p in self.params:
@@ -90,7 +100,25 @@ class Averager:
                 flat[offset:offset + n].copy_(p.detach().reshape(-1))
                 offset += n
         # The core agrees on node 0's values and writes them into flat.
-        self._core = _tether.Averager(text, is_path, list(set), int(node), flat.numpy())
+        if device.type == "cpu" and not _callbacks:
+            self._core = _tether.Averager(text, is_path, list(set), int(node), flat.numpy())
+        else:
+            # The runtime's host vectors come as NumPy views valid for the
+            # call: x_i is copied out as a round closes, results copied in
+            # as merges are applied (torch.no_grad: flat's views are leaves).
+            def read(dst):
+                with torch.no_grad():
+                    torch.from_numpy(dst).copy_(flat)
+
+            def write(src):
+                with torch.no_grad():
+                    flat.copy_(torch.from_numpy(src))
+
+            def add(c):
+                with torch.no_grad():
+                    flat.add_(torch.from_numpy(c).to(device))
+
+            self._core = _tether.Averager(text, is_path, list(set), int(node), (read, write, add), count)
         self.flat = flat
         offset = 0
         for p in self.params:
