@@ -122,6 +122,8 @@ void Communicator::suspect(int peer, const std::string& why) {
     changing_ = true;
     change_started_ = Clock::now();
     change_reason_ = why;
+  } else if (change_reason_.size() < 1024) {
+    change_reason_ += "; then " + why;  // a second failure during the change (the coordinator died, ...)
   }
   maybe_change_view();
 }
