@@ -13,14 +13,76 @@
 # of the peer script with getrusage around its timed all_reduce; its times
 # come from the unmodified script.)
 #
-# usage: bench/allreduce.sh [--no-sweep]      (BUILD_DIR defaults to build/)
+#
+# --switch RATE: the same across scripts/switch.sh's emulated switch instead
+# of loopback (4 network namespaces on one bridge, every port shaped to RATE
+# with tc tbf; needs root): tether's ring (allreduce_bench --netns) and gloo
+# (bench_allreduce.py, one rank per namespace) at lenet's size (454,922
+# floats) and 44 MB, each against the line rate: a ring all-reduce moves
+# 2(N-1)/N of the vector out of every port, so its time at the line rate is
+# that many bytes / RATE. --iters and --warmup apply (default 5 and 1: a
+# 44 MB all-reduce takes ~5 s at 100 Mbit/s). Ends with
+#   RESULT rate=... tether_lenet_ms=... gloo_lenet_ms=... line_lenet_ms=...
+#     tether_44mb_ms=... gloo_44mb_ms=... line_44mb_ms=... tether_over_line_44mb=... gloo_over_line_44mb=...
+#
+# usage: bench/allreduce.sh [--no-sweep] | --switch RATE [--iters K] [--warmup W]   (BUILD_DIR defaults to build/)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 peers="$root/../shared/peers"
 nodes=4 numel=11000000 iters=20 warmup=3
 sweep=--sweep
-[ "${1:-}" = "--no-sweep" ] && sweep=
+switch_rate=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-sweep) sweep=; shift ;;
+    --switch) switch_rate=$2; iters=5; warmup=1; shift 2 ;;
+    --iters) iters=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    *) echo "usage: $0 [--no-sweep] | --switch RATE [--iters K] [--warmup W]" >&2; exit 2 ;;
+  esac
+done
+
+if [ -n "$switch_rate" ]; then
+  switch="$root/scripts/switch.sh"
+  [ -f "$build/build.ninja" ] || meson setup "$build" "$root" >/dev/null
+  ninja -C "$build" bench/net/allreduce_bench >/dev/null
+  rate_bps=$(python3 -c "import re, sys; m = re.fullmatch(r'(\d+(?:\.\d+)?)(k|m|g)?bit', sys.argv[1]); \
+print(int(float(m[1]) * {None: 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[m[2]])) if m else sys.exit(1)" "$switch_rate") \
+    || { echo "--switch: expected a rate such as 100mbit or 1gbit, got $switch_rate" >&2; exit 2; }
+  "$switch" down >/dev/null 2>&1 || true
+  "$switch" up $nodes "$switch_rate" >/dev/null || exit 1
+  tmp_switch=$(mktemp -d)
+  trap '"$switch" down >/dev/null 2>&1; rm -rf "$tmp_switch"' EXIT
+  echo "# machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "# $nodes nodes on scripts/switch.sh at $switch_rate per port; $iters iterations after $warmup warm-up; median of the slowest rank"
+  result="rate=$switch_rate"
+  port=$((29600 + RANDOM % 300))
+  for size in lenet:454922 44mb:11000000; do
+    name=${size%%:*} n=${size##*:}
+    line_ms=$(python3 -c "print(f'{$n * 4 * 2 * ($nodes - 1) / $nodes * 8 / $rate_bps * 1e3:.1f}')")
+    t_out=$("$build/bench/net/allreduce_bench" --nodes $nodes --numel "$n" --iters "$iters" --warmup "$warmup" \
+              --netns tether-ns --subnet 10.77.0) || { echo "$t_out" >&2; exit 1; }
+    echo "$t_out" | grep -q ' wrong=0 ' || { echo "tether: wrong results: $t_out" >&2; exit 1; }
+    t_ms=$(echo "$t_out" | sed -n 's/^TETHER.* median=\([0-9.]*\) ms.*/\1/p')
+    pids=()
+    for ((r = 0; r < nodes; r++)); do
+      ip netns exec tether-ns$r /usr/bin/python3 "$peers/bench_allreduce.py" --world $nodes --rank $r \
+        --master 10.77.0.1 --ifname tether-n$r --port $port --numel "$n" --iters "$iters" --warmup "$warmup" \
+        --threads 1 > "$tmp_switch/gloo-$name-$r.txt" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || { cat "$tmp_switch"/gloo-$name-*.txt >&2; exit 1; }; done
+    port=$((port + 1))
+    g_ms=$(sed -n 's/^RESULT.* median=\([0-9.]*\) ms.*/\1/p' "$tmp_switch/gloo-$name-0.txt")
+    echo "$name ($((n * 4)) bytes): tether $t_ms ms ($(python3 -c "print(f'{$t_ms / $line_ms:.3f}')")x the line rate's $line_ms ms), gloo $g_ms ms ($(python3 -c "print(f'{$g_ms / $line_ms:.3f}')")x)"
+    result="$result tether_${name}_ms=$t_ms gloo_${name}_ms=$g_ms line_${name}_ms=$line_ms"
+    [ "$name" = 44mb ] && result="$result tether_over_line_44mb=$(python3 -c "print(f'{$t_ms / $line_ms:.3f}')") gloo_over_line_44mb=$(python3 -c "print(f'{$g_ms / $line_ms:.3f}')")"
+  done
+  echo "RESULT $result"
+  exit 0
+fi
 
 [ -f "$build/build.ninja" ] || meson setup "$build" "$root" >/dev/null
 ninja -C "$build" bench/net/allreduce_bench >/dev/null

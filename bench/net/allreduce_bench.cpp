@@ -21,13 +21,21 @@
 // --sweep adds sizes 4 KB .. 64 MB (x4) with time, algbw and busbw;
 // --sweep-only skips the --numel measurement. --curve: every link CurveZMQ. TETHER_BENCH_VERBOSE=1 prints
 // every iteration's time (slowest node) to stderr.
+// --netns PREFIX --subnet A.B.C (scripts/switch.sh's namespaces, root): node
+// i runs in network namespace PREFIX<i> (setns in its forked process, before
+// any socket or thread exists) at address A.B.C.<i+1>, so every link crosses
+// the emulated switch (bench/allreduce.sh --switch RATE).
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/mman.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -53,6 +61,7 @@ struct Args {
   size_t chunk_bytes = 1 << 20;
   bool sweep = false, main_size = true;
   bool curve = false;                            // --curve: CurveZMQ on every link
+  std::string netns, subnet;                     // --netns PREFIX --subnet A.B.C: across the emulated switch
   std::vector<std::pair<std::string, std::string>> keys;  // [node] (public, secret), Z85
 };
 
@@ -121,6 +130,14 @@ class SharedBarrier {
 // timed iterations (ms) and their start stamps (ms on CLOCK_MONOTONIC).
 std::string run_node(int self, const Args& a, size_t numel, int iters, const std::vector<int>& ports,
                      SharedBarrier* barrier) {
+  if (!a.netns.empty()) {  // this forked process joins its namespace: still one thread, no socket yet
+    const std::string path = "/run/netns/" + a.netns + std::to_string(self);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0)
+      throw std::runtime_error("node " + std::to_string(self) + ": cannot enter network namespace " + path + ": " +
+                               std::strerror(errno) + " (scripts/switch.sh up N RATE first; needs root)");
+    ::close(fd);
+  }
   CommOptions o;
   o.self = self;
   o.chunk_bytes = a.chunk_bytes;
@@ -128,7 +145,9 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
   o.connect_timeout_ms = 30000;
   o.peer_timeout_ms = 10000;
   o.heartbeat_ms = 200;
-  for (int i = 0; i < a.nodes; ++i) o.peers.push_back({i, "127.0.0.1", ports[static_cast<size_t>(i)]});
+  for (int i = 0; i < a.nodes; ++i)
+    o.peers.push_back({i, a.netns.empty() ? std::string("127.0.0.1") : a.subnet + "." + std::to_string(i + 1),
+                       ports[static_cast<size_t>(i)]});
   if (a.curve) {
     o.curve = true;
     for (auto& p : o.peers) p.public_key = a.keys[static_cast<size_t>(p.id)].first;
@@ -275,6 +294,8 @@ int main(int argc, char** argv) {
     } else if (k == "--sweep-only") {
       a.sweep = true;
       a.main_size = false;
+    } else if ((k == "--netns" || k == "--subnet") && (v = next()) != nullptr) {
+      (k == "--netns" ? a.netns : a.subnet) = v;
     } else if ((k == "--nodes" || k == "--numel" || k == "--iters" || k == "--warmup" ||
                 k == "--chunk-bytes") && (v = next()) != nullptr) {
       const long long n = std::atoll(v);
@@ -285,12 +306,13 @@ int main(int argc, char** argv) {
       if (k == "--chunk-bytes") a.chunk_bytes = static_cast<size_t>(n);
     } else {
       std::fprintf(stderr, "usage: %s [--nodes N] [--numel n] [--iters k] [--warmup w] "
-                           "[--chunk-bytes b] [--sweep | --sweep-only] [--curve]\n", argv[0]);
+                           "[--chunk-bytes b] [--sweep | --sweep-only] [--curve] [--netns PREFIX --subnet A.B.C]\n",
+                   argv[0]);
       return 2;
     }
   }
-  if (a.nodes < 1 || a.iters < 1 || a.warmup < 0) {
-    std::fprintf(stderr, "bad arguments\n");
+  if (a.nodes < 1 || a.iters < 1 || a.warmup < 0 || a.netns.empty() != a.subnet.empty()) {
+    std::fprintf(stderr, "bad arguments (--netns and --subnet go together)\n");
     return 2;
   }
   for (int i = 0; a.curve && i < a.nodes; ++i) {  // one keypair per node, made before the fork
