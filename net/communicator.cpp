@@ -511,14 +511,15 @@ void Communicator::heartbeat_tick() {
     }
     if (!ps.hello || ps.bye) continue;  // start-up: the connect deadline applies instead
     const double silent = ms_between(ps.last_seen, now);
-    if (ps.closed && ps.last_seen > ps.closed_at) ps.closed = false;  // heard from since: it reconnects
+    // A drop is undone only by a reconnect (on_link): frames read after it
+    // may be ones a dead peer sent before it died.
     const bool dropped = ps.closed && ms_between(ps.closed_at, now) > disconnect_grace_ms();
     if (silent > opts_.peer_timeout_ms || dropped) {
       const std::string what =
           silent > opts_.peer_timeout_ms
               ? peer_name(p) + " silent for " + std::to_string(static_cast<long long>(silent)) + " ms"
-              : peer_name(p) + " closed its connection (socket monitor) and sent nothing for " +
-                    std::to_string(static_cast<long long>(ms_between(ps.closed_at, now))) + " ms after";
+              : peer_name(p) + " closed its connection (socket monitor) and did not reconnect within " +
+                    std::to_string(static_cast<long long>(ms_between(ps.closed_at, now))) + " ms";
       if (membership() && (phase_ == Phase::kRunning || phase_ == Phase::kStopping)) {
         suspect(p, what);  // the others carry on in a view without it (a stopping node helps them)
         continue;
@@ -563,8 +564,9 @@ int Communicator::disconnect_grace_ms() const {
 
 // Transport: our connection to `peer` dropped after its handshake (up false)
 // or finished one (up true). A drop is judged at the next ticks
-// (heartbeat_tick): lost unless it reconnects or is heard from within
-// disconnect_grace_ms().
+// (heartbeat_tick): lost unless it reconnects within disconnect_grace_ms()
+// (ZeroMQ reconnects to a live peer within 100 ms; frames that arrive
+// meanwhile do not count: a dead peer's last ones may still be read).
 void Communicator::on_link(int peer, bool up) {
   if (peer < 0 || peer >= nodes_ || peer == opts_.self || phase_ == Phase::kStopping || phase_ == Phase::kDone) return;
   PeerState& ps = peers_[static_cast<size_t>(peer)];

@@ -18,12 +18,11 @@
 // rounds this node still needs) is lost: suspected (membership, below) or,
 // without membership, PeerLost from poll/wait/submit. A socket monitor on
 // the connection to each peer speeds this up: when that connection drops (a
-// killed process closes its TCP connections at once) and within
-// disconnect_grace_ms() after (2 heartbeats, at least 500 ms, at most
-// peer_timeout_ms) it neither reconnects nor sends anything, the peer is lost
-// then. A live peer's connection comes back within ZeroMQ's reconnect
-// interval (100 ms), and its heartbeats come on its own connection, so a drop
-// alone costs nothing; a pulled cable drops nothing, and heartbeats judge it.
+// killed process closes its TCP connections at once) and it does not
+// reconnect within disconnect_grace_ms() (2 heartbeats, at least 500 ms, at
+// most peer_timeout_ms), the peer is lost then. A live peer's connection
+// comes back within ZeroMQ's reconnect interval (100 ms), so a drop alone
+// costs nothing; a pulled cable drops nothing, and heartbeats judge it.
 //
 // Membership (ring; net/membership.cpp). The nodes training at a moment are a
 // view: an epoch and the sorted live ids; every ring/sketch/result frame
@@ -337,8 +336,7 @@ class Communicator {
     uint64_t bye_rounds = 0;  // rounds the peer submitted before its bye
     Clock::time_point last_seen{};
     // Our connection to it dropped (Transport's socket monitor) at closed_at;
-    // no reconnect and nothing heard from it within disconnect_grace_ms()
-    // makes it lost.
+    // no reconnect within disconnect_grace_ms() makes it lost.
     bool closed = false;
     Clock::time_point closed_at{};
   };
