@@ -27,16 +27,18 @@
 #   comparison -- sync, overlap (s = 2), local-sgd (H = 4), downpour
 #   (n_push = n_fetch = 1), easgd (tau = 4, alpha = 0.9/N) -- with the real
 #   rows' settings (lenet, Fashion-MNIST, --epochs epochs, lr 0.05,
-#   momentum 0.9): test accuracy at equal epochs, idle fraction, images/s,
-#   largest pairwise distance. Pass --real "1" to get the one-node reference.
-#   --baseline-algos picks a subset (default all five).
+#   momentum 0.9; downpour: its own, below): test accuracy at equal epochs,
+#   idle fraction, images/s, largest pairwise distance. Pass --real "1" to
+#   get the one-node reference. --baseline-algos picks a subset (default all
+#   five).
 # - Downpour gets its own tuned rate: --downpour-lr (default 0.0125 = 0.05/N
-#   at N = 4) and --downpour-momentum (default 0.9), every other row keeps lr
-#   0.05, momentum 0.9. At lr 0.05 Downpour does not train at N = 4 (every
-#   worker's update lands on the servers unscaled, N per step and a few steps
-#   late); the default is the best test accuracy of a 1-epoch scan at N = 4
-#   (docs/performance.md, "The baselines on the emulated switch"). The table
-#   marks the row "downpour*" and prints its lr and momentum.
+#   at N = 4; not rescaled by --baseline-n) and --downpour-momentum (default
+#   0.9); every other row keeps lr 0.05, momentum 0.9. At lr 0.05 Downpour
+#   does not train reliably at N = 4 (10 % and 64.9 % in two runs: every
+#   worker's update lands on the servers unscaled, N per server step and a
+#   few steps late). The default is the best test accuracy of a 1-epoch scan
+#   at N = 4 (docs/performance.md, "The baselines on the emulated switch").
+#   The table marks the row "downpour*" and prints its lr and momentum.
 # - --out DIR keeps every case's log directory (DIR/<case>/), its HTML report
 #   (DIR/<case>.html, `tether report`), the summary lines (DIR/results.jsonl)
 #   and the training loss against samples seen (step x 64 x N, node 0's
