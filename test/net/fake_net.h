@@ -18,26 +18,37 @@
 
 namespace tether::net::testing {
 
+// An Outbox of node `self` that stamps each frame as a Transport does
+// (sender, payload length and hash) and counts the tensor bytes it sends,
+// as encoded and as float32; send() decides where the frame goes.
+struct CountingOutbox : Outbox {
+  int self = 0;
+  uint64_t bytes = 0, raw_bytes = 0;
+
+ protected:
+  void stamp(Header& h, const zmq::message_t& payload, const uint64_t* known) {
+    h.sender = static_cast<uint32_t>(self);
+    h.payload_bytes = payload.size();
+    h.payload_hash = known ? *known : payload_hash(payload.data(), payload.size());
+    if (carries_codec(h.kind)) {
+      bytes += payload.size();
+      raw_bytes += h.count * sizeof(float);
+    }
+  }
+};
+
 struct FakeNet {
   struct Msg {
     int to;
     Header h;
     zmq::message_t payload;
   };
-  struct Box : Outbox {
+  struct Box : CountingOutbox {
     FakeNet* net;
-    int self;
     void send(int peer, Header h, zmq::message_t payload, const uint64_t* known) override {
-      h.sender = static_cast<uint32_t>(self);
-      h.payload_bytes = payload.size();
-      h.payload_hash = known ? *known : payload_hash(payload.data(), payload.size());
-      if (carries_codec(h.kind)) {
-        bytes += payload.size();
-        raw_bytes += h.count * sizeof(float);
-      }
+      stamp(h, payload, known);
       net->queue.push_back({peer, h, zmq::message_t(payload.data(), payload.size())});
     }
-    uint64_t bytes = 0, raw_bytes = 0;
   };
   std::deque<Msg> queue;
   std::vector<std::unique_ptr<Box>> boxes;

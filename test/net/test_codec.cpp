@@ -434,18 +434,10 @@ namespace {
 // header encoding and the receiver's checks, and is handled at once (the
 // services' I/O work runs on the calling thread).
 struct ServiceNet {
-  struct Box : Outbox {
+  struct Box : testing::CountingOutbox {
     ServiceNet* net;
-    int self;
-    uint64_t bytes = 0, raw_bytes = 0;
     void send(int peer, Header h, zmq::message_t payload, const uint64_t* known) override {
-      h.sender = static_cast<uint32_t>(self);
-      h.payload_bytes = payload.size();
-      h.payload_hash = known ? *known : payload_hash(payload.data(), payload.size());
-      if (carries_codec(h.kind)) {
-        bytes += payload.size();
-        raw_bytes += h.count * sizeof(float);
-      }
+      stamp(h, payload, known);
       unsigned char hb[kHeaderBytes];
       encode_header(h, hb);
       Header d;
