@@ -41,6 +41,7 @@ struct NodeSample {
   int epoch = 0;
   double loss = 0, train_acc = 0, images_per_s = 0, lr = 0;
   double idle_frac = 0, idle_frac_total = 0;
+  int64_t period = -1;   // H of the round (0: rounds by time; -1: not recorded)
   int64_t rounds_in_flight = 0;
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
