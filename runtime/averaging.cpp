@@ -132,7 +132,7 @@ class OverlapAveraging : public Averaging {
     report_views();
     max_delta_all_ = max_delta_local_ = o_.max_delta;
     bound_ = o_.bound;   // 0 (auto) until the first merge reports round deltas
-    start_ = last_metrics_ = last_exit_ = clock_base_ = now_s();
+    start_ = last_metrics_ = last_exit_ = now_s();
   }
 
   ~OverlapAveraging() override {
@@ -154,6 +154,9 @@ class OverlapAveraging : public Averaging {
       apply_finished();
       if (round_due(steps_done, t)) {
         close_round();
+        // round_ms: the first round is a start barrier (its result starts the
+        // clock); a node that started early does not train on alone.
+        if (o_.round_ms > 0 && next_round_ == closes_base_ + 1) drain();
         check_cut();
       }
     } catch (const net::PeerLost& e) {
@@ -295,11 +298,18 @@ class OverlapAveraging : public Averaging {
 
   // Whether the round this node accumulates closes after `steps_done` steps.
   bool round_due(uint64_t steps_done, double t) const {
-    // On one clock from the start: round r closes once (r + 1 − closes_base_)
-    // periods have passed since clock_base_, so the nodes, which start
-    // together, close each round at about the same time and none drifts.
-    if (o_.round_ms > 0)
-      return (t - clock_base_) * 1000.0 >= double(next_round_ + 1 - closes_base_) * double(o_.round_ms);
+    // On one clock: this node's first round closes at its first step, and
+    // its result (waited for: a start barrier), which reaches every node
+    // within a link's latency, starts the clock; round closes_base_ + k closes k periods later. The nodes
+    // close each round at about the same time whenever each started (a
+    // start-up skew would otherwise leave an early node a round per step
+    // ahead, waiting on every one), and none drifts (a schedule from each
+    // node's last close would lag by up to a step per round on a slow one).
+    if (o_.round_ms > 0) {
+      if (next_round_ == closes_base_) return true;
+      if (clock_base_ < 0) return false;   // the first round has not come back yet
+      return (t - clock_base_) * 1000.0 >= double(next_round_ - closes_base_) * double(o_.round_ms);
+    }
     if (o_.period_auto) return steps_done - last_close_step_ >= uint64_t(period_);
     return steps_done % uint64_t(o_.period) == 0;
   }
@@ -522,6 +532,7 @@ class OverlapAveraging : public Averaging {
       const double done = now_s();
       const double took = done - std::max(f.at, last_merge_done_);
       last_merge_done_ = done;
+      if (f.round == closes_base_) clock_base_ = done;   // round_ms: the clock starts
       merge_s_ = merges_measured_ > 0 ? (1 - kTimeEwma) * merge_s_ + kTimeEwma * took : took;
       ++merges_measured_;
     }
@@ -611,7 +622,7 @@ class OverlapAveraging : public Averaging {
   std::map<uint64_t, int> period_from_;
   uint64_t closes_base_ = 0, last_close_step_ = 0, period_changes_ = 0;
   std::vector<uint64_t> closes_;
-  double clock_base_ = 0, last_exit_ = 0, step_s_ = 0, merge_s_ = 0, last_merge_done_ = 0;
+  double clock_base_ = -1, last_exit_ = 0, step_s_ = 0, merge_s_ = 0, last_merge_done_ = 0;
   int merges_measured_ = 0;
   std::optional<uint64_t> cut_round_;
   std::string stop_why_;

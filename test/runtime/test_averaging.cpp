@@ -852,17 +852,20 @@ TEST_CASE("ring, rounds by time: a node 8x slower does not hold the others; one 
   REQUIRE(end >= 3);
   REQUIRE(end <= out[0].closes.size());
   const double worst = check_one_anchor(run, out, size_t(end));
-  // The fast nodes ran all their steps at well under the slow node's time
-  // per step (as measured: a loaded machine slows both; with a round every
-  // H steps they would run at its pace); the slow node stopped at the cut
-  // with steps left.
+  // The fast nodes ran at well under the slow node's time per step (as
+  // measured: a loaded machine slows both; with a round every H steps they
+  // would run at its pace). The run ended as the first of them ran all its
+  // steps (the other, started a little later, may stop a few short); the
+  // slow node stopped at the cut with many steps left.
   REQUIRE(out[2].steps_run > 0);
-  CHECK(out[2].steps_run < uint64_t(run.steps));
   const double slow_step_s = out[2].steps_s / double(out[2].steps_run);
+  for (const NodeOut& o : out) MESSAGE("steps " << o.steps_run << " in " << o.steps_s << " s");
+  CHECK(std::max(out[0].steps_run, out[1].steps_run) == uint64_t(run.steps));
   for (int i = 0; i < 2; ++i) {
     CAPTURE(i);
-    CHECK(out[size_t(i)].steps_run == uint64_t(run.steps));
-    CHECK(out[size_t(i)].steps_s / double(run.steps) < 0.6 * slow_step_s);
+    REQUIRE(out[size_t(i)].steps_run > 0);
+    CHECK(out[size_t(i)].steps_s / double(out[size_t(i)].steps_run) < 0.6 * slow_step_s);
+    CHECK(out[2].steps_run < out[size_t(i)].steps_run / 2);
   }
   // Fewer steps per round on the slow node: its largest round delta is the smallest.
   double d_max = 0;
