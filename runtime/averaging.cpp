@@ -158,6 +158,14 @@ class OverlapAveraging : public Averaging {
         // clock); a node that started early does not train on alone.
         if (o_.round_ms > 0 && next_round_ == closes_base_ + 1) drain();
         check_cut();
+        // round_ms: a node whose step outlasts the period closes the rounds
+        // its clock has passed meanwhile as empty ones (Δ = 0), so that it
+        // keeps the cluster's pace instead of holding every round to its
+        // step (at most s + 1 per step; the rest at the next step).
+        for (int k = 0; o_.round_ms > 0 && k <= o_.staleness && !cut_reached_ && round_due(steps_done, now_s()); ++k) {
+          close_round();
+          check_cut();
+        }
       }
     } catch (const net::PeerLost& e) {
       note_peer_left(e);
