@@ -42,9 +42,10 @@ constexpr double kMaxDeltaClaimRatio = 1000.0;
 // the band [kAutoKeep·H, H] within which a node keeps H (no flapping).
 constexpr int kMaxAutoPeriod = 4096;
 constexpr int kAutoMinMerges = 2;
-constexpr double kAutoHeadroom = 1.25, kAutoKeep = 0.7;
-// Weight of the newest sample in the step and merge time averages.
-constexpr double kTimeEwma = 0.2;
+constexpr double kAutoHeadroom = 1.25, kAutoKeep = 0.6;
+// Weight of the newest sample in the step and merge time averages (about 20
+// steps, 10 rounds: a shared machine's step times swing by 2x).
+constexpr double kStepEwma = 0.05, kMergeEwma = 0.1;
 // A node that ran all its steps closes at most this many empty rounds while
 // it waits for the cut (the cut comes s + 1 rounds after its mark).
 constexpr int kMaxEndRounds = 1 << 16;
@@ -147,7 +148,7 @@ class OverlapAveraging : public Averaging {
   void after_step(uint64_t steps_done) override {
     // The time since this call last returned is one step's compute.
     const double t = now_s();
-    step_s_ = step_s_ > 0 ? (1 - kTimeEwma) * step_s_ + kTimeEwma * (t - last_exit_) : t - last_exit_;
+    step_s_ = step_s_ > 0 ? (1 - kStepEwma) * step_s_ + kStepEwma * (t - last_exit_) : t - last_exit_;
     steps_done_ = steps_done;
     if (peer_left_ || cut_reached_) return;   // the run is ending: no more rounds
     try {
@@ -357,14 +358,12 @@ class OverlapAveraging : public Averaging {
     if (!cut_reached_) throw std::runtime_error("the run's end: no cut after " + std::to_string(kMaxEndRounds) + " rounds");
   }
 
-  // The period this node proposes for the rounds to come (period "auto").
+  // The period this node proposes for the rounds to come (period "auto"),
+  // 0 while it has measured too little to have an opinion.
   int proposed_period() const {
-    if (!o_.period_auto || merges_measured_ < kAutoMinMerges || step_s_ <= 0) return period_;
+    if (!o_.period_auto || merges_measured_ < kAutoMinMerges || step_s_ <= 0) return 0;
     const double h = kAutoHeadroom * merge_s_ / (double(std::max(1, o_.staleness)) * step_s_);
-    int want = int(std::min(double(kMaxAutoPeriod), std::ceil(h)));
-    want = std::max(1, want);
-    if (want < period_ && double(want) >= kAutoKeep * double(period_)) want = period_;
-    return want;
+    return std::max(1, int(std::min(double(kMaxAutoPeriod), std::ceil(h))));
   }
 
   // The period scheduled for `round` (changes decided but not yet in effect).
@@ -541,7 +540,7 @@ class OverlapAveraging : public Averaging {
       const double took = done - std::max(f.at, last_merge_done_);
       last_merge_done_ = done;
       if (f.round == closes_base_) clock_base_ = done;   // round_ms: the clock starts
-      merge_s_ = merges_measured_ > 0 ? (1 - kTimeEwma) * merge_s_ + kTimeEwma * took : took;
+      merge_s_ = merges_measured_ > 0 ? (1 - kMergeEwma) * merge_s_ + kMergeEwma * took : took;
       ++merges_measured_;
     }
     if (o_.gossip) {
@@ -568,13 +567,17 @@ class OverlapAveraging : public Averaging {
     if (o_.period_auto) {
       // Every node takes the largest proposal of this round from round
       // r + s + 1 on: no node has closed that round yet.
+      // H grows at once and shrinks only below kAutoKeep of the H already
+      // scheduled (proposals made under an older H would flap it), on the
+      // same sketches and schedule everywhere: the same decision.
       int h = 0;
       for (const auto& [id, sk] : res.sketches) {
         const float p = sketch_tail(sk, sketch_.buckets(), kTailPeriod);
         if (std::isfinite(p) && p >= 1) h = std::max(h, int(std::min(p, float(kMaxAutoPeriod))));
       }
       const uint64_t from = res.round + uint64_t(o_.staleness) + 1;
-      if (h >= 1 && h != scheduled_period(from)) period_from_[from] = h;
+      const int cur = scheduled_period(from);
+      if (h >= 1 && (h > cur || double(h) < kAutoKeep * double(cur))) period_from_[from] = h;
     }
     // Monitor: the largest round delta any node reported bounds the distance.
     // A peer's claim feeds the bound of every node, so it is taken only when

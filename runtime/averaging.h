@@ -46,15 +46,20 @@
 // Clocked rounds (ring; DESIGN.md "Rounds by time"). Nothing above needs a
 //   round to hold the same number of steps on every node: the ring averages
 //   whatever Δ each node closed, the bound takes the largest round delta.
-//   - round_ms: a node closes a round once round_ms of wall time has passed
-//     since its last close (at a step boundary), so a slow node closes rounds
-//     with fewer steps instead of holding the others to its pace.
+//   - round_ms: a node closes round first + k once k periods have passed on
+//     the cluster's clock (at a step boundary; the first round is a start
+//     barrier whose result starts the clock on every node), and a node whose
+//     step outlasts the period closes the rounds its clock passed as empty
+//     ones, so a slow node closes rounds with fewer steps instead of holding
+//     the others to its pace.
 //   - period "auto": round r carries each node's proposed H in its sketch
 //     (kTailPeriod, runtime/monitor.h): H = ⌈1.25·t_merge / (s·t_step)⌉ from
 //     this node's compute time per step and the merge's service time (the
-//     time the ring spent on one round here, queueing left out), kept while
-//     within [0.7 H, H]. Applying round r, every node takes the largest
-//     proposal as H from round r + s + 1 on — the same rule as the cut: no
+//     time the ring spent on one round here, queueing left out). Applying
+//     round r, every node takes the largest proposal as H from round
+//     r + s + 1 on if it is above the H scheduled there or below 0.6 of it
+//     (proposals made under an older H would flap it) — the same rule as the
+//     cut: no
 //     node has closed round r + s + 1 yet (it applies r at the latest while
 //     closing r + s), so every node closes every round after the same steps.
 //     D_max is rescaled by H'/H as H changes (a round delta grows with its
