@@ -34,11 +34,11 @@ repetition and ends with the medians over --runs:
 keep = the fast nodes' images/s over the reference run's (target with
 round_ms: >= 0.90); acc_diff in points (target: within 0.5).
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
+import argparse, os, shutil, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
+from bench_util import free_ports, records, tether_binary, wait_nodes, write_config  # noqa: E402
 
 NODES, SLOW = 4, 3
 
@@ -73,15 +73,7 @@ def run(binary, work, tag, a, seed, slow_extra_ms, round_ms):
         extra = ["--set", f"train.extra_step_ms={slow_extra_ms}"] if i == SLOW and slow_extra_ms > 0 else []
         procs.append(subprocess.Popen([binary, "train", path, "--node", str(i)] + extra, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=a.timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            sys.exit(f"{tag}: a node did not finish within {a.timeout} s")
-        if p.returncode != 0:
-            sys.exit(f"{tag}: a node exited {p.returncode}: {err[-2000:]}")
+    wait_nodes(procs, tag, a.timeout)
     out = []
     for i in range(NODES):
         recs = records(logdir, i)
