@@ -5,12 +5,16 @@ without it. Called by bench/straggler.sh.
 
 Four nodes on 127.0.0.1, ring, overlap (s = 2). Node 3 is slowed to half
 speed with train.extra_step_ms (a sleep after each step, as long as a step).
-Three runs per repetition, in this order:
+Four runs per repetition, in this order:
 
-  reference   no slow node, a round every step (H = 1)
+  ref         no slow node, a round every step (H = 1)
   steps       node 3 at half speed, a round every step (H = 1)
-  round_ms    node 3 at half speed, a round every --round-steps fast steps'
-              time (algorithm.round_ms)
+  ref_time    no slow node, a round every --round-steps fast steps' time
+              (algorithm.round_ms)
+  round_ms    node 3 at half speed, round_ms as in ref_time
+
+Each slowed run is compared with the run of the same rounds without the slow
+node (steps against ref, round_ms against ref_time).
 
 Two modes:
 
@@ -31,8 +35,9 @@ repetition and ends with the medians over --runs:
 
   RESULT mode=... steps_keep=... round_ms_keep=... [acc_ref=... acc_round_ms=... acc_diff=...]
 
-keep = the fast nodes' images/s over the reference run's (target with
-round_ms: >= 0.90); acc_diff in points (target: within 0.5).
+keep = the fast nodes' images/s over those of the same rounds without the
+slow node (target with round_ms: >= 0.90); acc_diff in points, round_ms
+against ref (target: within 0.5).
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile
 
@@ -131,17 +136,18 @@ def main():
             step = a.step_ms if a.mode == "timed" else step_ms(ref)
             round_ms = max(1, round(a.round_steps * step))
             steps = run(binary, work, f"steps{k}", a, seed, step, 0)
+            ref_time = run(binary, work, f"reftime{k}", a, seed, 0, round_ms)
             timed = run(binary, work, f"time{k}", a, seed, step, round_ms)
-            r = {"ref": summary(ref), "steps": summary(steps), "round_ms": summary(timed), "step_ms": step,
-                 "round": round_ms}
+            r = {"ref": summary(ref), "steps": summary(steps), "ref_time": summary(ref_time),
+                 "round_ms": summary(timed), "step_ms": step, "round": round_ms}
             rows.append(r)
             print(f"run {k + 1} (seed {seed}): step {step:.1f} ms, node {SLOW} +{step:.1f} ms per step, "
                   f"round_ms {round_ms}")
             print(f"  {'run':<10} {'fast img/s':>10} {'keep':>6} {'fast idle':>9} {'slow img/s':>10} "
                   f"{'slow steps':>10} {'fast steps':>10} {'test acc':>8}")
-            for name in ("ref", "steps", "round_ms"):
+            for name, base in (("ref", "ref"), ("steps", "ref"), ("ref_time", "ref_time"), ("round_ms", "ref_time")):
                 s = r[name]
-                keep = s["fast_ips"] / max(1e-9, r["ref"]["fast_ips"])
+                keep = s["fast_ips"] / max(1e-9, r[base]["fast_ips"])
                 acc = "-" if s["acc"] is None else f"{100 * s['acc']:.2f}"
                 print(f"  {name:<10} {s['fast_ips']:>10.1f} {keep:>6.3f} {s['fast_idle']:>9.3f} "
                       f"{s['slow_ips']:>10.1f} {s['slow_steps']:>10} {s['fast_steps']:>10} {acc:>8}", flush=True)
@@ -152,7 +158,7 @@ def main():
         return statistics.median(f(r) for r in rows)
 
     keep_steps = med(lambda r: r["steps"]["fast_ips"] / r["ref"]["fast_ips"])
-    keep_time = med(lambda r: r["round_ms"]["fast_ips"] / r["ref"]["fast_ips"])
+    keep_time = med(lambda r: r["round_ms"]["fast_ips"] / r["ref_time"]["fast_ips"])
     idle_time = med(lambda r: r["round_ms"]["fast_idle"])
     line = (f"RESULT mode={a.mode} runs={a.runs} steps_keep={keep_steps:.3f} round_ms_keep={keep_time:.3f} "
             f"round_ms_fast_idle={idle_time:.4f}")
