@@ -313,7 +313,7 @@ def test_errors_name_the_json_path(tmp):
                  lambda: tether.Averager(params, config={**two, "algorithm": {"mixer": "gossip"},
                                                          "monitor": {"bound": 1.0}}, node=0))
     expect_error(ValueError, "node 2: the config has nodes 0..1", lambda: tether.Averager(params, config=two, node=2))
-    expect_error(ValueError, "algorithm.period: expected an integer >= 1, got 0",
+    expect_error(ValueError, "algorithm.period: expected an integer >= 1 or \"auto\", got 0",
                  lambda: tether.Averager(params, config=two, node=0, set=["algorithm.period=0"]))
     expect_error(ValueError, "/nonexistent.json: cannot open config file",
                  lambda: tether.Averager(params, config="/nonexistent.json"))
