@@ -63,6 +63,7 @@ for row in $ROWS; do
   [ "$row" = ddp ] || [ -n "${SWITCH_ROW_SETS[$row]:-}" ] \
     || { echo "--rows: unknown row $row (ddp ${!SWITCH_ROW_SETS[*]})" >&2; exit 2; }
 done
+# shellcheck disable=SC2119  # build_tether: no meson options here
 if [ "${SKIP_BUILD:-0}" != 1 ]; then build_tether; ensure_packages python3-torch dataset-fashion-mnist; fi
 export TETHER=${TETHER:-$BUILD_DIR/tether}
 [ -x "$TETHER" ] || { echo "$TETHER not built" >&2; exit 2; }
@@ -101,12 +102,12 @@ limit=$((300 + 900 * EPOCHS)); [ "$STEPS" -gt 0 ] && limit=$((300 + 4 * STEPS)) 
 port=$((29500 + RANDOM % 400))   # DDP's rendezvous, a new one per run
 # run_row RATE SEED ROW: one run; appends its figures to $results.
 run_row() {
-  local rate=$1 seed=$2 row=$3 dir=$tmp/$1-$3-$2 base=$tmp/base-$2.json ips acc="" fm_ips="" summary sets
+  local rate=$1 seed=$2 row=$3 dir=$tmp/$1-$3-$2 base=$tmp/base-$2.json acc="" fm_ips="" summary sets
   mkdir -p "$dir"
   if [ "$row" = ddp ]; then
     port=$((port + 1))
-    ips=$(ddp_on_switch "$NODES" "$([ "$STEPS" -gt 0 ] && echo "$STEPS" || echo "$DDP_STEPS")" 10 "$port" \
-          "$dir/ddp_rank" 1 "$BATCH") || return 1
+    ddp_on_switch "$NODES" "$([ "$STEPS" -gt 0 ] && echo "$STEPS" || echo "$DDP_STEPS")" 10 "$port" \
+      "$dir/ddp_rank" 1 "$BATCH" || return 1
     if [ "$STEPS" -eq 0 ]; then   # accuracy: the same DDP loop on Fashion-MNIST
       port=$((port + 1))
       on_switch "$NODES" "$limit" "$dir/fmnist" env GLOO_SOCKET_IFNAME='{if}' /usr/bin/python3 \
@@ -121,12 +122,13 @@ PY
 )
     fi
     printf '{"rate": "%s", "seed": %s, "row": "ddp", "ips": %s, "idle": null, "acc": %s, "fmnist_ips": %s, "same_hash": true}\n' \
-      "$rate" "$seed" "$ips" "${acc:-null}" "${fm_ips:-null}" >> "$results"
+      "$rate" "$seed" "$DDP_IPS" "${acc:-null}" "${fm_ips:-null}" >> "$results"
   else
     mapfile -t sets < <(switch_row_args "$row")
-    if ! timeout --foreground -k 10 "$limit" "$SWITCH_SH" run "$base" --set log.dir="$dir" "${sets[@]}" > "$dir.out" 2>&1; then
-      echo "run $rate $row seed $seed failed:" >&2; tail -n 20 "$dir.out" >&2; return 1
-    fi
+    # In the background and waited for: a signal to this script ends the wait
+    # (the EXIT trap's switch_down then stops the nodes).
+    timeout -k 10 "$limit" "$SWITCH_SH" run "$base" --set log.dir="$dir" "${sets[@]}" > "$dir.out" 2>&1 &
+    if ! wait $!; then echo "run $rate $row seed $seed failed:" >&2; tail -n 20 "$dir.out" >&2; return 1; fi
     summary=$(python3 "$TETHER_ROOT/bench/bench_util.py" summary "$dir" "$NODES") || return 1
     python3 -c "import json, sys; r = json.loads(sys.argv[1]); r.update(rate=sys.argv[2], seed=int(sys.argv[3]), row=sys.argv[4])
 if r['missing']: sys.exit(f'{sys.argv[4]}: no final record from nodes {r[\"missing\"]}')

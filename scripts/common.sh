@@ -122,16 +122,18 @@ on_switch() {
 # ddp_on_switch N STEPS WARMUP PORT LOG THREADS BATCH: PyTorch DDP (gloo), the
 # peers' ddp_rank.py, one rank per node of the switch: lenet ("cnn"), SGD
 # lr 0.05 momentum 0.9, random 28x28 data, STEPS timed steps after WARMUP;
-# prints the images/s of all ranks together (rank 0's RESULT line).
+# sets DDP_IPS to the images/s of all ranks together (rank 0's RESULT line).
+# (A variable, not output: in a $(...) subshell a signal to the script would
+# wait for the whole run.)
 ddp_on_switch() {
-  local n=$1 steps=$2 warmup=$3 port=$4 log=$5 threads=$6 batch=$7 ips
+  local n=$1 steps=$2 warmup=$3 port=$4 log=$5 threads=$6 batch=$7
+  DDP_IPS=""
   [ -f "$PEERS/ddp_rank.py" ] || { echo "no $PEERS/ddp_rank.py (set PEERS=)" >&2; return 2; }
   on_switch "$n" $((120 + 10 * (steps + warmup))) "$log" /usr/bin/python3 "$PEERS/ddp_rank.py" --world "$n" \
     --rank '{i}' --master "$(switch_host 0)" --ifname '{if}' --port "$port" --threads "$threads" \
     --model cnn --batch "$batch" --warmup "$warmup" --steps "$steps" || return 1
-  ips=$(sed -n 's/^RESULT ddp .* total=\([0-9.]*\) img\/s.*/\1/p' "$log.0")
-  [ -n "$ips" ] || { echo "ddp_rank.py: no RESULT line in $log.0" >&2; return 1; }
-  echo "$ips"
+  DDP_IPS=$(sed -n 's/^RESULT ddp .* total=\([0-9.]*\) img\/s.*/\1/p' "$log.0")
+  [ -n "$DDP_IPS" ] || { echo "ddp_rank.py: no RESULT line in $log.0" >&2; return 1; }
 }
 
 # The tether rows of bench/switch.sh and bench/pytorch.sh, by name: the
