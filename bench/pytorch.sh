@@ -26,13 +26,15 @@
 # node's steady-state images_per_s from its metrics file, the first and the
 # last records left out, as bench/paper.sh; DDP: ddp_rank.py's total over its
 # timed steps), the ratio to DDP, idle fraction (idle_frac_total, mean over
-# nodes; DDP has no such figure: its wait is inside backward()). Median over
+# nodes: the targets' figure; beside it "steady", the mean of the periodic
+# records' idle_frac over the windows images/s keeps; DDP has no such figure:
+# its wait is inside backward()). Median over
 # --runs runs (rows interleaved within a run).
 # Targets (printed per tether row, met or not): >= DDP's images/s at 1 Gbit/s,
 # >= 1.8x at 100 Mbit/s, idle <= 5 %.
 # --out DIR keeps every run's logs (DIR/<rate>-<row>-<run>/) and the results
 # (DIR/results.jsonl). Ends with one line per rate:
-#   RESULT bench=pytorch rate=... steps=... runs=... ddp_ips=... <row>_ips=... <row>_ratio=... <row>_idle=...
+#   RESULT bench=pytorch rate=... steps=... runs=... ddp_ips=... <row>_ips=... <row>_ratio=... <row>_idle=... <row>_idle_steady=...
 #          target_<row>=met|missed ...
 # Environment: TETHER_SWITCH_PREFIX (the switch's names, default tether),
 # PEERS (the peer scripts, default ../shared/peers), SKIP_BUILD=1.
@@ -150,17 +152,18 @@ def med(rate, row, key):
     v = [r[key] for r in recs if not r.get("skipped") and r["rate"] == rate and r["row"] == row and r.get(key) is not None]
     return statistics.median(v) if v else None
 fmt = lambda v, f: "na" if v is None else f.format(v)
+pct = lambda v: "-" if v is None else f"{v * 100:.1f} %"
 need = lambda rate: {"100mbit": 1.8, "1gbit": 1.0}.get(rate.lower())   # the targets' ratios to DDP
 print()
 print(f"{nodes} nodes, LeNet, {steps} steps per node, median of {runs} run(s)")
-print(f"{'rate':<8} {'row':<32} {'img/s':>8} {'x DDP':>7} {'idle':>7}  target")
+print(f"{'rate':<8} {'row':<32} {'img/s':>8} {'x DDP':>7} {'idle':>7} {'steady':>7}  target")
 for rate in rates:
     ddp, out = med(rate, "ddp", "ips"), [f"rate={rate}", f"steps={steps}", f"runs={runs}", f"nodes={nodes}"]
     out.append(f"ddp_ips={fmt(ddp, '{:.0f}')}")
     for row in rows:
         if row in skipped:
             print(f"{rate:<8} {label.get(row, row):<32} skipped (the config refuses it)")
-            out += [f"{row}_ips=na", f"{row}_ratio=na", f"{row}_idle=na", f"target_{row}=na"]
+            out += [f"{row}_ips=na", f"{row}_ratio=na", f"{row}_idle=na", f"{row}_idle_steady=na", f"target_{row}=na"]
             continue
         ips, idle = med(rate, row, "ips"), med(rate, row, "idle")
         ratio = ips / ddp if ips is not None and ddp else None
@@ -170,9 +173,10 @@ for rate in rates:
             verdict = "na" if ok is None else ("met" if ok else "missed")
             target = f">= {need(rate)}x DDP, idle <= 5 %: {verdict}" if need(rate) else "no target at this rate"
             out += [f"{row}_ips={fmt(ips, '{:.0f}')}", f"{row}_ratio={fmt(ratio, '{:.2f}')}",
-                    f"{row}_idle={fmt(idle, '{:.4f}')}", f"target_{row}={verdict}"]
+                    f"{row}_idle={fmt(idle, '{:.4f}')}", f"{row}_idle_steady={fmt(med(rate, row, 'idle_steady'), '{:.4f}')}",
+                    f"target_{row}={verdict}"]
         print(f"{rate:<8} {label.get(row, row):<32} {fmt(ips, '{:.0f}'):>8} {fmt(ratio, '{:.2f}x'):>7} "
-              f"{'-' if idle is None else f'{idle * 100:.1f} %':>7}  {target}")
+              f"{pct(idle):>7} {pct(med(rate, row, 'idle_steady')):>7}  {target}")
     print("RESULT bench=pytorch " + " ".join(out))
 bad = [r for r in recs if not r.get("skipped") and not r["same_hash"]]
 if bad:

@@ -26,7 +26,9 @@
 # Columns: images/s of the cluster (the sum over nodes of each node's
 # steady-state images_per_s from its metrics file: the first and the last
 # records left out, as bench/paper.sh), the ratio to DDP, idle fraction
-# (idle_frac_total, mean over nodes), test accuracy after --epochs epochs
+# (idle_frac_total, mean over nodes: the targets' figure; beside it "steady",
+# the mean of the periodic records' idle_frac over the windows images/s
+# keeps, without start-up and final drain), test accuracy after --epochs epochs
 # (node 0; every node ends with the same parameters). Each figure is the
 # median over --seeds (train.seed). --steps K: throughput only, every row
 # stops after K steps per node (no accuracy).
@@ -35,7 +37,7 @@
 # the accuracy of every compressed row (bf16, int8) within 0.3 points of none.
 # --out DIR keeps every run's logs (DIR/<rate>-<row>-<seed>/) and the results
 # (DIR/results.jsonl). Ends with one line per rate:
-#   RESULT bench=switch rate=... mode=... ddp_ips=... <row>_ips=... <row>_ratio=... <row>_idle=... <row>_acc=...
+#   RESULT bench=switch rate=... mode=... ddp_ips=... <row>_ips=... <row>_ratio=... <row>_idle=... <row>_idle_steady=... <row>_acc=...
 #          target_int8_2x=met|missed|na target_auto_idle=... target_acc=...
 # Environment: TETHER_SWITCH_PREFIX (the switch's names, default tether),
 # PEERS (the peer scripts, default ../shared/peers), SKIP_BUILD=1.
@@ -170,7 +172,7 @@ fmt = lambda v, f: "na" if v is None else f.format(v)
 pct = lambda v, f: "-" if v is None else f.format(v * 100)
 print()
 print(f"{nodes} nodes, lenet, {mode}, median over seeds {' '.join(seeds)}")
-print(f"{'rate':<8} {'row':<22} {'img/s':>8} {'x DDP':>7} {'idle':>7} {'test acc':>9}")
+print(f"{'rate':<8} {'row':<22} {'img/s':>8} {'x DDP':>7} {'idle':>7} {'steady':>7} {'test acc':>9}")
 for rate in rates:
     ddp = med(rate, "ddp", "ips")
     for row in rows:
@@ -180,7 +182,7 @@ for rate in rates:
         ips, idle, acc = med(rate, row, "ips"), med(rate, row, "idle"), med(rate, row, "acc")
         ratio = ips / ddp if ips is not None and ddp else None
         print(f"{rate:<8} {label.get(row, row):<22} {fmt(ips, '{:.0f}'):>8} {fmt(ratio, '{:.2f}x'):>7} "
-              f"{pct(idle, '{:.1f} %'):>7} {pct(acc, '{:.2f} %'):>9}")
+              f"{pct(idle, '{:.1f} %'):>7} {pct(med(rate, row, 'idle_steady'), '{:.1f} %'):>7} {pct(acc, '{:.2f} %'):>9}")
     fm = med(rate, "ddp", "fmnist_ips")
     if fm is not None:
         print(f"{'':<8} (DDP on Fashion-MNIST, examples/pytorch_fmnist.py: {fm:.0f} img/s over the whole run)")
@@ -200,7 +202,8 @@ for rate in rates:
             continue
         ips, idle, acc = med(rate, row, "ips"), med(rate, row, "idle"), med(rate, row, "acc")
         out += [f"{row}_ips={fmt(ips, '{:.0f}')}", f"{row}_ratio={fmt(ips / ddp if ips is not None and ddp else None, '{:.2f}')}",
-                f"{row}_idle={fmt(idle, '{:.4f}')}", f"{row}_acc={fmt(None if acc is None else acc * 100, '{:.2f}')}"]
+                f"{row}_idle={fmt(idle, '{:.4f}')}", f"{row}_idle_steady={fmt(med(rate, row, 'idle_steady'), '{:.4f}')}",
+                f"{row}_acc={fmt(None if acc is None else acc * 100, '{:.2f}')}"]
     # overlap H = 1 int8 >= 2x DDP with idle <= 5 % (at 100 Mbit/s)
     t1 = None
     if rate.lower() == "100mbit":
