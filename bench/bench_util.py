@@ -67,3 +67,63 @@ def wait_nodes(procs, tag, timeout_s):
             sys.exit(f"{tag}: a node did not finish within {timeout_s} s")
         if p.returncode != 0:
             sys.exit(f"{tag}: a node exited {p.returncode}: {err[-2000:]}")
+
+
+def steady_images_per_s(recs):
+    """One node's training images/s at steady state: the mean of its periodic
+    records' images_per_s, the first (start-up) and the last (a partial
+    window) left out, as bench/paper.sh computes it; None without records."""
+    ips = [r["images_per_s"] for r in recs if "event" not in r and r.get("images_per_s") is not None]
+    steady = ips[1:-1] if len(ips) > 2 else ips
+    return sum(steady) / len(steady) if steady else None
+
+
+def steady_idle_frac(recs):
+    """One node's idle fraction at steady state: the mean of its periodic
+    records' idle_frac over the windows steady_images_per_s keeps (start-up
+    and the final drain left out); None without records."""
+    idle = [r["idle_frac"] for r in recs if "event" not in r and r.get("images_per_s") is not None
+            and r.get("idle_frac") is not None]
+    steady = idle[1:-1] if len(idle) > 2 else idle
+    return sum(steady) / len(steady) if steady else None
+
+
+def run_summary(logdir, nodes):
+    """A cluster run's figures from its metrics files (node-<id>.jsonl,
+    id 0..nodes-1), written by `tether train` or by tether.Averager alike:
+      ips       images/s summed over the nodes, each at steady state
+      idle      idle_frac_total of the final records, mean over the nodes
+      idle_steady  steady_idle_frac, mean over the nodes
+      acc       node 0's test accuracy: its last final or eval record with one
+      same_hash every node's final record has the same params_hash
+      bytes_per_step  bytes sent per step per node, mean over the nodes
+      missing   the nodes without a final record (a run that did not finish)"""
+    ips, idle, steady, hashes, bps, missing, acc = 0.0, [], [], set(), [], [], None
+    for node in range(nodes):
+        recs = records(logdir, node)
+        finals = [r for r in recs if r.get("event") == "final"]
+        if not finals:
+            missing.append(node)
+            continue
+        fin = finals[-1]
+        ips += steady_images_per_s(recs) or 0.0
+        idle.append(fin.get("idle_frac_total") or 0.0)
+        steady.append(steady_idle_frac(recs) or 0.0)
+        hashes.add(fin.get("params_hash"))
+        bps.append((fin.get("bytes_sent") or 0) / max(1, fin.get("steps") or 1))
+        if node == 0:
+            accs = [r["test_acc"] for r in recs if r.get("event") in ("final", "eval") and r.get("test_acc") is not None]
+            acc = accs[-1] if accs else None
+    return {"ips": ips, "idle": sum(idle) / len(idle) if idle else None,
+            "idle_steady": sum(steady) / len(steady) if steady else None, "acc": acc,
+            "same_hash": len(hashes) == 1 and not missing, "bytes_per_step": sum(bps) / len(bps) if bps else None,
+            "missing": missing}
+
+
+if __name__ == "__main__":
+    # For the shell benchmarks: `bench_util.py summary LOGDIR NODES` prints
+    # run_summary as one JSON line.
+    if len(sys.argv) == 4 and sys.argv[1] == "summary":
+        print(json.dumps(run_summary(sys.argv[2], int(sys.argv[3]))))
+    else:
+        sys.exit("usage: bench_util.py summary LOGDIR NODES")

@@ -15,13 +15,20 @@ same number of batches); after training, node 0 evaluates on the test split.
   /usr/bin/python3 examples/pytorch_fmnist.py --nodes 4 --backend ddp
   # one node of a cluster config (one process per node, on any hosts):
   PYTHONPATH=build/python /usr/bin/python3 examples/pytorch_fmnist.py --config configs/local-4.json --node 1
+  # one rank of the same under DDP: rank = --node, world = the config's
+  # peers, rendezvous at cluster.peers[0]'s host and port (--base-port
+  # instead of its port); gloo's interface from GLOO_SOCKET_IFNAME, e.g.
+  # in a namespace of scripts/switch.sh (bench/switch.sh does this):
+  GLOO_SOCKET_IFNAME=tether-n1 ip netns exec tether-ns1 /usr/bin/python3 examples/pytorch_fmnist.py \
+      --backend ddp --config configs/switch-4.json --node 1
 
 With --config the file's cluster, algorithm, monitor, net and log keys apply;
-its data.batch_size, optimizer.lr/momentum, train.epochs and train.seed
-replace --batch, --lr, --momentum, --epochs and --seed (so the file describes
-the run). Metrics go to <log dir>/node-<id>.jsonl: `build/tether dashboard
-runs/pytorch-fmnist` and `build/tether report runs/pytorch-fmnist` read them.
-Prints one `RESULT ...` line per run (node 0), and with --out a JSON summary.
+its data.batch_size, optimizer.lr/momentum, train.epochs, train.max_steps and
+train.seed replace --batch, --lr, --momentum, --epochs, --max-steps and
+--seed (so the file describes the run). Metrics go to <log dir>/node-<id>.jsonl:
+`build/tether dashboard runs/pytorch-fmnist` and `build/tether report
+runs/pytorch-fmnist` read them. Prints one `RESULT ...` line per run (node 0;
+with --config every process prints its own), and with --out a JSON summary.
 Run with Debian's /usr/bin/python3 (python3-torch).
 """
 import argparse, gzip, hashlib, json, os, socket, struct, sys, time
@@ -130,8 +137,10 @@ def run_node(node, nodes, a, result_queue=None):
         a.lr = doc.get("optimizer", {}).get("lr", a.lr)
         a.momentum = doc.get("optimizer", {}).get("momentum", a.momentum)
         a.epochs = doc.get("train", {}).get("epochs", a.epochs)
+        a.max_steps = doc.get("train", {}).get("max_steps") or a.max_steps
         a.seed = doc.get("train", {}).get("seed", a.seed)
-        nodes = len(doc.get("cluster", {}).get("peers") or [0])
+        peers = doc.get("cluster", {}).get("peers") or []
+        nodes = max(1, len(peers))
         alg = doc.get("algorithm", {})
         a.staleness = 0 if alg.get("name") == "sync" else alg.get("staleness", 2)   # for the RESULT line
     torch.manual_seed(a.seed)
@@ -146,13 +155,20 @@ def run_node(node, nodes, a, result_queue=None):
     else:
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel as DDP
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.base_port}", rank=node, world_size=nodes)
+        master = f"127.0.0.1:{a.base_port}"
+        if a.config:   # rank 0 at the first peer's host; its port unless --base-port
+            master = f"{peers[0]['host']}:{a.base_port or peers[0]['port']}" if peers else f"127.0.0.1:{a.base_port}"
+        dist.init_process_group("gloo", init_method=f"tcp://{master}", rank=node, world_size=nodes)
         train_model = DDP(model)
     images, t0 = 0, time.perf_counter()
     steps = 0
     stopped = False
     for epoch in range(a.epochs):
+        if a.max_steps and steps >= a.max_steps:
+            break
         for idx in shard_batches(len(y), nodes, node, a.batch, a.seed, epoch):
+            if a.max_steps and steps >= a.max_steps:   # every node stops at the same step
+                break
             xb, yb = x[idx], y[idx]
             out = train_model(xb)
             loss = F.cross_entropy(out, yb)
@@ -194,10 +210,21 @@ def run_node(node, nodes, a, result_queue=None):
         result_queue.put(res)
         result_queue.close()
         result_queue.join_thread()   # flushed before a possible os._exit below
-    if a.backend == "ddp":
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(0)   # skip the gloo teardown, which can hang once rank 0 is gone (see ddp_rank.py of the peers)
     return res
+
+
+def spawned_node(node, nodes, a, result_queue):
+    """run_node in a process of its own (local mode)."""
+    run_node(node, nodes, a, result_queue)
+    if a.backend == "ddp":
+        exit_now()
+
+
+def exit_now():
+    """A DDP rank's exit: skips the gloo teardown, which can hang once rank 0
+    is gone (see ddp_rank.py of the peers); every collective has completed."""
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(0)
 
 
 def free_port_block(n):
@@ -223,6 +250,7 @@ def main(argv=None):
     ap.add_argument("--node", type=int, default=0, help="with --config: this process's node id")
     ap.add_argument("--backend", choices=["tether", "ddp"], default="tether")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps per node (0: all epochs)")
     ap.add_argument("--batch", type=int, default=64, help="per node")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--momentum", type=float, default=0.9)
@@ -236,7 +264,8 @@ def main(argv=None):
     ap.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
     ap.add_argument("--log-dir", default="runs/pytorch-fmnist")
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--base-port", type=int, default=0, help="0: find free ports")
+    ap.add_argument("--base-port", type=int, default=0,
+                    help="0: find free ports (with --config and ddp: the rendezvous port, 0: the first peer's)")
     ap.add_argument("--save-params", help="write each node's final parameters to PREFIX-node<id>.npy")
     ap.add_argument("--out", help="write the per-node results as JSON to this file")
     a = ap.parse_args(argv)
@@ -250,7 +279,7 @@ def main(argv=None):
             a.base_port = free_port_block(a.nodes)
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
-        procs = [ctx.Process(target=run_node, args=(r, a.nodes, a, q)) for r in range(a.nodes)]
+        procs = [ctx.Process(target=spawned_node, args=(r, a.nodes, a, q)) for r in range(a.nodes)]
         for p in procs:
             p.start()
         results = []
@@ -279,6 +308,8 @@ def main(argv=None):
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"results": results, "same_params": same, "images_per_s": total_ips}, f, indent=1)
+    if a.config and a.backend == "ddp":
+        exit_now()
     return results
 
 
