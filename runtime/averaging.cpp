@@ -41,7 +41,7 @@ constexpr double kMaxDeltaClaimRatio = 1000.0;
 // proposes anything but its current H, the headroom over the exact fit, and
 // the band [kAutoKeep·H, H] within which a node keeps H (no flapping).
 constexpr int kMaxAutoPeriod = 4096;
-constexpr int kAutoMinMerges = 2;
+constexpr int kAutoMinMerges = 1;
 constexpr double kAutoHeadroom = 1.25, kAutoKeep = 0.6;
 // Weight of the newest sample in the step and merge time averages (about 20
 // steps, 10 rounds: a shared machine's step times swing by 2x).
