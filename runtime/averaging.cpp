@@ -42,6 +42,7 @@ constexpr double kMaxDeltaClaimRatio = 1000.0;
 // the band [kAutoKeep·H, H] within which a node keeps H (no flapping).
 constexpr int kMaxAutoPeriod = 4096;
 constexpr int kAutoMinMerges = 1;
+constexpr uint64_t kCalibrationRounds = 3;
 constexpr double kAutoHeadroom = 1.25, kAutoKeep = 0.6;
 // Weight of the newest sample in the step and merge time averages (about 20
 // steps, 10 rounds: a shared machine's step times swing by 2x).
@@ -148,7 +149,9 @@ class OverlapAveraging : public Averaging {
   void after_step(uint64_t steps_done) override {
     // The time since this call last returned is one step's compute.
     const double t = now_s();
-    step_s_ = step_s_ > 0 ? (1 - kStepEwma) * step_s_ + kStepEwma * (t - last_exit_) : t - last_exit_;
+    // The mean while few steps are timed, then a moving average; the first
+    // step (cold caches, allocations) is left out.
+    if (steps_timed_++ > 0) step_s_ += (t - last_exit_ - step_s_) * std::max(kStepEwma, 1.0 / double(steps_timed_ - 1));
     steps_done_ = steps_done;
     if (peer_left_ || cut_reached_) return;   // the run is ending: no more rounds
     try {
@@ -158,6 +161,10 @@ class OverlapAveraging : public Averaging {
         // round_ms: the first round is a start barrier (its result starts the
         // clock); a node that started early does not train on alone.
         if (o_.round_ms > 0 && next_round_ == closes_base_ + 1) drain();
+        if (calibrating(next_round_ - 1)) {
+          drain();
+          advance_period();
+        }
         check_cut();
         // round_ms: a node whose step outlasts the period closes the rounds
         // its clock has passed meanwhile as empty ones (Δ = 0), so that it
@@ -358,6 +365,23 @@ class OverlapAveraging : public Averaging {
     if (!cut_reached_) throw std::runtime_error("the run's end: no cut after " + std::to_string(kMaxEndRounds) + " rounds");
   }
 
+  // period "auto", a fresh or resumed start (not a joiner): the first
+  // kCalibrationRounds rounds are barriers (each drained before the next
+  // step). The first aligns the nodes (its merge time holds the start-up
+  // skew and is not counted), the next measure a clean merge, and the H
+  // proposed in the last takes effect from the round after it: no node
+  // closes that round before applying it. A fresh run's first rounds at
+  // H = 1 would otherwise wait s + 1 merges before the first decision.
+  bool calibrating(uint64_t round) const {
+    return o_.period_auto && !comm_->joined() && round >= o_.first_round &&
+           round < o_.first_round + kCalibrationRounds;
+  }
+
+  // The round from which a decision made on round r's proposals holds.
+  uint64_t decision_takes_effect(uint64_t r) const {
+    return calibrating(r) ? r + 1 : r + uint64_t(o_.staleness) + 1;
+  }
+
   // The period this node proposes for the rounds to come (period "auto"),
   // 0 while it has measured too little to have an opinion.
   int proposed_period() const {
@@ -540,8 +564,10 @@ class OverlapAveraging : public Averaging {
       const double took = done - std::max(f.at, last_merge_done_);
       last_merge_done_ = done;
       if (f.round == closes_base_) clock_base_ = done;   // round_ms: the clock starts
-      merge_s_ = merges_measured_ > 0 ? (1 - kMergeEwma) * merge_s_ + kMergeEwma * took : took;
-      ++merges_measured_;
+      if (!(o_.period_auto && f.round == o_.first_round && !comm_->joined())) {   // not the start-up skew
+        ++merges_measured_;
+        merge_s_ += (took - merge_s_) * std::max(kMergeEwma, 1.0 / double(merges_measured_));
+      }
     }
     if (o_.gossip) {
       // res.mixed is the correction itself (net/gossip.h).
@@ -575,7 +601,7 @@ class OverlapAveraging : public Averaging {
         const float p = sketch_tail(sk, sketch_.buckets(), kTailPeriod);
         if (std::isfinite(p) && p >= 1) h = std::max(h, int(std::min(p, float(kMaxAutoPeriod))));
       }
-      const uint64_t from = res.round + uint64_t(o_.staleness) + 1;
+      const uint64_t from = decision_takes_effect(res.round);
       const int cur = scheduled_period(from);
       if (h >= 1 && (h > cur || double(h) < kAutoKeep * double(cur))) period_from_[from] = h;
     }
@@ -635,6 +661,7 @@ class OverlapAveraging : public Averaging {
   std::vector<uint64_t> closes_;
   double clock_base_ = -1, last_exit_ = 0, step_s_ = 0, merge_s_ = 0, last_merge_done_ = 0;
   int merges_measured_ = 0;
+  uint64_t steps_timed_ = 0;
   std::optional<uint64_t> cut_round_;
   std::string stop_why_;
   uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, tensor_bytes_sent_ = 0, tensor_raw_bytes_sent_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
