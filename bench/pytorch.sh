@@ -5,7 +5,7 @@
 # with the same N, model (the peers' LeNet), batch per node, threads and
 # optimizer (SGD lr 0.05, momentum 0.9) on every row.
 #
-#   bench/pytorch.sh [--rates "100mbit 1gbit"] [--rows "ddp none int8 auto"] [--steps 200]
+#   bench/pytorch.sh [--rates "100mbit 1gbit"] [--rows "ddp none int8 auto auto8"] [--steps 200]
 #                    [--runs 1] [--nodes 4] [--batch 64] [--threads 1] [--security curve|none]
 #                    [--out DIR]
 #
@@ -18,7 +18,7 @@
 #         avg.step()), tether.Averager overlap (s = 2), H = 1, ring,
 #         net.compression none / int8; every node stops after --steps steps
 #   auto  the same with algorithm.period "auto" (a row the config refuses is
-#         skipped, saying why)
+#         skipped, saying why); auto8: the same with net.compression int8
 #   (sync and bf16, also defined there, may be named too.)
 # The Averager's links use net.security --security (default curve: keys made
 # per run by `tether keygen`); DDP's gloo is plaintext.
@@ -40,7 +40,7 @@
 # PEERS (the peer scripts, default ../shared/peers), SKIP_BUILD=1.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 source "$TETHER_ROOT/scripts/wait_nodes.sh"   # ensure_keys
-RATES="100mbit 1gbit" ROWS="ddp none int8 auto" STEPS=200 RUNS=1 NODES=4 BATCH=64 THREADS=1 SECURITY=curve OUT=""
+RATES="100mbit 1gbit" ROWS="ddp none int8 auto auto8" STEPS=200 RUNS=1 NODES=4 BATCH=64 THREADS=1 SECURITY=curve OUT=""
 usage() { sed -n '8,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage

@@ -5,7 +5,7 @@
 # batch per node, threads (1 per node) and learning rate (SGD 0.05, momentum
 # 0.9) on every row.
 #
-#   bench/switch.sh [--rates "100mbit 1gbit"] [--rows "ddp sync none bf16 int8 auto"]
+#   bench/switch.sh [--rates "100mbit 1gbit"] [--rows "ddp sync none bf16 int8 auto auto8"]
 #                   [--seeds "1 2 3"] [--epochs 1] [--steps K] [--ddp-steps 100]
 #                   [--nodes 4] [--batch 64] [--security curve|none] [--out DIR]
 #
@@ -20,7 +20,7 @@
 #   sync  `tether train`, algorithm sync (staleness 0, period 1), ring
 #   none, bf16, int8   overlap (s = 2), H = 1, ring, net.compression
 #   auto  overlap (s = 2), algorithm.period "auto" (a row the config refuses
-#         is skipped, saying why)
+#         is skipped, saying why); auto8: the same with net.compression int8
 # The tether rows run `tether train` on Fashion-MNIST through `switch.sh run`
 # (net.security --security, default curve; DDP's gloo is plaintext).
 # Columns: images/s of the cluster (the sum over nodes of each node's
@@ -42,7 +42,7 @@
 # Environment: TETHER_SWITCH_PREFIX (the switch's names, default tether),
 # PEERS (the peer scripts, default ../shared/peers), SKIP_BUILD=1.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
-RATES="100mbit 1gbit" ROWS="ddp sync none bf16 int8 auto" SEEDS="1 2 3" EPOCHS=1 STEPS=0 DDP_STEPS=100
+RATES="100mbit 1gbit" ROWS="ddp sync none bf16 int8 auto auto8" SEEDS="1 2 3" EPOCHS=1 STEPS=0 DDP_STEPS=100
 NODES=4 BATCH=64 LR=0.05 MOMENTUM=0.9 SECURITY=curve OUT=""
 usage() { sed -n '8,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do

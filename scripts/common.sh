@@ -146,11 +146,12 @@ declare -A SWITCH_ROW_SETS=(
   [bf16]="algorithm.name=overlap algorithm.staleness=2 algorithm.period=1 net.compression=bf16"
   [int8]="algorithm.name=overlap algorithm.staleness=2 algorithm.period=1 net.compression=int8"
   [auto]="algorithm.name=overlap algorithm.staleness=2 algorithm.period=auto net.compression=none"
+  [auto8]="algorithm.name=overlap algorithm.staleness=2 algorithm.period=auto net.compression=int8"
 )
 # shellcheck disable=SC2034  # read by the benchmarks that source this file
 declare -A SWITCH_ROW_LABEL=(
   [ddp]="PyTorch DDP (gloo)" [sync]="sync s=0 H=1" [none]="overlap s=2 H=1 none" [bf16]="overlap s=2 H=1 bf16"
-  [int8]="overlap s=2 H=1 int8" [auto]="overlap s=2 H=auto none"
+  [int8]="overlap s=2 H=1 int8" [auto]="overlap s=2 H=auto none" [auto8]="overlap s=2 H=auto int8"
 )
 # switch_row_args ROW: the row's overrides as tether arguments (--set k=v ...),
 # one a line; fails for an unknown row.
