@@ -133,6 +133,7 @@ class OverlapAveraging : public Averaging {
     try {
       apply_finished();
       if (steps_done % uint64_t(o_.period) != 0) return;
+      if (o_.gossip) gossip_before_close();
       close_round();
       if (cut_round_ && next_round_ >= *cut_round_) {
         drain();
@@ -220,6 +221,8 @@ class OverlapAveraging : public Averaging {
             {field::kDispNorm, disp_norm_},
             {field::kMaxPairDist, max_pair_dist_},
             {field::kMaxPairDistRun, max_pair_dist_run_},
+            {field::kSketchAgeRounds, sketch_age_},
+            {field::kSketchAgeRoundsMax, sketch_age_max_},
             {field::kBound, bound_},
             {field::kThrottled, throttled_now_},
             {field::kThrottleCount, throttle_count_},
@@ -243,6 +246,27 @@ class OverlapAveraging : public Averaging {
     if (!peer_left_) std::fprintf(stderr, "[node %d] %s: stopping\n", o_.node, e.what());
     peer_left_ = true;
     stop_why_ = e.what();
+  }
+
+  // Gossip's stop agreement (net/communicator.h, "Coordinated cut, gossip"):
+  // learns the cut round, and waits (idle) while closing the next round
+  // would break this node's promise before the cut is known.
+  void gossip_before_close() {
+    if (!cut_round_) cut_round_ = comm_->cut_round();
+    const double deadline = now_s() + 2.0 * o_.peer_timeout_ms / 1000.0 + 60.0;
+    while (!cut_round_) {   // bounded: a failure raises from the communicator; the deadline is a backstop
+      const double t0 = now_s();
+      const bool allowed = comm_->wait_close_allowed(next_round_, o_.peer_timeout_ms);
+      idle_s_ += now_s() - t0;
+      cut_round_ = comm_->cut_round();
+      if (allowed) break;
+      if (now_s() > deadline)
+        throw std::runtime_error("stop agreement: no cut round decided while round " + std::to_string(next_round_) +
+                                 " waits for it");
+    }
+    if (cut_round_ && next_round_ >= *cut_round_)   // the promise makes this impossible
+      throw std::runtime_error("stop agreement: cut round " + std::to_string(*cut_round_) + " learnt at round " +
+                               std::to_string(next_round_) + ", already past it");
   }
 
   struct InFlight {
@@ -420,6 +444,13 @@ class OverlapAveraging : public Averaging {
     max_delta_all_ = std::max(max_delta_all_, max_delta_local_);
     const double auto_bound = o_.gossip ? 0.0 : staleness_bound(o_.staleness, max_delta_all_);
     bound_ = o_.bound > 0 ? o_.bound : auto_bound;
+    // Gossip: the sketches are the latest that arrived, of this round or
+    // earlier ones (net/communicator.h); the oldest one's age goes with the
+    // estimate.
+    uint64_t oldest = res.round;
+    for (const auto& [id, r] : res.sketch_rounds) oldest = std::min(oldest, r);
+    sketch_age_ = res.round - oldest;
+    sketch_age_max_ = std::max(sketch_age_max_, sketch_age_);
     PairEstimate e = estimate_distances(res.sketches, sketch_.buckets(), o_.node);
     max_pair_dist_ = e.max_pair;
     max_pair_dist_run_ = std::max(max_pair_dist_run_, e.max_pair);
@@ -445,6 +476,7 @@ class OverlapAveraging : public Averaging {
   bool throttled_ = false, throttled_now_ = false, finished_ = false, peer_left_ = false;
   bool stop_wanted_ = false, stop_sent_ = false, cut_reached_ = false;
   std::optional<uint64_t> cut_round_;
+  uint64_t sketch_age_ = 0, sketch_age_max_ = 0;   // rounds: the oldest sketch in the last estimate, and in the run
   std::string stop_why_;
   uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, tensor_bytes_sent_ = 0, tensor_raw_bytes_sent_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
   std::map<std::string, uint64_t> handshakes_;   // connections refused at the handshake, by reason

@@ -366,6 +366,7 @@ Config parse_config(const json& doc) {
     c.train.tf32 = t.boolean("tf32", c.train.tf32);
     c.train.compute = t.choice("compute", c.train.compute, {"real", "synthetic"});
     c.train.synthetic_step_ms = t.number("synthetic_step_ms", c.train.synthetic_step_ms, 0.0, 600000.0, "in [0, 600000]");
+    c.train.extra_step_ms = t.number("extra_step_ms", c.train.extra_step_ms, 0.0, 600000.0, "in [0, 600000]");
     t.finish();
   }
   {
@@ -686,7 +687,8 @@ json config_to_json(const Config& c) {
                  {"max_steps", c.train.max_steps}, {"eval_every_epochs", c.train.eval_every_epochs},
                  {"checkpoint_every_steps", c.train.checkpoint_every_steps},
                  {"checkpoint", or_null(c.train.checkpoint)}, {"tf32", c.train.tf32},
-                 {"compute", c.train.compute}, {"synthetic_step_ms", c.train.synthetic_step_ms}}},
+                 {"compute", c.train.compute}, {"synthetic_step_ms", c.train.synthetic_step_ms},
+                 {"extra_step_ms", c.train.extra_step_ms}}},
       {"log", {{"dir", c.log.dir}, {"every_steps", c.log.every_steps}, {"progress", c.log.progress}}},
       {"cluster", {{"peers", peers}}},
       {"algorithm", {{"name", c.algorithm.name}, {"staleness", c.algorithm.staleness},

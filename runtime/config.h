@@ -78,6 +78,9 @@ struct Config {
     // it measures the runtime's own scaling on machines with few cores.
     std::string compute = "real";
     double synthetic_step_ms = 50.0;
+    // Test aid: sleep this long after every step (a slow node on a fast
+    // machine, for bench/straggler.sh and the rounds-by-time tests).
+    double extra_step_ms = 0.0;
   } train;
 
   struct Log {

@@ -425,6 +425,8 @@ TrainResult Trainer::run() {
         break;
       }
       train_step(step_, epoch, sie);
+      if (cfg_.train.extra_step_ms > 0)   // test aid: a slow node (train.extra_step_ms)
+        std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(cfg_.train.extra_step_ms));
       ++step_;
       if (opts_.fail_after_step != 0 && step_ == opts_.fail_after_step) {
         throw std::runtime_error("injected failure after step " + std::to_string(step_) + " (--fail-after-step)");

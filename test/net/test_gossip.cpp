@@ -53,9 +53,14 @@ std::string run_gossip_node(int self, int nodes, size_t count, const std::vector
     if (res->round != static_cast<uint64_t>(r)) throw std::runtime_error("round out of order");
     if (res->partner != gossip_partner(self, static_cast<uint64_t>(r), nodes))
       throw std::runtime_error("wrong partner");
-    if (res->sketches.size() != static_cast<size_t>(nodes)) throw std::runtime_error("sketches missing");
+    // Sketches do not gate a gossip round: the result carries this node's
+    // of round r and the latest of each other node that has arrived (of a
+    // round <= r), each with its round.
+    if (res->sketch_rounds.size() != res->sketches.size() || res->sketch_rounds.at(self) != res->round)
+      throw std::runtime_error("own sketch missing, or a sketch without its round");
     for (const auto& [id, sk] : res->sketches)
-      if (sk != std::vector<float>{static_cast<float>(id)}) throw std::runtime_error("wrong sketch");
+      if (sk != std::vector<float>{static_cast<float>(id)} || res->sketch_rounds.at(id) > res->round)
+        throw std::runtime_error("wrong sketch");
     for (size_t j = 0; j < count; ++j) x[j] += res->mixed[j];  // the correction
     const int32_t partner = res->partner;
     out.append(reinterpret_cast<const char*>(&partner), sizeof(partner));
