@@ -540,6 +540,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   a.max_delta = resume.max_delta;
   a.on_view = resume.on_view;
   a.test_crash_at = resume.test_crash_at;
+  a.gossip_barrier = resume.gossip_barrier;
   if (cfg.monitor.snapshots) {
     const std::string dir = cfg.log.dir + "/snapshots";
     std::filesystem::create_directories(dir);
@@ -585,6 +586,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   o.first_round = resume.first_round;
   o.start_step = resume.start_step;
   o.test_crash_at = resume.test_crash_at;
+  o.gossip_barrier = resume.gossip_barrier;
   if (cfg.algorithm.server_based()) {   // downpour, easgd: the baselines own the store they are given
     if (!owned) throw std::invalid_argument(cfg.algorithm.name + " runs only in the tether binary (no caller-owned buffer)");
     return make_server_averaging(cfg, a, std::move(o), std::move(owned));

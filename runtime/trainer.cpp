@@ -173,6 +173,7 @@ void Trainer::setup() {
         return true;
       };
     }
+    resume_.gossip_barrier = opts_.gossip_barrier;
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
     if (avg_->joined()) {   // a running cluster took this node in: it starts from x̄ at the view's round
       step_ = avg_->start_step();
@@ -425,7 +426,7 @@ TrainResult Trainer::run() {
         break;
       }
       train_step(step_, epoch, sie);
-      if (cfg_.train.extra_step_ms > 0)   // test aid: a slow node (train.extra_step_ms)
+      if (cfg_.train.extra_step_ms > 0)   // test aid: a slow node (config.h)
         std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(cfg_.train.extra_step_ms));
       ++step_;
       if (opts_.fail_after_step != 0 && step_ == opts_.fail_after_step) {
