@@ -71,6 +71,10 @@ struct Run {
   std::vector<int> stop_nodes;
   int stop_at_step = -1;
   bool gossip_barrier = false;
+  // A stalled trainer: stall_node sleeps stall_ms at step stall_at_step (its
+  // I/O thread goes on: heartbeats); net.round_timeout_ms of every node.
+  int stall_node = -1, stall_at_step = 0, stall_ms = 0;
+  int round_timeout_ms = 120000;
 };
 
 struct NodeOut {
@@ -138,6 +142,7 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
         c.inject_delay_ms = run.delay_ms;
         c.codec = run.codec;
         c.gossip_barrier = run.gossip_barrier;
+        c.round_timeout_ms = run.round_timeout_ms;
         const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
         const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
         if ((dies && run.crash_point != "window") || faulty) {
@@ -184,6 +189,8 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
           if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
           if (i == run.slow_node)
             std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.slow_step_ms));
+          if (i == run.stall_node && t == run.stall_at_step && !rejoining)
+            std::this_thread::sleep_for(std::chrono::milliseconds(run.stall_ms));
           if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
             raw->crash();   // right after submitting crash_round: it would wait on the window next
           avg->after_step(uint64_t(t) + 1);
@@ -859,6 +866,42 @@ TEST_CASE("gossip stop cut with a slow node and drift > s: every node stops at o
     CHECK(cut < uint64_t(run.steps / run.period));             // mid-run
     CHECK(drift.max.load() > uint64_t(run.staleness));         // the nodes were more than s rounds apart
   }
+}
+
+TEST_CASE("gossip, a node of 4 whose trainer stalls (heartbeats go on): round_timeout_ms names it, the furthest behind by its sketches; view 2 without it, the 3 end equal") {
+  // Without the barrier a round waits on the stalled node only through the
+  // partners' chain; the members time their stalled round out and suspect
+  // the member whose sketches stopped first (not their partners, who wait
+  // on it too).
+  Run run;
+  run.nodes = 4;
+  run.staleness = 1;
+  run.steps = 120;
+  run.settle_steps = 24;
+  run.step_ms = 1;
+  run.delay_ms = 1;
+  run.peer_timeout_ms = 3000;
+  run.round_timeout_ms = 1500;
+  run.stall_node = 3;
+  run.stall_at_step = 30;
+  run.stall_ms = 5000;
+  const auto out = run_cluster(run);
+  const std::vector<int> live = {0, 1, 2};
+  CHECK_MESSAGE(out[3].error.find("view") != std::string::npos, out[3].error);   // left out: Excluded
+  for (int i : live) {
+    CAPTURE(i);
+    const NodeOut& o = out[size_t(i)];
+    REQUIRE_MESSAGE(o.error.empty(), o.error);
+    REQUIRE(!o.views.empty());
+    CHECK(o.views.front().epoch == 2);
+    CHECK(o.views.front().members == live);
+    CHECK(std::memcmp(o.final_x.data(), out[0].final_x.data(), run.dim * 4) == 0);
+  }
+  const std::string& why = out[0].views.front().reason;
+  MESSAGE("view 2: " << why);
+  CHECK(why.find("made no progress") != std::string::npos);
+  CHECK(why.find("peer 3") != std::string::npos);
+  for (int p : {0, 1, 2}) CHECK(why.find("peer " + std::to_string(p) + " ") == std::string::npos);
 }
 
 TEST_CASE("gossip, a node of 5 crashes: the 4 survivors form view 2 over a new schedule, end equal, spread bounded") {
