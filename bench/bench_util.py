@@ -53,3 +53,17 @@ def write_config(binary, cfg, path):
                            check=True, stdout=subprocess.PIPE, text=True).stdout
     with open(path, "w") as f:
         f.write(keyed)
+
+
+def wait_nodes(procs, tag, timeout_s):
+    """Waits for every node process (stderr piped, text); on a time-out kills
+    them all, and exits naming the run when one ends non-zero."""
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            sys.exit(f"{tag}: a node did not finish within {timeout_s} s")
+        if p.returncode != 0:
+            sys.exit(f"{tag}: a node exited {p.returncode}: {err[-2000:]}")

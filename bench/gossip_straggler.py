@@ -36,7 +36,7 @@ import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
+from bench_util import free_ports, records, tether_binary, wait_nodes, write_config  # noqa: E402
 
 
 def final(logdir, node):
@@ -73,17 +73,7 @@ def run_cluster(binary, workdir, tag, a, barrier):
         if barrier:
             cmd.append("--gossip-barrier")
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    for i, p in enumerate(procs):
-        try:
-            _, err = p.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            sys.exit(f"{tag}: node {i} did not finish within 900 s")
-        if p.returncode != 0:
-            for q in procs:
-                q.kill()
-            sys.exit(f"{tag}: node {i} exited {p.returncode}: {err[-2000:]}")
+    wait_nodes(procs, tag, 900)
     wall = time.monotonic() - t0
     finals = [final(logdir, i) for i in range(a.nodes)]
     hashes = {f.get("params_hash") for f in finals}

@@ -27,7 +27,7 @@ import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
+from bench_util import free_ports, records, tether_binary, wait_nodes, write_config  # noqa: E402
 
 
 
@@ -65,15 +65,7 @@ def run_cluster(binary, workdir, tag, a, staleness, delay_ms):
     write_config(binary, cfg, path)
     procs = [subprocess.Popen([binary, "train", path, "--node", str(i)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            sys.exit(f"{tag}: a node did not finish within 600 s")
-        if p.returncode != 0:
-            sys.exit(f"{tag}: a node exited {p.returncode}: {err[-2000:]}")
+    wait_nodes(procs, tag, 600)
     finals = [final(logdir, i) for i in range(2)]
     hashes = {f.get("params_hash") for f in finals}
     if len(hashes) != 1:

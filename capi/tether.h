@@ -15,7 +15,10 @@
  *   tether_destroy(a);
  *
  * Return codes: TETHER_OK (0); TETHER_STOPPED (1): the cluster stopped (a
- * peer left gracefully), end the loop and call tether_finish; a negative
+ * peer left gracefully, or with clocked rounds — algorithm.round_ms, period
+ * "auto" — another node ran all its steps and the run ended at a common cut:
+ * tether_finish then leaves every node with the same x), end the loop and
+ * call tether_finish; a negative
  * TETHER_ERR_*: the call failed, tether_last_error() says why (the same text
  * as the tether binary: config errors name the JSON path).
  */

@@ -23,6 +23,8 @@
 //                        out members whose shards of a data epoch are then
 //                        not trained (runtime/data_views.h); kEpoch is the
 //                        data epoch (1-based)
+//   {"event": "period"}  kPeriodFields, as an automatic period (algorithm.period
+//                        "auto") changes
 //   {"event": "data_epoch"}  kDataEpochFields, at the start of each data
 //                        epoch sharded over another view than every
 //                        configured node, or over a view this node does not
@@ -49,6 +51,7 @@ inline constexpr char kEventView[] = "view";
 inline constexpr char kEventNoQuorum[] = "no_quorum";
 inline constexpr char kEventSkippedSamples[] = "skipped_samples";
 inline constexpr char kEventDataEpoch[] = "data_epoch";
+inline constexpr char kEventPeriod[] = "period";
 
 // The trainer's fields.
 inline constexpr char kStep[] = "step";
@@ -85,6 +88,10 @@ inline constexpr char kViewChanges[] = "view_changes";   // run: view changes th
 // round: 0), and the largest such age of the run.
 inline constexpr char kSketchAgeRounds[] = "sketch_age_rounds";
 inline constexpr char kSketchAgeRoundsMax[] = "sketch_age_rounds_max";   // run
+// H, local steps per round (algorithm.period; "auto": the agreed one; 0 with
+// algorithm.round_ms), and how often the automatic period changed (run).
+inline constexpr char kPeriod[] = "period";
+inline constexpr char kPeriodChanges[] = "period_changes";
 // downpour, easgd only (runtime/server_averaging.h), run: mean number of
 // server updates between a worker's fetch and its push.
 inline constexpr char kGradDelay[] = "grad_delay";
@@ -122,6 +129,12 @@ inline constexpr char kPosition[] = "position";    // data_epoch: this node's ra
 inline constexpr char kSamples[] = "samples";      // data_epoch: samples this node takes in the epoch
 inline constexpr char kUncovered[] = "uncovered";  // data_epoch: samples no member takes in the epoch
 
+// Automatic period changes' fields (with kStep, kRound as the first round
+// with the new H, and kPeriod as the new H).
+inline constexpr char kFrom[] = "from";          // period: H before
+inline constexpr char kStepMs[] = "step_ms";     // period: this node's compute per step
+inline constexpr char kMergeMs[] = "merge_ms";   // period: this node's merge service time per round
+
 inline constexpr std::array kRecordFields = {kTime, kNode};
 inline constexpr std::array kIntervalFields = {kStep, kEpoch, kLoss, kTrainAcc, kImagesPerS, kLr};
 inline constexpr std::array kNetworkFields = {
@@ -129,14 +142,14 @@ inline constexpr std::array kNetworkFields = {
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
     kDeltaClaimsRefused, kViewChanges, kTensorBytesSent, kTensorRawBytesSent,
     kSketchAgeRounds, kSketchAgeRoundsMax,
-    kSecurity, kHandshakesFailed, kHandshakeFailedBy};
+    kSecurity, kHandshakesFailed, kHandshakeFailedBy, kPeriod, kPeriodChanges};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
                                                kDeltaClaimsRefused, kViewChanges, kTensorBytesSent,
                                                kTensorRawBytesSent, kSketchAgeRoundsMax,
-                                               kSecurity, kHandshakesFailed, kHandshakeFailedBy};
+                                               kSecurity, kHandshakesFailed, kHandshakeFailedBy, kPeriodChanges};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};
 inline constexpr std::array kFailedFields = {kEvent, kStep, kError, kCheckpoint};
@@ -144,6 +157,7 @@ inline constexpr std::array kViewFields = {kEvent, kStep, kEpoch,      kMembers,
                                            kResumeRound, kMs, kAnchorHash, kTransferredBytes};
 inline constexpr std::array kNoQuorumFields = {kEvent, kStep, kUnreachable, kWaitedMs};
 inline constexpr std::array kSkippedFields = {kEvent, kStep, kEpoch, kCount, kNodes, kMembers, kFromStep, kToStep};
+inline constexpr std::array kPeriodFields = {kEvent, kStep, kRound, kPeriod, kFrom, kStepMs, kMergeMs};
 inline constexpr std::array kDataEpochFields = {kEvent, kStep, kEpoch, kMembers, kPosition, kSamples, kUncovered};
 
 }  // namespace tether::field

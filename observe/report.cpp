@@ -562,6 +562,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
   Plot dist{"Largest pairwise distance and its bound", "distance (L2)", {}, 0.0, std::nullopt};
   Plot wire{"Bytes on the wire (sent)", "Mbit/s", {}, 0.0, std::nullopt};
   Plot disp{"Displacement norm", "||displacement||", {}, 0.0, std::nullopt};
+  Plot period{"Period H (local steps per round)", "H", {}, 0.0, std::nullopt};
 
   // Every node's bound, merged in time order.
   struct Event {
@@ -574,7 +575,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
     Series l{label(id), color(id), {}}, a{label(id) + " train", color(id), {}}, t{label(id) + " test", color(id), {}};
     t.markers = true;
     Series th{label(id), color(id), {}}, id_{label(id), color(id), {}}, di{label(id), color(id), {}};
-    Series wi{label(id), color(id), {}}, dn{label(id), color(id), {}};
+    Series wi{label(id), color(id), {}}, dn{label(id), color(id), {}}, pe{label(id), color(id), {}};
     const NodeSample* prev = nullptr;
     for (const NodeSample& s : n.samples) {
       double x = xof(s.time);
@@ -584,6 +585,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
       id_.pts.push_back({x, s.idle_frac * 100});
       di.pts.push_back({x, s.max_pair_dist});
       dn.pts.push_back({x, s.disp_norm});
+      if (s.period > 0) pe.pts.push_back({x, double(s.period)});
       // Rate from the counter's growth since the previous record (a counter
       // that went back — a restart — gives no point).
       if (prev != nullptr && s.time > prev->time && s.bytes_sent >= prev->bytes_sent)
@@ -600,6 +602,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
     dist.series.push_back(std::move(di));
     wire.series.push_back(std::move(wi));
     disp.series.push_back(std::move(dn));
+    if (!pe.pts.empty()) period.series.push_back(std::move(pe));
   }
   std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
   // Total throughput: each node's images/s interpolated linearly between its
@@ -773,6 +776,7 @@ std::string render_report(const RunLog& log, const ReportOptions& opts) {
   o += "<div class=\"grid2\">\n";
   int index = 0;
   for (const Plot* p : {&loss, &acc, &ips, &idle, &dist, &wire, &disp}) o += figure(*p, ta, index++, marks);
+  if (!period.series.empty()) o += figure(period, ta, index++, marks);   // a run that recorded H
   o += "</div>\n<script>" + std::string(kScript) + "</script>\n</body>\n</html>\n";
   return o;
 }

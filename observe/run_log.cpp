@@ -162,6 +162,8 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.lr = num(j, field::kLr);
     s.idle_frac = num(j, field::kIdleFrac);
     s.idle_frac_total = num(j, field::kIdleFracTotal);
+    s.period = j.contains(field::kPeriod) ? int64_t(count(j, field::kPeriod)) : -1;
+    s.period_changes = count(j, field::kPeriodChanges);
     s.rounds_in_flight = int64_t(count(j, field::kRoundsInFlight));
     s.disp_norm = num(j, field::kDispNorm);
     s.max_pair_dist = num(j, field::kMaxPairDist);
@@ -205,6 +207,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.interrupted = flag(j, field::kInterrupted);
     f.wall_s = num(j, field::kWallS);
     f.idle_frac_total = num(j, field::kIdleFracTotal);
+    f.period_changes = count(j, field::kPeriodChanges);
     f.max_pair_dist_run = num(j, field::kMaxPairDistRun);
     f.throttle_count = count(j, field::kThrottleCount);
     f.bytes_sent = count(j, field::kBytesSent);
@@ -254,6 +257,9 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     q.unreachable = ids(j, field::kUnreachable);
     q.waited_ms = num(j, field::kWaitedMs);
     node.no_quorum.push_back(std::move(q));
+  } else if (event == field::kEventPeriod || event == field::kEventSkippedSamples || event == field::kEventDataEpoch) {
+    // Known events the readers show through the periodic records (period)
+    // or do not show (data epochs).
   } else {
     ++node.unknown;
   }

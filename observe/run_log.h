@@ -41,6 +41,8 @@ struct NodeSample {
   int epoch = 0;
   double loss = 0, train_acc = 0, images_per_s = 0, lr = 0;
   double idle_frac = 0, idle_frac_total = 0;
+  int64_t period = -1;   // H of the round (0: rounds by time; -1: not recorded)
+  uint64_t period_changes = 0;   // automatic period changes so far
   int64_t rounds_in_flight = 0;
   double disp_norm = 0, max_pair_dist = 0, max_pair_dist_run = 0, bound = 0, max_delta_norm = 0;
   bool throttled = false;
@@ -72,6 +74,7 @@ struct NodeFinal {
   double wall_s = 0;
   // Network totals of the final record (0 on a single node).
   double idle_frac_total = 0, max_pair_dist_run = 0;
+  uint64_t period_changes = 0;   // automatic period changes in the run
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
   uint64_t sketch_age_rounds_max = 0;   // the monitor's oldest sketch over the run

@@ -170,6 +170,7 @@ PYBIND11_MODULE(_tether, m) {
       .def_property_readonly("finished", [](PyAverager& a) { return a.core().finished(); })
       .def_property_readonly("stop_requested", [](PyAverager& a) { return a.core().stop_requested(); })
       .def_property_readonly("stop_reason", [](PyAverager& a) { return a.core().stop_reason(); })
+      .def_property_readonly("ended", [](PyAverager& a) { return a.core().ended(); })
       .def_property_readonly("log_path", [](PyAverager& a) { return a.core().log_path(); })
       .def_property_readonly("node", [](PyAverager& a) { return a.core().node(); })
       .def_property_readonly("count", [](PyAverager& a) { return a.core().count(); });

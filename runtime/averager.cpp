@@ -57,7 +57,15 @@ Averager::Averager(const Config& cfg, int node, std::unique_ptr<ParamStore> stor
   if (store_ == nullptr) throw ConfigError("params: null buffer");
   if (store_->count() == 0) throw ConfigError("params: no parameters to average");
   log_ = std::make_unique<MetricsLog>(cfg_.log.dir, node);
-  if (cfg_.nodes() > 1) avg_ = make_averaging(cfg_, node, store_.get(), AveragingOptions{});
+  if (cfg_.nodes() > 1) {
+    AveragingOptions hooks;
+    hooks.on_period = [this](const PeriodChange& c) {   // as the tether binary records it
+      log_->write({{field::kEvent, field::kEventPeriod}, {field::kStep, steps_}, {field::kRound, c.round},
+                   {field::kPeriod, c.to}, {field::kFrom, c.from}, {field::kStepMs, c.step_ms},
+                   {field::kMergeMs, c.merge_ms}});
+    };
+    avg_ = make_averaging(cfg_, node, store_.get(), hooks);
+  }
   start_s_ = interval_start_s_ = now_s();
 }
 
@@ -66,6 +74,7 @@ size_t Averager::count() const { return store_->count(); }
 Averager::~Averager() = default;
 
 bool Averager::stop_requested() const { return avg_ && avg_->stop_requested(); }
+bool Averager::ended() const { return avg_ && avg_->ended(); }
 std::string Averager::stop_reason() const { return avg_ ? avg_->stop_reason() : std::string(); }
 const std::string& Averager::log_path() const { return log_->path(); }
 
@@ -135,7 +144,7 @@ void Averager::finish(std::optional<double> test_acc) {
   if (finished_) throw std::logic_error("finish(): already called");
   if (failed_) throw std::logic_error("finish(): the averaging failed before (see the exception it raised)");
   write_interval();
-  const bool interrupted = stop_requested();
+  const bool interrupted = stop_requested() && !ended();   // an ended run (clocked rounds) is not interrupted
   if (avg_) {
     try {
       avg_->finish();

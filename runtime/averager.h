@@ -90,6 +90,10 @@ class Averager {
   uint64_t steps() const { return steps_; }
   bool finished() const { return finished_; }
   bool stop_requested() const;
+  // Clocked rounds (algorithm.round_ms, period "auto"): another node ran all
+  // its steps and the run ended at a common cut (stop_requested() is true
+  // too); finish() then leaves every node with the same parameters.
+  bool ended() const;
   std::string stop_reason() const;
   const std::string& log_path() const;
   size_t count() const;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -35,6 +36,19 @@ constexpr size_t kCloseBlock = 2048;
 // A peer's largest round delta is believed up to this multiple of this
 // node's own (every node trains the same model with the same learning rate).
 constexpr double kMaxDeltaClaimRatio = 1000.0;
+
+// period "auto": the largest H proposed, the merges measured before a node
+// proposes anything but its current H, the headroom over the exact fit, and
+// the band [kAutoKeep·H, H] within which a node keeps H (no flapping).
+constexpr int kMaxAutoPeriod = 4096;
+constexpr int kAutoMinMerges = 2;
+constexpr double kAutoHeadroom = 1.25, kAutoKeep = 0.6;
+// Weight of the newest sample in the step and merge time averages (about 20
+// steps, 10 rounds: a shared machine's step times swing by 2x).
+constexpr double kStepEwma = 0.05, kMergeEwma = 0.1;
+// A node that ran all its steps closes at most this many empty rounds while
+// it waits for the cut (the cut comes s + 1 rounds after its mark).
+constexpr int kMaxEndRounds = 1 << 16;
 
 // One block of the round close: delta = x − x_prev, x_prev = x; adds Σ delta²
 // and Σ (x − anchor)² to *dn and *disp. 16 float lanes (vectorized), folded
@@ -110,12 +124,16 @@ class OverlapAveraging : public Averaging {
     if (comm_->joined()) {   // x = x̄ at the view's resume round
       anchor_ = x_;
       next_round_ = comm_->first_round();
-      start_step_ = next_round_ * uint64_t(o_.period);
+      // Clocked rounds: steps are each node's own; the joiner keeps its count.
+      if (!clocked()) start_step_ = next_round_ * uint64_t(o_.period);
     }
+    period_ = o_.period;
+    closes_base_ = next_round_;
+    steps_done_ = last_close_step_ = start_step_;
     report_views();
     max_delta_all_ = max_delta_local_ = o_.max_delta;
     bound_ = o_.bound;   // 0 (auto) until the first merge reports round deltas
-    start_ = last_metrics_ = now_s();
+    start_ = last_metrics_ = last_exit_ = now_s();
   }
 
   ~OverlapAveraging() override {
@@ -128,22 +146,33 @@ class OverlapAveraging : public Averaging {
   }
 
   void after_step(uint64_t steps_done) override {
+    // The time since this call last returned is one step's compute.
+    const double t = now_s();
+    step_s_ = step_s_ > 0 ? (1 - kStepEwma) * step_s_ + kStepEwma * (t - last_exit_) : t - last_exit_;
     steps_done_ = steps_done;
     if (peer_left_ || cut_reached_) return;   // the run is ending: no more rounds
     try {
       apply_finished();
-      if (steps_done % uint64_t(o_.period) != 0) return;
-      if (o_.gossip) gossip_before_close();
-      close_round();
-      if (cut_round_ && next_round_ >= *cut_round_) {
-        drain();
-        cut_reached_ = true;
-        stop_why_ = "a node was interrupted: every node stops at round " + std::to_string(next_round_) +
-                    " (step " + std::to_string(steps_done) + ")";
+      if (round_due(steps_done, t)) {
+        if (o_.gossip) gossip_before_close();   // gossip's stop agreement (not clocked: ring only)
+        close_round();
+        // round_ms: the first round is a start barrier (its result starts the
+        // clock); a node that started early does not train on alone.
+        if (o_.round_ms > 0 && next_round_ == closes_base_ + 1) drain();
+        check_cut();
+        // round_ms: a node whose step outlasts the period closes the rounds
+        // its clock has passed meanwhile as empty ones (Δ = 0), so that it
+        // keeps the cluster's pace instead of holding every round to its
+        // step (at most s + 1 per step; the rest at the next step).
+        for (int k = 0; o_.round_ms > 0 && k <= o_.staleness && !cut_reached_ && round_due(steps_done, now_s()); ++k) {
+          close_round();
+          check_cut();
+        }
       }
     } catch (const net::PeerLost& e) {
       note_peer_left(e);
     }
+    last_exit_ = now_s();
   }
 
   void drain() override {
@@ -158,12 +187,33 @@ class OverlapAveraging : public Averaging {
   double max_delta() const override { return std::max(max_delta_all_, max_delta_local_); }
   bool joined() const override { return comm_->joined(); }
   uint64_t start_step() const override { return start_step_; }
+  bool ended() const override { return cut_reached_ && cut_is_end_; }
+  int period() const override { return o_.round_ms > 0 ? 0 : period_; }
+
+  uint64_t rounds_before_step(uint64_t step) const override {
+    if (!clocked()) return step / uint64_t(o_.period);
+    // closes_ holds the steps done at each close (non-decreasing).
+    const auto closed = uint64_t(std::upper_bound(closes_.begin(), closes_.end(), step) - closes_.begin());
+    if (step <= steps_done_) return closes_base_ + closed;
+    return closes_base_ + closed + (step - last_close_step_) / steps_per_round();
+  }
+
+  uint64_t first_step_of_round(uint64_t round) const override {
+    if (!clocked()) return round * uint64_t(o_.period);
+    if (round <= closes_base_) return start_step_;
+    const uint64_t k = round - closes_base_ - 1;   // the close that begins it
+    if (k < closes_.size()) return closes_[size_t(k)];
+    return last_close_step_ + (round - next_round_) * steps_per_round();
+  }
 
   void finish() override {
-    const bool interrupted = peer_left_ || cut_reached_;
+    // Clocked rounds: the run ends at a common cut (this node's mark, or an
+    // earlier one's): every node then holds the same rounds.
+    if (clocked() && !peer_left_ && !cut_reached_) run_to_end_cut();
+    const bool interrupted = peer_left_ || (cut_reached_ && !cut_is_end_);
     // A partial round holds local updates that must be merged too. Every
     // node runs the same number of steps, so all close the same rounds.
-    if (!interrupted && steps_done_ % uint64_t(o_.period) != 0) close_round_submit();
+    if (!interrupted && !clocked() && steps_done_ % uint64_t(o_.period) != 0) close_round_submit();
     double deadline = now_s() + o_.shutdown_timeout_ms / 1000.0;
     while (!in_flight_.empty()) {
       if (interrupted && now_s() > deadline) {
@@ -216,6 +266,8 @@ class OverlapAveraging : public Averaging {
             {field::kHandshakesFailed, handshakes_failed},
             {field::kHandshakeFailedBy, handshakes_},{field::kRound, next_round_},
             {field::kIdleFrac, idle_frac},
+            {field::kPeriod, period()},
+            {field::kPeriodChanges, period_changes_},
             {field::kIdleFracTotal, idle_s_ / std::max(1e-9, t - start_)},
             {field::kRoundsInFlight, in_flight_.size()},
             {field::kDispNorm, disp_norm_},
@@ -272,7 +324,101 @@ class OverlapAveraging : public Averaging {
   struct InFlight {
     uint64_t round;
     std::vector<float> submitted;   // Δ (ring); empty for gossip
+    double at = 0;                  // when it was submitted (the merge's service time)
   };
+
+  bool clocked() const { return o_.round_ms > 0 || o_.period_auto; }
+
+  // Whether the round this node accumulates closes after `steps_done` steps.
+  bool round_due(uint64_t steps_done, double t) const {
+    // On one clock: this node's first round closes at its first step, and
+    // its result (waited for: a start barrier), which reaches every node
+    // within a link's latency, starts the clock; round closes_base_ + k closes k periods later. The nodes
+    // close each round at about the same time whenever each started (a
+    // start-up skew would otherwise leave an early node a round per step
+    // ahead, waiting on every one), and none drifts (a schedule from each
+    // node's last close would lag by up to a step per round on a slow one).
+    if (o_.round_ms > 0) {
+      if (next_round_ == closes_base_) return true;
+      if (clock_base_ < 0) return false;   // the first round has not come back yet
+      return (t - clock_base_) * 1000.0 >= double(next_round_ - closes_base_) * double(o_.round_ms);
+    }
+    if (o_.period_auto) return steps_done - last_close_step_ >= uint64_t(period_);
+    return steps_done % uint64_t(o_.period) == 0;
+  }
+
+  // Steps per round at this node's pace (the rounds it closed, or H).
+  uint64_t steps_per_round() const {
+    if (o_.round_ms == 0) return uint64_t(std::max(1, period_));
+    const uint64_t rounds = next_round_ - closes_base_, steps = last_close_step_ - start_step_;
+    return rounds > 0 && steps >= rounds ? steps / rounds : 1;
+  }
+
+  void check_cut() {
+    if (!cut_round_ || next_round_ < *cut_round_) return;
+    drain();
+    cut_reached_ = true;
+    stop_why_ = cut_is_end_ ? "a node ran all its steps: the run ends at round " + std::to_string(next_round_) +
+                                  " (this node at step " + std::to_string(steps_done_) + ")"
+                            : "a node was interrupted: every node stops at round " + std::to_string(next_round_) +
+                                  " (step " + std::to_string(steps_done_) + ")";
+  }
+
+  // Clocked rounds, this node has run all its steps: mark the next round
+  // kStopEnd and close empty rounds (Δ = 0) until the cut (bounded: it comes
+  // s + 1 rounds after the first mark any node sent).
+  void run_to_end_cut() {
+    end_wanted_ = stop_wanted_ = true;
+    try {
+      apply_finished();
+      for (int k = 0; k < kMaxEndRounds && !cut_reached_; ++k) {   // bounded: see above
+        close_round();
+        check_cut();
+      }
+    } catch (const net::PeerLost& e) {
+      note_peer_left(e);
+      return;
+    }
+    if (!cut_reached_) throw std::runtime_error("the run's end: no cut after " + std::to_string(kMaxEndRounds) + " rounds");
+  }
+
+  // The period this node proposes for the rounds to come (period "auto"),
+  // 0 while it has measured too little to have an opinion.
+  int proposed_period() const {
+    if (!o_.period_auto || merges_measured_ < kAutoMinMerges || step_s_ <= 0) return 0;
+    const double h = kAutoHeadroom * merge_s_ / (double(std::max(1, o_.staleness)) * step_s_);
+    return std::max(1, int(std::min(double(kMaxAutoPeriod), std::ceil(h))));
+  }
+
+  // The period scheduled for `round` (changes decided but not yet in effect).
+  int scheduled_period(uint64_t round) const {
+    int h = period_;
+    for (const auto& [from, value] : period_from_) if (from <= round) h = value;
+    return h;
+  }
+
+  // The round about to be accumulated is next_round_: take the period
+  // decided for it.
+  void advance_period() {
+    while (!period_from_.empty() && period_from_.begin()->first <= next_round_) {
+      const int to = period_from_.begin()->second;
+      period_from_.erase(period_from_.begin());
+      if (to == period_) continue;
+      PeriodChange c;
+      c.round = next_round_;
+      c.from = period_;
+      c.to = to;
+      c.step_ms = step_s_ * 1000.0;
+      c.merge_ms = merge_s_ * 1000.0;
+      // A round delta grows with its steps: the bound follows H.
+      const double scale = double(to) / double(period_);
+      max_delta_all_ *= scale;
+      max_delta_local_ *= scale;
+      period_ = to;
+      ++period_changes_;
+      if (o_.on_period) o_.on_period(c);
+    }
+  }
 
   void close_round() {
     close_round_submit();
@@ -305,6 +451,7 @@ class OverlapAveraging : public Averaging {
     if (in_flight_.size() > allowed && o_.test_crash_at && o_.test_crash_at("window", in_flight_.front().round))
       comm_->crash("window");   // test hook: dies as it would wait (the wait below raises TestCrash)
     while (in_flight_.size() > allowed) wait_one(o_.peer_timeout_ms);
+    if (o_.period_auto) advance_period();
   }
 
   void close_round_submit() {
@@ -322,14 +469,19 @@ class OverlapAveraging : public Averaging {
     const double dnorm = std::sqrt(dn);
     max_delta_local_ = std::max(max_delta_local_, dnorm);
     if (!o_.gossip) disp_norm_ = std::sqrt(disp);
-    std::vector<float> sk(acc.size() + 1);
+    std::vector<float> sk(acc.size() + kSketchTail);
     for (size_t b = 0; b < acc.size(); ++b) sk[b] = float(acc[b]);
-    sk.back() = float(max_delta_local_);   // peers derive the bound from it
+    const size_t tail = acc.size();
+    sk[tail + kTailMaxDelta] = float(max_delta_local_);   // peers derive the bound from it
+    sk[tail + kTailPeriod] = float(proposed_period());
     if (o_.on_close) o_.on_close(next_round_, x_.data(), dim_, dnorm);
     uint64_t r = next_round_++;
     net::RoundFlags flags;
     flags.stop = stop_wanted_ && !stop_sent_;
     stop_sent_ = stop_sent_ || flags.stop;
+    if (flags.stop) sk[tail + kTailStop] = end_wanted_ ? kStopEnd : kStopInterrupt;
+    if (clocked()) closes_.push_back(steps_done_);
+    last_close_step_ = steps_done_;
     // The mixer keeps (and may overwrite) what it is given; the ring keeps
     // its own copy of Δ to form the correction when the round comes back.
     std::vector<float> sent = take_buffer();
@@ -339,7 +491,7 @@ class OverlapAveraging : public Averaging {
       recycle(std::move(delta));
       delta.clear();
     }
-    in_flight_.push_back({r, std::move(delta)});
+    in_flight_.push_back({r, std::move(delta), now_s()});
   }
 
   // Gossip's closing average: one ring all-reduce of x_i; the mean has the
@@ -349,7 +501,7 @@ class OverlapAveraging : public Averaging {
     net::RoundFlags flags;
     flags.exact = true;
     const uint64_t r = next_round_++;
-    comm_->submit(r, x_, std::vector<float>(size_t(sketch_.buckets()) + 1, 0.0f), flags);
+    comm_->submit(r, x_, std::vector<float>(size_t(sketch_.buckets()) + kSketchTail, 0.0f), flags);
     std::optional<net::RoundResult> res;
     const double deadline = now_s() + o_.peer_timeout_ms / 1000.0 + 60.0;
     while (!res) {   // bounded: a silent peer raises PeerLost; the deadline is a backstop
@@ -405,6 +557,16 @@ class OverlapAveraging : public Averaging {
     }
     InFlight f = std::move(in_flight_.front());
     in_flight_.pop_front();
+    {
+      // The merge's service time: from when the ring could start on this
+      // round here (submitted, and the round before it done) to its result.
+      const double done = now_s();
+      const double took = done - std::max(f.at, last_merge_done_);
+      last_merge_done_ = done;
+      if (f.round == closes_base_) clock_base_ = done;   // round_ms: the clock starts
+      merge_s_ = merges_measured_ > 0 ? (1 - kMergeEwma) * merge_s_ + kMergeEwma * took : took;
+      ++merges_measured_;
+    }
     if (o_.gossip) {
       // res.mixed is the correction itself (net/gossip.h).
       for (size_t i = 0; i < dim_; ++i) x_prev_[i] += res.mixed[i];   // i < dim_: the arena
@@ -419,8 +581,27 @@ class OverlapAveraging : public Averaging {
       if (o_.on_merge) o_.on_merge(res.round, anchor_.data(), dim_);
     }
     if (res.stop_requested && !cut_round_) {
-      // Every node applies this round with the same mark: the same cut.
+      // Every node applies this round with the same mark: the same cut. It
+      // ends the run when every mark of the round says so (kStopEnd).
       cut_round_ = res.round + uint64_t(o_.staleness) + 1;
+      float why = 0;
+      for (const auto& [id, sk] : res.sketches) why = std::max(why, sketch_tail(sk, sketch_.buckets(), kTailStop));
+      cut_is_end_ = why == kStopEnd;
+    }
+    if (o_.period_auto) {
+      // Every node takes the largest proposal of this round from round
+      // r + s + 1 on: no node has closed that round yet.
+      // H grows at once and shrinks only below kAutoKeep of the H already
+      // scheduled (proposals made under an older H would flap it), on the
+      // same sketches and schedule everywhere: the same decision.
+      int h = 0;
+      for (const auto& [id, sk] : res.sketches) {
+        const float p = sketch_tail(sk, sketch_.buckets(), kTailPeriod);
+        if (std::isfinite(p) && p >= 1) h = std::max(h, int(std::min(p, float(kMaxAutoPeriod))));
+      }
+      const uint64_t from = res.round + uint64_t(o_.staleness) + 1;
+      const int cur = scheduled_period(from);
+      if (h >= 1 && (h > cur || double(h) < kAutoKeep * double(cur))) period_from_[from] = h;
     }
     // Monitor: the largest round delta any node reported bounds the distance.
     // A peer's claim feeds the bound of every node, so it is taken only when
@@ -428,8 +609,8 @@ class OverlapAveraging : public Averaging {
     // node's own largest round delta (the same model, data and learning rate
     // on every node); others are refused and counted.
     for (const auto& [id, sk] : res.sketches) {
-      if (sk.empty() || id == o_.node) continue;
-      const double claim = double(sk.back());
+      if (sk.size() <= size_t(sketch_.buckets()) || id == o_.node) continue;
+      const double claim = double(sketch_tail(sk, sketch_.buckets(), kTailMaxDelta));
       const bool plausible = std::isfinite(claim) && claim >= 0 &&
                              (max_delta_local_ <= 0 || claim <= kMaxDeltaClaimRatio * max_delta_local_);
       if (plausible) {
@@ -475,6 +656,16 @@ class OverlapAveraging : public Averaging {
   int last_self_peer_ = -1;
   bool throttled_ = false, throttled_now_ = false, finished_ = false, peer_left_ = false;
   bool stop_wanted_ = false, stop_sent_ = false, cut_reached_ = false;
+  bool end_wanted_ = false, cut_is_end_ = false;
+  // Clocked rounds: the period in effect, changes decided for later rounds,
+  // the steps done at each close from round closes_base_ on, and the
+  // measured times (seconds: compute per step, the merge's service time).
+  int period_ = 1;
+  std::map<uint64_t, int> period_from_;
+  uint64_t closes_base_ = 0, last_close_step_ = 0, period_changes_ = 0;
+  std::vector<uint64_t> closes_;
+  double clock_base_ = -1, last_exit_ = 0, step_s_ = 0, merge_s_ = 0, last_merge_done_ = 0;
+  int merges_measured_ = 0;
   std::optional<uint64_t> cut_round_;
   uint64_t sketch_age_ = 0, sketch_age_max_ = 0;   // rounds: the oldest sketch in the last estimate, and in the run
   std::string stop_why_;
@@ -528,6 +719,10 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   a.node = node;
   a.staleness = cfg.effective_staleness();
   a.period = cfg.algorithm.period;
+  a.period_auto = cfg.algorithm.period_auto;
+  a.round_ms = cfg.algorithm.round_ms;
+  if (a.period_auto && resume.period > 0) a.period = resume.period;   // the H agreed at the cut
+  a.on_period = resume.on_period;
   a.gossip = cfg.algorithm.mixer == "gossip";
   a.bound = cfg.monitor.bound;
   a.sketch_buckets = cfg.monitor.sketch_buckets;
@@ -579,12 +774,16 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   o.inject_rate_mbps = cfg.net.inject_rate_mbps;
   o.codec = *net::codec_from_name(cfg.net.compression);   // parse_config accepted only the codecs' names
   o.sketch_seed = cfg.train.seed;
-  o.sketch_floats = uint64_t(cfg.monitor.sketch_buckets) + 1;   // the CountSketch and the largest ‖Δ‖
+  o.sketch_floats = uint64_t(cfg.monitor.sketch_buckets) + kSketchTail;   // the CountSketch and its tail (monitor.h)
   o.config_hash = config_hash(cfg);
   for (const auto& [path, value] : config_run_keys(cfg))
     o.config_keys.emplace_back(path, net::hash64(value.data(), value.size()));
   o.first_round = resume.first_round;
-  o.start_step = resume.start_step;
+  // The hello compares where every node starts. Clocked rounds: nodes are at
+  // their own steps, only the round is shared (a resumed run: never 0).
+  o.start_step = !cfg.algorithm.clocked_rounds() ? resume.start_step
+                 : resume.start_step == 0        ? 0
+                                                 : resume.first_round + 1;
   o.test_crash_at = resume.test_crash_at;
   o.gossip_barrier = resume.gossip_barrier;
   if (cfg.algorithm.server_based()) {   // downpour, easgd: the baselines own the store they are given

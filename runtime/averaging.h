@@ -51,6 +51,37 @@
 //   step every node reaches (a multiple of H). Resuming starts the
 //   communicator at round R and step, which every peer must share (hello).
 //
+// Clocked rounds (ring; DESIGN.md "Rounds by time"). Nothing above needs a
+//   round to hold the same number of steps on every node: the ring averages
+//   whatever Δ each node closed, the bound takes the largest round delta.
+//   - round_ms: a node closes round first + k once k periods have passed on
+//     the cluster's clock (at a step boundary; the first round is a start
+//     barrier whose result starts the clock on every node), and a node whose
+//     step outlasts the period closes the rounds its clock passed as empty
+//     ones, so a slow node closes rounds with fewer steps instead of holding
+//     the others to its pace.
+//   - period "auto": round r carries each node's proposed H in its sketch
+//     (kTailPeriod, runtime/monitor.h): H = ⌈1.25·t_merge / (s·t_step)⌉ from
+//     this node's compute time per step and the merge's service time (the
+//     time the ring spent on one round here, queueing left out). Applying
+//     round r, every node takes the largest proposal as H from round
+//     r + s + 1 on if it is above the H scheduled there or below 0.6 of it
+//     (proposals made under an older H would flap it) — the same rule as the
+//     cut: no
+//     node has closed round r + s + 1 yet (it applies r at the latest while
+//     closing r + s), so every node closes every round after the same steps.
+//     D_max is rescaled by H'/H as H changes (a round delta grows with its
+//     steps), so the automatic bound follows H.
+//   The run ends at a common cut: a node that has run all its steps marks its
+//   next round with kStopEnd and, until the cut, closes empty rounds (Δ = 0);
+//   every node stops at the cut (ended()), nothing in flight, and takes x̄ —
+//   one model, as at a normal end. A node with steps left skips them. A
+//   joiner (or a resumed node) closes rounds from its own step count; only
+//   the data epochs' view decisions use the step↔round map
+//   (rounds_before_step), which with round_ms is each node's own: after a
+//   view change, nodes that begin an epoch at different rounds may shard it
+//   over different views (the skipped-samples records then estimate).
+//
 // Failure (ring): a member that dies is left out of a new view (net/
 // communicator.h, "Membership"); the others carry on, every member's x̄ the
 // same bits after the change. A node that cannot be in a view with a majority
@@ -110,13 +141,37 @@ class Averaging {
   // This node joined a running view: it starts at start_step() from x̄.
   virtual bool joined() const = 0;
   virtual uint64_t start_step() const = 0;
+  // Clocked rounds (round_ms, period "auto"): the cut was reached because a
+  // node ran all its steps. The run ended (not interrupted): every node ends
+  // with x̄, a node with steps left skips them.
+  virtual bool ended() const { return false; }
+  // The period H of the round this node accumulates now (the configured H;
+  // with period "auto", the agreed one; with round_ms, 0).
+  virtual int period() const = 0;
+  // Rounds this node has closed (or, for a step ahead, will have closed,
+  // estimated at the current pace) before it runs step `step` (0-based), and
+  // the step at which round `round` begins here: the map between steps and
+  // rounds that data epochs are decided on (runtime/data_views.h). With a
+  // fixed H: step / H and round · H.
+  virtual uint64_t rounds_before_step(uint64_t step) const = 0;
+  virtual uint64_t first_step_of_round(uint64_t round) const = 0;
+};
+
+// A change of the automatic period, as it takes effect (trainer logs it).
+struct PeriodChange {
+  uint64_t round = 0;            // the first round with the new period
+  int from = 1, to = 1;          // H before and after
+  double step_ms = 0;            // this node's measured compute per step
+  double merge_ms = 0;           // this node's measured merge (service) time per round
 };
 
 // Typed options of the algorithm (the factory maps the Config onto them).
 struct AveragingOptions {
   int node = 0;
   int staleness = 2;                // s
-  int period = 1;                   // H
+  int period = 1;                   // H (with period_auto: the starting H)
+  bool period_auto = false;         // H agreed per round from the measured times (ring)
+  int round_ms = 0;                 // > 0: a round closes every round_ms of wall time (ring)
   bool gossip = false;              // mixer: gossip, else ring
   double bound = 0;                 // 0: auto (ring: 2(s+1)·D_max; gossip: none)
   int sketch_buckets = 1024;
@@ -131,6 +186,8 @@ struct AveragingOptions {
   std::function<void(uint64_t round, const float* x, size_t count, double delta_norm)> on_close;
   // Called with x̄ after each ring round is applied (tests).
   std::function<void(uint64_t round, const float* anchor, size_t count)> on_merge;
+  // Called (trainer thread) as a new automatic period takes effect.
+  std::function<void(const PeriodChange&)> on_period;
   // Called (trainer thread) for each view change this node took part in.
   std::function<void(const net::ViewEvent&)> on_view;
   // Test hook: handed to the communicator (CommOptions::test_crash_at; the

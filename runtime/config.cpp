@@ -434,7 +434,13 @@ Config parse_config(const json& doc) {
     Obj a = top.child("algorithm");
     c.algorithm.name = a.choice("name", c.algorithm.name, {"overlap", "sync", "local-sgd", "downpour", "easgd"});
     c.algorithm.staleness = int(a.integer("staleness", c.algorithm.staleness, 0, 64, "in 0..64"));
-    c.algorithm.period = int(a.integer("period", c.algorithm.period, 1, 1000000, ">= 1"));
+    const json* period = a.get("period");
+    if (period != nullptr && period->is_string() && *period == "auto") {
+      c.algorithm.period_auto = true;   // H starts at 1 and follows the measured times
+    } else {
+      c.algorithm.period = int(a.integer("period", c.algorithm.period, 1, 1000000, ">= 1 or \"auto\""));
+    }
+    c.algorithm.round_ms = int(a.integer("round_ms", c.algorithm.round_ms, 0, 3600000, "in 0..3600000 (0: every H steps)"));
     c.algorithm.mixer = a.choice("mixer", c.algorithm.mixer, {"ring", "gossip"});
     c.algorithm.n_push = int(a.integer("n_push", c.algorithm.n_push, 1, 1000000, ">= 1"));
     c.algorithm.n_fetch = int(a.integer("n_fetch", c.algorithm.n_fetch, 1, 1000000, ">= 1"));
@@ -489,6 +495,31 @@ Config parse_config(const json& doc) {
     throw ConfigError("monitor.bound: the gossip mixer has no proven distance bound (its spread depends on the number "
                       "of nodes and the schedule, not on algorithm.staleness alone); leave it \"auto\": no "
                       "throttle, distances are still estimated and logged, got " + show(json(c.monitor.bound)));
+  }
+  if (c.algorithm.clocked_rounds()) {
+    // Rounds that are not a fixed number of steps: the overlap ring only.
+    const std::string key = c.algorithm.round_ms > 0 ? "algorithm.round_ms" : "algorithm.period";
+    const std::string what = c.algorithm.round_ms > 0 ? "rounds by time" : "an automatic period";
+    if (c.algorithm.round_ms > 0 && c.algorithm.period_auto)
+      throw ConfigError("algorithm.period: \"auto\" picks a number of steps per round, algorithm.round_ms closes "
+                        "rounds on the clock; set one of them, not both");
+    if (c.algorithm.round_ms > 0 && c.algorithm.period != 1)
+      throw ConfigError("algorithm.period: rounds close every algorithm.round_ms (" + std::to_string(c.algorithm.round_ms) +
+                        " ms), not every H steps; leave period 1, got " + std::to_string(c.algorithm.period));
+    if (c.algorithm.name != "overlap")
+      throw ConfigError(key + ": " + what + " needs algorithm.name \"overlap\" (rounds in flight while computing), got \"" +
+                        c.algorithm.name + "\"");
+    if (c.algorithm.mixer != "ring")
+      throw ConfigError(key + ": " + what + " runs on the ring mixer (every node must see every node's round), got "
+                        "algorithm.mixer \"" + c.algorithm.mixer + "\"");
+    if (c.algorithm.period_auto && c.algorithm.staleness < 1)
+      throw ConfigError("algorithm.period: \"auto\" hides a merge behind s rounds of compute; it needs "
+                        "algorithm.staleness >= 1, got 0");
+    if (c.train.checkpoint_every_steps > 0 && c.nodes() > 1)
+      throw ConfigError("train.checkpoint_every_steps: with " + what + " (" + key + ") nodes reach a step at different "
+                        "rounds, so periodic checkpoints would not form one cut; leave it 0 (an interrupted or "
+                        "finished run still checkpoints at a common cut), got " +
+                        std::to_string(c.train.checkpoint_every_steps));
   }
   if (c.nodes() > 1 && c.train.checkpoint_every_steps % c.algorithm.period != 0) {
     throw ConfigError("train.checkpoint_every_steps: expected a multiple of algorithm.period (" +
@@ -566,7 +597,8 @@ RunKeys config_run_keys(const Config& cfg) {
   add("optimizer.scale_lr", cfg.optimizer.scale_lr);
   add("algorithm.name", cfg.algorithm.name);
   add("algorithm.staleness", cfg.algorithm.staleness);
-  add("algorithm.period", cfg.algorithm.period);
+  add("algorithm.period", cfg.algorithm.period_auto ? json("auto") : json(cfg.algorithm.period));
+  if (cfg.algorithm.round_ms > 0) add("algorithm.round_ms", cfg.algorithm.round_ms);   // absent: the hash of earlier runs
   add("algorithm.mixer", cfg.algorithm.mixer);
   add("algorithm.n_push", cfg.algorithm.n_push);
   add("algorithm.n_fetch", cfg.algorithm.n_fetch);
@@ -692,7 +724,8 @@ json config_to_json(const Config& c) {
       {"log", {{"dir", c.log.dir}, {"every_steps", c.log.every_steps}, {"progress", c.log.progress}}},
       {"cluster", {{"peers", peers}}},
       {"algorithm", {{"name", c.algorithm.name}, {"staleness", c.algorithm.staleness},
-                     {"period", c.algorithm.period}, {"mixer", c.algorithm.mixer},
+                     {"period", c.algorithm.period_auto ? json("auto") : json(c.algorithm.period)},
+                     {"round_ms", c.algorithm.round_ms}, {"mixer", c.algorithm.mixer},
                      {"n_push", c.algorithm.n_push}, {"n_fetch", c.algorithm.n_fetch},
                      {"alpha", c.algorithm.alpha}, {"tau", c.algorithm.tau}}},
       {"monitor", {{"bound", c.monitor.bound == 0.0 ? json("auto") : json(c.monitor.bound)},

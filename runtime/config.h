@@ -100,6 +100,15 @@ struct Config {
     std::string name = "overlap";
     int staleness = 2;                  // s: rounds in flight while computing
     int period = 1;                     // H: local steps per round (downpour, easgd: per snapshot)
+    // "period": "auto" (overlap, ring): H is picked from the measured step
+    // and merge times so that a merge fits in s rounds of compute, agreed
+    // per round (period then holds the starting H, 1).
+    bool period_auto = false;
+    // Rounds by time (overlap, ring): a round closes every round_ms of wall
+    // time whatever the steps taken (0: every H steps).
+    int round_ms = 0;
+    // Rounds are not a fixed number of steps: the run ends at a common cut.
+    bool clocked_rounds() const { return period_auto || round_ms > 0; }
     std::string mixer = "ring";         // ring | gossip
     int n_push = 1;                     // downpour: push the accumulated update every n_push steps
     int n_fetch = 1;                    // downpour: fetch the parameters every n_fetch steps

@@ -18,6 +18,11 @@ int64_t data_decision_round(uint64_t epoch_start_step, int period, int staleness
   return int64_t(epoch_start_step / uint64_t(period)) - 1 - int64_t(staleness);
 }
 
+int64_t data_decision_round(const DataGrid& grid, uint64_t epoch_start_step) {
+  if (!grid.rounds_before_step) return data_decision_round(epoch_start_step, grid.period, grid.staleness);
+  return int64_t(grid.rounds_before_step(epoch_start_step)) - 1 - int64_t(grid.staleness);
+}
+
 DataViews DataViews::from_start(int nodes) {
   DataView v;
   v.epoch = 1;
@@ -44,11 +49,13 @@ std::vector<SkippedSamples> skipped_by(const DataViews& known, const DataView& c
                                        const DataGrid& grid) {
   std::vector<SkippedSamples> out;
   const uint64_t spe = grid.steps_per_epoch;
-  const uint64_t from = change.resume_round * uint64_t(grid.period);   // the first step without the leavers
+  // The first step without the leavers.
+  const uint64_t from = grid.first_step_of_round ? grid.first_step_of_round(change.resume_round)
+                                                 : change.resume_round * uint64_t(grid.period);
   // Epochs from the one holding step `from`, while their view was decided
   // before the change (D_e grows with e: the loop ends).
   for (uint64_t e = from / spe; e * spe < grid.total_steps; ++e) {
-    const int64_t decided = data_decision_round(e * spe, grid.period, grid.staleness);
+    const int64_t decided = data_decision_round(grid, e * spe);
     if (decided >= 0 && uint64_t(decided) >= change.resume_round) break;
     const DataView* view = known.for_round(decided);
     if (view == nullptr) continue;   // a joiner: not its epoch's view

@@ -43,6 +43,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "models/sampler.h"
@@ -85,7 +86,16 @@ struct DataGrid {
   uint64_t total_steps = 0;   // the run's steps (epochs · spe, or max_steps)
   int period = 1;             // H
   int staleness = 0;          // s
+  // Clocked rounds (algorithm.round_ms, period "auto"; runtime/averaging.h):
+  // the node's own map between steps and rounds, in place of step / H and
+  // round · H (Averaging::rounds_before_step, first_step_of_round).
+  std::function<uint64_t(uint64_t step)> rounds_before_step;
+  std::function<uint64_t(uint64_t round)> first_step_of_round;
 };
+
+// D_e on `grid`: ⌊S_e / H⌋ − 1 − s, or with a clocked map the rounds closed
+// before S_e, − 1 − s.
+int64_t data_decision_round(const DataGrid& grid, uint64_t epoch_start_step);
 
 struct SkippedSamples {
   int epoch = 0;                      // data epoch, 0-based

@@ -41,6 +41,22 @@ struct PairEstimate {
   int self_peer = -1;
 };
 
+// A round's sketch message: the CountSketch (`buckets` floats) and a tail of
+// kSketchTail floats, read with sketch_tail():
+//   kTailMaxDelta  the node's largest round delta norm (the monitor's D_max);
+//   kTailPeriod    the period H the node proposes (algorithm.period "auto");
+//   kTailStop      why the node asks the cluster to stop (RoundFlags::stop):
+//                  kStopEnd, it has run all its steps (clocked rounds, the
+//                  run ends); kStopInterrupt, it was interrupted.
+inline constexpr size_t kSketchTail = 3;
+inline constexpr size_t kTailMaxDelta = 0, kTailPeriod = 1, kTailStop = 2;
+inline constexpr float kStopEnd = 1.0f, kStopInterrupt = 2.0f;
+// Tail value k of `sketch` (dflt when the sketch is too short to hold it).
+inline float sketch_tail(const std::vector<float>& sketch, int buckets, size_t k, float dflt = 0.0f) {
+  const size_t at = size_t(buckets) + k;
+  return at < sketch.size() ? sketch[at] : dflt;
+}
+
 // Pairwise estimates from one round's sketches (node id -> sketch; only the
 // first `buckets` values of each are read).
 PairEstimate estimate_distances(const std::map<int, std::vector<float>>& sketches, int buckets, int self);

@@ -166,6 +166,10 @@ class ServerAveraging : public Averaging {
   double max_delta() const override { return max_delta_; }
   bool joined() const override { return false; }   // no membership: a dead node takes its shard with it
   uint64_t start_step() const override { return 0; }
+  int period() const override { return o_.period; }
+  // No views (the initial view throughout): the fixed map.
+  uint64_t rounds_before_step(uint64_t step) const override { return step / uint64_t(std::max(1, o_.period)); }
+  uint64_t first_step_of_round(uint64_t round) const override { return round * uint64_t(std::max(1, o_.period)); }
 
  private:
   template <class F>
@@ -207,10 +211,10 @@ class ServerAveraging : public Averaging {
     disp_norm_ = std::sqrt(disp);
     max_delta_ = std::max(max_delta_, std::sqrt(dn));
     if (o_.on_close) o_.on_close(closes_, x_.data(), dim_, std::sqrt(dn));
-    if (o_.sketch_floats == uint64_t(o_.sketch_buckets) + 1) {
+    if (o_.sketch_floats == uint64_t(o_.sketch_buckets) + kSketchTail) {
       std::vector<float> sk(size_t(o_.sketch_floats));
       sketch_.apply(x_.data(), sk.data());
-      sk.back() = float(max_delta_);
+      sk[size_t(o_.sketch_buckets) + kTailMaxDelta] = float(max_delta_);
       svc_->send_sketch(closes_, std::move(sk));
       // The latest round not estimated yet whose sketches are all in.
       for (uint64_t r = closes_ + 1; r-- > estimated_;) {   // bounded: rounds since the last estimate

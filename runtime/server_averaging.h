@@ -53,7 +53,7 @@ struct ServerOptions {
   int peer_timeout_ms = 3000;   // the longest wait for a server's reply or a barrier
   int shutdown_timeout_ms = 10000;
   uint64_t first_round = 0;     // the communicator's first round (the end's barriers)
-  uint64_t sketch_floats = 0;   // CommOptions::sketch_floats: sketch_buckets + 1 (0: no sketches)
+  uint64_t sketch_floats = 0;   // CommOptions::sketch_floats: sketch_buckets + kSketchTail (0: no sketches)
   int sketch_buckets = 1024;
   uint64_t sketch_seed = 1;
   std::function<void(uint64_t round, const float* x, size_t count, double delta_norm)> on_close;

@@ -151,6 +151,7 @@ void Trainer::setup() {
       resume_.start_step = step_;
       resume_.anchor = std::move(ck.anchor);
       resume_.max_delta = ck.meta.value("max_delta", 0.0);
+      if (cfg_.algorithm.period_auto) resume_.period = std::max(1, ck.meta.value("period", 1));   // H at the cut
     }
     std::string whose;
     if (source != opts_.node) {
@@ -165,6 +166,7 @@ void Trainer::setup() {
     // Every view change this node takes part in: a record and a line.
     data_views_ = DataViews::from_start(cfg_.nodes());
     resume_.on_view = [this](const net::ViewEvent& e) { take_view(e); };
+    resume_.on_period = [this](const PeriodChange& c) { take_period(c); };
     if (!opts_.crash_point.empty()) {   // test hook: once, on the I/O thread
       resume_.test_crash_at = [point = opts_.crash_point, from = opts_.crash_round,
                                fired = std::make_shared<bool>(false)](const char* at, uint64_t round) {
@@ -220,12 +222,7 @@ void Trainer::take_view(const net::ViewEvent& e) {
   v.members = e.members;
   v.resume_round = e.resume_round;
   if (e.joined) data_views_ = DataViews();
-  DataGrid grid;
-  grid.steps_per_epoch = sampler_->steps_per_epoch();
-  grid.total_steps = total_steps_;
-  grid.period = cfg_.algorithm.period;
-  grid.staleness = cfg_.effective_staleness();
-  for (const SkippedSamples& s : skipped_by(data_views_, v, *sampler_, grid)) {
+  for (const SkippedSamples& s : skipped_by(data_views_, v, *sampler_, data_grid())) {
     log_->metrics.write({{field::kEvent, field::kEventSkippedSamples}, {field::kStep, step_},
                          {field::kEpoch, s.epoch + 1}, {field::kCount, s.count}, {field::kNodes, s.nodes},
                          {field::kMembers, s.members}, {field::kFromStep, s.from_step}, {field::kToStep, s.to_step}});
@@ -240,11 +237,33 @@ void Trainer::take_view(const net::ViewEvent& e) {
   data_views_.add(std::move(v));
 }
 
+DataGrid Trainer::data_grid() const {
+  DataGrid grid;
+  grid.steps_per_epoch = sampler_->steps_per_epoch();
+  grid.total_steps = total_steps_;
+  grid.period = cfg_.algorithm.period;
+  grid.staleness = cfg_.effective_staleness();
+  if (avg_ && cfg_.algorithm.clocked_rounds()) {   // rounds are not H steps: the node's own map
+    grid.rounds_before_step = [a = avg_.get()](uint64_t step) { return a->rounds_before_step(step); };
+    grid.first_step_of_round = [a = avg_.get()](uint64_t round) { return a->first_step_of_round(round); };
+  }
+  return grid;
+}
+
+void Trainer::take_period(const PeriodChange& c) {
+  log_->metrics.write({{field::kEvent, field::kEventPeriod}, {field::kStep, step_}, {field::kRound, c.round},
+                       {field::kPeriod, c.to}, {field::kFrom, c.from}, {field::kStepMs, c.step_ms},
+                       {field::kMergeMs, c.merge_ms}});
+  char line[160];
+  std::snprintf(line, sizeof line, "period H %d -> %d from round %llu (step %.1f ms, merge %.1f ms)", c.from, c.to,
+                static_cast<unsigned long long>(c.round), c.step_ms, c.merge_ms);
+  log_->progress.line(line);
+}
+
 void Trainer::begin_data_epoch(int epoch) {
   if (!avg_) return;   // a single node: the constructor's shard
   const uint64_t start = uint64_t(epoch) * sampler_->steps_per_epoch();
-  const DataView* view =
-      data_views_.for_round(data_decision_round(start, cfg_.algorithm.period, cfg_.effective_staleness()));
+  const DataView* view = data_views_.for_round(data_decision_round(data_grid(), start));
   const int position = view ? view->position(opts_.node) : -1;
   shard_position_ = position;
   shard_members_ = view ? int(view->members.size()) : 0;
@@ -348,6 +367,7 @@ void Trainer::save(const std::string& path, bool cut) {
     ck.anchor = avg_->anchor();
     ck.meta["round"] = avg_->next_round();      // the cut: every node of it holds the same
     ck.meta["max_delta"] = avg_->max_delta();
+    ck.meta["period"] = avg_->period();
     ck.meta["cut"] = cut;
   }
   std::filesystem::path p(path);
@@ -488,7 +508,17 @@ TrainResult Trainer::run() {
                         (no_quorum ? "; to continue: start every node with --resume " + saved : std::string()));
     throw;
   }
-  if (stopped || (!avg_ && opts_.stop != nullptr && opts_.stop->load()) || (avg_ && avg_->stop_requested())) {
+  if (avg_ && avg_->ended()) {
+    // Clocked rounds: another node ran all its steps and the run ended at a
+    // common cut; this node's remaining steps are not trained.
+    if (step_ < total_steps_)
+      log_->progress.line("the run ended at round " + std::to_string(avg_->next_round()) + " with this node at step " +
+                          std::to_string(step_) + " of " + std::to_string(total_steps_) + " (" + avg_->stop_reason() +
+                          "); its remaining " + std::to_string(total_steps_ - step_) + " steps are skipped");
+    stopped = false;
+  }
+  if (stopped || (!avg_ && opts_.stop != nullptr && opts_.stop->load()) ||
+      (avg_ && avg_->stop_requested() && !avg_->ended())) {
     result.interrupted = true;
     save(checkpoint_path(), avg_ && avg_->at_cut());
     result.checkpoint = checkpoint_path();

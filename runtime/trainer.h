@@ -89,6 +89,10 @@ class Trainer {
   void begin_data_epoch(int epoch);
   // A view change: skipped samples, the learning rate of its size.
   void take_view(const net::ViewEvent& e);
+  // An automatic period change (algorithm.period "auto"): a record and a line.
+  void take_period(const PeriodChange& c);
+  // The grid data epochs are decided on (runtime/data_views.h).
+  DataGrid data_grid() const;
 
   Config cfg_;
   TrainOptions opts_;

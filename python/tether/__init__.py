@@ -130,7 +130,8 @@ class Averager:
         """One local step done (call it after ``opt.step()``). Closes a round every
         ``algorithm.period`` steps, applies the merges that arrived, may wait.
         The optional figures go into the metrics record. Returns False once the
-        cluster stops (a peer left gracefully): end the loop and call finish()."""
+        cluster stops (a peer left gracefully, or with clocked rounds the run
+        ended: ``ended``): end the loop and call finish()."""
         self._check_views()
         return self._core.step(int(images), None if loss is None else float(loss),
                                None if correct is None else int(correct),
@@ -161,6 +162,13 @@ class Averager:
     @property
     def stop_reason(self):
         return self._core.stop_reason
+
+    @property
+    def ended(self):
+        """Clocked rounds (algorithm.round_ms, period "auto"): another node ran
+        all its steps and the run ended at a common cut (step() returned False);
+        finish() then leaves every node with the same parameters."""
+        return self._core.ended
 
     @property
     def log_path(self):

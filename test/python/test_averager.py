@@ -73,6 +73,31 @@ def sync_node(node, cfg, steps, size, out, callbacks=False, device="cpu"):
     np.save(f"{out}/final-{node}.npy", pytorch_fmnist.flat_params(model).cpu().numpy())
 
 
+def clocked_node(node, cfg, steps, size, sleep_s, out):
+    """A loop that stops when step() says the run ended (clocked rounds)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(100 + node)
+    model = pytorch_fmnist.LeNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    avg = tether.Averager(model.parameters(), config=cfg, node=node)
+    ran = 0
+    for k in range(steps):
+        x, y = batch(k, node, size)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        time.sleep(sleep_s)
+        ran = k + 1
+        if not avg.step(images=size, loss=loss.item()):
+            break
+    ended = avg.ended
+    avg.finish()
+    np.save(f"{out}/final-{node}.npy", pytorch_fmnist.flat_params(model).numpy())
+    with open(f"{out}/clocked-{node}.json", "w") as f:
+        json.dump({"steps": ran, "ended": ended, "final": avg.metrics()}, f)
+
+
 def refused_node(node, cfg, out, count=0):
     """count: a model of `count` parameters instead of LeNet."""
     try:
@@ -204,6 +229,25 @@ def test_overlap_4_nodes_end_with_the_same_parameters(tmp):
     periodic = [x for x in recs if "event" not in x]
     assert periodic and all(x["loss"] is not None and 0 <= x["train_acc"] <= 1 and x["lr"] == 0.05 for x in periodic)
     assert max(x["rounds_in_flight"] for x in periodic) <= 2
+
+
+def test_round_ms_a_slow_process_stops_at_the_cut_and_all_end_equal(tmp):
+    # Rounds by time: node 2 sleeps 60 ms a step, the others 2 ms. The fast
+    # ones run all 60 steps; node 2 sees step() return False with ended True
+    # (the run ended at the cut), and every process ends with the same bits.
+    nodes, steps = 3, 60
+    cfg = cluster_config(nodes, f"{tmp}/log", name="overlap", staleness=2, round_ms=40)
+    codes = spawn(clocked_node, [(n, cfg, steps, 8, 0.06 if n == 2 else 0.002, tmp) for n in range(nodes)])
+    assert codes == [0] * nodes, codes
+    runs = [json.load(open(f"{tmp}/clocked-{n}.json")) for n in range(nodes)]
+    finals = [np.load(f"{tmp}/final-{n}.npy") for n in range(nodes)]
+    for n in range(1, nodes):
+        assert np.array_equal(finals[n], finals[0]), f"process {n}'s final parameters differ from process 0's"
+    assert max(runs[0]["steps"], runs[1]["steps"]) == steps
+    assert runs[2]["steps"] < steps, runs[2]
+    assert runs[2]["ended"], runs[2]
+    assert all(not r["final"]["interrupted"] for r in runs), [r["final"] for r in runs]
+    assert all(r["final"]["period"] == 0 for r in runs)   # rounds by time
 
 
 def test_single_node_optimizer_and_views(tmp):

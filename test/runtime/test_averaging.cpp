@@ -17,6 +17,7 @@
 #include "net/codec.h"
 #include "net/gossip.h"
 #include "runtime/averaging.h"
+#include "runtime/monitor.h"
 #include "test/runtime/vector_params.h"
 #include "test/net/net_test_util.h"
 
@@ -61,9 +62,13 @@ struct Run {
   int rejoin_after_ms = -1;
   int peer_timeout_ms = 10000;
   net::Codec codec = net::Codec::kNone;   // net.compression
-  // A slow node: slow_node sleeps slow_step_ms more after each step.
+  // Clocked rounds: a round every round_ms, or the automatic period; one
+  // node slower (slow_step_ms per step in place of step_ms).
+  int round_ms = 0;
+  bool period_auto = false;
   int slow_node = -1;
   double slow_step_ms = 0;
+  bool clocked() const { return round_ms > 0 || period_auto; }
   // Stop: the nodes in stop_nodes call request_stop() from step stop_at_step
   // on (as the trainer does once interrupted), and every node leaves its
   // loop once stop_requested() (then finish() drains, without the closing
@@ -91,8 +96,14 @@ struct NodeOut {
   bool at_cut = false;                      // stopped at a coordinated cut
   uint64_t next_round = 0;                  // after the loop: the cut round when at_cut
   int64_t last_closed = -1;                 // the last round it closed
-  uint64_t steps = 0;                       // steps taken
   uint64_t round_at_stop = 0;               // stop_nodes: next_round() as it first asked
+  // Clocked rounds: the steps this node ran, its wall time for them, the
+  // round the run ended at, whether the averaging says it ended, the period
+  // changes it took, and the largest round delta norm it closed.
+  uint64_t steps_run = 0, end_round = 0;
+  double steps_s = 0, max_delta = 0;
+  bool ended = false;
+  std::vector<PeriodChange> periods;
 };
 
 // Across the nodes of a run: each node's next round as it steps, and the
@@ -121,7 +132,9 @@ struct Drift {
 std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
   const std::vector<int> ports = net::testing::free_ports(run.nodes);
   std::vector<NodeOut> out(size_t(run.nodes));
-  const size_t rounds = size_t((run.steps + run.settle_steps + run.period - 1) / run.period);
+  // Clocked rounds: at most a round per step, and the end's empty rounds.
+  const size_t rounds = run.clocked() ? size_t(run.steps + run.settle_steps + run.staleness + 4)
+                                      : size_t((run.steps + run.settle_steps + run.period - 1) / run.period);
   std::vector<std::thread> threads;
   for (int i = 0; i < run.nodes; ++i) {
     threads.emplace_back([&, i] {
@@ -157,12 +170,16 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
         o.node = i;
         o.staleness = run.staleness;
         o.period = run.period;
+        o.round_ms = run.round_ms;
+        o.period_auto = run.period_auto;
+        o.on_period = [&me](const PeriodChange& c) { me.periods.push_back(c); };
         o.gossip = run.gossip;
         o.peer_timeout_ms = 10000;
         o.bound = run.bound;
-        o.on_close = [&me](uint64_t round, const float* x, size_t n, double) {
+        o.on_close = [&me](uint64_t round, const float* x, size_t n, double delta_norm) {
           if (round < me.closes.size()) me.closes[round].assign(x, x + n);
           me.last_closed = int64_t(round);
+          me.max_delta = std::max(me.max_delta, delta_norm);
         };
         o.on_merge = [&me](uint64_t round, const float* a, size_t n) {
           if (round < me.anchors.size()) me.anchors[round].assign(a, a + n);
@@ -177,6 +194,8 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
         if (avg->joined()) me.joined_round = avg->start_step() / uint64_t(run.period);
         const bool stopper =
             std::find(run.stop_nodes.begin(), run.stop_nodes.end(), i) != run.stop_nodes.end();
+        const double step_ms = i == run.slow_node ? run.slow_step_ms : run.step_ms;
+        const auto t0 = std::chrono::steady_clock::now();
         for (int t = int(avg->start_step()); t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
           if (!run.stop_nodes.empty() && avg->stop_requested()) break;   // the trainer's loop
           if (stopper && t >= run.stop_at_step) {
@@ -186,22 +205,24 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
           }
           if (t < run.steps)
             for (size_t j = 0; j < run.dim; ++j) params.x[j] += update(i, uint64_t(t), j, run.amp);
-          if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
-          if (i == run.slow_node)
-            std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.slow_step_ms));
+          if (step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(step_ms));
           if (i == run.stall_node && t == run.stall_at_step && !rejoining)
             std::this_thread::sleep_for(std::chrono::milliseconds(run.stall_ms));
           if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
             raw->crash();   // right after submitting crash_round: it would wait on the window next
           avg->after_step(uint64_t(t) + 1);
-          me.steps = uint64_t(t) + 1;
+          me.steps_run = uint64_t(t) + 1;
           if (drift) drift->update(i, avg->next_round());
+          if (avg->ended()) break;   // clocked rounds: another node ran all its steps
         }
+        me.steps_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         me.metrics = avg->metrics();
         me.throttle_count = me.metrics.value("throttle_count", uint64_t(0));
         me.at_cut = avg->at_cut();
         me.next_round = avg->next_round();
         avg->finish();
+        me.ended = avg->ended();
+        me.end_round = avg->next_round();
         me.final_x = params.x;
         me.stats = raw->stats();
       };
@@ -562,7 +583,7 @@ TEST_CASE("ring: a peer's implausible largest-delta claim is refused and counted
     c.connect_timeout_ms = 20000;
     c.heartbeat_ms = 100;
     c.peer_timeout_ms = 10000;
-    c.sketch_floats = buckets + 1;
+    c.sketch_floats = buckets + kSketchTail;
     return c;
   };
   nlohmann::json metrics;
@@ -572,8 +593,8 @@ TEST_CASE("ring: a peer's implausible largest-delta claim is refused and counted
       net::Communicator c(comm_options(1));
       std::vector<float> params(dim, 0.0f);
       c.start(params.data(), dim);
-      std::vector<float> sketch(buckets + 1, 0.0f);
-      sketch.back() = 1e30f;
+      std::vector<float> sketch(buckets + kSketchTail, 0.0f);
+      sketch[buckets + kTailMaxDelta] = 1e30f;
       for (int r = 0; r < rounds; ++r) {   // bounded: the script's rounds
         c.submit(uint64_t(r), std::vector<float>(dim, 0.0f), sketch);
         if (c.in_flight() == uint64_t(s + 1) && !c.wait(10000)) throw std::runtime_error("no round");
@@ -776,7 +797,7 @@ void check_gossip_mean(const Run& run, const std::vector<NodeOut>& out) {
 }
 
 TEST_CASE("gossip, one slow node of 8: rounds complete without it (nodes drift apart by more than s, as the barrier allows none), distances are estimated from sketches whose age is reported, one model at the end") {
-  // Node 5 sleeps 8 ms more per step than the others (1 ms). With the
+  // Node 5 sleeps 9 ms per step, the others 1 ms. With the
   // barrier (gossip_barrier, the behaviour before issue 16) no node gets
   // more than s + 1 rounds ahead of another (it waits for every sketch of
   // a round, and a node records its round only once its step is done); with
@@ -793,7 +814,7 @@ TEST_CASE("gossip, one slow node of 8: rounds complete without it (nodes drift a
     run.step_ms = 1;
     run.delay_ms = 1;
     run.slow_node = 5;
-    run.slow_step_ms = 8;
+    run.slow_step_ms = 9;
     run.gossip_barrier = barrier;
     Drift drift(run.nodes);
     const auto out = run_cluster(run, &drift);
@@ -843,7 +864,7 @@ TEST_CASE("gossip stop cut with a slow node and drift > s: every node stops at o
     run.delay_ms = 1;
     run.slow_node = 3 % k.nodes == k.stoppers.front() ? 4 : 3;
     if (k.stoppers.size() == 1 && k.stoppers.front() == 5) run.slow_node = 5;   // the slow node asks
-    run.slow_step_ms = 8;
+    run.slow_step_ms = 9;
     run.stop_nodes = k.stoppers;
     run.stop_at_step = 30 * k.period;
     Drift drift(run.nodes);
@@ -857,7 +878,7 @@ TEST_CASE("gossip stop cut with a slow node and drift > s: every node stops at o
       CHECK(o.at_cut);
       CHECK(o.next_round == cut);                                // one cut round
       CHECK(o.last_closed == int64_t(cut) - 1);                  // rounds 0..R-1 closed, none past
-      CHECK(o.steps == cut * uint64_t(run.period));              // at the cut's step
+      CHECK(o.steps_run == cut * uint64_t(run.period));          // at the cut's step
       asked_at = std::max(asked_at, o.round_at_stop);
     }
     MESSAGE("slow node " << run.slow_node << ", asked by " << k.stoppers.size() << " node(s) from round " << asked_at
@@ -1007,3 +1028,90 @@ TEST_CASE("gossip, a node of 5 crashes: the 4 survivors form view 2 over a new s
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("averaging") {
+// The regime clocked rounds exist for: one node computes 8x slower than the
+// others. With a round every H steps every node runs at the slow pace; with
+// a round every round_ms the fast ones keep theirs, the slow one closes
+// rounds with fewer steps, and the run ends at one cut with one model.
+TEST_CASE("ring, rounds by time: a node 8x slower does not hold the others; one anchor, the bound holds, one cut ends the run with x = x̄") {
+  Run run;
+  run.nodes = 3;
+  run.gossip = false;
+  run.staleness = 2;
+  run.round_ms = 12;   // below the slow node's step: it closes the rounds its clock passed as empty ones
+  run.steps = 150;
+  run.step_ms = 2;
+  run.slow_node = 2;
+  run.slow_step_ms = 16;
+  run.delay_ms = 3;
+  const std::vector<NodeOut> out = run_cluster(run);
+  for (const NodeOut& o : out) REQUIRE(o.error.empty());
+  const uint64_t end = out[0].end_round;
+  for (const NodeOut& o : out) {
+    CHECK(o.ended);             // the run ended at the cut: not interrupted
+    CHECK(o.end_round == end);  // one cut
+  }
+  REQUIRE(end >= 3);
+  REQUIRE(end <= out[0].closes.size());
+  const double worst = check_one_anchor(run, out, size_t(end));
+  // The fast nodes ran at well under the slow node's time per step (as
+  // measured: a loaded machine slows both; with a round every H steps they
+  // would run at its pace). The run ended as the first of them ran all its
+  // steps (the other, started a little later, may stop a few short); the
+  // slow node stopped at the cut with many steps left.
+  REQUIRE(out[2].steps_run > 0);
+  const double slow_step_s = out[2].steps_s / double(out[2].steps_run);
+  for (const NodeOut& o : out) MESSAGE("steps " << o.steps_run << " in " << o.steps_s << " s");
+  CHECK(std::max(out[0].steps_run, out[1].steps_run) == uint64_t(run.steps));
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    REQUIRE(out[size_t(i)].steps_run > 0);
+    CHECK(out[size_t(i)].steps_s / double(out[size_t(i)].steps_run) < 0.6 * slow_step_s);
+    CHECK(out[2].steps_run < out[size_t(i)].steps_run / 2);
+  }
+  // Fewer steps per round on the slow node: its largest round delta is the smallest.
+  double d_max = 0;
+  for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
+  CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
+}
+
+// period "auto" where merges are much slower than steps (15 ms links, 1 ms
+// steps, s = 1): H rises, every node takes the same H at the same round,
+// the anchor stays one, the bound (2(s+1)·D_max, D_max growing with H) holds.
+TEST_CASE("ring, period auto with merges slower than steps: H rises, the same H at the same round on every node, one anchor, the bound holds") {
+  Run run;
+  run.nodes = 3;
+  run.gossip = false;
+  run.staleness = 1;
+  run.period_auto = true;
+  run.steps = 500;
+  run.step_ms = 1;
+  run.delay_ms = 15;
+  const std::vector<NodeOut> out = run_cluster(run);
+  for (const NodeOut& o : out) REQUIRE(o.error.empty());
+  const uint64_t end = out[0].end_round;
+  for (const NodeOut& o : out) {
+    CHECK(o.ended);
+    CHECK(o.end_round == end);
+    CHECK(o.steps_run == uint64_t(run.steps));   // the same H everywhere: all end together
+  }
+  REQUIRE(!out[0].periods.empty());
+  CHECK(out[0].periods.back().to > 4);          // a merge of ~4 link delays hides behind several steps
+  CHECK(end < uint64_t(run.steps) / 4);         // far fewer rounds than steps
+  for (size_t i = 1; i < out.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(out[i].periods.size() == out[0].periods.size());
+    for (size_t k = 0; k < out[0].periods.size(); ++k) {
+      CHECK(out[i].periods[k].round == out[0].periods[k].round);
+      CHECK(out[i].periods[k].from == out[0].periods[k].from);
+      CHECK(out[i].periods[k].to == out[0].periods[k].to);
+    }
+  }
+  REQUIRE(end <= out[0].closes.size());
+  const double worst = check_one_anchor(run, out, size_t(end));
+  double d_max = 0;
+  for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
+  CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
+}
+}

@@ -1410,8 +1410,12 @@ std::vector<std::unique_ptr<Proc>> resume_all(const TempDir& dir, const std::str
 // SIGINT mid-epoch (to `signalled`), then --resume on every node: the
 // checkpoints form one cut, the resumed run completes with one model.
 // Returns the resumed run's params_hash.
+// Clocked rounds (algorithm.round_ms, period "auto"): the cut holds one
+// round but each node's own step, and the resumed run ends when a node has
+// run all its steps.
 std::string interrupt_and_resume(const TempDir& dir, const std::string& tag, json base, int n,
                                  const std::vector<int>& signalled) {
+  const bool clocked = base["algorithm"].value("round_ms", 0) > 0 || base["algorithm"].value("period", json(1)) == "auto";
   base["log"]["dir"] = dir.file(tag);
   base["log"]["progress"] = false;
   const std::string cfg = dir.write(tag + ".json", with_peers(base, free_ports(n)).dump(2));
@@ -1430,7 +1434,7 @@ std::string interrupt_and_resume(const TempDir& dir, const std::string& tag, jso
       step = c.meta.value("step", uint64_t(0));
     }
     CHECK(c.meta.value("round", uint64_t(0)) == round);   // one cut: the same round and step everywhere
-    CHECK(c.meta.value("step", uint64_t(0)) == step);
+    if (!clocked) CHECK(c.meta.value("step", uint64_t(0)) == step);
     CHECK(c.meta.value("config_hash", uint64_t(0)) == tether::load_checkpoint(ckpts[0]).meta.value("config_hash", uint64_t(1)));
     CHECK(last_event(dir.file(tag), i, "final").value("interrupted", false));
   }
@@ -1440,16 +1444,19 @@ std::string interrupt_and_resume(const TempDir& dir, const std::string& tag, jso
   CHECK(step < total);   // mid-run
   auto resumed = resume_all(dir, tag, cfg, ckpts);
   std::string h0;
+  uint64_t most = 0;
   for (int i = 0; i < n; ++i) {
     CAPTURE(i);
     CAPTURE(resumed[size_t(i)]->output());
     REQUIRE(resumed[size_t(i)]->exit_code() == 0);
     json fin = last_event(dir.file(tag), i, "final");
     CHECK_FALSE(fin.value("interrupted", true));
-    CHECK(fin.value("steps", uint64_t(0)) == total);
+    most = std::max(most, fin.value("steps", uint64_t(0)));
+    if (!clocked) CHECK(fin.value("steps", uint64_t(0)) == total);
     if (i == 0) h0 = fin.value("params_hash", std::string());
     CHECK(fin.value("params_hash", std::string()) == h0);   // one model
   }
+  CHECK(most == total);   // the run ended as a node ran all its steps
   return h0;
 }
 
@@ -1490,6 +1497,70 @@ TEST_CASE("cluster: SIGINT to one node, or to every node, stops all at one cut; 
   SUBCASE("gossip, s = 1") { interrupt_and_resume(dir, "gossip", resume_config("gossip", 1, 1), n, {2}); }
   SUBCASE("gossip, s = 2, SIGINT to every node") {
     interrupt_and_resume(dir, "gossip-all", resume_config("gossip", 2, 1), n, {0, 1, 2});
+  }
+}
+
+TEST_CASE("cluster: clocked rounds through the binary — round_ms with one node slowed by train.extra_step_ms, period auto "
+          "over a slow link, SIGINT and resume") {
+  TempDir dir("cl-clocked");
+  const int n = 3;
+  SUBCASE("round_ms: node 2 at 8x the step time; the others keep their pace, node 2 skips its last steps, one model") {
+    json base = membership_config(dir, n, 80, 5.0);
+    base["algorithm"]["round_ms"] = 40;
+    base["log"]["dir"] = dir.file("straggler");
+    base["log"]["progress"] = false;
+    const std::string cfg = dir.write("straggler.json", with_peers(base, free_ports(n)).dump(2));
+    std::vector<std::unique_ptr<Proc>> procs;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i)
+      procs.push_back(start_node(dir, cfg, i, "-straggler",
+                                 i == 2 ? std::vector<std::string>{"--set", "train.extra_step_ms=35"}
+                                        : std::vector<std::string>{}));
+    REQUIRE(wait_all(procs, t0, t0 + std::chrono::seconds(120)));
+    check_exit0_one_hash(dir.file("straggler"), procs, {0, 1, 2});
+    const json slow = last_event(dir.file("straggler"), 2, "final");
+    CHECK(slow.value("steps", uint64_t(0)) < 80);
+    CHECK_FALSE(slow.value("interrupted", true));
+    CHECK(procs[2]->output().find("steps are skipped") != std::string::npos);
+    const double slow_step_s = slow.value("wall_s", 0.0) / double(std::max<uint64_t>(1, slow.value("steps", uint64_t(1))));
+    uint64_t most = 0;
+    for (int i = 0; i < 2; ++i) {
+      CAPTURE(i);
+      const json fast = last_event(dir.file("straggler"), i, "final");
+      const uint64_t steps = fast.value("steps", uint64_t(0));
+      most = std::max(most, steps);
+      CHECK(steps > 2 * slow.value("steps", uint64_t(0)));
+      CHECK_FALSE(fast.value("interrupted", true));
+      // Not held to node 2's pace (wall_s counts start-up and the end too).
+      CHECK(fast.value("wall_s", 0.0) / double(std::max<uint64_t>(1, steps)) < 0.6 * slow_step_s);
+      CHECK(fast.value("period", -1) == 0);   // rounds by time
+    }
+    CHECK(most == 80);   // the run ended as a fast node ran all its steps
+  }
+  SUBCASE("period auto over a 10 ms link: H rises, recorded as period events, one model") {
+    json base = membership_config(dir, n, 300, 1.0);
+    base["algorithm"]["period"] = "auto";
+    base["algorithm"]["staleness"] = 1;
+    base["net"]["inject_delay_ms"] = 10;
+    ClusterRun r = run_cluster(dir, "auto", base, n, 180);
+    check_completed_same_hash(r, n);
+    for (int i = 0; i < n; ++i) {
+      CAPTURE(i);
+      const std::vector<json> changes = events_of(r.log_dir, i, "period");
+      REQUIRE_FALSE(changes.empty());
+      CHECK(changes.back().value("period", 0) > 1);
+      CHECK(changes.back().value("merge_ms", 0.0) > 0);
+      const json fin = last_event(r.log_dir, i, "final");
+      CHECK(fin.value("period", 0) == changes.back().value("period", -1));
+      CHECK(fin.value("period_changes", 0) == int(changes.size()));
+      CHECK(fin.value("steps", uint64_t(0)) == 300);
+    }
+  }
+  SUBCASE("round_ms: SIGINT to node 1 stops all at one cut; resume all ends with one model") {
+    json base = resume_config("ring", 2, 1);
+    base["algorithm"]["round_ms"] = 15;
+    base["train"]["extra_step_ms"] = 1.0;   // about 20 rounds in the run: the signal comes mid-run
+    interrupt_and_resume(dir, "clocked-resume", base, n, {1});
   }
 }
 

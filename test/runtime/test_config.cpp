@@ -232,6 +232,50 @@ TEST_CASE("config: gossip has no proven bound; cluster checkpoints fall on round
   CHECK(error_of(R"({"algorithm": {"period": 4}, "train": {"checkpoint_every_steps": 10}})").empty());   // one node
 }
 
+TEST_CASE("config: clocked rounds (algorithm.round_ms, period \"auto\") and train.extra_step_ms") {
+  const std::string peers = R"("cluster": {"peers": [{"id": 0, "port": 1}, {"id": 1, "port": 2}]})";
+  Config a = tether::parse_config(json::parse(R"({"algorithm": {"period": "auto"}})"));
+  CHECK(a.algorithm.period_auto);
+  CHECK(a.algorithm.period == 1);   // the starting H
+  CHECK(a.algorithm.clocked_rounds());
+  Config t = tether::parse_config(json::parse(R"({"algorithm": {"round_ms": 250}, "train": {"extra_step_ms": 12.5}})"));
+  CHECK(t.algorithm.round_ms == 250);
+  CHECK(t.train.extra_step_ms == 12.5);
+  CHECK(!tether::parse_config(json::parse("{}")).algorithm.clocked_rounds());
+  CHECK(error_of(R"({"algorithm": {"period": "fast"}})") ==
+        "algorithm.period: expected an integer >= 1 or \"auto\", got \"fast\"");
+  CHECK(error_of(R"({"algorithm": {"round_ms": -5}})") ==
+        "algorithm.round_ms: expected an integer in 0..3600000 (0: every H steps), got -5");
+  CHECK(error_of(R"({"train": {"extra_step_ms": -1}})") == "train.extra_step_ms: expected a number in [0, 600000], got -1");
+  CHECK(error_of(R"({"algorithm": {"period": "auto", "round_ms": 100}})")
+            .find("algorithm.period: \"auto\" picks a number of steps per round, algorithm.round_ms closes") == 0);
+  CHECK(error_of(R"({"algorithm": {"period": 4, "round_ms": 100}})") ==
+        "algorithm.period: rounds close every algorithm.round_ms (100 ms), not every H steps; leave period 1, got 4");
+  CHECK(error_of(R"({"algorithm": {"name": "sync", "round_ms": 100}})") ==
+        "algorithm.round_ms: rounds by time needs algorithm.name \"overlap\" (rounds in flight while computing), got "
+        "\"sync\"");
+  CHECK(error_of(R"({"algorithm": {"name": "easgd", "period": "auto"}})")
+            .find("algorithm.period: an automatic period needs algorithm.name \"overlap\"") == 0);
+  CHECK(error_of(R"({"algorithm": {"mixer": "gossip", "period": "auto"}})") ==
+        "algorithm.period: an automatic period runs on the ring mixer (every node must see every node's round), got "
+        "algorithm.mixer \"gossip\"");
+  CHECK(error_of(R"({"algorithm": {"period": "auto", "staleness": 0}})") ==
+        "algorithm.period: \"auto\" hides a merge behind s rounds of compute; it needs algorithm.staleness >= 1, got 0");
+  CHECK(error_of("{" + peers + R"(, "algorithm": {"round_ms": 100}, "train": {"checkpoint_every_steps": 10}})")
+            .find("train.checkpoint_every_steps: with rounds by time (algorithm.round_ms) nodes reach a step at "
+                  "different rounds") == 0);
+  // The run keys: "auto" and round_ms are part of what nodes agree on;
+  // extra_step_ms is a node's own (one slow node).
+  const auto keys = tether::config_run_keys(tether::parse_config(json::parse(R"({"algorithm": {"period": "auto"}})")));
+  bool saw_auto = false, saw_extra = false;
+  for (const auto& [path, value] : keys) {
+    saw_auto = saw_auto || (path == "algorithm.period" && value == "\"auto\"");
+    saw_extra = saw_extra || path == "train.extra_step_ms";
+  }
+  CHECK(saw_auto);
+  CHECK(!saw_extra);
+}
+
 TEST_CASE("config: data.path absent means the data set's default directory, so data.name alone switches") {
   CHECK(tether::parse_config(json::parse("{}")).data.path.empty());
   auto dir_of = [](const Config& c) { return tether::dataset_dir(tether::dataset_spec(c)); };

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "runtime/monitor.h"
 #include "runtime/server_averaging.h"
 #include "test/net/net_test_util.h"
 #include "test/runtime/vector_params.h"
@@ -78,7 +79,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.connect_timeout_ms = 20000;
         c.heartbeat_ms = 100;
         c.peer_timeout_ms = 10000;
-        c.sketch_floats = 1025;
+        c.sketch_floats = 1024 + kSketchTail;
         auto svc = std::make_shared<net::ShardService>(i, run.nodes, run.dim, 4, c.sketch_floats);
         c.service = svc;
         ServerOptions o;
@@ -89,7 +90,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         o.alpha = run.alpha;
         o.tau = run.tau;
         o.peer_timeout_ms = 20000;
-        o.sketch_floats = 1025;
+        o.sketch_floats = 1024 + kSketchTail;
         o.sketch_buckets = 1024;
         o.on_close = [&me](uint64_t, const float* x, size_t n, double) { me.closes.emplace_back(x, x + n); };
         // Node 0's x0 everywhere (the start-up broadcast): the others start elsewhere.
