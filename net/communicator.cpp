@@ -904,7 +904,9 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
       if (!identity_ok()) return Reject::kIdentityMismatch;
       return handle_membership(h, parts);
     case Kind::kCut: {
-      if (!gossip_ || (phase_ != Phase::kRunning && phase_ != Phase::kStopping)) return Reject::kUnexpected;
+      // Also while starting: a peer that started first may ask before this
+      // node has the initial parameters, and its query must be answered.
+      if (!gossip_ || phase_ == Phase::kIdle || phase_ == Phase::kDone) return Reject::kUnexpected;
       bool buffered = false;
       if ((r = check_epoch(h, parts, &buffered)) != Reject::kNone || buffered) return r;
       if (h.payload_bytes != 4 * sizeof(uint64_t)) return Reject::kLengthMismatch;
