@@ -14,7 +14,8 @@ H = 1, 1 thread each; node --slow-node sleeps --slow-ms more after every step
           so the fast nodes' steps take the same time whatever the load.
 
 Both variants run with the same binary, config and seed, alternating, --runs
-times each; each run checks that every node ends with the same params_hash
+times each (--barrier-binary PATH: the barrier variant runs that build instead,
+without the flag, e.g. a build of the commit before issue 16); each run checks that every node ends with the same params_hash
 (the closing exact average). Reported per variant (medians over runs): the
 fast nodes' idle_frac_total (mean over them), the slow node's, and the run's
 wall time; then the ratio barrier / no barrier of the fast nodes' idle.
@@ -29,6 +30,7 @@ may take absorbs a slow node's pauses of up to a few rounds.
 
 usage: bench/gossip_straggler.py [--mode lenet|timed] [--nodes 8] [--runs 3] [--steps 200]
                                  [--slow-node 7] [--slow-ms 20] [--step-ms 10] [--staleness 2]
+                                 [--barrier-binary PATH]
 Uses $BUILD_DIR/tether (BUILD_DIR defaults to build/). Ends with one line:
   RESULT mode=... nodes=... slow_ms=... idle_fast_barrier=... idle_fast=... ratio=... wall_barrier=... wall=...
 """
@@ -44,7 +46,7 @@ def final(logdir, node):
     return recs[-1] if recs else {}
 
 
-def run_cluster(binary, workdir, tag, a, barrier):
+def run_cluster(binary, workdir, tag, a, barrier, flag=True):
     logdir = os.path.join(workdir, tag)
     shutil.rmtree(logdir, ignore_errors=True)
     os.makedirs(logdir)
@@ -70,7 +72,7 @@ def run_cluster(binary, workdir, tag, a, barrier):
         cmd = [binary, "train", path, "--node", str(i)]
         if i == a.slow_node:
             cmd += ["--set", f"train.extra_step_ms={a.slow_ms}"]
-        if barrier:
+        if barrier and flag:
             cmd.append("--gossip-barrier")
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     wait_nodes(procs, tag, 900)
@@ -95,19 +97,27 @@ def main():
     ap.add_argument("--slow-ms", type=float, default=20.0, help="the slow node's extra sleep per step")
     ap.add_argument("--step-ms", type=float, default=10.0, help="timed mode: every step's sleep")
     ap.add_argument("--staleness", type=int, default=2)
+    ap.add_argument("--barrier-binary", default="", help="run the barrier variant with this build (no flag)")
     a = ap.parse_args()
     if not 0 <= a.slow_node < a.nodes:
         sys.exit(f"--slow-node {a.slow_node}: expected 0..{a.nodes - 1}")
     binary = tether_binary()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
                             text=True).stdout.strip()
-    print(f"tether {binary} at {commit}; {os.cpu_count()} cores; mode {a.mode}, N = {a.nodes}, s = {a.staleness}, "
+    if a.barrier_binary and not os.access(a.barrier_binary, os.X_OK):
+        sys.exit(f"--barrier-binary {a.barrier_binary}: not an executable")
+    print(f"tether {binary} at {commit}" + (f" (barrier: {a.barrier_binary})" if a.barrier_binary else "") +
+          f"; {os.cpu_count()} cores; mode {a.mode}, N = {a.nodes}, s = {a.staleness}, "
           f"{a.steps} steps, node {a.slow_node} +{a.slow_ms} ms per step", flush=True)
     work = tempfile.mkdtemp(prefix="tether-straggler-")
     rows = {True: [], False: []}
     for run in range(a.runs):
         for barrier in (True, False) if run % 2 == 0 else (False, True):   # alternate which goes first
-            r = run_cluster(binary, work, f"{'barrier' if barrier else 'free'}{run}", a, barrier)
+            tag = f"{'barrier' if barrier else 'free'}{run}"
+            if barrier and a.barrier_binary:
+                r = run_cluster(a.barrier_binary, work, tag, a, True, flag=False)
+            else:
+                r = run_cluster(binary, work, tag, a, barrier)
             rows[barrier].append(r)
             print(f"run {run} {'barrier   ' if barrier else 'no barrier'}: fast nodes idle {r['idle_fast']:.3f} "
                   f"(max {r['idle_fast_max']:.3f}), slow node idle {r['idle_slow']:.3f}, wall {r['wall']:.1f} s, "
