@@ -117,6 +117,7 @@ void Communicator::start(float* params, size_t count, std::vector<float> anchor)
   start_anchor_ = std::move(anchor);
   TETHER_NET_CHECK(start_anchor_.empty() || start_anchor_.size() == count, "anchor of " << start_anchor_.size() << " floats");
   next_submit_ = next_poll_ = done_ = submitted_io_ = opts_.first_round;  // before the I/O thread exists
+  submitted_shared_ = opts_.first_round;
   {
     // The I/O thread takes no asynchronous signals (ZeroMQ's threads block
     // them too): a ZeroMQ call on it is never interrupted (EINTR would
@@ -175,6 +176,12 @@ void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<f
       (opts_.sketch_floats != 0 && sketch.size() != opts_.sketch_floats)) {
     throw std::invalid_argument("round " + std::to_string(round) + ": sketch of " + std::to_string(sketch.size()) +
                                 " floats has a non-finite value, or is not of the configured length");
+  }
+  {
+    // What this node answers a stop query with (gossip): the rounds its
+    // trainer has submitted, this one included once it goes on.
+    std::lock_guard<std::mutex> lk(mu_);
+    submitted_shared_ = round + 1;
   }
   auto d = make_buffer(std::move(data));
   auto s = make_buffer(std::move(sketch));
@@ -304,6 +311,8 @@ void Communicator::io_main() {
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
     peers_.assign(static_cast<size_t>(nodes_), PeerState{});
+    peer_sketches_.assign(static_cast<size_t>(nodes_), {});
+    sketch_next_.assign(static_cast<size_t>(nodes_), 0);
     phase_ = Phase::kStarting;
     start_time_ = Clock::now();
     // The largest legal frame: a chunk, a sketch or a hello; headers are smaller.
@@ -590,9 +599,13 @@ void Communicator::check_round_progress(Clock::time_point now) {
   std::ostringstream os;
   os << "round " << done_ << " made no progress for " << static_cast<long long>(waited) << " ms (net.round_timeout_ms "
      << opts_.round_timeout_ms << "): ";
-  for (int p = 0; p < nodes_; ++p)  // p over the other members: who has not sent this round
-    if (p != opts_.self && view_.has(p) && !peers_[static_cast<size_t>(p)].lost && !it->second.sketches.count(p))
-      missing.push_back(p);
+  if (gossip_) {
+    missing = gossip_laggards();  // the members furthest behind, that have not submitted this round
+  } else {
+    for (int p = 0; p < nodes_; ++p)  // p over the other members: who has not sent this round
+      if (p != opts_.self && view_.has(p) && !peers_[static_cast<size_t>(p)].lost && !it->second.sketches.count(p))
+        missing.push_back(p);
+  }
   if (!missing.empty()) {
     os << "waiting for ";
     for (size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << peer_name(missing[i]);
@@ -760,7 +773,9 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
   }
   auto identity_ok = [&] { return msg_peer_ == peer; };
   auto in_window = [&] {
-    return h.round >= done_ && h.round - done_ < 2 * static_cast<uint64_t>(opts_.window);
+    // gossip frames: a partner may be further ahead without a barrier (ahead_limit)
+    const uint64_t ahead = h.kind == Kind::kGossip ? ahead_limit() : 2 * static_cast<uint64_t>(opts_.window);
+    return h.round >= done_ && h.round - done_ < ahead;
   };
   Reject r = Reject::kNone;
   switch (h.kind) {
@@ -860,12 +875,19 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
     case Kind::kSketch: {
       bool buffered = false;
       if ((r = check_epoch(h, parts, &buffered)) != Reject::kNone || buffered) return r;
-      if (!in_window()) return Reject::kRoundOutsideWindow;
+      // Gossip: any round from the latest held on (handle_gossip_sketch)
+      if (!gossip_ && !in_window()) return Reject::kRoundOutsideWindow;
       if (h.step != 0 || h.chunk != 0 || h.offset != 0) return Reject::kRangeMismatch;
       if (h.count > kMaxSketchCount) return Reject::kOversized;
       if (opts_.sketch_floats != 0 && h.count != opts_.sketch_floats) return Reject::kRangeMismatch;
       if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
       if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (gossip_) {
+        if ((r = handle_gossip_sketch(h, payload)) != Reject::kNone) return r;
+        ps.last_seen = Clock::now();
+        if (opts_.gossip_barrier) try_complete();
+        return Reject::kNone;
+      }
       Slot& slot = slots_[h.round];
       if (slot.sketches.count(peer)) return Reject::kDuplicate;
       slot.stop = slot.stop || (h.flags & kStopRequest) != 0;
@@ -881,6 +903,19 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
     case Kind::kCommit:
       if (!identity_ok()) return Reject::kIdentityMismatch;
       return handle_membership(h, parts);
+    case Kind::kCut: {
+      // Also while starting: a peer that started first may ask before this
+      // node has the initial parameters, and its query must be answered.
+      if (!gossip_ || phase_ == Phase::kIdle || phase_ == Phase::kDone) return Reject::kUnexpected;
+      bool buffered = false;
+      if ((r = check_epoch(h, parts, &buffered)) != Reject::kNone || buffered) return r;
+      if (h.payload_bytes != 4 * sizeof(uint64_t)) return Reject::kLengthMismatch;
+      if (h.step != 0 || h.chunk != 0 || h.offset != 0 || h.count != 4) return Reject::kRangeMismatch;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if ((r = handle_cut(h, payload)) != Reject::kNone) return r;
+      break;
+    }
     case Kind::kResult:
     case Kind::kState: {
       bool buffered = false;
@@ -1069,6 +1104,7 @@ void Communicator::handle_bye(const Header& h) {
     return;
   }
   if (opts_.service && phase_ == Phase::kRunning) opts_.service->peer_left(peer, ps.bye_failed);
+  if (gossip_ && !ps.bye_failed) cut_on_bye(peer);
   if (phase_ == Phase::kRunning && (ps.bye_failed || submitted_io_ > h.round)) {
     const std::string what = ps.bye_failed
         ? peer_name(peer) + " stopped after a failure (bye after " + std::to_string(h.round) + " rounds)"
@@ -1108,8 +1144,12 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   Slot& slot = slots_[round];
   slot.submitted = true;
   slot.own_sketch = sketch;
-  slot.own_stop = flags.stop;
-  slot.stop = slot.stop || flags.stop;
+  // Ring: the stop mark rides on this round's sketches. Gossip: the stop is
+  // agreed by kCut messages (module comment, "Coordinated cut, gossip").
+  const bool ring_stop = flags.stop && !gossip_;
+  slot.own_stop = ring_stop;
+  slot.stop = slot.stop || ring_stop;
+  if (flags.stop && gossip_) cut_request();
   slot.applied = applied;
   slot.exact = flags.exact;
   // Error feedback: the losses of round round - window and earlier ride on
@@ -1125,7 +1165,7 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
     if (p == opts_.self || (membership() && (!view_.has(p) || peers_[static_cast<size_t>(p)].lost))) continue;
     Header h;
     h.kind = Kind::kSketch;
-    h.flags = flags.stop ? kStopRequest : 0;
+    h.flags = ring_stop ? kStopRequest : 0;
     h.round = round;
     h.count = sketch->data.size();
     transport_->send(p, h, zero_copy(sketch, 0, sketch->data.size()), nullptr);
@@ -1165,6 +1205,11 @@ void Communicator::try_complete() {
     if (!slot.submitted) break;
     if (slot.transfer) {  // its result comes from a member that holds it
       if (slot.result_chunks != slot.result_seen.size()) break;
+    } else if (gossip_) {
+      // Gossip: the partner's exchange alone (an exact round: the ring's
+      // all-reduce); sketches do not gate it, unless the barrier is asked for.
+      if (changing_ || !mixer_for(slot)->finished(done_)) break;
+      if (opts_.gossip_barrier && !slot.exact && !barrier_sketches_in(done_)) break;
     } else {
       size_t sketches = 0;
       for (const auto& [id, sk] : slot.sketches) sketches += membership() ? view_.has(id) : 1;
@@ -1185,12 +1230,18 @@ void Communicator::try_complete() {
       }
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
     }
-    res.sketches = std::move(slot.sketches);
+    if (gossip_) {
+      gossip_sketches(done_, &res);
+    } else {
+      res.sketches = std::move(slot.sketches);
+      for (const auto& [id, sk] : res.sketches) res.sketch_rounds[id] = done_;
+    }
     if (slot.own_sketch->in_flight.load() == 0) {  // ZeroMQ holds none of it
       res.sketches[opts_.self] = std::move(slot.own_sketch->data);
     } else {  // still lent to ZeroMQ (read only there): a copy
       res.sketches[opts_.self] = slot.own_sketch->data;
     }
+    res.sketch_rounds[opts_.self] = done_;
     after_complete(done_, res.mixed, res.exact);
     slots_.erase(it);
     ++done_;

@@ -45,6 +45,37 @@
 // quorum_wait_ms naming the peers it cannot reach. A node left out of a view
 // (stopped, partitioned, falsely suspected) learns it from the members and
 // raises Excluded: it must start again and join.
+// Gossip rounds (issue 16): a gossip round is complete here once its
+// partner's snapshot has arrived (net/gossip.h); it does not wait for the
+// other nodes' sketches. Sketches still go to every member with each round,
+// and a round's result carries the latest sketch that has arrived from each
+// member (at most that round; RoundResult::sketch_rounds says which round
+// each belongs to), so the monitor estimates distances from sketches of
+// different ages and reports how old they are. Without a barrier a node can
+// run ahead of a slow one by more than the window: its partner's frames are
+// accepted up to ahead_limit() rounds ahead (2 windows plus 2N: a partner is
+// at most the window plus one schedule period ahead, net/gossip.h), a
+// member's sketch of any earlier round is taken while newer than the last one
+// held from it. CommOptions::gossip_barrier brings the barrier back (every
+// round also waits for every member's sketch of that round): a measuring
+// aid, bench/gossip_straggler.sh.
+// Coordinated cut, gossip. Without the barrier a stop mark riding on one
+// round's sketches is not seen by every node before it closes the rounds
+// after it, so a gossip run agrees on the cut round R with a small protocol
+// (kCut frames, the view's lowest live member coordinates): a node asked to
+// stop (RoundFlags::stop) asks the coordinator; it queries every member;
+// each answers with its next round n_j (the rounds its trainer submitted)
+// and promises not to close a round r with r + 1 >= n_j + margin until it
+// learns R (wait_close_allowed(); margin = window + 1); the coordinator
+// decides R = max_j n_j + margin and sends it to every member, and each
+// member passes it on once to every other (so a member that learnt R before
+// the coordinator died is not the only one that knows it). No node has closed
+// round R - 1 before it knew R, so every node stops at R: its checkpoint of
+// the cut holds rounds 0..R-1. A member that said bye answers with the rounds
+// it submitted. A view change during the agreement: the new coordinator
+// queries again (an answer carries R if the member knew it, and then R is
+// kept), and a promise only ever tightens. The ring keeps the stop mark on
+// its sketches (its rounds are global anyway).
 // A frame that fails validation is refused, counted and logged. When it came
 // on a peer's own connection and its bytes are broken (checksum, finite
 // values, length, layout, header: see corrupts_stream), what that peer sent
@@ -155,6 +186,11 @@ struct CommOptions {
   // a node there so that a peer's hello is queued before this node's
   // start-up state exists).
   std::function<void()> test_after_bind;
+  // Gossip only, a measuring aid (bench/gossip_straggler.sh): every gossip
+  // round also waits for every member's sketch of that round, the global
+  // barrier gossip had before issue 16. Off: a round completes with its
+  // partner's exchange alone.
+  bool gossip_barrier = false;
   // net.compression: the codec of every tensor payload (ring chunks, gossip
   // snapshots, and the service's pushes and fetch replies: it takes the same
   // codec). Every node must run the same one (the hello compares it, and the
@@ -180,8 +216,9 @@ inline constexpr const char* kTestCrashPoints[] = {"submit", "reduce-scatter", "
 struct RoundFlags {
   bool exact = false;  // a ring all-reduce whatever the mixer (a gossip run's closing average);
                        // every node must mark the same rounds
-  bool stop = false;   // ask every node to stop at a common round boundary: the result of
-                       // this round says so on every node (RoundResult::stop_requested)
+  bool stop = false;   // ask every node to stop at a common round boundary. Ring: the result
+                       // of this round says so on every node (RoundResult::stop_requested);
+                       // gossip: starts the stop agreement (cut_round(), module comment)
 };
 
 struct RoundResult {
@@ -192,7 +229,11 @@ struct RoundResult {
   bool exact = false;        // submitted with RoundFlags::exact
   bool stop_requested = false;  // some node (maybe this one) set RoundFlags::stop for this
                                 // round: the same on every node
-  std::map<int, std::vector<float>> sketches;  // node id -> its sketch for this round
+  std::map<int, std::vector<float>> sketches;  // node id -> its sketch: ring, of this round
+                                               // (every member); gossip, the latest that has
+                                               // arrived of a round <= this one (a member
+                                               // with none yet is absent)
+  std::map<int, uint64_t> sketch_rounds;       // node id -> the round of its sketch above
   int partner = -1;                            // gossip partner, -1 for ring
 };
 
@@ -313,6 +354,14 @@ class Communicator {
   void stop(int drain_timeout_ms, bool failed = false);
   CommStats stats() const;  // thread-safe snapshot
 
+  // Gossip's stop agreement (module comment, "Coordinated cut, gossip"),
+  // trainer thread. The cut round once decided: every node stops at the
+  // boundary before it (rounds 0..R-1 closed). Thread-safe.
+  std::optional<uint64_t> cut_round() const;
+  // Blocks up to timeout_ms until this node may close `round` under its
+  // promise: the cut is decided, or round + 1 is below the limit it promised
+  // (no promise: at once). False on time-out; raises the communicator's error.
+  bool wait_close_allowed(uint64_t round, int timeout_ms);
   // Rounds submitted and not yet returned (what the window bounds).
   uint64_t in_flight() const { return next_submit_ - next_poll_; }
   // Error feedback of the ring (I/O thread state, copied under the lock as
@@ -424,6 +473,26 @@ class Communicator {
   void install(uint32_t epoch, std::vector<int> members, uint64_t resume, const std::map<int, uint64_t>& done);
   void install_gossip(uint64_t resume);
   void resend_sketch(uint64_t round, const Slot& slot);
+  // gossip (net/gossip_cut.cpp)
+  uint64_t ahead_limit() const;  // frames of rounds up to done_ + this are taken
+  Reject handle_gossip_sketch(const Header& h, const zmq::message_t& payload);
+  // The sketches a gossip round's result carries (the latest of each member
+  // up to `round`); forgets those no later round needs.
+  void gossip_sketches(uint64_t round, RoundResult* res);
+  bool barrier_sketches_in(uint64_t round) const;  // CommOptions::gossip_barrier
+  std::vector<int> gossip_laggards() const;        // check_round_progress
+  int cut_coordinator() const;
+  void cut_request();
+  void cut_ask();
+  void cut_start_query();
+  uint64_t cut_promise();
+  void cut_check_answers();
+  void cut_decide(uint64_t cut);
+  void cut_on_view();
+  void cut_on_bye(int peer);
+  void send_cut(int to, uint64_t op, uint64_t query, uint64_t value, uint64_t known);
+  Reject handle_cut(const Header& h, const zmq::message_t& payload);
+  uint64_t cut_margin() const { return static_cast<uint64_t>(opts_.window) + 1; }
   void send_kept_result(int to, uint64_t round);
   void send_state(int to);
   // Chunks [0, limit) of v (all by default); corrupt: chunk 0's hash is wrong.
@@ -497,6 +566,21 @@ class Communicator {
   uint64_t params_chunks_ = 0, params_received_ = 0, params_chunk_elems_ = 1;
   std::map<uint64_t, Slot> slots_;
   uint64_t done_ = 0;          // lowest round not finished here
+  // gossip: [peer] its sketches by round (every one above the last round
+  // delivered here, and the latest at or below it), and the round after the
+  // latest one received (0: none yet)
+  std::vector<std::map<uint64_t, std::vector<float>>> peer_sketches_;
+  std::vector<uint64_t> sketch_next_;
+  // gossip's stop agreement (I/O thread)
+  struct CutIo {
+    bool wanted = false;            // this node was asked to stop
+    bool promised = false;          // it answered a query (close_limit_ holds)
+    std::optional<uint64_t> cut;    // decided
+    uint64_t query = 0;             // as coordinator: the query under way (0: none)
+    uint32_t seq = 0;
+    std::map<int, uint64_t> answers;  // member -> its next round
+    std::optional<uint64_t> known;    // a member's answer carried a decided cut
+  } cut_io_;
   std::unique_ptr<ErrorFeedback> feedback_;  // ring rounds with a codec
   Clock::time_point progress_at_{};  // done_ advanced or this node submitted (round_timeout_ms)
   bool progress_failed_ = false;
@@ -530,6 +614,11 @@ class Communicator {
   std::exception_ptr error_;
   std::vector<int> lost_;
   bool started_ = false, stop_ready_ = false, io_exited_ = false;
+  // gossip's stop agreement: the trainer's next round to submit (answers),
+  // the limit this node promised and the decided cut
+  uint64_t submitted_shared_ = 0;
+  uint64_t close_limit_ = UINT64_MAX;
+  std::optional<uint64_t> cut_shared_;
 
   // shared, atomic
   std::atomic<uint64_t> bytes_sent_{0}, bytes_recv_{0};

@@ -30,6 +30,21 @@
 //   known here, so the exchanges of one node form a chain (one round per
 //   link latency); the trainer still runs up to s rounds ahead of the chain.
 //   The ring has no such chain: its rounds pipeline.
+// No global barrier (issue 16): a round is finished here once the partner's
+//   snapshot has arrived; nothing else gates it (the communicator sends each
+//   round's sketch to every node, but a round waits for none of them:
+//   net/communicator.h, "Gossip rounds"). Nodes are then coupled only through
+//   their exchanges: finishing round r needs the partner's snapshot of r,
+//   which needed the partner's round r−1 finished, which needed its
+//   partner's, and so on; the partner of round r met this node one schedule
+//   period P earlier too (P = log2 N on a hypercube, M−1 on the round-robin,
+//   at most N), so a partner's frames come at most P rounds (plus the
+//   window) ahead of this node's lowest unfinished round, and any two nodes
+//   are at most s + 1 + P rounds apart — more than s, so the stop cut is
+//   agreed by messages rather than read off one round's sketches. The same
+//   chain ties every node to one that is slow at every step: without the
+//   barrier the others may run ahead of it by those few rounds (absorbing
+//   its pauses), not run at their own pace (bench/gossip_straggler.py).
 // Schedule: N a power of two: hypercube, p = i XOR 2^(r mod log2 N) — after
 //   log2 N rounds without local change every node holds the exact average.
 //   Otherwise round-robin tournament (circle method) over M = N rounded up to
@@ -61,7 +76,10 @@
 //   `keep_rounds` rounds behind the next send, so that the rewound rounds can
 //   be completed again.
 // Peer failure without membership: the pair's round never completes; the
-//   communicator's heartbeats raise PeerLost naming the silent peer.
+//   communicator's heartbeats raise PeerLost naming the silent peer. A peer
+//   whose trainer stalls (heartbeats still answered): round_timeout_ms names
+//   the members furthest behind by their sketches (the others wait on them
+//   through their partners).
 #pragma once
 
 #include <cstdint>

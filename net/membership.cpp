@@ -354,17 +354,17 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
 void Communicator::install_gossip(uint64_t resume) {
   resumed_at_[view_.epoch] = resume;
   gossip_->set_view(view_.members, resume);
+  // Sketches are not sent again: they gate no gossip round, and a member's
+  // sketch of a round is the same in every view (check_epoch takes those of
+  // an earlier view).
   for (auto& [r, slot] : slots_) {  // r over the rounds open here, ascending
-    if (r >= resume) {
-      slot.sketches.clear();  // every member sends its sketch again in this view
-      slot.in_mixer = false;
-      if (slot.submitted) resend_sketch(r, slot);
-    }
+    if (r >= resume) slot.in_mixer = false;
     if (slot.exact && r < resume) slot.in_mixer = false;  // the ring it ran on is gone
     if (!slot.submitted || slot.in_mixer || slot.transfer) continue;  // transfer: its result comes from a holder
     mixer_for(slot)->submit(r, make_buffer(slot.retained), slot.applied);
     slot.in_mixer = true;
   }
+  cut_on_view();
 }
 
 // A round re-run in a new view: this node's sketch to every member again.
@@ -479,8 +479,9 @@ void Communicator::notify_outside(int peer) {
   transport_->send(peer, h, zmq::message_t(msg.data(), msg.size() * sizeof(uint64_t)), nullptr);
 }
 
-// Frames of the data plane (ring, sketch, result, state) carry the sender's
-// view epoch: older ones are dropped; newer ones wait for the commit here.
+// Frames of the data plane (ring, sketch, result, state, and gossip's cut)
+// carry the sender's view epoch: older ones are dropped; newer ones wait for
+// the commit here.
 Reject Communicator::check_epoch(const Header& h, std::vector<zmq::message_t>& parts, bool* buffered) {
   *buffered = false;
   if (!membership()) return Reject::kNone;
@@ -488,7 +489,8 @@ Reject Communicator::check_epoch(const Header& h, std::vector<zmq::message_t>& p
   if (h.epoch < view_.epoch) {
     // Gossip: an exchange (or sketch) of a round below the resume round of
     // every view since still counts; the schedule it was sent under holds.
-    if (gossip_ && (h.kind == Kind::kGossip || h.kind == Kind::kSketch) && view_.has(peer)) {
+    if (gossip_ && h.kind == Kind::kSketch && view_.has(peer)) return Reject::kNone;  // a member's, in any view
+    if (gossip_ && h.kind == Kind::kGossip && view_.has(peer)) {
       uint64_t valid_below = UINT64_MAX;
       for (auto it = resumed_at_.upper_bound(h.epoch); it != resumed_at_.end(); ++it)
         valid_below = std::min(valid_below, it->second);

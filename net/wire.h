@@ -37,8 +37,10 @@ inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
 // 2: 64-lane payload hash; 3: hello carries the start round and step, a
 // sketch may carry kStopRequest; 4: the view epoch in the header, membership
 // kinds (propose, accept, commit, result and state transfer); 5: the codec
-// of a tensor payload in the upper bits of byte 7 (net.compression).
-inline constexpr uint16_t kProtocolVersion = 5;
+// of a tensor payload in the upper bits of byte 7 (net.compression); 6: gossip
+// rounds complete without every node's sketch, and a gossip run's stop is
+// agreed by kCut messages (a sketch of a gossip run carries no kStopRequest).
+inline constexpr uint16_t kProtocolVersion = 6;
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
 inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;
@@ -68,8 +70,14 @@ enum class Kind : uint8_t {
                    // step = server version after applying it
   kNodeSketch = 17,  // a node's CountSketch as it closes a round, to every other node;
                      // round = the round (0, 1, 2, ... per sender), offset 0
+  // The stop agreement of a gossip run (net/communicator.h, "Coordinated
+  // cut, gossip"): u64 payload [op, query, value, known], 4 values; op 1
+  // ask (to the coordinator), 2 query (coordinator -> members), 3 answer
+  // (value = the member's next round, known = a decided cut + 1 or 0), 4
+  // cut (value = the cut round; every member passes it on once).
+  kCut = 18,
 };
-inline constexpr uint8_t kKindMax = 17;
+inline constexpr uint8_t kKindMax = 18;
 
 // Why a frame was refused. Names (reject_name) are the keys of
 // CommStats::rejected_by_reason.
@@ -102,7 +110,8 @@ std::string_view reject_name(Reject r);
 // Header flags. A bye may carry kByeFailed: its sender stops because of a
 // failure (a lost peer, an error) rather than being stopped. A sketch may
 // carry kStopRequest: its sender asks the cluster to stop at a common round
-// boundary (a coordinated checkpoint, see runtime/averaging.h).
+// boundary (a coordinated checkpoint, see runtime/averaging.h); ring runs
+// only: a gossip run agrees on its cut with kCut messages.
 constexpr uint8_t kByeFailed = 1;
 constexpr uint8_t kStopRequest = 2;
 // A hello may carry kHelloRunning: its sender is a member of a running view
@@ -199,7 +208,7 @@ inline bool carries_codec(Kind k) {
 
 // The kinds whose payload is a list of u64 (the receiver checks its length).
 inline bool carries_u64s(Kind k) {
-  return k == Kind::kHello || k == Kind::kPropose || k == Kind::kAccept || k == Kind::kCommit;
+  return k == Kind::kHello || k == Kind::kPropose || k == Kind::kAccept || k == Kind::kCommit || k == Kind::kCut;
 }
 
 }  // namespace tether::net

@@ -82,6 +82,12 @@ inline constexpr char kTensorBytesSent[] = "tensor_bytes_sent";
 inline constexpr char kTensorRawBytesSent[] = "tensor_raw_bytes_sent";
 inline constexpr char kDeltaClaimsRefused[] = "delta_claims_refused";   // run: peers' implausible ‖Δ‖ claims
 inline constexpr char kViewChanges[] = "view_changes";   // run: view changes this node took part in
+// The monitor's sketches (rounds): how old the oldest one behind the last
+// distance estimate was (gossip estimates from the latest sketch that has
+// arrived from each node, net/communicator.h; the ring's are all of the
+// round: 0), and the largest such age of the run.
+inline constexpr char kSketchAgeRounds[] = "sketch_age_rounds";
+inline constexpr char kSketchAgeRoundsMax[] = "sketch_age_rounds_max";   // run
 // H, local steps per round (algorithm.period; "auto": the agreed one; 0 with
 // algorithm.round_ms), and how often the automatic period changed (run).
 inline constexpr char kPeriod[] = "period";
@@ -135,13 +141,14 @@ inline constexpr std::array kNetworkFields = {
     kRound,     kIdleFrac,  kIdleFracTotal, kRoundsInFlight, kDispNorm,  kMaxPairDist, kMaxPairDistRun,
     kBound,     kThrottled, kThrottleCount, kMaxDeltaNorm,   kBytesSent, kBytesRecv,   kMsgsRejected,
     kDeltaClaimsRefused, kViewChanges, kTensorBytesSent, kTensorRawBytesSent,
+    kSketchAgeRounds, kSketchAgeRoundsMax,
     kSecurity, kHandshakesFailed, kHandshakeFailedBy, kPeriod, kPeriodChanges};
 inline constexpr std::array kSingleNodeFields = {kRound, kIdleFrac,  kRoundsInFlight, kDispNorm, kMaxPairDist,
                                                  kBound, kThrottled, kBytesSent,      kBytesRecv};
 inline constexpr std::array kRunTotalFields = {kIdleFracTotal, kMaxPairDistRun, kThrottleCount,
                                                kBytesSent,     kBytesRecv,      kMsgsRejected,
                                                kDeltaClaimsRefused, kViewChanges, kTensorBytesSent,
-                                               kTensorRawBytesSent,
+                                               kTensorRawBytesSent, kSketchAgeRoundsMax,
                                                kSecurity, kHandshakesFailed, kHandshakeFailedBy, kPeriodChanges};
 inline constexpr std::array kEvalFields = {kEvent, kStep, kEpoch, kTestAcc, kTestLoss};
 inline constexpr std::array kFinalFields = {kEvent, kSteps, kParamsHash, kInterrupted, kCheckpoint, kWallS, kTestAcc};

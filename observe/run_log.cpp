@@ -179,6 +179,8 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     s.view_changes = count(j, field::kViewChanges);
     s.tensor_bytes_sent = count(j, field::kTensorBytesSent);
     s.tensor_raw_bytes_sent = count(j, field::kTensorRawBytesSent);
+    s.sketch_age_rounds = count(j, field::kSketchAgeRounds);
+    s.sketch_age_rounds_max = count(j, field::kSketchAgeRoundsMax);
     s.security = text(j, field::kSecurity);
     s.handshakes_failed = count(j, field::kHandshakesFailed);
     s.handshake_failed = text(j, field::kHandshakeFailedBy);
@@ -215,6 +217,7 @@ void RunLog::parse_line(NodeLog& node, const std::string& line) {
     f.view_changes = count(j, field::kViewChanges);
     f.tensor_bytes_sent = count(j, field::kTensorBytesSent);
     f.tensor_raw_bytes_sent = count(j, field::kTensorRawBytesSent);
+    f.sketch_age_rounds_max = count(j, field::kSketchAgeRoundsMax);
     f.security = text(j, field::kSecurity);
     f.handshakes_failed = count(j, field::kHandshakesFailed);
     f.handshake_failed = text(j, field::kHandshakeFailedBy);

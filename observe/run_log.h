@@ -48,6 +48,7 @@ struct NodeSample {
   bool throttled = false;
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
+  uint64_t sketch_age_rounds = 0, sketch_age_rounds_max = 0;   // the monitor's oldest sketch
   // net.security ("curve", "none"; "" before this field existed), connections
   // refused at the handshake, and by reason (a JSON object as text, "" when absent).
   std::string security, handshake_failed;
@@ -76,6 +77,7 @@ struct NodeFinal {
   uint64_t period_changes = 0;   // automatic period changes in the run
   uint64_t throttle_count = 0, bytes_sent = 0, bytes_recv = 0, msgs_rejected = 0, delta_claims_refused = 0, view_changes = 0;
   uint64_t tensor_bytes_sent = 0, tensor_raw_bytes_sent = 0;  // net.compression's effect
+  uint64_t sketch_age_rounds_max = 0;   // the monitor's oldest sketch over the run
   // net.security ("curve", "none"; "" before this field existed), connections
   // refused at the handshake, and by reason (a JSON object as text, "" when absent).
   std::string security, handshake_failed;

@@ -157,6 +157,7 @@ class OverlapAveraging : public Averaging {
     try {
       apply_finished();
       if (round_due(steps_done, t)) {
+        if (o_.gossip) gossip_before_close();   // gossip's stop agreement (not clocked: ring only)
         close_round();
         // round_ms: the first round is a start barrier (its result starts the
         // clock); a node that started early does not train on alone.
@@ -279,6 +280,8 @@ class OverlapAveraging : public Averaging {
             {field::kDispNorm, disp_norm_},
             {field::kMaxPairDist, max_pair_dist_},
             {field::kMaxPairDistRun, max_pair_dist_run_},
+            {field::kSketchAgeRounds, sketch_age_},
+            {field::kSketchAgeRoundsMax, sketch_age_max_},
             {field::kBound, bound_},
             {field::kThrottled, throttled_now_},
             {field::kThrottleCount, throttle_count_},
@@ -302,6 +305,27 @@ class OverlapAveraging : public Averaging {
     if (!peer_left_) std::fprintf(stderr, "[node %d] %s: stopping\n", o_.node, e.what());
     peer_left_ = true;
     stop_why_ = e.what();
+  }
+
+  // Gossip's stop agreement (net/communicator.h, "Coordinated cut, gossip"):
+  // learns the cut round, and waits (idle) while closing the next round
+  // would break this node's promise before the cut is known.
+  void gossip_before_close() {
+    if (!cut_round_) cut_round_ = comm_->cut_round();
+    const double deadline = now_s() + 2.0 * o_.peer_timeout_ms / 1000.0 + 60.0;
+    while (!cut_round_) {   // bounded: a failure raises from the communicator; the deadline is a backstop
+      const double t0 = now_s();
+      const bool allowed = comm_->wait_close_allowed(next_round_, o_.peer_timeout_ms);
+      idle_s_ += now_s() - t0;
+      cut_round_ = comm_->cut_round();
+      if (allowed) break;
+      if (now_s() > deadline)
+        throw std::runtime_error("stop agreement: no cut round decided while round " + std::to_string(next_round_) +
+                                 " waits for it");
+    }
+    if (cut_round_ && next_round_ >= *cut_round_)   // the promise makes this impossible
+      throw std::runtime_error("stop agreement: cut round " + std::to_string(*cut_round_) + " learnt at round " +
+                               std::to_string(next_round_) + ", already past it");
   }
 
   struct InFlight {
@@ -627,6 +651,13 @@ class OverlapAveraging : public Averaging {
     max_delta_all_ = std::max(max_delta_all_, max_delta_local_);
     const double auto_bound = o_.gossip ? 0.0 : staleness_bound(o_.staleness, max_delta_all_);
     bound_ = o_.bound > 0 ? o_.bound : auto_bound;
+    // Gossip: the sketches are the latest that arrived, of this round or
+    // earlier ones (net/communicator.h); the oldest one's age goes with the
+    // estimate.
+    uint64_t oldest = res.round;
+    for (const auto& [id, r] : res.sketch_rounds) oldest = std::min(oldest, r);
+    sketch_age_ = res.round - oldest;
+    sketch_age_max_ = std::max(sketch_age_max_, sketch_age_);
     PairEstimate e = estimate_distances(res.sketches, sketch_.buckets(), o_.node);
     max_pair_dist_ = e.max_pair;
     max_pair_dist_run_ = std::max(max_pair_dist_run_, e.max_pair);
@@ -663,6 +694,7 @@ class OverlapAveraging : public Averaging {
   int merges_measured_ = 0;
   uint64_t steps_timed_ = 0;
   std::optional<uint64_t> cut_round_;
+  uint64_t sketch_age_ = 0, sketch_age_max_ = 0;   // rounds: the oldest sketch in the last estimate, and in the run
   std::string stop_why_;
   uint64_t throttle_count_ = 0, bytes_sent_ = 0, bytes_recv_ = 0, tensor_bytes_sent_ = 0, tensor_raw_bytes_sent_ = 0, msgs_rejected_ = 0, claims_refused_ = 0;
   std::map<std::string, uint64_t> handshakes_;   // connections refused at the handshake, by reason
@@ -730,6 +762,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
   a.max_delta = resume.max_delta;
   a.on_view = resume.on_view;
   a.test_crash_at = resume.test_crash_at;
+  a.gossip_barrier = resume.gossip_barrier;
   if (cfg.monitor.snapshots) {
     const std::string dir = cfg.log.dir + "/snapshots";
     std::filesystem::create_directories(dir);
@@ -779,6 +812,7 @@ std::unique_ptr<Averaging> make_averaging_on(const Config& cfg, int node, ParamS
                  : resume.start_step == 0        ? 0
                                                  : resume.first_round + 1;
   o.test_crash_at = resume.test_crash_at;
+  o.gossip_barrier = resume.gossip_barrier;
   if (cfg.algorithm.server_based()) {   // downpour, easgd: the baselines own the store they are given
     if (!owned) throw std::invalid_argument(cfg.algorithm.name + " runs only in the tether binary (no caller-owned buffer)");
     return make_server_averaging(cfg, a, std::move(o), std::move(owned));

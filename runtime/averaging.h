@@ -33,10 +33,18 @@
 //   logged) and a configured bound is refused by the config.
 //
 // Coordinated cut (cluster checkpoint). request_stop() marks this node's next
-//   round; when a round with a mark is applied (on every node: the mark rides
-//   on the round's sketches), every node stops at the round boundary
-//   R = r + s + 1 — no node can have closed round R yet, because round r is
-//   applied at the latest while closing round r + s. At R each node drains
+//   round. Ring: when a round with a mark is applied (on every node: the mark
+//   rides on the round's sketches, which every ring round waits for), every
+//   node stops at the round boundary R = r + s + 1 — no node can have closed
+//   round R yet, because round r is applied at the latest while closing round
+//   r + s. Gossip: its rounds wait for no other node's sketch, so nodes may be
+//   more than s rounds apart and a mark on one round's sketches would not be
+//   seen in time; the mark starts the communicator's stop agreement instead
+//   (net/communicator.h, "Coordinated cut, gossip"): every member answers with
+//   its next round and promises not to close past it + s + 2 before it learns
+//   R = the largest answer + s + 2, so again no node has closed round R - 1
+//   before it knows R (before closing a round, a node whose promise stops it
+//   waits for R, counted as idle). At R each node drains
 //   every round in flight (so x_prev = x_i and nothing is in flight) and
 //   stop_requested() turns true: checkpoints of one cut hold the same round R,
 //   the same x̄ and each node's own x_i. Periodic checkpoints use drain() at a
@@ -185,6 +193,9 @@ struct AveragingOptions {
   // Test hook: handed to the communicator (CommOptions::test_crash_at; the
   // tether binary's hidden --crash-at flag).
   std::function<bool(const char* point, uint64_t round)> test_crash_at;
+  // Measuring aid: handed to the communicator (CommOptions::gossip_barrier;
+  // the tether binary's hidden --gossip-barrier flag).
+  bool gossip_barrier = false;
 };
 
 // The parameters x_i as the algorithm sees them: one flat float vector.

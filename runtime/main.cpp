@@ -177,6 +177,7 @@ struct Args {
   uint64_t fail_after_step = 0;   // train's test hooks, deliberately not in the help (TrainOptions)
   uint64_t stall_after_step = 0, stall_ms = 60000;
   std::string crash_at;           // POINT[:ROUND] (TrainOptions::crash_point)
+  bool gossip_barrier = false;    // TrainOptions::gossip_barrier (hidden, a measuring aid)
   bool any_data = false, peers = false;
   tether::DashboardArgs dashboard;
   tether::ReportArgs report;
@@ -247,6 +248,7 @@ int parse_args(int argc, char** argv, Args& a) {
       ->check(expect("an integer >= 1", [](const std::string& v) { return digits(v, 18) && std::stoull(v) > 0; }));
   train->add_option("--stall-ms", a.stall_ms)
       ->check(expect("an integer >= 0", [](const std::string& v) { return digits(v, 9); }));
+  train->add_flag("--gossip-barrier", a.gossip_barrier);   // hidden: bench/gossip_straggler.sh
   train->add_option("--crash-at", a.crash_at)
       ->check(expect("POINT or POINT:ROUND, POINT one of " + crash_points_text(), [](const std::string& v) {
         std::string point;
@@ -455,6 +457,7 @@ int main(int argc, char** argv) {
     opts.fail_after_step = fail_after_step;
     opts.stall_after_step = args.stall_after_step;
     opts.stall_ms = args.stall_ms;
+    opts.gossip_barrier = args.gossip_barrier;
     if (!args.crash_at.empty()) parse_crash_at(args.crash_at, &opts.crash_point, &opts.crash_round);
     tether::Trainer trainer(cfg, opts);
     tether::TrainResult r;

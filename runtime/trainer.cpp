@@ -175,6 +175,7 @@ void Trainer::setup() {
         return true;
       };
     }
+    resume_.gossip_barrier = opts_.gossip_barrier;
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
     if (avg_->joined()) {   // a running cluster took this node in: it starts from x̄ at the view's round
       step_ = avg_->start_step();

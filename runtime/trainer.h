@@ -44,6 +44,10 @@ struct TrainOptions {
   // sends one corrupt chunk and goes on. Empty: off.
   std::string crash_point;
   uint64_t crash_round = 0;
+  // Measuring aid (hidden flag --gossip-barrier): a gossip round also waits
+  // for every node's sketch of that round, the global barrier of before
+  // issue 16 (net::CommOptions::gossip_barrier; bench/gossip_straggler.sh).
+  bool gossip_barrier = false;
 };
 
 struct TrainResult {

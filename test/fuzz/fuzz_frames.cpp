@@ -4,8 +4,9 @@
 // of a small cluster with rounds open, fed frames interleaved with this
 // node's own submits, the validation order of Communicator::handle (sender,
 // view epoch and membership for ring runs, window, mixer check, payload,
-// alignment, receive). Frames of every kind (the membership and the
-// baselines' kinds too) go through decode_header and check_payload; only ring
+// alignment, receive). Frames of every kind (the membership, gossip's stop
+// agreement and the baselines' kinds too) go through decode_header and
+// check_payload; only ring
 // and gossip frames reach a handler here (membership and the shard servers
 // are the communicator's, not fuzzed by this harness).
 //
@@ -184,7 +185,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (h.epoch > epoch) continue;                        // buffered until that view (not modelled)
         if (!member(static_cast<int>(h.sender))) continue;    // kStaleEpoch
       }
-      if (h.round < done || h.round - done >= 2 * window) continue;
+      // Communicator::handle's window: a gossip partner may be further ahead
+      // (no barrier: Communicator::ahead_limit)
+      const uint64_t ahead = gossip ? 2 * window + 2 * static_cast<uint64_t>(nodes) : 2 * window;
+      if (h.round < done || h.round - done >= ahead) continue;
       if (mixer->check(h) != Reject::kNone) continue;
       FUZZ_CHECK(h.offset + h.count <= count, "check() passed a range outside the vector");
       if (payload_ok != Reject::kNone) continue;

@@ -72,6 +72,14 @@ put("frames", "gossip-2-nodes", g)
 g3 = bytes([3, 2, 4, 3, 2]) + frame(4, 1, [1.0, 2.0, 3.0, 4.0], rnd=0, chunk=0, offset=0) + bytes([0])
 g3 += frame(4, 0, [1.0, 2.0, 3.0, 4.0], rnd=1, chunk=0, offset=0)
 put("frames", "gossip-3-nodes", g3)
+# gossip, 4 nodes, self 0: a partner's snapshot of round 5 (further ahead than
+# two windows: no barrier, protocol v6), and the stop agreement's frames
+# (kind 18, u64 [op, query, value, known]: ask, answer, cut; decoded, payload
+# checked)
+g4 = bytes([1 | (2 << 1), 0, 4, 3, 0]) + frame(4, 1, [1.0, 2.0, 3.0, 4.0], rnd=0, chunk=0, offset=0) + bytes([0])
+g4 += frame(4, 2, [1.0, 2.0, 3.0, 4.0], rnd=5, chunk=0, offset=0)  # round 5: partner 0 ^ 2
+g4 += frame_u64(18, 3, [1, 0, 0, 0]) + frame_u64(18, 2, [3, (1 << 32) | 1, 7, 0]) + frame_u64(18, 1, [4, 0, 9, 0])
+put("frames", "gossip-4-nodes-cut", g4)
 
 # hello: 10 fixed fields (the last: the process's incarnation), then key pairs
 fixed = struct.pack("<10Q", 0x1234, 7, 4, 0, 3, 1 << 20, 61706, 0, 0, 0x9e3779b97f4a7c15)

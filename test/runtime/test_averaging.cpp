@@ -6,6 +6,8 @@
 // regime staleness exists for.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -67,6 +69,17 @@ struct Run {
   int slow_node = -1;
   double slow_step_ms = 0;
   bool clocked() const { return round_ms > 0 || period_auto; }
+  // Stop: the nodes in stop_nodes call request_stop() from step stop_at_step
+  // on (as the trainer does once interrupted), and every node leaves its
+  // loop once stop_requested() (then finish() drains, without the closing
+  // average). gossip_barrier: the barrier of before issue 16.
+  std::vector<int> stop_nodes;
+  int stop_at_step = -1;
+  bool gossip_barrier = false;
+  // A stalled trainer: stall_node sleeps stall_ms at step stall_at_step (its
+  // I/O thread goes on: heartbeats); net.round_timeout_ms of every node.
+  int stall_node = -1, stall_at_step = 0, stall_ms = 0;
+  int round_timeout_ms = 120000;
 };
 
 struct NodeOut {
@@ -79,6 +92,11 @@ struct NodeOut {
   uint64_t joined_round = 0;                // a node that rejoined: its first round
   std::vector<net::ViewEvent> views;
   net::CommStats stats;                     // after finish()
+  nlohmann::json metrics;                   // metrics() before finish()
+  bool at_cut = false;                      // stopped at a coordinated cut
+  uint64_t next_round = 0;                  // after the loop: the cut round when at_cut
+  int64_t last_closed = -1;                 // the last round it closed
+  uint64_t round_at_stop = 0;               // stop_nodes: next_round() as it first asked
   // Clocked rounds: the steps this node ran, its wall time for them, the
   // round the run ended at, whether the averaging says it ended, the period
   // changes it took, and the largest round delta norm it closed.
@@ -88,9 +106,30 @@ struct NodeOut {
   std::vector<PeriodChange> periods;
 };
 
+// Across the nodes of a run: each node's next round as it steps, and the
+// largest difference seen between two nodes (the drift) before any stop.
+struct Drift {
+  explicit Drift(int nodes) : round(size_t(nodes)) {}
+  void update(int node, uint64_t r) {
+    round[size_t(node)] = r;
+    if (stopping) return;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (const auto& x : round) {
+      lo = std::min<uint64_t>(lo, x);
+      hi = std::max<uint64_t>(hi, x);
+    }
+    uint64_t m = max.load();
+    while (hi - lo > m && !max.compare_exchange_weak(m, hi - lo)) {
+    }
+  }
+  std::vector<std::atomic<uint64_t>> round;
+  std::atomic<uint64_t> max{0};
+  std::atomic<bool> stopping{false};
+};
+
 // Runs the cluster; every node starts from the same x0 (node 0's, by the
 // start-up broadcast).
-std::vector<NodeOut> run_cluster(const Run& run) {
+std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
   const std::vector<int> ports = net::testing::free_ports(run.nodes);
   std::vector<NodeOut> out(size_t(run.nodes));
   // Clocked rounds: at most a round per step, and the end's empty rounds.
@@ -115,6 +154,8 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         c.peer_timeout_ms = run.peer_timeout_ms;
         c.inject_delay_ms = run.delay_ms;
         c.codec = run.codec;
+        c.gossip_barrier = run.gossip_barrier;
+        c.round_timeout_ms = run.round_timeout_ms;
         const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
         const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
         if ((dies && run.crash_point != "window") || faulty) {
@@ -137,6 +178,7 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         o.bound = run.bound;
         o.on_close = [&me](uint64_t round, const float* x, size_t n, double delta_norm) {
           if (round < me.closes.size()) me.closes[round].assign(x, x + n);
+          me.last_closed = int64_t(round);
           me.max_delta = std::max(me.max_delta, delta_norm);
         };
         o.on_merge = [&me](uint64_t round, const float* a, size_t n) {
@@ -150,20 +192,34 @@ std::vector<NodeOut> run_cluster(const Run& run) {
         net::Communicator* raw = comm.get();
         auto avg = make_overlap_averaging(o, std::move(comm), &params);
         if (avg->joined()) me.joined_round = avg->start_step() / uint64_t(run.period);
+        const bool stopper =
+            std::find(run.stop_nodes.begin(), run.stop_nodes.end(), i) != run.stop_nodes.end();
         const double step_ms = i == run.slow_node ? run.slow_step_ms : run.step_ms;
         const auto t0 = std::chrono::steady_clock::now();
         for (int t = int(avg->start_step()); t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
+          if (!run.stop_nodes.empty() && avg->stop_requested()) break;   // the trainer's loop
+          if (stopper && t >= run.stop_at_step) {
+            if (drift) drift->stopping = true;
+            if (me.round_at_stop == 0) me.round_at_stop = avg->next_round();
+            avg->request_stop();
+          }
           if (t < run.steps)
             for (size_t j = 0; j < run.dim; ++j) params.x[j] += update(i, uint64_t(t), j, run.amp);
           if (step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(step_ms));
+          if (i == run.stall_node && t == run.stall_at_step && !rejoining)
+            std::this_thread::sleep_for(std::chrono::milliseconds(run.stall_ms));
           if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
             raw->crash();   // right after submitting crash_round: it would wait on the window next
           avg->after_step(uint64_t(t) + 1);
           me.steps_run = uint64_t(t) + 1;
+          if (drift) drift->update(i, avg->next_round());
           if (avg->ended()) break;   // clocked rounds: another node ran all its steps
         }
         me.steps_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        me.throttle_count = avg->metrics().value("throttle_count", uint64_t(0));
+        me.metrics = avg->metrics();
+        me.throttle_count = me.metrics.value("throttle_count", uint64_t(0));
+        me.at_cut = avg->at_cut();
+        me.next_round = avg->next_round();
         avg->finish();
         me.ended = avg->ended();
         me.end_round = avg->next_round();
@@ -720,6 +776,153 @@ TEST_CASE("ring, the coordinator dies as it starts streaming x̄ to a joiner (it
     CHECK(out[size_t(i)].views.back().members == std::vector<int>{0, 1, 2, 3});
     CHECK(out[size_t(i)].views.back().anchor_hash == ref.views.back().anchor_hash);
   }
+}
+
+// The reference of a gossip run that ends normally: the closing average is
+// the mean of x0 and every node's updates (computed in doubles).
+void check_gossip_mean(const Run& run, const std::vector<NodeOut>& out) {
+  for (size_t j = 0; j < run.dim; ++j) {
+    double ref = 0;
+    for (int i = 0; i < run.nodes; ++i) {
+      double xi = 0.5 + 0.001 * double(j);
+      for (int t = 0; t < run.steps; ++t) xi += double(update(i, uint64_t(t), j, run.amp));
+      ref += xi;
+    }
+    ref /= run.nodes;
+    if (std::fabs(double(out[0].final_x[j]) - ref) > 1e-4) {
+      CHECK(double(out[0].final_x[j]) == doctest::Approx(ref).epsilon(1e-4));
+      break;
+    }
+  }
+}
+
+TEST_CASE("gossip, one slow node of 8: rounds complete without it (nodes drift apart by more than s, as the barrier allows none), distances are estimated from sketches whose age is reported, one model at the end") {
+  // Node 5 sleeps 9 ms per step, the others 1 ms. With the
+  // barrier (gossip_barrier, the behaviour before issue 16) no node gets
+  // more than s + 1 rounds ahead of another (it waits for every sketch of
+  // a round, and a node records its round only once its step is done); with
+  // rounds completing on the partner's exchange alone the fast nodes run up
+  // to a schedule's period (log2 8 = 3 rounds) further ahead, and estimate
+  // distances from the slow node's older sketches.
+  for (bool barrier : {false, true}) {
+    CAPTURE(barrier);
+    Run run;
+    run.nodes = 8;
+    run.staleness = 1;
+    run.steps = 60;
+    run.settle_steps = 12;
+    run.step_ms = 1;
+    run.delay_ms = 1;
+    run.slow_node = 5;
+    run.slow_step_ms = 9;
+    run.gossip_barrier = barrier;
+    Drift drift(run.nodes);
+    const auto out = run_cluster(run, &drift);
+    uint64_t oldest = 0;
+    for (int i = 0; i < run.nodes; ++i) {
+      const NodeOut& o = out[size_t(i)];
+      CAPTURE(i);
+      REQUIRE_MESSAGE(o.error.empty(), o.error);
+      CHECK(o.metrics.value("max_pair_dist_run", 0.0) > 0);   // estimated while they differed
+      oldest = std::max(oldest, o.metrics.value("sketch_age_rounds_max", uint64_t(0)));
+      // one model: every node ends with the same bits
+      CHECK(std::memcmp(o.final_x.data(), out[0].final_x.data(), run.dim * 4) == 0);
+    }
+    check_gossip_mean(run, out);
+    MESSAGE(std::string(barrier ? "barrier" : "no barrier") << ": largest drift " << drift.max.load()
+                                                            << " rounds, oldest sketch " << oldest << " rounds");
+    if (barrier) {
+      CHECK(drift.max.load() <= uint64_t(run.staleness) + 1);
+      CHECK(oldest == 0);   // every estimate from sketches of its own round
+    } else {
+      CHECK(drift.max.load() > uint64_t(run.staleness) + 1);
+      CHECK(oldest >= 1);
+      CHECK(oldest <= 2 * uint64_t(run.staleness + 1) + 2 * uint64_t(run.nodes));   // Communicator::ahead_limit
+    }
+  }
+}
+
+TEST_CASE("gossip stop cut with a slow node and drift > s: every node stops at one cut round, none closed a round past it; asked by a fast node, by the slow one, by every node; N = 8, s = 1 and N = 5, s = 2, H = 2") {
+  struct Case {
+    int nodes, staleness, period;
+    std::vector<int> stoppers;
+  };
+  const std::vector<Case> cases = {{8, 1, 1, {2}}, {8, 1, 1, {5}}, {8, 1, 1, {0, 1, 2, 3, 4, 5, 6, 7}},
+                                   {5, 2, 2, {0}}};
+  for (const Case& k : cases) {
+    CAPTURE(k.nodes);
+    CAPTURE(k.staleness);
+    CAPTURE(k.period);
+    CAPTURE(k.stoppers.size());
+    CAPTURE(k.stoppers.front());
+    Run run;
+    run.nodes = k.nodes;
+    run.staleness = k.staleness;
+    run.period = k.period;
+    run.steps = 400;   // far past the cut
+    run.step_ms = 1;
+    run.delay_ms = 1;
+    run.slow_node = 3 % k.nodes == k.stoppers.front() ? 4 : 3;
+    if (k.stoppers.size() == 1 && k.stoppers.front() == 5) run.slow_node = 5;   // the slow node asks
+    run.slow_step_ms = 9;
+    run.stop_nodes = k.stoppers;
+    run.stop_at_step = 30 * k.period;
+    Drift drift(run.nodes);
+    const auto out = run_cluster(run, &drift);
+    const uint64_t cut = out[0].next_round;
+    uint64_t asked_at = 0;
+    for (int i = 0; i < run.nodes; ++i) {
+      const NodeOut& o = out[size_t(i)];
+      CAPTURE(i);
+      REQUIRE_MESSAGE(o.error.empty(), o.error);
+      CHECK(o.at_cut);
+      CHECK(o.next_round == cut);                                // one cut round
+      CHECK(o.last_closed == int64_t(cut) - 1);                  // rounds 0..R-1 closed, none past
+      CHECK(o.steps_run == cut * uint64_t(run.period));          // at the cut's step
+      asked_at = std::max(asked_at, o.round_at_stop);
+    }
+    MESSAGE("slow node " << run.slow_node << ", asked by " << k.stoppers.size() << " node(s) from round " << asked_at
+                         << ": cut at round " << cut << "; largest drift before " << drift.max.load() << " rounds");
+    CHECK(cut > asked_at);
+    CHECK(cut < uint64_t(run.steps / run.period));             // mid-run
+    CHECK(drift.max.load() > uint64_t(run.staleness));         // the nodes were more than s rounds apart
+  }
+}
+
+TEST_CASE("gossip, a node of 4 whose trainer stalls (heartbeats go on): round_timeout_ms names it, the furthest behind by its sketches; view 2 without it, the 3 end equal") {
+  // Without the barrier a round waits on the stalled node only through the
+  // partners' chain; the members time their stalled round out and suspect
+  // the member whose sketches stopped first (not their partners, who wait
+  // on it too).
+  Run run;
+  run.nodes = 4;
+  run.staleness = 1;
+  run.steps = 120;
+  run.settle_steps = 24;
+  run.step_ms = 1;
+  run.delay_ms = 1;
+  run.peer_timeout_ms = 3000;
+  run.round_timeout_ms = 1500;
+  run.stall_node = 3;
+  run.stall_at_step = 30;
+  run.stall_ms = 5000;
+  const auto out = run_cluster(run);
+  const std::vector<int> live = {0, 1, 2};
+  CHECK_MESSAGE(out[3].error.find("view") != std::string::npos, out[3].error);   // left out: Excluded
+  for (int i : live) {
+    CAPTURE(i);
+    const NodeOut& o = out[size_t(i)];
+    REQUIRE_MESSAGE(o.error.empty(), o.error);
+    REQUIRE(!o.views.empty());
+    CHECK(o.views.front().epoch == 2);
+    CHECK(o.views.front().members == live);
+    CHECK(std::memcmp(o.final_x.data(), out[0].final_x.data(), run.dim * 4) == 0);
+  }
+  const std::string& why = out[0].views.front().reason;
+  MESSAGE("view 2: " << why);
+  CHECK(why.find("made no progress") != std::string::npos);
+  CHECK(why.find("peer 3") != std::string::npos);
+  for (int p : {0, 1, 2}) CHECK(why.find("peer " + std::to_string(p) + " ") == std::string::npos);
 }
 
 TEST_CASE("gossip, a node of 5 crashes: the 4 survivors form view 2 over a new schedule, end equal, spread bounded") {
