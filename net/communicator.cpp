@@ -1246,6 +1246,7 @@ void Communicator::try_complete() {
     slots_.erase(it);
     ++done_;
     progress_at_ = Clock::now();
+    res.done_s = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
     std::lock_guard<std::mutex> lk(mu_);
     results_.push_back(std::move(res));
     cv_.notify_all();

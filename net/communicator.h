@@ -235,6 +235,7 @@ struct RoundResult {
                                                // with none yet is absent)
   std::map<int, uint64_t> sketch_rounds;       // node id -> the round of its sketch above
   int partner = -1;                            // gossip partner, -1 for ring
+  double done_s = 0;   // when the I/O thread completed it: steady_clock, seconds since its epoch
 };
 
 // One view change as this node saw it (Communicator::take_events).

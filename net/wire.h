@@ -39,8 +39,9 @@ inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
 // kinds (propose, accept, commit, result and state transfer); 5: the codec
 // of a tensor payload in the upper bits of byte 7 (net.compression); 6: gossip
 // rounds complete without every node's sketch, and a gossip run's stop is
-// agreed by kCut messages (a sketch of a gossip run carries no kStopRequest).
-inline constexpr uint16_t kProtocolVersion = 6;
+// agreed by kCut messages (a sketch of a gossip run carries no kStopRequest);
+// 7: a sketch's tail carries the sender's step count (runtime/monitor.h).
+inline constexpr uint16_t kProtocolVersion = 7;
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
 inline constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 30;

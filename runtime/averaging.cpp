@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <utility>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -38,12 +39,14 @@ constexpr size_t kCloseBlock = 2048;
 constexpr double kMaxDeltaClaimRatio = 1000.0;
 
 // period "auto": the largest H proposed, the merges measured before a node
-// proposes anything but its current H, the headroom over the exact fit, and
-// the band [kAutoKeep·H, H] within which a node keeps H (no flapping).
+// proposes anything but its current H, the calibration rounds of a start
+// (each closes when the one before it is merged), the headroom of H steps'
+// compute over one merge, and the band [kAutoKeep·H, H] within which a node
+// keeps H (no flapping).
 constexpr int kMaxAutoPeriod = 4096;
 constexpr int kAutoMinMerges = 1;
-constexpr uint64_t kCalibrationRounds = 3;
-constexpr double kAutoHeadroom = 1.25, kAutoKeep = 0.6;
+constexpr uint64_t kCalibrationRounds = 4;
+constexpr double kAutoHeadroom = 1.2, kAutoKeep = 0.6;
 // Weight of the newest sample in the step and merge time averages (about 20
 // steps, 10 rounds: a shared machine's step times swing by 2x).
 constexpr double kStepEwma = 0.05, kMergeEwma = 0.1;
@@ -162,10 +165,6 @@ class OverlapAveraging : public Averaging {
         // round_ms: the first round is a start barrier (its result starts the
         // clock); a node that started early does not train on alone.
         if (o_.round_ms > 0 && next_round_ == closes_base_ + 1) drain();
-        if (calibrating(next_round_ - 1)) {
-          drain();
-          advance_period();
-        }
         check_cut();
         // round_ms: a node whose step outlasts the period closes the rounds
         // its clock has passed meanwhile as empty ones (Δ = 0), so that it
@@ -350,7 +349,12 @@ class OverlapAveraging : public Averaging {
       if (clock_base_ < 0) return false;   // the first round has not come back yet
       return (t - clock_base_) * 1000.0 >= double(next_round_ - closes_base_) * double(o_.round_ms);
     }
-    if (o_.period_auto) return steps_done - last_close_step_ >= uint64_t(period_);
+    if (o_.period_auto) {
+      // Calibration: a round closes at the first step boundary at which the
+      // one before it is merged (nothing waits; its length is this node's).
+      if (calibrating(next_round_)) return in_flight_.empty();
+      return steps_done - last_close_step_ >= uint64_t(period_) + catch_up_now();
+    }
     return steps_done % uint64_t(o_.period) == 0;
   }
 
@@ -378,6 +382,12 @@ class OverlapAveraging : public Averaging {
     end_wanted_ = stop_wanted_ = true;
     try {
       apply_finished();
+      // The marked round, and its merge waited for: when every node marked
+      // that same round (the same steps per round, the same steps to run),
+      // the cut is the round after it and no empty round is needed.
+      close_round();
+      drain();
+      check_cut();
       for (int k = 0; k < kMaxEndRounds && !cut_reached_; ++k) {   // bounded: see above
         close_round();
         check_cut();
@@ -390,28 +400,66 @@ class OverlapAveraging : public Averaging {
   }
 
   // period "auto", a fresh or resumed start (not a joiner): the first
-  // kCalibrationRounds rounds are barriers (each drained before the next
-  // step). The first aligns the nodes (its merge time holds the start-up
-  // skew and is not counted), the next measure a clean merge, and the H
-  // proposed in the last takes effect from the round after it: no node
-  // closes that round before applying it. A fresh run's first rounds at
-  // H = 1 would otherwise wait s + 1 merges before the first decision.
+  // kCalibrationRounds rounds each close at the first step boundary after
+  // the round before them is merged, so no node waits while the merge time
+  // is unknown (a fresh run's rounds at H = 1 would queue merges and wait on
+  // them). The first round's merge holds the start-up skew and is not
+  // timed; the next one's is; the third round carries the first proposals;
+  // the fourth closes as the third's result brings the decision, which
+  // holds from the round after it: no node closes that round before
+  // applying it. The last calibration round's sketches carry each node's
+  // step count, which evens the counts out (even_out_steps).
   bool calibrating(uint64_t round) const {
     return o_.period_auto && !comm_->joined() && round >= o_.first_round &&
            round < o_.first_round + kCalibrationRounds;
   }
 
-  // The round from which a decision made on round r's proposals holds.
+  // The round from which a decision made on round r's proposals holds: no
+  // node has closed it before applying round r.
   uint64_t decision_takes_effect(uint64_t r) const {
-    return calibrating(r) ? r + 1 : r + uint64_t(o_.staleness) + 1;
+    return calibrating(r + 1) ? r + 2 : r + uint64_t(o_.staleness) + 1;
   }
 
   // The period this node proposes for the rounds to come (period "auto"),
-  // 0 while it has measured too little to have an opinion.
+  // 0 while it has measured too little to have an opinion. The ring merges
+  // one round at a time, so merges keep up with the rounds only when a
+  // round's compute (H steps) lasts at least one merge; the s rounds in
+  // flight then absorb a merge's jitter. (H·s steps per merge, a merge
+  // fitting in s rounds, lets the merges fall behind by 1 − 1/s of them
+  // and every node then waits at the window.)
   int proposed_period() const {
     if (!o_.period_auto || merges_measured_ < kAutoMinMerges || step_s_ <= 0) return 0;
-    const double h = kAutoHeadroom * merge_s_ / (double(std::max(1, o_.staleness)) * step_s_);
+    const double h = kAutoHeadroom * merge_s_ / step_s_;
     return std::max(1, int(std::min(double(kMaxAutoPeriod), std::ceil(h))));
+  }
+
+  // period "auto", applying the last calibration round: its sketches carry
+  // every node's steps at its close. A node behind the most runs the
+  // difference as extra steps from round r + s + 1 on (the first round no
+  // node has closed yet), at most H more per round (a round of 2H steps at
+  // the most: no node goes quiet for long), so that from there every node
+  // closes every round after the same steps and all mark the same round at
+  // the end. (A resumed cluster whose nodes stopped at different steps
+  // evens out the same way.)
+  void even_out_steps(const net::RoundResult& res) {
+    const int b = sketch_.buckets();
+    uint64_t most = 0, mine = 0;
+    bool have_mine = false;
+    for (const auto& [id, sk] : res.sketches) {
+      const float hi = sketch_tail(sk, b, kTailStepsHi, -1.0f), lo = sketch_tail(sk, b, kTailStepsLo, -1.0f);
+      if (!(hi >= 0 && lo >= 0 && hi < 16777216.0f && lo < 16777216.0f)) return;   // not a count
+      const uint64_t steps = (uint64_t(hi) << 24) | uint64_t(lo);
+      most = std::max(most, steps);
+      if (id == o_.node) mine = steps, have_mine = true;
+    }
+    if (!have_mine) return;
+    catch_up_round_ = res.round + uint64_t(o_.staleness) + 1;
+    catch_up_steps_ = most - mine;
+  }
+
+  // The extra steps of the round this node accumulates (even_out_steps).
+  uint64_t catch_up_now() const {
+    return next_round_ >= catch_up_round_ ? std::min(catch_up_steps_, uint64_t(std::max(1, period_))) : 0;
   }
 
   // The period scheduled for `round` (changes decided but not yet in effect).
@@ -427,6 +475,9 @@ class OverlapAveraging : public Averaging {
     while (!period_from_.empty() && period_from_.begin()->first <= next_round_) {
       const int to = period_from_.begin()->second;
       period_from_.erase(period_from_.begin());
+      // A round delta grows with its steps: the bound follows H (after a
+      // calibration, from the longest calibration round this node closed).
+      const uint64_t calibrated = std::exchange(calib_steps_max_, 0);
       if (to == period_) continue;
       PeriodChange c;
       c.round = next_round_;
@@ -434,8 +485,7 @@ class OverlapAveraging : public Averaging {
       c.to = to;
       c.step_ms = step_s_ * 1000.0;
       c.merge_ms = merge_s_ * 1000.0;
-      // A round delta grows with its steps: the bound follows H.
-      const double scale = double(to) / double(period_);
+      const double scale = double(to) / (calibrated > 0 ? double(calibrated) : double(period_));
       max_delta_all_ *= scale;
       max_delta_local_ *= scale;
       period_ = to;
@@ -498,6 +548,8 @@ class OverlapAveraging : public Averaging {
     const size_t tail = acc.size();
     sk[tail + kTailMaxDelta] = float(max_delta_local_);   // peers derive the bound from it
     sk[tail + kTailPeriod] = float(proposed_period());
+    sk[tail + kTailStepsHi] = float(steps_done_ >> 24);
+    sk[tail + kTailStepsLo] = float(steps_done_ & 0xffffffu);
     if (o_.on_close) o_.on_close(next_round_, x_.data(), dim_, dnorm);
     uint64_t r = next_round_++;
     net::RoundFlags flags;
@@ -505,6 +557,11 @@ class OverlapAveraging : public Averaging {
     stop_sent_ = stop_sent_ || flags.stop;
     if (flags.stop) sk[tail + kTailStop] = end_wanted_ ? kStopEnd : kStopInterrupt;
     if (clocked()) closes_.push_back(steps_done_);
+    if (calibrating(r)) calib_steps_max_ = std::max(calib_steps_max_, steps_done_ - last_close_step_);
+    if (o_.period_auto && r >= catch_up_round_) {   // the extra steps this round ran
+      const uint64_t ran = steps_done_ - last_close_step_;
+      catch_up_steps_ -= std::min(catch_up_steps_, ran > uint64_t(period_) ? ran - uint64_t(period_) : 0);
+    }
     last_close_step_ = steps_done_;
     // The mixer keeps (and may overwrite) what it is given; the ring keeps
     // its own copy of Δ to form the correction when the round comes back.
@@ -584,7 +641,7 @@ class OverlapAveraging : public Averaging {
     {
       // The merge's service time: from when the ring could start on this
       // round here (submitted, and the round before it done) to its result.
-      const double done = now_s();
+      const double done = res.done_s > 0 ? res.done_s : now_s();   // not when this node looked
       const double took = done - std::max(f.at, last_merge_done_);
       last_merge_done_ = done;
       if (f.round == closes_base_) clock_base_ = done;   // round_ms: the clock starts
@@ -608,12 +665,21 @@ class OverlapAveraging : public Averaging {
     }
     if (res.stop_requested && !cut_round_) {
       // Every node applies this round with the same mark: the same cut. It
-      // ends the run when every mark of the round says so (kStopEnd).
-      cut_round_ = res.round + uint64_t(o_.staleness) + 1;
+      // ends the run when every mark of the round says so (kStopEnd). When
+      // every node marked this round as the last of its steps, none closes
+      // another (run_to_end_cut waits for it first): the cut is the next
+      // round; otherwise s + 1 rounds on (a node may have closed s more).
       float why = 0;
-      for (const auto& [id, sk] : res.sketches) why = std::max(why, sketch_tail(sk, sketch_.buckets(), kTailStop));
+      bool all_end = !res.sketches.empty();
+      for (const auto& [id, sk] : res.sketches) {
+        const float k = sketch_tail(sk, sketch_.buckets(), kTailStop);
+        why = std::max(why, k);
+        all_end = all_end && k == kStopEnd;
+      }
       cut_is_end_ = why == kStopEnd;
+      cut_round_ = res.round + (all_end ? 1 : uint64_t(o_.staleness) + 1);
     }
+    if (o_.period_auto && !comm_->joined() && res.round + 1 == o_.first_round + kCalibrationRounds) even_out_steps(res);
     if (o_.period_auto) {
       // Every node takes the largest proposal of this round from round
       // r + s + 1 on: no node has closed that round yet.
@@ -690,6 +756,10 @@ class OverlapAveraging : public Averaging {
   std::map<uint64_t, int> period_from_;
   uint64_t closes_base_ = 0, last_close_step_ = 0, period_changes_ = 0;
   std::vector<uint64_t> closes_;
+  // period "auto": the steps this node is behind the cluster, run from
+  // round catch_up_round_ on (even_out_steps), and the longest calibration
+  // round this node closed.
+  uint64_t catch_up_round_ = UINT64_MAX, catch_up_steps_ = 0, calib_steps_max_ = 0;
   double clock_base_ = -1, last_exit_ = 0, step_s_ = 0, merge_s_ = 0, last_merge_done_ = 0;
   int merges_measured_ = 0;
   uint64_t steps_timed_ = 0;

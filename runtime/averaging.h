@@ -61,19 +61,34 @@
 //     ones, so a slow node closes rounds with fewer steps instead of holding
 //     the others to its pace.
 //   - period "auto": round r carries each node's proposed H in its sketch
-//     (kTailPeriod, runtime/monitor.h): H = ⌈1.25·t_merge / (s·t_step)⌉ from
-//     this node's compute time per step and the merge's service time (the
-//     time the ring spent on one round here, queueing left out). Applying
-//     round r, every node takes the largest proposal as H from round
-//     r + s + 1 on if it is above the H scheduled there or below 0.6 of it
-//     (proposals made under an older H would flap it) — the same rule as the
-//     cut: no
-//     node has closed round r + s + 1 yet (it applies r at the latest while
-//     closing r + s), so every node closes every round after the same steps.
-//     D_max is rescaled by H'/H as H changes (a round delta grows with its
-//     steps), so the automatic bound follows H.
+//     (kTailPeriod, runtime/monitor.h): H = ⌈1.2·t_merge / t_step⌉ from this
+//     node's compute time per step and the merge's service time (the time
+//     the ring spent on one round here, queueing left out, up to when the
+//     I/O thread completed it). The ring merges one round at a time, so the
+//     merges keep up only when H steps last at least one merge; the s rounds
+//     in flight absorb a merge's jitter. Applying round r, every node takes
+//     the largest proposal as H from round r + s + 1 on if it is above the H
+//     scheduled there or below 0.6 of it (proposals made under an older H
+//     would flap it) — the same rule as the cut: no node has closed round
+//     r + s + 1 yet (it applies r at the latest while closing r + s), so
+//     every node closes every round after the same steps. A start (fresh or
+//     resumed, not a join) calibrates first: its 4 rounds (numbered from its
+//     first round, 0) each close at the
+//     first step after the round before them is merged (nobody waits while
+//     the merge time is unknown); round 1's merge is timed, round 2 carries
+//     the proposals, and the decision holds from round 4 (round 3 closes as
+//     it arrives). Round 3's sketches carry every node's step count
+//     (kTailStepsHi/Lo): a node behind the most (a late start, a resume from
+//     different steps) runs the difference from round 3 + s + 1 on, at most
+//     H extra steps a round, after which every node closes every round after
+//     the same steps. D_max is rescaled by H'/H as H changes (a round delta
+//     grows with its steps; the first H from the longest calibration round),
+//     so the automatic bound follows H.
 //   The run ends at a common cut: a node that has run all its steps marks its
-//   next round with kStopEnd and, until the cut, closes empty rounds (Δ = 0);
+//   next round with kStopEnd and waits for its merge; when every node marked
+//   that round (period "auto" after the counts evened out: all end in the
+//   same round) the cut is the round after it. Otherwise, until the cut
+//   (s + 1 rounds after the first mark), it closes empty rounds (Δ = 0);
 //   every node stops at the cut (ended()), nothing in flight, and takes x̄ —
 //   one model, as at a normal end. A node with steps left skips them. A
 //   joiner (or a resumed node) closes rounds from its own step count; only

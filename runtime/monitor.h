@@ -47,9 +47,13 @@ struct PairEstimate {
 //   kTailPeriod    the period H the node proposes (algorithm.period "auto");
 //   kTailStop      why the node asks the cluster to stop (RoundFlags::stop):
 //                  kStopEnd, it has run all its steps (clocked rounds, the
-//                  run ends); kStopInterrupt, it was interrupted.
-inline constexpr size_t kSketchTail = 3;
-inline constexpr size_t kTailMaxDelta = 0, kTailPeriod = 1, kTailStop = 2;
+//                  run ends); kStopInterrupt, it was interrupted;
+//   kTailStepsHi, kTailStepsLo  the steps the node had run as it closed the
+//                  round, steps >> 24 and steps & 0xffffff (each exact in a
+//                  float): period "auto" evens the nodes' step counts out
+//                  after its calibration (runtime/averaging.h).
+inline constexpr size_t kSketchTail = 5;
+inline constexpr size_t kTailMaxDelta = 0, kTailPeriod = 1, kTailStop = 2, kTailStepsHi = 3, kTailStepsLo = 4;
 inline constexpr float kStopEnd = 1.0f, kStopInterrupt = 2.0f;
 // Tail value k of `sketch` (dflt when the sketch is too short to hold it).
 inline float sketch_tail(const std::vector<float>& sketch, int buckets, size_t k, float dflt = 0.0f) {

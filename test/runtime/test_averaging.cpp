@@ -11,6 +11,7 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <cstring>
 #include <thread>
 
@@ -80,6 +81,8 @@ struct Run {
   // I/O thread goes on: heartbeats); net.round_timeout_ms of every node.
   int stall_node = -1, stall_at_step = 0, stall_ms = 0;
   int round_timeout_ms = 120000;
+  // A late starter: late_node sleeps late_ms before its first step.
+  int late_node = -1, late_ms = 0;
 };
 
 struct NodeOut {
@@ -104,6 +107,9 @@ struct NodeOut {
   double steps_s = 0, max_delta = 0;
   bool ended = false;
   std::vector<PeriodChange> periods;
+  std::map<uint64_t, uint64_t> close_steps;   // round -> the steps run when it closed (in the loop)
+  double idle_before_period_s = -1;           // idle seconds before the first period change
+  int64_t closed_in_loop = -1;                // the last round closed before finish()
 };
 
 // Across the nodes of a run: each node's next round as it steps, and the
@@ -196,6 +202,7 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
             std::find(run.stop_nodes.begin(), run.stop_nodes.end(), i) != run.stop_nodes.end();
         const double step_ms = i == run.slow_node ? run.slow_step_ms : run.step_ms;
         const auto t0 = std::chrono::steady_clock::now();
+        if (i == run.late_node && !rejoining) std::this_thread::sleep_for(std::chrono::milliseconds(run.late_ms));
         for (int t = int(avg->start_step()); t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
           if (!run.stop_nodes.empty() && avg->stop_requested()) break;   // the trainer's loop
           if (stopper && t >= run.stop_at_step) {
@@ -210,8 +217,13 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
             std::this_thread::sleep_for(std::chrono::milliseconds(run.stall_ms));
           if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
             raw->crash();   // right after submitting crash_round: it would wait on the window next
+          const int64_t closed_before = me.last_closed;
           avg->after_step(uint64_t(t) + 1);
           me.steps_run = uint64_t(t) + 1;
+          for (int64_t r = closed_before + 1; r <= me.last_closed; ++r) me.close_steps[uint64_t(r)] = me.steps_run;
+          if (!me.periods.empty() && me.idle_before_period_s < 0)
+            me.idle_before_period_s = avg->metrics().value("idle_frac_total", 1.0) *
+                                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           if (drift) drift->update(i, avg->next_round());
           if (avg->ended()) break;   // clocked rounds: another node ran all its steps
         }
@@ -220,6 +232,7 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
         me.throttle_count = me.metrics.value("throttle_count", uint64_t(0));
         me.at_cut = avg->at_cut();
         me.next_round = avg->next_round();
+        me.closed_in_loop = me.last_closed;
         avg->finish();
         me.ended = avg->ended();
         me.end_round = avg->next_round();
@@ -1114,4 +1127,77 @@ TEST_CASE("ring, period auto with merges slower than steps: H rises, the same H 
   for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
   CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
 }
+}
+
+// period "auto" from a skewed start (node 2 starts 150 ms after the others,
+// 10 ms links, 1 ms steps, s = 2): the calibration rounds close as the round
+// before them is merged, so no node waits before the first decision (the
+// early nodes train on while round 0 waits for node 2); the last
+// calibration round's step counts even the nodes out (node 2 runs the
+// difference in one longer round), so every node runs all its steps, closes
+// the late rounds after the same steps, and all mark the same round at the
+// end: the cut is the round after it (one round closed after the last step,
+// not s + 1 empty ones). The H is the same at the same rounds, one anchor.
+TEST_CASE("ring, period auto from a skewed start: no wait while calibrating, the step counts even out, the run ends at the round all marked") {
+  Run run;
+  run.nodes = 3;
+  run.gossip = false;
+  run.staleness = 2;
+  run.period_auto = true;
+  run.steps = 1500;
+  run.step_ms = 1;
+  run.delay_ms = 10;
+  run.late_node = 2;
+  run.late_ms = 150;
+  const std::vector<NodeOut> out = run_cluster(run);
+  for (const NodeOut& o : out) REQUIRE(o.error.empty());
+  const uint64_t end = out[0].end_round;
+  for (size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    const NodeOut& o = out[i];
+    CHECK(o.ended);
+    CHECK(o.end_round == end);
+    CHECK(o.steps_run == uint64_t(run.steps));
+    REQUIRE_FALSE(o.periods.empty());
+    CHECK(o.periods.front().round == 4);           // decided on round 2, closing round 3
+    CHECK(o.idle_before_period_s >= 0);
+    CHECK(o.idle_before_period_s < 0.002);          // nothing waited (a wait is a merge: ~40 ms)
+    CHECK(o.closed_in_loop + 2 == int64_t(end));    // one round (the marked one) after the last step
+    MESSAGE("node " << i << ": round 1 closed at step " << o.close_steps.at(1) << ", H " << o.periods.back().to
+                    << ", idle before H " << o.idle_before_period_s * 1000 << " ms, end round " << end);
+  }
+  // The skew: node 2 closed round 1 after fewer steps than the early nodes.
+  CHECK(out[2].close_steps.at(1) + 20 < out[0].close_steps.at(1));
+  // Evened out from round 3 + s + 1 on, by at most H extra steps a round:
+  // the same steps at every close from some round on, and rounds of at most
+  // 2H steps.
+  const uint64_t even = 3 + uint64_t(run.staleness) + 1;
+  REQUIRE(end > even + 2);
+  uint64_t equal_from = end;
+  for (uint64_t r = end - 1; r-- > even;) {
+    if (!out[0].close_steps.count(r)) continue;   // closed in finish()
+    bool same = true;
+    for (size_t i = 1; i < out.size(); ++i) same = same && out[i].close_steps.at(r) == out[0].close_steps.at(r);
+    if (!same) break;
+    equal_from = r;
+  }
+  MESSAGE("close steps equal from round " << equal_from << " (evening from round " << even << ", end " << end << ")");
+  CHECK(equal_from + 2 < end);
+  for (const NodeOut& o : out)
+    for (uint64_t r = even; r < end - 1 && o.close_steps.count(r) && o.close_steps.count(r - 1); ++r) {
+      int h = 0;
+      for (const PeriodChange& c : o.periods) h = std::max(h, c.to);
+      CHECK(o.close_steps.at(r) - o.close_steps.at(r - 1) <= uint64_t(2 * h));
+    }
+  for (size_t i = 1; i < out.size(); ++i) {
+    REQUIRE(out[i].periods.size() == out[0].periods.size());
+    for (size_t k = 0; k < out[0].periods.size(); ++k) {
+      CHECK(out[i].periods[k].round == out[0].periods[k].round);
+      CHECK(out[i].periods[k].to == out[0].periods[k].to);
+    }
+  }
+  const double worst = check_one_anchor(run, out, size_t(end));
+  double d_max = 0;
+  for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
+  CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
 }
