@@ -1,6 +1,6 @@
 """Helpers shared by the Python benchmarks of bench/: ports, the tether binary,
 and the nodes' metrics records."""
-import json, os, socket, subprocess, sys
+import json, os, shutil, socket, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +37,36 @@ def records(logdir, node):
             except json.JSONDecodeError:
                 pass
     return out
+
+
+def final_record(logdir, node):
+    """node's last {"event": "final"} record ({} when it has none yet)."""
+    recs = [r for r in records(logdir, node) if r.get("event") == "final"]
+    return recs[-1] if recs else {}
+
+
+def fresh_dir(workdir, tag):
+    """workdir/tag, emptied (a run's log directory)."""
+    d = os.path.join(workdir, tag)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    return d
+
+
+def small_run_config(mode, nodes, steps, step_ms, logdir):
+    """The idle benchmarks' node config without net, algorithm and cluster:
+    mode "timed" (an mlp whose step is a step_ms sleep) or "lenet" (real
+    lenet steps), synthetic data, batch 16, one thread, steps per node."""
+    timed = mode == "timed"
+    return {
+        "device": "cpu",
+        "model": {"name": "mlp", "hidden": 16} if timed else {"name": "lenet"},
+        "data": {"name": "synthetic", "synthetic_train": 16 * nodes * 400, "synthetic_test": 64, "batch_size": 16},
+        "optimizer": {"lr": 0.01, "momentum": 0.0},
+        "train": {"epochs": 20, "seed": 7, "threads": 1, "max_steps": steps,
+                  **({"compute": "synthetic", "synthetic_step_ms": step_ms} if timed else {})},
+        "log": {"every_steps": 50, "progress": False, "dir": logdir},
+    }
 
 
 def write_config(binary, cfg, path):

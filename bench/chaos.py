@@ -23,23 +23,9 @@ import argparse, json, os, random, shutil, signal, socket, subprocess, sys, temp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, write_config  # noqa: E402
+from bench_util import final_record, free_ports, records, tether_binary, write_config  # noqa: E402
 
 
-
-
-def final(logdir, node):
-    rec = {}
-    path = os.path.join(logdir, f"node-{node}.jsonl")
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("event") == "final":
-                rec = r
-    return rec
 
 
 def progress(logdir, nodes):
@@ -124,7 +110,7 @@ def run(binary, workdir, tag, a, chaos, last_kill_step=None):
         if p is not None and p.poll() is None:
             p.kill()
             p.wait()
-    finals = [final(logdir, i) for i in range(a.nodes)]
+    finals = [final_record(logdir, i) for i in range(a.nodes)]
     return {"kills": kills, "failures": failures, "timed_out": timed_out, "finals": finals,
             "wall_s": time.time() - t0, "logdir": logdir}
 

@@ -38,27 +38,13 @@ import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, wait_nodes, write_config  # noqa: E402
-
-
-def final(logdir, node):
-    recs = [r for r in records(logdir, node) if r.get("event") == "final"]
-    return recs[-1] if recs else {}
+from bench_util import final_record, free_ports, fresh_dir, small_run_config, tether_binary, wait_nodes, write_config  # noqa: E402
 
 
 def run_cluster(binary, workdir, tag, a, barrier, flag=True):
-    logdir = os.path.join(workdir, tag)
-    shutil.rmtree(logdir, ignore_errors=True)
-    os.makedirs(logdir)
-    timed = a.mode == "timed"
+    logdir = fresh_dir(workdir, tag)
     cfg = {
-        "device": "cpu",
-        "model": {"name": "mlp", "hidden": 16} if timed else {"name": "lenet"},
-        "data": {"name": "synthetic", "synthetic_train": 16 * a.nodes * 400, "synthetic_test": 64, "batch_size": 16},
-        "optimizer": {"lr": 0.01, "momentum": 0.0},
-        "train": {"epochs": 20, "seed": 7, "threads": 1, "max_steps": a.steps,
-                  **({"compute": "synthetic", "synthetic_step_ms": a.step_ms} if timed else {})},
-        "log": {"every_steps": 50, "progress": False, "dir": logdir},
+        **small_run_config(a.mode, a.nodes, a.steps, a.step_ms, logdir),
         "net": {"connect_timeout_ms": 30000, "peer_timeout_ms": 10000, "shutdown_timeout_ms": 5000,
                 "security": "none"},
         "algorithm": {"name": "overlap", "staleness": a.staleness, "period": 1, "mixer": "gossip"},
@@ -77,7 +63,7 @@ def run_cluster(binary, workdir, tag, a, barrier, flag=True):
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     wait_nodes(procs, tag, 900)
     wall = time.monotonic() - t0
-    finals = [final(logdir, i) for i in range(a.nodes)]
+    finals = [final_record(logdir, i) for i in range(a.nodes)]
     hashes = {f.get("params_hash") for f in finals}
     if len(hashes) != 1 or None in hashes:
         sys.exit(f"{tag}: the nodes did not end with one model: {hashes}")   # correctness in the same run

@@ -27,34 +27,15 @@ import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, wait_nodes, write_config  # noqa: E402
+from bench_util import final_record, free_ports, fresh_dir, small_run_config, tether_binary, wait_nodes, write_config  # noqa: E402
 
 
-
-
-def final(logdir, node):
-    rec = {}
-    with open(os.path.join(logdir, f"node-{node}.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("event") == "final":
-                rec = r
-    return rec
 
 
 def run_cluster(binary, workdir, tag, a, staleness, delay_ms):
-    logdir = os.path.join(workdir, tag)
-    shutil.rmtree(logdir, ignore_errors=True)
-    os.makedirs(logdir)
-    timed = a.mode == "timed"
+    logdir = fresh_dir(workdir, tag)
     cfg = {
-        "device": "cpu",
-        "model": {"name": "mlp", "hidden": 16} if timed else {"name": "lenet"},
-        "data": {"name": "synthetic", "synthetic_train": 16 * 2 * 400, "synthetic_test": 64, "batch_size": 16},
-        "optimizer": {"lr": 0.01, "momentum": 0.0},
-        "train": {"epochs": 20, "seed": 7, "threads": 1, "max_steps": a.steps,
-                  **({"compute": "synthetic", "synthetic_step_ms": a.step_ms} if timed else {})},
-        "log": {"every_steps": 50, "progress": False, "dir": logdir},
+        **small_run_config(a.mode, 2, a.steps, a.step_ms, logdir),
         "net": {"connect_timeout_ms": 20000, "inject_delay_ms": delay_ms, "peer_timeout_ms": 10000,
                 "shutdown_timeout_ms": 2000},
         "algorithm": {"name": "sync" if staleness == 0 else "overlap", "staleness": staleness, "period": 1,
@@ -66,7 +47,7 @@ def run_cluster(binary, workdir, tag, a, staleness, delay_ms):
     procs = [subprocess.Popen([binary, "train", path, "--node", str(i)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     wait_nodes(procs, tag, 600)
-    finals = [final(logdir, i) for i in range(2)]
+    finals = [final_record(logdir, i) for i in range(2)]
     hashes = {f.get("params_hash") for f in finals}
     if len(hashes) != 1:
         sys.exit(f"{tag}: the nodes ended with different models {hashes}")   # correctness in the same run

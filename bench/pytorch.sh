@@ -78,26 +78,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 results=$tmp/results.jsonl
 : > "$results"
-echo "# machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# commit: $(git -C "$TETHER_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); switch prefix $SWITCH_PREFIX"
+switch_bench_header
 echo "# $NODES nodes, LeNet, batch $BATCH per node, $THREADS torch thread(s) per node, SGD lr 0.05 momentum 0.9;" \
      "$STEPS steps per node; $RUNS run(s); rates $RATES; tether net.security $SECURITY"
 
 # The config: the benchmarks' base (scripts/common.sh), every node stopping
 # after --steps steps. The rows the config refuses are skipped.
 switch_bench_config "$tmp/base.json" "$NODES" "$BATCH" 0.05 0.9 1 1 "$STEPS" "$tmp/unused" "$SECURITY"
-run_rows=()
-for row in $ROWS; do
-  if [ "$row" != ddp ]; then
-    mapfile -t sets < <(switch_row_args "$row")
-    if ! err=$("$TETHER" config "$tmp/base.json" "${sets[@]}" 2>&1 >/dev/null); then
-      echo "row $row (${SWITCH_ROW_LABEL[$row]}) skipped: tether config refuses ${SWITCH_ROW_SETS[$row]}: $err"
-      echo "{\"row\": \"$row\", \"skipped\": true}" >> "$results"
-      continue
-    fi
-  fi
-  run_rows+=("$row")
-done
+# shellcheck disable=SC2086  # ROWS is a list of words
+mapfile -t run_rows < <(switch_rows_accepted "$tmp/base.json" "$results" $ROWS)
 
 limit=$((300 + 4 * STEPS))   # seconds per run
 port=$((29500 + RANDOM % 400))   # DDP's rendezvous, a new one per run

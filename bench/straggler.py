@@ -43,16 +43,14 @@ import argparse, os, shutil, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_util import free_ports, records, tether_binary, wait_nodes, write_config  # noqa: E402
+from bench_util import free_ports, fresh_dir, records, tether_binary, wait_nodes, write_config  # noqa: E402
 
 NODES, SLOW = 4, 3
 
 
 def run(binary, work, tag, a, seed, slow_extra_ms, round_ms):
     """Runs the 4 nodes to the end; returns each node's (final record, interval records)."""
-    logdir = os.path.join(work, tag)
-    shutil.rmtree(logdir, ignore_errors=True)
-    os.makedirs(logdir)
+    logdir = fresh_dir(work, tag)
     timed = a.mode == "timed"
     train = {"epochs": a.epochs, "seed": seed, "threads": 1}
     if timed:

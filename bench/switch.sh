@@ -79,26 +79,15 @@ trap 'exit 130' INT TERM
 results=$tmp/results.jsonl
 : > "$results"
 mode="epochs:$EPOCHS"; [ "$STEPS" -gt 0 ] && mode="steps:$STEPS"
-echo "# machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# commit: $(git -C "$TETHER_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); switch prefix $SWITCH_PREFIX"
+switch_bench_header
 echo "# $NODES nodes, lenet, batch $BATCH per node, 1 thread per node, SGD lr $LR momentum $MOMENTUM;" \
      "$([ "$STEPS" -gt 0 ] && echo "$STEPS steps per node (throughput only)" || echo "$EPOCHS epoch(s)");" \
      "seeds $SEEDS; rates $RATES; tether net.security $SECURITY"
 
 # The rows the config refuses (e.g. a key not known yet) are skipped.
 switch_bench_config "$tmp/check.json" "$NODES" "$BATCH" "$LR" "$MOMENTUM" 1 "$EPOCHS" "$STEPS" "$tmp/check" "$SECURITY"
-run_rows=()
-for row in $ROWS; do
-  if [ "$row" != ddp ]; then
-    mapfile -t sets < <(switch_row_args "$row")
-    if ! err=$("$TETHER" config "$tmp/check.json" "${sets[@]}" 2>&1 >/dev/null); then
-      echo "row $row (${SWITCH_ROW_LABEL[$row]}) skipped: tether config refuses ${SWITCH_ROW_SETS[$row]}: $err"
-      echo "{\"row\": \"$row\", \"skipped\": true}" >> "$results"
-      continue
-    fi
-  fi
-  run_rows+=("$row")
-done
+# shellcheck disable=SC2086  # ROWS is a list of words
+mapfile -t run_rows < <(switch_rows_accepted "$tmp/check.json" "$results" $ROWS)
 
 limit=$((300 + 900 * EPOCHS)); [ "$STEPS" -gt 0 ] && limit=$((300 + 4 * STEPS))   # seconds per run
 port=$((29500 + RANDOM % 400))   # DDP's rendezvous, a new one per run

@@ -392,8 +392,11 @@ void Communicator::maybe_started() {
     if (p != opts_.self && !peers_[static_cast<size_t>(p)].hello) return;
   }
   const bool broadcast = opts_.start_step == 0;  // a resumed run keeps every node's own
+  const bool sync_start = broadcast && nodes_ > 1 && count_ > 0;  // kReady ends the start-up
   if (opts_.self == 0 || !broadcast) {
-    if (broadcast && nodes_ > 1 && count_ > 0) {  // broadcast the initial parameters, chunked
+    if (sync_start && !ready_sent_) {  // broadcast the initial parameters, chunked (once)
+      ready_sent_ = true;
+      ready_from_.assign(static_cast<size_t>(nodes_), 0);
       auto buf = make_buffer(std::vector<float>(params_, params_ + count_));
       for (int p = 1; p < nodes_; ++p) {                      // p over the other nodes
         for (uint64_t c = 0; c < params_chunks_; ++c) {  // c over the chunks
@@ -406,10 +409,26 @@ void Communicator::maybe_started() {
         }
       }
     }
+    if (sync_start) {
+      if (readies_ + 1 < static_cast<size_t>(nodes_)) return;  // not every node has them yet
+      for (int p = 1; p < nodes_; ++p) send_ready(p);           // start, all of you
+    }
   } else if (params_received_ != params_chunks_) {
     return;
+  } else if (sync_start) {
+    if (!ready_sent_) {  // every chunk is here: tell node 0
+      ready_sent_ = true;
+      send_ready(0);
+    }
+    if (!go_) return;  // node 0 has not let the nodes start yet
   }
   become_running();
+}
+
+void Communicator::send_ready(int peer) {
+  Header h;
+  h.kind = Kind::kReady;
+  transport_->send(peer, h, zmq::message_t(), nullptr);
 }
 
 void Communicator::become_running() {
@@ -489,6 +508,15 @@ void Communicator::connect_deadline() {
   if (!missing.empty()) {
     os << "no hello from ";
     for (size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << peer_name(missing[i]);
+  } else if (opts_.self == 0 && ready_sent_) {
+    for (int p = 1; p < nodes_; ++p)
+      if (!ready_from_[static_cast<size_t>(p)]) missing.push_back(p);
+    os << "no word from ";
+    for (size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << peer_name(missing[i]);
+    os << " that the initial parameters arrived (kReady)";
+  } else if (ready_sent_) {
+    missing.push_back(0);
+    os << "the initial parameters arrived, but " << peer_name(0) << " did not start the run (kReady: some node lacks them)";
   } else {
     missing.push_back(0);
     os << "initial parameters from " << peer_name(0) << " incomplete (" << params_received_
@@ -833,6 +861,27 @@ Reject Communicator::handle(const Header& h, std::vector<zmq::message_t>& parts)
         ps.last_seen = Clock::now();
         handle_bye(h);
       }
+      break;
+    }
+    case Kind::kReady: {
+      // node 0 gets it from the others (they have the parameters), the
+      // others from node 0 (start); only in a fresh run's start-up.
+      if (phase_ != Phase::kStarting || opts_.start_step != 0 || (opts_.self == 0) == (peer == 0))
+        return Reject::kUnexpected;
+      if (h.step != 0 || h.round != 0) return Reject::kRangeMismatch;
+      if ((r = check_payload(h, payload.data(), payload.size())) != Reject::kNone) return r;
+      if (!identity_ok()) return Reject::kIdentityMismatch;
+      if (opts_.self == 0) {
+        if (ready_from_.size() != static_cast<size_t>(nodes_)) return Reject::kUnexpected;  // before the broadcast
+        if (ready_from_[static_cast<size_t>(peer)]) return Reject::kDuplicate;
+        ready_from_[static_cast<size_t>(peer)] = 1;
+        ++readies_;
+      } else {
+        if (go_) return Reject::kDuplicate;
+        if (!ready_sent_) return Reject::kUnexpected;  // node 0 cannot know we have the parameters
+        go_ = true;
+      }
+      maybe_started();
       break;
     }
     case Kind::kParams: {

@@ -10,7 +10,10 @@
 // Start-up: bind, connect, hello to every peer (protocol version, config hash,
 // sketch seed, node count, mixer, window, chunk size and parameter count must
 // agree or the peer is refused), then node 0 broadcasts the initial
-// parameters. A round r is accepted from peers while done <= r < done + 2 *
+// parameters; each node that has them all says so (kReady), and node 0 lets
+// every node start (kReady back) once all have: start() returns on every
+// node within a message's latency (node 0 would otherwise train on alone
+// while its broadcast crosses the links, and wait for the others later). A round r is accepted from peers while done <= r < done + 2 *
 // window (done: the lowest round not finished here): a peer may be up to two
 // windows ahead (its window, plus ours it may have finished).
 // Failure: heartbeats every heartbeat_ms; any valid frame counts as a sign
@@ -436,6 +439,7 @@ class Communicator {
   // The run keys our hello carries, by path (config_keys and net.compression).
   std::vector<std::pair<std::string, uint64_t>> hello_keys() const;
   void handle_params(const Header& h, const zmq::message_t& payload);
+  void send_ready(int peer);
   void handle_bye(const Header& h);
   void on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
                  std::shared_ptr<RoundBuffer> sketch, uint64_t applied, RoundFlags flags);
@@ -565,6 +569,11 @@ class Communicator {
   std::vector<PeerState> peers_;
   std::vector<uint8_t> params_seen_;
   uint64_t params_chunks_ = 0, params_received_ = 0, params_chunk_elems_ = 1;
+  // Start-up's kReady: node 0, the nodes that said they have the parameters;
+  // the others, whether they said so and whether node 0 let them start.
+  std::vector<uint8_t> ready_from_;
+  size_t readies_ = 0;
+  bool ready_sent_ = false, go_ = false;
   std::map<uint64_t, Slot> slots_;
   uint64_t done_ = 0;          // lowest round not finished here
   // gossip: [peer] its sketches by round (every one above the last round

@@ -40,7 +40,8 @@ inline constexpr uint32_t kMagic = 0x52485454u;  // "TTHR" in memory
 // of a tensor payload in the upper bits of byte 7 (net.compression); 6: gossip
 // rounds complete without every node's sketch, and a gossip run's stop is
 // agreed by kCut messages (a sketch of a gossip run carries no kStopRequest);
-// 7: a sketch's tail carries the sender's step count (runtime/monitor.h).
+// 7: a sketch's tail carries the sender's step count (runtime/monitor.h),
+// and a fresh start ends with kReady frames (every node starts together).
 inline constexpr uint16_t kProtocolVersion = 7;
 inline constexpr size_t kHeaderBytes = 72;
 // Largest payload accepted: 1 GiB (a chunk, a sketch or a parameter range).
@@ -77,8 +78,14 @@ enum class Kind : uint8_t {
   // (value = the member's next round, known = a decided cut + 1 or 0), 4
   // cut (value = the cut round; every member passes it on once).
   kCut = 18,
+  // Start-up (a fresh run's broadcast of the initial parameters): empty
+  // payload, round 0. A node that has all of node 0's parameters sends it to
+  // node 0; node 0, once every node has sent it, sends it to every node, and
+  // each starts as it arrives: the nodes start training within a message's
+  // latency of each other, not one broadcast apart.
+  kReady = 19,
 };
-inline constexpr uint8_t kKindMax = 18;
+inline constexpr uint8_t kKindMax = 19;
 
 // Why a frame was refused. Names (reject_name) are the keys of
 // CommStats::rejected_by_reason.

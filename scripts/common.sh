@@ -161,6 +161,32 @@ switch_row_args() {
   for kv in ${SWITCH_ROW_SETS[$1]}; do printf -- '--set\n%s\n' "$kv"; done
 }
 
+# switch_bench_header: the machine and commit lines a switch benchmark starts with.
+switch_bench_header() {
+  echo "# machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# commit: $(git -C "$TETHER_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); switch prefix $SWITCH_PREFIX"
+}
+
+# switch_rows_accepted CONFIG RESULTS ROW...: prints, one a line, the rows
+# CONFIG takes with the row's overrides (ddp always); a refused row is
+# skipped, saying why on stderr and with a {"row": ..., "skipped": true} line
+# in RESULTS.
+switch_rows_accepted() {
+  local cfg=$1 results=$2 row err sets
+  shift 2
+  for row in "$@"; do
+    if [ "$row" != ddp ]; then
+      mapfile -t sets < <(switch_row_args "$row")
+      if ! err=$("$TETHER" config "$cfg" "${sets[@]}" 2>&1 >/dev/null); then
+        echo "row $row (${SWITCH_ROW_LABEL[$row]}) skipped: tether config refuses ${SWITCH_ROW_SETS[$row]}: $err" >&2
+        echo "{\"row\": \"$row\", \"skipped\": true}" >> "$results"
+        continue
+      fi
+    fi
+    echo "$row"
+  done
+}
+
 # switch_bench_config OUT N BATCH LR MOMENTUM SEED EPOCHS MAX_STEPS LOGDIR SECURITY:
 # the benchmarks' base config: lenet on Fashion-MNIST, N nodes at the switch's
 # addresses (port 5550), 1 thread each, a metrics record every 20 steps,

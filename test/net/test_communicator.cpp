@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -101,6 +102,14 @@ struct RawNode1 {
                                static_cast<uint64_t>(o.window), o.chunk_bytes, count, o.first_round,
                                o.start_step, 0x1234567};
     send_raw(self, h, fields, sizeof fields, true);
+  }
+  // Start-up's kReady: node 1 says it has node 0's parameters (sent right
+  // after the hello, it is taken after the broadcast the hello starts).
+  void ready() {
+    Header h;
+    h.kind = Kind::kReady;
+    h.sender = 1;
+    send_raw(self, h, nullptr, 0, true);
   }
 };
 
@@ -211,6 +220,14 @@ TEST_CASE("hostile frames to a live node mid-run: each refused and counted, roun
   frames.push_back({"bad_checksum", make([](Header& h, Frame&) { h.payload_hash = 12345; })});
   frames.push_back({"non_finite", make([](Header&, Frame& f) { f.payload[7] = std::numeric_limits<float>::quiet_NaN(); })});
   frames.push_back({"unexpected", make([](Header& h, Frame&) { h.kind = Kind::kParams; h.chunk = 0; h.offset = 0; })});
+  frames.push_back({"unexpected", make([](Header& h, Frame& f) {   // start-up's kReady, mid-run
+    h.kind = Kind::kReady;
+    h.round = 0;
+    h.chunk = 0;
+    h.offset = 0;
+    h.count = 0;
+    f.payload.clear();
+  })});
   frames.push_back({"identity_mismatch", make([](Header&, Frame&) {})});  // valid, but forged
 
   zmq::context_t ctx(1);
@@ -302,6 +319,7 @@ TEST_CASE("a corrupt frame on a peer's own connection stops the run at once, nam
   RawNode1 fake1(ports);
   zmq::socket_t evil = raw_dealer(fake1.ctx, "evil", ports[0]);
   fake1.hello(o, count);
+  fake1.ready();
   REQUIRE(wait_flag(started, 10000));
 
   // Round 0, step 0 from node 1 (node 0's predecessor): segment 1 = [50, 100).
@@ -545,6 +563,46 @@ TEST_CASE("start-up: a peer's hello queued before this node's start-up state exi
       CHECK(wrong[static_cast<size_t>(i)] == 0);
     }
   }
+}
+
+TEST_CASE("start-up: the nodes start together: node 0 waits until every node has the initial parameters (kReady)") {
+  // 3 nodes, 2 MB of parameters, node 0's links at 40 Mbit/s: its broadcast
+  // takes at least 400 ms. Node 0 would otherwise return from start() at
+  // once and train on alone while it crosses the links; now every start()
+  // returns as node 0's kReady arrives, and every node has node 0's values.
+  const std::vector<int> ports = free_ports(3);
+  const size_t count = 500000;
+  std::vector<std::string> errors(3);
+  std::vector<double> started_ms(3, 0);
+  std::vector<size_t> wrong(3, 1);
+  const auto t0 = Clock::now();
+  auto node = [&](int self) {
+    try {
+      CommOptions o = options(self, ports);
+      o.inject_rate_mbps = 40;
+      o.peer_timeout_ms = 5000;
+      Communicator c(o);
+      std::vector<float> params(count, self == 0 ? 0.25f : -1.0f);
+      c.start(params.data(), count);
+      started_ms[static_cast<size_t>(self)] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      wrong[static_cast<size_t>(self)] = size_t(std::count_if(params.begin(), params.end(), [](float v) { return v != 0.25f; }));
+      c.stop(3000);
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(self)] = e.what();
+    }
+  };
+  std::thread a(node, 0), b(node, 1), d(node, 2);
+  a.join();
+  b.join();
+  d.join();
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(errors[static_cast<size_t>(i)].empty());
+    CHECK(wrong[static_cast<size_t>(i)] == 0);
+  }
+  MESSAGE("start() returned at " << started_ms[0] << ", " << started_ms[1] << ", " << started_ms[2] << " ms");
+  CHECK(started_ms[0] >= 300.0);   // node 0 waited for its broadcast to arrive
+  for (int i = 1; i < 3; ++i) CHECK(std::abs(started_ms[static_cast<size_t>(i)] - started_ms[0]) < 200.0);
 }
 
 TEST_CASE("bounded buffering: a sketch of another length is refused; a frame over the largest legal one is never buffered") {

@@ -218,6 +218,14 @@ void send_hello(zmq::socket_t& sock, const CommOptions& o, size_t count, uint32_
   send_frame(sock, h, fields, sizeof fields);
 }
 
+// Start-up's kReady of node `sender`: it has node 0's initial parameters.
+void send_ready(zmq::socket_t& sock, uint32_t sender) {
+  Header h;
+  h.kind = Kind::kReady;
+  h.sender = sender;
+  send_frame(sock, h, nullptr, 0);
+}
+
 // A ring frame for node 0, round 2 (in its window), step 0, as its
 // predecessor (node nodes-1) sends it: valid in every field but who sends it.
 void send_ring(zmq::socket_t& sock, size_t count, int nodes) {
@@ -497,6 +505,7 @@ TEST_CASE("none: a peer's binding moves to a new connection of its own once the 
   first.set(zmq::sockopt::routing_id, "n1.00000000000000aa");
   first.connect("tcp://127.0.0.1:" + std::to_string(ports[0]));
   send_hello(first, o, count, 1);
+  send_ready(first, 1);
   if (!wait_flag(started, 15000) || !error.empty()) {
     go = true;
     node.join();

@@ -130,6 +130,9 @@ TEST_CASE("hostile push, fetch, shard and ack frames are refused and counted; va
     h.kind = Kind::kHello;
     const uint64_t fields[] = {o.config_hash, o.sketch_seed, 2, 0, 1, o.chunk_bytes, count, 0, 0, 0x77};  // ..., incarnation
     send_frame(self, h, fields, sizeof fields);
+    Header ready;   // node 1 has the initial parameters (start-up's kReady)
+    ready.kind = Kind::kReady;
+    send_frame(self, ready, nullptr, 0);
   }
   const auto deadline = Clock::now() + std::chrono::seconds(15);
   while (!started && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -1089,6 +1089,24 @@ TEST_CASE("ring, rounds by time: a node 8x slower does not hold the others; one 
   CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
 }
 
+// period "auto": every node took the same H changes at the same rounds, x̄
+// is one over the first `end` rounds, and the bound 2(s+1)·D_max held.
+void check_auto_run(const Run& run, const std::vector<NodeOut>& out, uint64_t end) {
+  for (size_t i = 1; i < out.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(out[i].periods.size() == out[0].periods.size());
+    for (size_t k = 0; k < out[0].periods.size(); ++k) {
+      CHECK(out[i].periods[k].round == out[0].periods[k].round);
+      CHECK(out[i].periods[k].from == out[0].periods[k].from);
+      CHECK(out[i].periods[k].to == out[0].periods[k].to);
+    }
+  }
+  const double worst = check_one_anchor(run, out, size_t(end));
+  double d_max = 0;
+  for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
+  CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
+}
+
 // period "auto" where merges are much slower than steps (15 ms links, 1 ms
 // steps, s = 1): H rises, every node takes the same H at the same round,
 // the anchor stays one, the bound (2(s+1)·D_max, D_max growing with H) holds.
@@ -1112,21 +1130,8 @@ TEST_CASE("ring, period auto with merges slower than steps: H rises, the same H 
   REQUIRE(!out[0].periods.empty());
   CHECK(out[0].periods.back().to > 4);          // a merge of ~4 link delays hides behind several steps
   CHECK(end < uint64_t(run.steps) / 4);         // far fewer rounds than steps
-  for (size_t i = 1; i < out.size(); ++i) {
-    CAPTURE(i);
-    REQUIRE(out[i].periods.size() == out[0].periods.size());
-    for (size_t k = 0; k < out[0].periods.size(); ++k) {
-      CHECK(out[i].periods[k].round == out[0].periods[k].round);
-      CHECK(out[i].periods[k].from == out[0].periods[k].from);
-      CHECK(out[i].periods[k].to == out[0].periods[k].to);
-    }
-  }
   REQUIRE(end <= out[0].closes.size());
-  const double worst = check_one_anchor(run, out, size_t(end));
-  double d_max = 0;
-  for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
-  CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
-}
+  check_auto_run(run, out, end);
 }
 
 // period "auto" from a skewed start (node 2 starts 150 ms after the others,
@@ -1189,15 +1194,6 @@ TEST_CASE("ring, period auto from a skewed start: no wait while calibrating, the
       for (const PeriodChange& c : o.periods) h = std::max(h, c.to);
       CHECK(o.close_steps.at(r) - o.close_steps.at(r - 1) <= uint64_t(2 * h));
     }
-  for (size_t i = 1; i < out.size(); ++i) {
-    REQUIRE(out[i].periods.size() == out[0].periods.size());
-    for (size_t k = 0; k < out[0].periods.size(); ++k) {
-      CHECK(out[i].periods[k].round == out[0].periods[k].round);
-      CHECK(out[i].periods[k].to == out[0].periods[k].to);
-    }
-  }
-  const double worst = check_one_anchor(run, out, size_t(end));
-  double d_max = 0;
-  for (const NodeOut& o : out) d_max = std::max(d_max, o.max_delta);
-  CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
+  check_auto_run(run, out, end);
+}
 }
