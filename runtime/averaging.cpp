@@ -38,13 +38,11 @@ constexpr size_t kCloseBlock = 2048;
 // node's own (every node trains the same model with the same learning rate).
 constexpr double kMaxDeltaClaimRatio = 1000.0;
 
-// period "auto": the largest H proposed, the merges measured before a node
-// proposes anything but its current H, the calibration rounds of a start
-// (each closes when the one before it is merged), the headroom of H steps'
-// compute over one merge, and the band [kAutoKeep·H, H] within which a node
-// keeps H (no flapping).
+// period "auto": the largest H, the calibration rounds of a start (each
+// closes when the one before it is merged), the headroom of H steps'
+// compute over one merge, and the band [kAutoKeep·H, H] within which the
+// cluster keeps H (no flapping).
 constexpr int kMaxAutoPeriod = 4096;
-constexpr int kAutoMinMerges = 1;
 constexpr uint64_t kCalibrationRounds = 4;
 constexpr double kAutoHeadroom = 1.2, kAutoKeep = 0.6;
 // Weight of the newest sample in the step and merge time averages (about 20
@@ -420,16 +418,35 @@ class OverlapAveraging : public Averaging {
     return calibrating(r + 1) ? r + 2 : r + uint64_t(o_.staleness) + 1;
   }
 
-  // The period this node proposes for the rounds to come (period "auto"),
-  // 0 while it has measured too little to have an opinion. The ring merges
-  // one round at a time, so merges keep up with the rounds only when a
-  // round's compute (H steps) lasts at least one merge; the s rounds in
-  // flight then absorb a merge's jitter. (H·s steps per merge, a merge
-  // fitting in s rounds, lets the merges fall behind by 1 − 1/s of them
-  // and every node then waits at the window.)
-  int proposed_period() const {
-    if (!o_.period_auto || merges_measured_ < kAutoMinMerges || step_s_ <= 0) return 0;
-    const double h = kAutoHeadroom * merge_s_ / step_s_;
+  // period "auto", applying round r: the H its sketches call for, 0 before
+  // any node has timed a merge. Every node reads the same tails in the same
+  // order, so every node computes the same H.
+  //  - The merge: the least service time any node reported (the node that
+  //    submitted last waited for nobody; the others' times hold their wait
+  //    for it, which grows with H as nodes drift within the window, and a
+  //    rule fed with them raises H without end), averaged over the rounds.
+  //  - The step: the least step time reported (the fastest node makes
+  //    rounds fastest).
+  //  - The ring merges one round at a time, so merges keep up with the
+  //    rounds only when a round's compute (H steps) lasts at least one
+  //    merge; the s rounds in flight then absorb a merge's jitter. (H·s
+  //    steps per merge, a merge fitting in s rounds, lets the merges fall
+  //    behind by 1 − 1/s of them and every node then waits at the window.)
+  int period_called_for(const net::RoundResult& res) {
+    const int b = sketch_.buckets();
+    double merge_ms = 0, step_ms = 0;
+    for (const auto& [id, sk] : res.sketches) {
+      const double m = sketch_tail(sk, b, kTailMergeMs), t = sketch_tail(sk, b, kTailStepMs);
+      if (std::isfinite(m) && m > 0 && (merge_ms == 0 || m < merge_ms)) merge_ms = m;
+      if (std::isfinite(t) && t > 0 && (step_ms == 0 || t < step_ms)) step_ms = t;
+    }
+    if (merge_ms > 0) {
+      ++cluster_merges_;
+      cluster_merge_ms_ += (merge_ms - cluster_merge_ms_) * std::max(kMergeEwma, 1.0 / double(cluster_merges_));
+    }
+    if (step_ms > 0) cluster_step_ms_ = step_ms;   // each node's is a moving average already
+    if (cluster_merge_ms_ <= 0 || cluster_step_ms_ <= 0) return 0;
+    const double h = kAutoHeadroom * cluster_merge_ms_ / cluster_step_ms_;
     return std::max(1, int(std::min(double(kMaxAutoPeriod), std::ceil(h))));
   }
 
@@ -483,8 +500,8 @@ class OverlapAveraging : public Averaging {
       c.round = next_round_;
       c.from = period_;
       c.to = to;
-      c.step_ms = step_s_ * 1000.0;
-      c.merge_ms = merge_s_ * 1000.0;
+      c.step_ms = cluster_step_ms_;
+      c.merge_ms = cluster_merge_ms_;
       const double scale = double(to) / (calibrated > 0 ? double(calibrated) : double(period_));
       max_delta_all_ *= scale;
       max_delta_local_ *= scale;
@@ -547,7 +564,8 @@ class OverlapAveraging : public Averaging {
     for (size_t b = 0; b < acc.size(); ++b) sk[b] = float(acc[b]);
     const size_t tail = acc.size();
     sk[tail + kTailMaxDelta] = float(max_delta_local_);   // peers derive the bound from it
-    sk[tail + kTailPeriod] = float(proposed_period());
+    sk[tail + kTailMergeMs] = float(o_.period_auto ? last_merge_s_ * 1000.0 : 0.0);
+    sk[tail + kTailStepMs] = float(o_.period_auto ? step_s_ * 1000.0 : 0.0);
     sk[tail + kTailStepsHi] = float(steps_done_ >> 24);
     sk[tail + kTailStepsLo] = float(steps_done_ & 0xffffffu);
     if (o_.on_close) o_.on_close(next_round_, x_.data(), dim_, dnorm);
@@ -645,10 +663,8 @@ class OverlapAveraging : public Averaging {
       const double took = done - std::max(f.at, last_merge_done_);
       last_merge_done_ = done;
       if (f.round == closes_base_) clock_base_ = done;   // round_ms: the clock starts
-      if (!(o_.period_auto && f.round == o_.first_round && !comm_->joined())) {   // not the start-up skew
-        ++merges_measured_;
-        merge_s_ += (took - merge_s_) * std::max(kMergeEwma, 1.0 / double(merges_measured_));
-      }
+      if (!(o_.period_auto && f.round == o_.first_round && !comm_->joined()))   // not the start-up skew
+        last_merge_s_ = took;
     }
     if (o_.gossip) {
       // res.mixed is the correction itself (net/gossip.h).
@@ -681,16 +697,12 @@ class OverlapAveraging : public Averaging {
     }
     if (o_.period_auto && !comm_->joined() && res.round + 1 == o_.first_round + kCalibrationRounds) even_out_steps(res);
     if (o_.period_auto) {
-      // Every node takes the largest proposal of this round from round
-      // r + s + 1 on: no node has closed that round yet.
+      // Every node takes the H this round calls for from round r + s + 1
+      // on (decision_takes_effect): no node has closed that round yet.
       // H grows at once and shrinks only below kAutoKeep of the H already
-      // scheduled (proposals made under an older H would flap it), on the
-      // same sketches and schedule everywhere: the same decision.
-      int h = 0;
-      for (const auto& [id, sk] : res.sketches) {
-        const float p = sketch_tail(sk, sketch_.buckets(), kTailPeriod);
-        if (std::isfinite(p) && p >= 1) h = std::max(h, int(std::min(p, float(kMaxAutoPeriod))));
-      }
+      // scheduled (measurements made under an older H would flap it), on
+      // the same sketches and schedule everywhere: the same decision.
+      const int h = period_called_for(res);
       const uint64_t from = decision_takes_effect(res.round);
       const int cur = scheduled_period(from);
       if (h >= 1 && (h > cur || double(h) < kAutoKeep * double(cur))) period_from_[from] = h;
@@ -760,8 +772,11 @@ class OverlapAveraging : public Averaging {
   // round catch_up_round_ on (even_out_steps), and the longest calibration
   // round this node closed.
   uint64_t catch_up_round_ = UINT64_MAX, catch_up_steps_ = 0, calib_steps_max_ = 0;
-  double clock_base_ = -1, last_exit_ = 0, step_s_ = 0, merge_s_ = 0, last_merge_done_ = 0;
-  int merges_measured_ = 0;
+  double clock_base_ = -1, last_exit_ = 0, step_s_ = 0, last_merge_s_ = 0, last_merge_done_ = 0;
+  // period "auto": the cluster's merge time (the least reported, averaged
+  // over rounds), its step time (the least reported), in ms.
+  double cluster_merge_ms_ = 0, cluster_step_ms_ = 0;
+  uint64_t cluster_merges_ = 0;
   uint64_t steps_timed_ = 0;
   std::optional<uint64_t> cut_round_;
   uint64_t sketch_age_ = 0, sketch_age_max_ = 0;   // rounds: the oldest sketch in the last estimate, and in the run

@@ -60,23 +60,26 @@
 //     step outlasts the period closes the rounds its clock passed as empty
 //     ones, so a slow node closes rounds with fewer steps instead of holding
 //     the others to its pace.
-//   - period "auto": round r carries each node's proposed H in its sketch
-//     (kTailPeriod, runtime/monitor.h): H = ⌈1.2·t_merge / t_step⌉ from this
-//     node's compute time per step and the merge's service time (the time
-//     the ring spent on one round here, queueing left out, up to when the
-//     I/O thread completed it). The ring merges one round at a time, so the
+//   - period "auto": round r carries in its sketch (kTailMergeMs, kTailStepMs,
+//     runtime/monitor.h) each node's compute time per step and the service
+//     time of the last merge it applied (from submit, or the round before it
+//     done, to when the I/O thread completed it). Applying round r, every
+//     node computes H = ⌈1.2·t_merge / t_step⌉ from the same tails: t_merge
+//     the least reported merge time (the node that submitted last waited for
+//     nobody; the others' times hold their wait for it, which grows with H,
+//     and H fed with them rose without end), averaged over rounds, t_step
+//     the least step time. The ring merges one round at a time, so the
 //     merges keep up only when H steps last at least one merge; the s rounds
-//     in flight absorb a merge's jitter. Applying round r, every node takes
-//     the largest proposal as H from round r + s + 1 on if it is above the H
-//     scheduled there or below 0.6 of it (proposals made under an older H
-//     would flap it) — the same rule as the cut: no node has closed round
+//     in flight absorb a merge's jitter. Every node takes that H from round
+//     r + s + 1 on if it is above the H scheduled there or below 0.6 of it
+//     (measurements made under an older H would flap it) — the same rule as the cut: no node has closed round
 //     r + s + 1 yet (it applies r at the latest while closing r + s), so
 //     every node closes every round after the same steps. A start (fresh or
 //     resumed, not a join) calibrates first: its 4 rounds (numbered from its
 //     first round, 0) each close at the
 //     first step after the round before them is merged (nobody waits while
 //     the merge time is unknown); round 1's merge is timed, round 2 carries
-//     the proposals, and the decision holds from round 4 (round 3 closes as
+//     the times, and the decision holds from round 4 (round 3 closes as
 //     it arrives). Round 3's sketches carry every node's step count
 //     (kTailStepsHi/Lo): a node behind the most (a late start, a resume from
 //     different steps) runs the difference from round 3 + s + 1 on, at most

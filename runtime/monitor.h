@@ -44,7 +44,10 @@ struct PairEstimate {
 // A round's sketch message: the CountSketch (`buckets` floats) and a tail of
 // kSketchTail floats, read with sketch_tail():
 //   kTailMaxDelta  the node's largest round delta norm (the monitor's D_max);
-//   kTailPeriod    the period H the node proposes (algorithm.period "auto");
+//   kTailMergeMs   the service time of the last merge this node applied, in
+//                  ms (algorithm.period "auto"; 0 before it has one);
+//   kTailStepMs    this node's compute time per step, in ms (its moving
+//                  average; "auto");
 //   kTailStop      why the node asks the cluster to stop (RoundFlags::stop):
 //                  kStopEnd, it has run all its steps (clocked rounds, the
 //                  run ends); kStopInterrupt, it was interrupted;
@@ -52,8 +55,9 @@ struct PairEstimate {
 //                  round, steps >> 24 and steps & 0xffffff (each exact in a
 //                  float): period "auto" evens the nodes' step counts out
 //                  after its calibration (runtime/averaging.h).
-inline constexpr size_t kSketchTail = 5;
-inline constexpr size_t kTailMaxDelta = 0, kTailPeriod = 1, kTailStop = 2, kTailStepsHi = 3, kTailStepsLo = 4;
+inline constexpr size_t kSketchTail = 6;
+inline constexpr size_t kTailMaxDelta = 0, kTailMergeMs = 1, kTailStop = 2, kTailStepsHi = 3, kTailStepsLo = 4,
+                        kTailStepMs = 5;
 inline constexpr float kStopEnd = 1.0f, kStopInterrupt = 2.0f;
 // Tail value k of `sketch` (dflt when the sketch is too short to hold it).
 inline float sketch_tail(const std::vector<float>& sketch, int buckets, size_t k, float dflt = 0.0f) {

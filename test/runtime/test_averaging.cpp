@@ -1196,4 +1196,43 @@ TEST_CASE("ring, period auto from a skewed start: no wait while calibrating, the
     }
   check_auto_run(run, out, end);
 }
+
+// period "auto" with one node 3x slower (5 ms links, 1 ms steps, node 2
+// 3 ms): the fast nodes wait for node 2 at every round, so the time from
+// their submit to the result holds that wait, which grows with H. H is
+// taken from the least merge time any node reported (node 2 submits last
+// and waits for nobody) and the least step time, so it stays near
+// link / step (4 hops of 5 ms over 1 ms steps, ×1.2: about 25) instead of
+// rising round after round.
+TEST_CASE("ring, period auto with a slow node: H follows the link, not the wait for the slow node") {
+  Run run;
+  run.nodes = 3;
+  run.gossip = false;
+  run.staleness = 2;
+  run.period_auto = true;
+  run.steps = 1500;
+  run.step_ms = 1;
+  run.delay_ms = 5;
+  run.slow_node = 2;
+  run.slow_step_ms = 3;
+  const std::vector<NodeOut> out = run_cluster(run);
+  for (const NodeOut& o : out) REQUIRE(o.error.empty());
+  REQUIRE_FALSE(out[0].periods.empty());
+  const uint64_t end = out[0].end_round;
+  for (size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    CHECK(out[i].ended);
+    CHECK(out[i].end_round == end);
+    CHECK(out[i].steps_run == uint64_t(run.steps));
+  }
+  int most = 0;
+  for (const PeriodChange& c : out[0].periods) {
+    MESSAGE("round " << c.round << ": H " << c.from << " -> " << c.to << " (merge " << c.merge_ms << " ms, step "
+                     << c.step_ms << " ms)");
+    most = std::max(most, c.to);
+  }
+  CHECK(most >= 10);   // a merge of ~20 ms hides behind ~20 steps of 1 ms
+  CHECK(most <= 80);   // not the fast nodes' wait for node 2 (3 ms a step)
+  check_auto_run(run, out, end);
+}
 }
