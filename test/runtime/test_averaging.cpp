@@ -1107,26 +1107,39 @@ void check_auto_run(const Run& run, const std::vector<NodeOut>& out, uint64_t en
   CHECK(worst <= staleness_bound(run.staleness, d_max) * (1 + 1e-6));
 }
 
+// period "auto" on a 3-node ring with 1 ms steps.
+Run auto_run(int staleness, int steps, double delay_ms) {
+  Run run;
+  run.nodes = 3;
+  run.gossip = false;
+  run.staleness = staleness;
+  run.period_auto = true;
+  run.steps = steps;
+  run.step_ms = 1;
+  run.delay_ms = delay_ms;
+  return run;
+}
+
+// Every node ended (no error), at one round, having run all its steps;
+// returns that round.
+uint64_t check_ended_together(const Run& run, const std::vector<NodeOut>& out) {
+  for (const NodeOut& o : out) REQUIRE(o.error.empty());
+  for (size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    CHECK(out[i].ended);
+    CHECK(out[i].end_round == out[0].end_round);
+    CHECK(out[i].steps_run == uint64_t(run.steps));
+  }
+  return out[0].end_round;
+}
+
 // period "auto" where merges are much slower than steps (15 ms links, 1 ms
 // steps, s = 1): H rises, every node takes the same H at the same round,
 // the anchor stays one, the bound (2(s+1)·D_max, D_max growing with H) holds.
 TEST_CASE("ring, period auto with merges slower than steps: H rises, the same H at the same round on every node, one anchor, the bound holds") {
-  Run run;
-  run.nodes = 3;
-  run.gossip = false;
-  run.staleness = 1;
-  run.period_auto = true;
-  run.steps = 500;
-  run.step_ms = 1;
-  run.delay_ms = 15;
+  const Run run = auto_run(1, 500, 15);
   const std::vector<NodeOut> out = run_cluster(run);
-  for (const NodeOut& o : out) REQUIRE(o.error.empty());
-  const uint64_t end = out[0].end_round;
-  for (const NodeOut& o : out) {
-    CHECK(o.ended);
-    CHECK(o.end_round == end);
-    CHECK(o.steps_run == uint64_t(run.steps));   // the same H everywhere: all end together
-  }
+  const uint64_t end = check_ended_together(run, out);   // the same H everywhere: all end together
   REQUIRE(!out[0].periods.empty());
   CHECK(out[0].periods.back().to > 4);          // a merge of ~4 link delays hides behind several steps
   CHECK(end < uint64_t(run.steps) / 4);         // far fewer rounds than steps
@@ -1144,25 +1157,14 @@ TEST_CASE("ring, period auto with merges slower than steps: H rises, the same H 
 // end: the cut is the round after it (one round closed after the last step,
 // not s + 1 empty ones). The H is the same at the same rounds, one anchor.
 TEST_CASE("ring, period auto from a skewed start: no wait while calibrating, the step counts even out, the run ends at the round all marked") {
-  Run run;
-  run.nodes = 3;
-  run.gossip = false;
-  run.staleness = 2;
-  run.period_auto = true;
-  run.steps = 1500;
-  run.step_ms = 1;
-  run.delay_ms = 10;
+  Run run = auto_run(2, 1500, 10);
   run.late_node = 2;
   run.late_ms = 150;
   const std::vector<NodeOut> out = run_cluster(run);
-  for (const NodeOut& o : out) REQUIRE(o.error.empty());
-  const uint64_t end = out[0].end_round;
+  const uint64_t end = check_ended_together(run, out);
   for (size_t i = 0; i < out.size(); ++i) {
     CAPTURE(i);
     const NodeOut& o = out[i];
-    CHECK(o.ended);
-    CHECK(o.end_round == end);
-    CHECK(o.steps_run == uint64_t(run.steps));
     REQUIRE_FALSE(o.periods.empty());
     CHECK(o.periods.front().round == 4);           // decided on round 2, closing round 3
     CHECK(o.idle_before_period_s >= 0);
@@ -1205,26 +1207,12 @@ TEST_CASE("ring, period auto from a skewed start: no wait while calibrating, the
 // link / step (4 hops of 5 ms over 1 ms steps, ×1.2: about 25) instead of
 // rising round after round.
 TEST_CASE("ring, period auto with a slow node: H follows the link, not the wait for the slow node") {
-  Run run;
-  run.nodes = 3;
-  run.gossip = false;
-  run.staleness = 2;
-  run.period_auto = true;
-  run.steps = 1500;
-  run.step_ms = 1;
-  run.delay_ms = 5;
+  Run run = auto_run(2, 1500, 5);
   run.slow_node = 2;
   run.slow_step_ms = 3;
   const std::vector<NodeOut> out = run_cluster(run);
-  for (const NodeOut& o : out) REQUIRE(o.error.empty());
+  const uint64_t end = check_ended_together(run, out);
   REQUIRE_FALSE(out[0].periods.empty());
-  const uint64_t end = out[0].end_round;
-  for (size_t i = 0; i < out.size(); ++i) {
-    CAPTURE(i);
-    CHECK(out[i].ended);
-    CHECK(out[i].end_round == end);
-    CHECK(out[i].steps_run == uint64_t(run.steps));
-  }
   int most = 0;
   for (const PeriodChange& c : out[0].periods) {
     MESSAGE("round " << c.round << ": H " << c.from << " -> " << c.to << " (merge " << c.merge_ms << " ms, step "
