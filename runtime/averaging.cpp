@@ -412,7 +412,7 @@ class OverlapAveraging : public Averaging {
            round < o_.first_round + kCalibrationRounds;
   }
 
-  // The round from which a decision made on round r's proposals holds: no
+  // The round from which a decision made on round r's sketches holds: no
   // node has closed it before applying round r.
   uint64_t decision_takes_effect(uint64_t r) const {
     return calibrating(r + 1) ? r + 2 : r + uint64_t(o_.staleness) + 1;
