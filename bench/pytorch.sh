@@ -20,6 +20,8 @@
 #   auto  the same with algorithm.period "auto" (a row the config refuses is
 #         skipped, saying why); auto8: the same with net.compression int8
 #   (sync and bf16, also defined there, may be named too.)
+# Every row runs --threads threads of torch and of OpenBLAS (torch's BLAS on
+# Debian, which torch.set_num_threads does not reach: OPENBLAS_NUM_THREADS).
 # The Averager's links use net.security --security (default curve: keys made
 # per run by `tether keygen`); DDP's gloo is plaintext.
 # Columns: images/s of the cluster (tether rows: the sum over nodes of each
@@ -103,7 +105,7 @@ run_row() {
     mapfile -t sets < <(switch_row_args "$row")
     "$TETHER" config "$tmp/base.json" --set log.dir="$dir" "${sets[@]}" > "$dir.json" || return 1
     ensure_keys "$dir.json" "$dir.keys" 2> "$dir.keys.log" || { cat "$dir.keys.log" >&2; return 1; }
-    on_switch "$NODES" "$limit" "$dir/py" env PYTHONPATH="$BUILD_DIR/python" /usr/bin/python3 \
+    on_switch "$NODES" "$limit" "$dir/py" env PYTHONPATH="$BUILD_DIR/python" OPENBLAS_NUM_THREADS="$THREADS" /usr/bin/python3 \
       "$TETHER_ROOT/examples/pytorch_fmnist.py" --config "$KEYED_CONFIG" --node '{i}' --threads "$THREADS" \
       --test-limit 1000 || return 1
     summary=$(python3 "$TETHER_ROOT/bench/bench_util.py" summary "$dir" "$NODES") || return 1

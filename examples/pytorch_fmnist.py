@@ -128,8 +128,20 @@ def tether_config(a, nodes):
     }
 
 
+def set_threads(n):
+    """n threads for torch and for OpenBLAS, its BLAS on Debian, which
+    torch.set_num_threads does not reach (tether.set_blas_threads does; both
+    backends alike, DDP's too when the module is importable)."""
+    torch.set_num_threads(n)
+    try:
+        import tether
+    except ImportError:
+        return
+    tether.set_blas_threads(n)
+
+
 def run_node(node, nodes, a, result_queue=None):
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     if a.config:   # the file describes the run
         with open(a.config) as f:
             doc = json.load(f)
@@ -257,7 +269,7 @@ def main(argv=None):
     ap.add_argument("--staleness", type=int, default=2, help="tether: s (0: sync)")
     ap.add_argument("--period", type=int, default=1, help="tether: H, local steps per round")
     ap.add_argument("--mixer", choices=["ring", "gossip"], default="ring")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--threads", type=int, default=1, help="torch (and OpenBLAS) threads per process")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--train-limit", type=int, default=0, help="use the first N training images (0: all)")

@@ -129,7 +129,10 @@ ddp_on_switch() {
   local n=$1 steps=$2 warmup=$3 port=$4 log=$5 threads=$6 batch=$7
   DDP_IPS=""
   [ -f "$PEERS/ddp_rank.py" ] || { echo "no $PEERS/ddp_rank.py (set PEERS=)" >&2; return 2; }
-  on_switch "$n" $((120 + 10 * (steps + warmup))) "$log" /usr/bin/python3 "$PEERS/ddp_rank.py" --world "$n" \
+  # OpenBLAS (torch's BLAS on Debian) at THREADS too: torch.set_num_threads
+  # does not reach it (python/tether/__init__.py, "Threads")
+  on_switch "$n" $((120 + 10 * (steps + warmup))) "$log" env OPENBLAS_NUM_THREADS="$threads" \
+    /usr/bin/python3 "$PEERS/ddp_rank.py" --world "$n" \
     --rank '{i}' --master "$(switch_host 0)" --ifname '{if}' --port "$port" --threads "$threads" \
     --model cnn --batch "$batch" --warmup "$warmup" --steps "$steps" || return 1
   DDP_IPS=$(sed -n 's/^RESULT ddp .* total=\([0-9.]*\) img\/s.*/\1/p' "$log.0")

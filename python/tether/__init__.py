@@ -31,18 +31,74 @@ writes it in place, with no copy per step. What that means (docs/python.md):
   ``algorithm.period`` steps) and writes merges back as it applies them, so a
   step without either costs no copy.
 
+Threads: ``torch.set_num_threads(n)`` does not reach OpenBLAS, the BLAS that
+Debian's PyTorch calls for its matrix products, which keeps one thread per
+core and spins them between calls. Those spinning threads take the CPU that
+the averaging's I/O thread needs to merge in the background, and steps wait
+for merges (4 processes on 2 cores: idle 11 % against 2 % with OpenBLAS at
+one thread). The Averager warns when OpenBLAS runs more threads than torch;
+``tether.set_blas_threads(torch.get_num_threads())`` (or
+``OPENBLAS_NUM_THREADS`` in the environment) aligns them.
+
 Errors keep the runtime's text: ConfigError (a ValueError naming the JSON
 path, or the node id), StartRefused (a ValueError: a peer runs another
 config), PeerLost / NoQuorum / Excluded / NetError (RuntimeErrors) from the
 network.
 """
+import ctypes as _ctypes
 import json as _json
 import os as _os
+import warnings as _warnings
 
 from ._tether import ConfigError, Excluded, NetError, NoQuorum, PeerLost, StartRefused
 from . import _tether
 
-__all__ = ["Averager", "ConfigError", "Excluded", "NetError", "NoQuorum", "PeerLost", "StartRefused"]
+__all__ = ["Averager", "ConfigError", "Excluded", "NetError", "NoQuorum", "PeerLost", "StartRefused",
+           "blas_threads", "set_blas_threads"]
+
+_OPENBLAS = []   # [the loaded OpenBLAS as a ctypes library, or None], looked up once
+
+
+def _openblas():
+    """The OpenBLAS this process has loaded (torch's dependency), or None."""
+    if not _OPENBLAS:
+        lib = None
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line and ".so" in line}
+            for path in sorted(paths):
+                try:
+                    cand = _ctypes.CDLL(path)   # already loaded: the same copy
+                    cand.openblas_get_num_threads.restype = _ctypes.c_int
+                    lib = cand
+                    break
+                except (OSError, AttributeError):
+                    continue
+        except OSError:   # no /proc: not Linux
+            pass
+        _OPENBLAS.append(lib)
+    return _OPENBLAS[0]
+
+
+def blas_threads():
+    """OpenBLAS's thread count in this process, or None when it has not loaded OpenBLAS."""
+    lib = _openblas()
+    return None if lib is None else int(lib.openblas_get_num_threads())
+
+
+def set_blas_threads(n):
+    """Sets OpenBLAS's thread count (``torch.set_num_threads`` does not; see the
+    module's notes on threads). Returns the count before the call, or None
+    (and does nothing) when the process has not loaded OpenBLAS."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_blas_threads: expected at least 1 thread, got {n}")
+    lib = _openblas()
+    if lib is None:
+        return None
+    before = int(lib.openblas_get_num_threads())
+    lib.openblas_set_num_threads(_ctypes.c_int(n))
+    return before
 
 
 def _unique(params):
@@ -92,6 +148,13 @@ class Averager:
             raise TypeError(f"config: expected a file path or a dict, got {type(config).__name__}")
         count = sum(p.numel() for p in self.params)
         device = self.params[0].device
+        blas = blas_threads()
+        if device.type == "cpu" and blas is not None and blas > torch.get_num_threads():
+            _warnings.warn(f"OpenBLAS runs {blas} threads, torch {torch.get_num_threads()} "
+                           "(torch.set_num_threads does not reach OpenBLAS): its spinning threads take the CPU "
+                           "the averaging merges with, and steps wait for merges. "
+                           "tether.set_blas_threads(torch.get_num_threads()) or OPENBLAS_NUM_THREADS aligns them.",
+                           RuntimeWarning, stacklevel=2)
         flat = torch.empty(count, dtype=torch.float32, device=device)
         with torch.no_grad():
             offset = 0

@@ -53,7 +53,7 @@ def batch(step, node, size):
 def sync_node(node, cfg, steps, size, out, callbacks=False, device="cpu"):
     """callbacks: the parameters go through the runtime's callables (the path of
     CUDA tensors) even on the CPU; device: where the model lives."""
-    torch.set_num_threads(1)
+    pytorch_fmnist.set_threads(1)   # torch and OpenBLAS
     torch.manual_seed(100 + node)          # different initial values: the Averager agrees on node 0's
     model = pytorch_fmnist.LeNet().to(device)
     params = list(model.parameters())
@@ -75,7 +75,7 @@ def sync_node(node, cfg, steps, size, out, callbacks=False, device="cpu"):
 
 def clocked_node(node, cfg, steps, size, sleep_s, out):
     """A loop that stops when step() says the run ended (clocked rounds)."""
-    torch.set_num_threads(1)
+    pytorch_fmnist.set_threads(1)
     torch.manual_seed(100 + node)
     model = pytorch_fmnist.LeNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -100,6 +100,7 @@ def clocked_node(node, cfg, steps, size, sleep_s, out):
 
 def refused_node(node, cfg, out, count=0):
     """count: a model of `count` parameters instead of LeNet."""
+    pytorch_fmnist.set_threads(1)
     try:
         torch.manual_seed(0)
         params = [torch.zeros(count, requires_grad=True)] if count else pytorch_fmnist.LeNet().parameters()
@@ -292,6 +293,34 @@ def test_single_node_optimizer_and_views(tmp):
         assert "params[6]: no longer a view of the Averager's buffer" in str(e), e
 
 
+def test_blas_threads_follow_torch_or_the_averager_warns(tmp):
+    import warnings
+    before = tether.blas_threads()
+    if before is None:
+        raise Skip("this torch has not loaded OpenBLAS (tether.blas_threads() is None)")
+    torch_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert tether.set_blas_threads(2) == before
+        assert tether.blas_threads() == 2
+        params = list(pytorch_fmnist.LeNet().parameters())
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            tether.Averager(params, config={"log": {"dir": f"{tmp}/a"}})
+        msgs = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+        assert len(msgs) == 1 and "OpenBLAS runs 2 threads, torch 1" in msgs[0], msgs
+        assert "tether.set_blas_threads(torch.get_num_threads())" in msgs[0], msgs
+        assert tether.set_blas_threads(1) == 2 and tether.blas_threads() == 1
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            tether.Averager(list(pytorch_fmnist.LeNet().parameters()), config={"log": {"dir": f"{tmp}/b"}})
+        assert not [w for w in seen if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in seen]
+        expect_error(ValueError, "set_blas_threads: expected at least 1 thread, got 0", lambda: tether.set_blas_threads(0))
+    finally:
+        tether.set_blas_threads(before)
+        torch.set_num_threads(torch_before)
+
+
 def expect_error(kind, text, fn):
     try:
         fn()
@@ -374,6 +403,7 @@ TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
 
 def main():
     only = sys.argv[1:]
+    pytorch_fmnist.set_threads(1)   # torch's and OpenBLAS's (tether.Averager warns when they differ)
     passed = failed = skipped = 0
     for t in TESTS:
         if only and not any(o in t.__name__ for o in only):
