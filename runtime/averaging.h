@@ -64,7 +64,7 @@
 //     runtime/monitor.h) each node's compute time per step and the service
 //     time of the last merge it applied (from submit, or the round before it
 //     done, to when the I/O thread completed it). Applying round r, every
-//     node computes H = ⌈1.2·t_merge / t_step⌉ from the same tails: t_merge
+//     node computes H = ⌈1.5·t_merge / t_step⌉ from the same tails: t_merge
 //     the least reported merge time (the node that submitted last waited for
 //     nobody; the others' times hold their wait for it, which grows with H,
 //     and H fed with them rose without end), averaged over rounds, t_step

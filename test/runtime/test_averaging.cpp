@@ -1204,7 +1204,7 @@ TEST_CASE("ring, period auto from a skewed start: no wait while calibrating, the
 // their submit to the result holds that wait, which grows with H. H is
 // taken from the least merge time any node reported (node 2 submits last
 // and waits for nobody) and the least step time, so it stays near
-// link / step (4 hops of 5 ms over 1 ms steps, ×1.2: about 25) instead of
+// link / step (4 hops of 5 ms over 1 ms steps, ×1.5: about 30) instead of
 // rising round after round.
 TEST_CASE("ring, period auto with a slow node: H follows the link, not the wait for the slow node") {
   Run run = auto_run(2, 1500, 5);
