@@ -205,6 +205,7 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
   lines.push_back(row(heads));
 
   double total_ips = 0, running_ips = 0, dist = 0, bound = 0, dist_run = 0;
+  uint64_t sketch_age = 0, sketch_age_max = 0;   // gossip: the oldest sketch an estimate used, now and over the run
   size_t running = 0, done = 0, interrupted = 0, failed = 0, throttled = 0;
   uint64_t throttle_count = 0, handshakes_failed = 0;   // handshakes: summed over the nodes (each counts its own)
   bool plaintext = false;                               // some node runs net.security "none"
@@ -231,6 +232,8 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
         bound = s->bound;
       }
       dist_run = std::max(dist_run, s->max_pair_dist_run);
+      sketch_age = std::max(sketch_age, s->sketch_age_rounds);
+      sketch_age_max = std::max(sketch_age_max, s->sketch_age_rounds_max);
       throttle_count = std::max(throttle_count, s->throttle_count);
       if (s->throttled && st == NodeState::kRunning) ++throttled;
       handshakes_failed += s->handshakes_failed;
@@ -261,6 +264,12 @@ std::string render_frame(const RunLog& log, const FrameOptions& opts) {
   }
   if (dist_run > 0) sum += "  run max " + compact(dist_run, 7);
   lines.push_back(clip(sum, width));
+  // Gossip estimates from the sketches that have arrived: how old the oldest was.
+  if (sketch_age_max > 0)
+    lines.push_back(clip("dist from sketches up to " + std::to_string(sketch_age) + " round" +
+                             (sketch_age == 1 ? "" : "s") + " old (" + std::to_string(sketch_age_max) +
+                             " at most in the run)",
+                         width));
 
   std::string status = "nodes: " + std::to_string(running) + " running, " + std::to_string(done) + " finished, " +
                        std::to_string(failed) + " failed";

@@ -266,6 +266,32 @@ TEST_CASE("dashboard: once every node has ended, whether the final models agree"
   }
 }
 
+// Gossip's estimates come from the sketches that have arrived (possibly of
+// earlier rounds): the summary says how old the oldest one is, now and at
+// most over the run; a ring run (no age) says nothing about it.
+TEST_CASE("dashboard: the age of gossip's sketches, now and over the run") {
+  TempDir dir("dash-sketch-age");
+  auto with_age = [](std::string rec, int age, int age_max) {
+    rec.pop_back();   // the closing brace
+    return rec + ", \"sketch_age_rounds\": " + std::to_string(age) + ", \"sketch_age_rounds_max\": " +
+           std::to_string(age_max) + "}";
+  };
+  dir.write("node-0.jsonl", with_age(sample(0, 10), 1, 3) + "\n");
+  dir.write("node-1.jsonl", with_age(sample(1, 10), 2, 2) + "\n");
+  tether::RunLog log(dir.path());
+  log.refresh();
+  std::string frame = tether::render_frame(log);
+  INFO(frame);
+  CHECK(contains(frame, "dist from sketches up to 2 rounds old (3 at most in the run)"));
+  for (const std::string& l : lines_of(frame)) CHECK(l.size() <= size_t(tether::kDashboardColumns));
+
+  TempDir ring("dash-no-sketch-age");
+  ring.write("node-0.jsonl", with_age(sample(0, 10), 0, 0) + "\n");
+  tether::RunLog ring_log(ring.path());
+  ring_log.refresh();
+  CHECK_FALSE(contains(tether::render_frame(ring_log), "sketches"));
+}
+
 TEST_CASE("dashboard: very large values, a long directory and a long error still fit") {
   TempDir dir("dash-with-a-rather-long-directory-name-that-would-not-fit-on-one-line-anyway");
   std::string big = sample(12, 123456789);
