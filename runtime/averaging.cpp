@@ -42,9 +42,9 @@ constexpr double kMaxDeltaClaimRatio = 1000.0;
 // closes when the one before it is merged), the headroom of H steps'
 // compute over one merge, and the band [kAutoKeep·H, H] within which the
 // cluster keeps H (no flapping). The headroom, measured (bench/switch.sh,
-// 100 Mbit/s, lenet, seeds 1-3; docs/performance.md): 1.2 left the ring busy
-// 80 % of the time and steps waited 1.6 % of the steady state; 1.5, 0.7 %
-// for 0.14 points of accuracy; 2.0, 0.5 % for 0.76 points.
+// 100 Mbit/s, lenet, seeds 1-3; docs/performance.md): at 1.2 (the ring busy
+// 1/1.2 of each round) steps waited 1.6 % of the steady state; at 1.5, 0.7 %
+// for 0.14 points of accuracy; at 2.0, 0.5 % for 0.76 points.
 constexpr int kMaxAutoPeriod = 4096;
 constexpr uint64_t kCalibrationRounds = 4;
 constexpr double kAutoHeadroom = 1.5, kAutoKeep = 0.6;
