@@ -1208,8 +1208,9 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
     feedback_->apply(round, data->data.data(), data->data.size());
   }
   // Keep what we submit until the round is done here; a view change re-runs
-  // it over the new members (the mixer reuses the buffer in place).
-  if (membership()) slot.retained = data->data;
+  // it over the new members. A mixer that keeps its input (the ring) leaves
+  // this very buffer unchanged; gossip reuses it in place, so a copy.
+  if (membership()) slot.retained = mixer_for(slot)->keeps_input() ? data : make_buffer(data->data);
   for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other live member
     if (p == opts_.self || (membership() && (!view_.has(p) || peers_[static_cast<size_t>(p)].lost))) continue;
     Header h;
@@ -1223,8 +1224,7 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   progress_at_ = Clock::now();
   // During a view change the round waits: the commit re-runs it in the new view.
   if (!slot.transfer && !changing_) {
-    slot.in_mixer = true;
-    mixer_for(slot)->submit(round, std::move(data), applied);
+    to_mixer(round, slot, std::move(data));
   }
   try_complete();
 }
@@ -1278,6 +1278,10 @@ void Communicator::try_complete() {
         feedback_->record(done_, std::move(loss));
       }
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
+      // What we submitted is no longer needed: storage for a later result,
+      // once ZeroMQ holds none of it.
+      if (slot.retained && slot.retained->in_flight.load() == 0)
+        mixer_for(slot)->recycle(std::move(slot.retained->data));
     }
     if (gossip_) {
       gossip_sketches(done_, &res);
@@ -1291,14 +1295,18 @@ void Communicator::try_complete() {
       res.sketches[opts_.self] = slot.own_sketch->data;
     }
     res.sketch_rounds[opts_.self] = done_;
-    after_complete(done_, res.mixed, res.exact);
+    keep_result(done_, slot, res.mixed, res.exact);
     slots_.erase(it);
-    ++done_;
+    const uint64_t round = done_++;
     progress_at_ = Clock::now();
     res.done_s = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    std::lock_guard<std::mutex> lk(mu_);
-    results_.push_back(std::move(res));
-    cv_.notify_all();
+    const bool exact = res.exact;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      results_.push_back(std::move(res));
+      cv_.notify_all();
+    }
+    advance_anchor(round, exact);  // the trainer has its result already
   }
   push_view_event();
   if (membership() && !joining_ && done_ >= resume_round_) {

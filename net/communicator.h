@@ -400,7 +400,13 @@ class Communicator {
     std::shared_ptr<RoundBuffer> own_sketch;
     std::map<int, std::vector<float>> sketches;  // other nodes'
     bool own_stop = false;                        // our sketch carried kStopRequest
-    std::vector<float> retained;                  // what we submitted (re-run in a new view)
+    // What we submitted (re-run in a new view): the submitted buffer itself
+    // when the mixer keeps its input (the ring), else a copy.
+    std::shared_ptr<RoundBuffer> retained;
+    // The result as the mixer reports its parts final (Mixer::on_final), so
+    // keeping it (kept_) costs no copy once the round is done.
+    std::vector<float> staged;
+    uint64_t staged_floats = 0;
     uint64_t applied = 0;                         // submit()'s applied
     bool in_mixer = false;                        // handed to the mixer of the current view
     // reconciliation: the round's result, received from a member that holds it
@@ -509,7 +515,13 @@ class Communicator {
   Reject handle_membership(const Header& h, std::vector<zmq::message_t>& parts);
   Reject check_epoch(const Header& h, std::vector<zmq::message_t>& parts, bool* buffered);
   void replay_future();
-  void after_complete(uint64_t round, const std::vector<float>& mixed, bool exact);
+  // A finished round's bookkeeping for view changes, split around handing the
+  // result to the trainer: keep_result (before: kept_ takes the staged result
+  // or a copy) and advance_anchor (after: x̄ += the kept result).
+  void keep_result(uint64_t round, Slot& slot, const std::vector<float>& mixed, bool exact);
+  void advance_anchor(uint64_t round, bool exact);
+  void stage_result(uint64_t round, uint64_t offset, const float* v, uint64_t n);
+  void to_mixer(uint64_t round, Slot& slot, std::shared_ptr<RoundBuffer> data);
   void push_event(ViewEvent e);
   std::vector<int> alive_members() const;
   uint64_t chunk_elems() const { return params_chunk_elems_; }
@@ -559,6 +571,7 @@ class Communicator {
   std::optional<ViewEvent> pending_event_;  // reported once done_ reaches resume_round_
   uint64_t transferred_bytes_ = 0;
   std::map<uint64_t, std::vector<float>> kept_;  // results of the last rounds finished here
+  std::vector<std::vector<float>> spare_kept_;   // evicted from kept_, reused for staging
   std::vector<float> anchor_io_;       // x̄ after the rounds finished here (state transfer)
   std::deque<Future> future_;
   uint64_t future_bytes_ = 0;

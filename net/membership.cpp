@@ -64,8 +64,36 @@ bool Communicator::membership() const { return nodes_ > 1 && !opts_.service; }
 std::unique_ptr<Mixer> Communicator::make_ring() {
   // A gossip run's ring carries only its exact rounds (the closing average): never compressed.
   const Codec codec = opts_.mixer == MixerKind::kRing ? opts_.codec : Codec::kNone;
-  return std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes, transport_.get(),
-                                         codec);
+  auto ring = std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes,
+                                              transport_.get(), codec);
+  if (membership())
+    ring->set_on_final([this](uint64_t round, uint64_t offset, const float* v, uint64_t n) {
+      stage_result(round, offset, v, n);
+    });
+  return ring;
+}
+
+// A round to the mixer of the current view (first run or re-run): the parts
+// of its result are staged again from nothing.
+void Communicator::to_mixer(uint64_t round, Slot& slot, std::shared_ptr<RoundBuffer> data) {
+  slot.staged_floats = 0;
+  slot.in_mixer = true;
+  mixer_for(slot)->submit(round, std::move(data), slot.applied);
+}
+
+void Communicator::stage_result(uint64_t round, uint64_t offset, const float* v, uint64_t n) {
+  auto it = slots_.find(round);
+  if (it == slots_.end() || offset + n > count_) return;
+  Slot& slot = it->second;
+  if (slot.staged.size() != count_) {
+    if (!spare_kept_.empty()) {  // count_ floats already: no page faults
+      slot.staged = std::move(spare_kept_.back());
+      spare_kept_.pop_back();
+    }
+    slot.staged.resize(count_);
+  }
+  std::memcpy(slot.staged.data() + offset, v, n * sizeof(float));
+  slot.staged_floats += n;
 }
 
 std::vector<int> Communicator::alive_members() const {
@@ -302,6 +330,7 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     if (gossip_ && !(slots_.count(r) && slots_[r].exact)) continue;
     Slot& slot = slots_[r];
     slot.transfer = true;
+    slot.staged_floats = 0;  // its result comes whole from the holder
     slot.holder = -1;
     for (const auto& [id, d] : done)
       if (d != kJoinerDone && d > r && slot.holder < 0) slot.holder = id;
@@ -331,8 +360,8 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     slot.sketches.clear();  // every member sends its sketch again in this view
     if (!slot.submitted) continue;
     resend_sketch(r, slot);
-    ring_->submit(r, make_buffer(slot.retained), slot.applied);
-    slot.in_mixer = true;
+    // a copy: the first run's frames may still hold the retained buffer
+    to_mixer(r, slot, make_buffer(slot.retained->data));
   }
   // Joiners: the lowest member that does not join streams x̄ at R.
   state_to_.clear();
@@ -361,8 +390,7 @@ void Communicator::install_gossip(uint64_t resume) {
     if (r >= resume) slot.in_mixer = false;
     if (slot.exact && r < resume) slot.in_mixer = false;  // the ring it ran on is gone
     if (!slot.submitted || slot.in_mixer || slot.transfer) continue;  // transfer: its result comes from a holder
-    mixer_for(slot)->submit(r, make_buffer(slot.retained), slot.applied);
-    slot.in_mixer = true;
+    to_mixer(r, slot, make_buffer(slot.retained->data));
   }
   cut_on_view();
 }
@@ -420,13 +448,26 @@ void Communicator::send_state(int to) {
 
 // A round finished here: keep its result (a member may lack it after a view
 // change), advance x̄, and report a view change once its resume round is reached.
-void Communicator::after_complete(uint64_t round, const std::vector<float>& mixed, bool exact) {
+void Communicator::keep_result(uint64_t round, Slot& slot, const std::vector<float>& mixed, bool exact) {
   if (!membership() || (gossip_ && !exact)) return;  // gossip rounds: no shared anchor, nothing to hand over
+  if (slot.staged_floats == count_ && slot.staged.size() == count_) {
+    kept_[round] = std::move(slot.staged);  // every part was reported final: equal to mixed
+  } else {
+    kept_[round] = mixed;  // a transferred result, or a mixer that reports nothing
+  }
+  while (kept_.size() > static_cast<size_t>(opts_.window) + 2) {
+    if (spare_kept_.size() < 2) spare_kept_.push_back(std::move(kept_.begin()->second));
+    kept_.erase(kept_.begin());
+  }
+}
+
+void Communicator::advance_anchor(uint64_t round, bool exact) {
   // x̄ follows the ring's rounds (an exact round is an average, not a delta)
-  if (!exact)
-    for (size_t i = 0; i < anchor_io_.size() && i < mixed.size(); ++i) anchor_io_[i] += mixed[i];
-  kept_[round] = mixed;
-  while (kept_.size() > static_cast<size_t>(opts_.window) + 2) kept_.erase(kept_.begin());
+  if (!membership() || exact || gossip_) return;  // gossip: no shared anchor
+  auto it = kept_.find(round);
+  if (it == kept_.end()) return;
+  const std::vector<float>& mixed = it->second;
+  for (size_t i = 0; i < anchor_io_.size() && i < mixed.size(); ++i) anchor_io_[i] += mixed[i];
 }
 
 void Communicator::check_quorum(Clock::time_point now) {

@@ -11,16 +11,20 @@ namespace tether::net {
 
 namespace {
 
-// in[j] = (in[j] + own[j]) [/ divisor, copied back to own when this node owns
-// the segment]: the reduce-scatter's arithmetic on one block.
+// in[j] = in[j] + own[j], or where this node owns the segment the mean
+// (in[j] + own[j]) / divisor, also stored to out unless out is null: the
+// reduce-scatter's arithmetic on one block.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void add_block(
-    float* __restrict in, float* __restrict own, size_t n, bool owner, float divisor) {
-  if (owner) {
+    float* __restrict in, const float* __restrict own, float* __restrict out, size_t n, bool owner,
+    float divisor) {
+  if (owner && out) {
     for (size_t j = 0; j < n; ++j) {   // j < n: the block
       const float m = (in[j] + own[j]) / divisor;
       in[j] = m;
-      own[j] = m;
+      out[j] = m;
     }
+  } else if (owner) {
+    for (size_t j = 0; j < n; ++j) in[j] = (in[j] + own[j]) / divisor;   // j < n: the block
   } else {
     for (size_t j = 0; j < n; ++j) in[j] += own[j];   // j < n: the block
   }
@@ -136,8 +140,15 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   RoundState& st = state(round);
   TETHER_NET_CHECK(!st.buf, "round " << round << " submitted twice");
   st.buf = std::move(data);
+  if (!spare_.empty()) {  // recycled: count_ floats already, no page faults
+    st.out = std::move(spare_.back());
+    spare_.pop_back();
+  }
+  st.out.resize(count_);
   if (codec_ != Codec::kNone && nodes_ > 1) st.loss.assign(count_, 0.0f);
   if (nodes_ == 1) {  // the mean of one vector is itself (x / 1 is exact)
+    std::copy(st.buf->data.begin(), st.buf->data.end(), st.out.begin());
+    landed(round, st, 0, count_);
     st.chunks_done = total_chunks_;
     return;
   }
@@ -185,22 +196,24 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
   const auto n1 = static_cast<uint32_t>(nodes_ - 1);
   const int seg = segment_of_step(h.step);
   float* in = static_cast<float*>(payload.data());
-  float* own = st.buf->data.data() + h.offset;
+  const float* own = st.buf->data.data() + h.offset;  // this node's values, as submitted
+  float* out = st.out.data() + h.offset;               // the mean, once final
   const uint64_t n = h.count;
   if (codec_ != Codec::kNone) {
     if (h.step < n1) {  // reduce-scatter: decode, sum in fp32, encode again
       const bool owner = h.step + 1 == n1;
       scratch_.resize(n);
       decode(codec_, payload.data(), n, scratch_.data());
-      add_block(scratch_.data(), own, n, owner, static_cast<float>(nodes_));
+      add_block(scratch_.data(), own, nullptr, n, owner, static_cast<float>(nodes_));
       if (!all_finite(scratch_.data(), n))
         throw std::invalid_argument("ring round " + std::to_string(round) +
                                     ": non-finite partial sum (this node's vector or overflow)");
       float* loss = st.loss.data() + h.offset;
       zmq::message_t msg;
-      if (owner) {  // the mean, encoded once: own takes the decoded bits every node will have
-        msg = encode_chunk(round, scratch_.data(), n, own, loss, static_cast<float>(nodes_));
+      if (owner) {  // the mean, encoded once: out takes the decoded bits every node will have
+        msg = encode_chunk(round, scratch_.data(), n, out, loss, static_cast<float>(nodes_));
         ++st.chunks_done;
+        landed(round, st, h.offset, n);
       } else {
         decoded_.resize(n);
         msg = encode_chunk(round, scratch_.data(), n, decoded_.data(), loss, 1.0f);
@@ -208,8 +221,9 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
       send(round, owner ? n1 : h.step + 1, seg, h.chunk, std::move(msg), nullptr);
       return;
     }
-    decode(codec_, payload.data(), n, own);  // all-gather: the owner's message, final bits
+    decode(codec_, payload.data(), n, out);  // all-gather: the owner's message, final bits
     ++st.chunks_done;
+    landed(round, st, h.offset, n);
     if (h.step + 1 < 2 * n1) {
       const uint64_t hash = h.payload_hash;  // forwarded unchanged, hash already verified
       send(round, h.step + 1, seg, h.chunk, std::move(payload), &hash);
@@ -226,21 +240,25 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
     bool finite = true;
     for (uint64_t b = 0; b < n; b += kBlockFloats) {  // b over the blocks
       const uint64_t e = std::min<uint64_t>(n, b + kBlockFloats);
-      add_block(in + b, own + b, e - b, owner, divisor);
+      add_block(in + b, own + b, owner ? out + b : nullptr, e - b, owner, divisor);
       finite &= hasher.update_finite(in + b, e - b);
     }
     if (!finite)
       throw std::invalid_argument("ring round " + std::to_string(round) +
                                   ": non-finite partial sum (this node's vector or overflow)");
     const uint64_t hash = hasher.finish();
-    if (owner) ++st.chunks_done;
+    if (owner) {
+      ++st.chunks_done;
+      landed(round, st, h.offset, n);
+    }
     // owner: the mean starts the all-gather; otherwise the sum moves on
     send(round, owner ? n1 : h.step + 1, seg, h.chunk, std::move(payload), &hash);
     return;
   }
   // all-gather: the mean of segment seg, final bits
-  std::memcpy(own, in, n * sizeof(float));
+  std::memcpy(out, in, n * sizeof(float));
   ++st.chunks_done;
+  landed(round, st, h.offset, n);
   if (h.step + 1 < 2 * n1) {
     const uint64_t hash = h.payload_hash;  // forwarded unchanged, hash already verified
     send(round, h.step + 1, seg, h.chunk, std::move(payload), &hash);
@@ -256,7 +274,7 @@ bool RingAllreduce::finished(uint64_t round) const {
 std::vector<float> RingAllreduce::take(uint64_t round, int* partner) {
   auto it = rounds_.find(round);
   TETHER_NET_CHECK(it != rounds_.end() && finished(round), "round " << round << " not finished");
-  std::vector<float> out = std::move(it->second.buf->data);
+  std::vector<float> out = std::move(it->second.out);
   rounds_.erase(it);
   if (partner) *partner = -1;
   return out;
@@ -265,6 +283,19 @@ std::vector<float> RingAllreduce::take(uint64_t round, int* partner) {
 }  // namespace tether::net
 
 namespace tether::net {
+
+void RingAllreduce::landed(uint64_t round, RoundState& st, uint64_t offset, uint64_t n) {
+  if (on_final_ && n > 0) on_final_(round, offset, st.out.data() + offset, n);
+}
+
+bool RingAllreduce::set_on_final(OnFinal on_final) {
+  on_final_ = std::move(on_final);
+  return true;
+}
+
+void RingAllreduce::recycle(std::vector<float> v) {
+  if (v.size() == count_ && count_ > 0 && spare_.size() < kMaxSpare) spare_.push_back(std::move(v));
+}
 
 std::vector<float> RingAllreduce::take_loss(uint64_t round) {
   auto it = rounds_.find(round);

@@ -15,7 +15,10 @@
 //     forward to i+1 unless j = N-2.
 //   Every chunk moves independently, so a link never waits for a whole
 //   segment (pipelining). Received buffers are reduced and forwarded in place
-//   (no copy); own data is sent zero-copy and becomes the result buffer.
+//   (no copy); own data is sent zero-copy and never modified (keeps_input():
+//   the caller re-runs a round from it without a copy). The result goes to a
+//   vector of the ring's own (recycled ones first, so no page faults on the
+//   round's path), each chunk reported to on_final as it lands.
 // Bytes on the wire per node and round: 2(N-1)/N * n * 4 sent and received
 //   (plus 72 header bytes per chunk); with a codec (net/codec.h), 2(N-1)/N *
 //   n * 2 (bf16) or 2(N-1)/N * (n + 4 per chunk) (int8).
@@ -64,6 +67,9 @@ class RingAllreduce final : public Mixer {
   bool finished(uint64_t round) const override;
   std::vector<float> take(uint64_t round, int* partner) override;
   std::vector<float> take_loss(uint64_t round) override;
+  bool keeps_input() const override { return true; }
+  bool set_on_final(OnFinal on_final) override;
+  void recycle(std::vector<float> v) override;
   Codec codec() const { return codec_; }
 
   // Layout, public for tests: segment s of N, chunk c inside it.
@@ -80,7 +86,8 @@ class RingAllreduce final : public Mixer {
     zmq::message_t payload;
   };
   struct RoundState {
-    std::shared_ptr<RoundBuffer> buf;  // own vector, then the mean
+    std::shared_ptr<RoundBuffer> buf;  // own vector, as submitted (read only)
+    std::vector<float> out;            // the mean, as its chunks land
     std::vector<Pending> pending;      // frames that came before submit
     std::vector<uint8_t> seen;         // [step * max_chunks_ + chunk]
     uint64_t chunks_done = 0;          // result chunks final here
@@ -92,6 +99,8 @@ class RingAllreduce final : public Mixer {
                               float weight);
   RoundState& state(uint64_t round);
   void apply(uint64_t round, RoundState& st, const Header& h, zmq::message_t payload);
+  // out[offset, offset + n) is final: counted, reported to on_final_.
+  void landed(uint64_t round, RoundState& st, uint64_t offset, uint64_t n);
   void send(uint64_t round, uint32_t step, int seg, uint32_t c, zmq::message_t payload,
             const uint64_t* known_hash);
 
@@ -103,6 +112,9 @@ class RingAllreduce final : public Mixer {
   Outbox* outbox_;
   Codec codec_;
   std::vector<float> scratch_, decoded_;  // one chunk, decoded (I/O thread)
+  std::vector<std::vector<float>> spare_;  // recycled result storage (at most kMaxSpare)
+  static constexpr size_t kMaxSpare = 4;
+  OnFinal on_final_;
   std::map<uint64_t, RoundState> rounds_;
 };
 
