@@ -119,14 +119,29 @@ TEST_CASE("ring algorithm over a shuffling in-process network, N = 1..15") {
       CAPTURE(count);
       FakeNet net;
       std::vector<std::unique_ptr<RingAllreduce>> rings;
+      const int rounds = 3;
+      // what on_final reported, per node and round, and how often each element
+      std::vector<std::vector<std::vector<float>>> reported(static_cast<size_t>(nodes));
+      std::vector<std::vector<std::vector<int>>> times(static_cast<size_t>(nodes));
+      std::vector<std::vector<std::shared_ptr<RoundBuffer>>> submitted(static_cast<size_t>(nodes));
       for (int i = 0; i < nodes; ++i) {
         auto box = std::make_unique<FakeNet::Box>();
         box->net = &net;
         box->self = i;
         rings.push_back(std::make_unique<RingAllreduce>(i, nodes, count, 64, box.get()));
         net.boxes.push_back(std::move(box));
+        auto& rep = reported[static_cast<size_t>(i)];
+        auto& tim = times[static_cast<size_t>(i)];
+        rep.assign(rounds, std::vector<float>(count, -1.0f));
+        tim.assign(rounds, std::vector<int>(count, 0));
+        REQUIRE(rings.back()->keeps_input());
+        REQUIRE(rings.back()->set_on_final([&rep, &tim](uint64_t r, uint64_t offset, const float* v, uint64_t n) {
+          for (uint64_t j = 0; j < n; ++j) {  // j over the reported part
+            rep[r][offset + j] = v[j];
+            ++tim[r][offset + j];
+          }
+        }));
       }
-      const int rounds = 3;
       // submit in a shuffled node order, later rounds first on some nodes'
       // neighbours: frames of unsubmitted rounds are buffered
       std::vector<std::pair<int, int>> order;
@@ -146,6 +161,7 @@ TEST_CASE("ring algorithm over a shuffling in-process network, N = 1..15") {
           auto buf = std::make_shared<RoundBuffer>();
           buf->data.resize(count);
           for (size_t j = 0; j < count; ++j) buf->data[j] = input(i, static_cast<uint64_t>(next[static_cast<size_t>(i)]), j);
+          submitted[static_cast<size_t>(i)].push_back(buf);
           rings[static_cast<size_t>(i)]->submit(static_cast<uint64_t>(next[static_cast<size_t>(i)]++), buf, 0);
           continue;
         }
@@ -171,8 +187,63 @@ TEST_CASE("ring algorithm over a shuffling in-process network, N = 1..15") {
           CHECK(wrong == 0);
           if (i == 0) first = got;
           CHECK(std::memcmp(first.data(), got.data(), count * 4) == 0);
+          // the submitted vector is untouched (a view change re-runs the
+          // round from it) and on_final reported every element once, with
+          // the bits take() hands over
+          const RoundBuffer& in = *submitted[static_cast<size_t>(i)][static_cast<size_t>(r)];
+          size_t changed = 0, not_once = 0;
+          for (size_t j = 0; j < count; ++j) {  // j over the vector
+            changed += in.data[j] != input(i, static_cast<uint64_t>(r), j);
+            not_once += times[static_cast<size_t>(i)][static_cast<size_t>(r)][j] != 1;
+          }
+          CHECK(changed == 0);
+          CHECK(not_once == 0);
+          CHECK(std::memcmp(reported[static_cast<size_t>(i)][static_cast<size_t>(r)].data(), got.data(),
+                            count * 4) == 0);
         }
       }
+    }
+  }
+}
+
+TEST_CASE("ring result storage: a recycled vector holds the next round's mean, no new allocation") {
+  FakeNet net;
+  std::vector<std::unique_ptr<RingAllreduce>> rings;
+  const size_t count = 1000;
+  for (int i = 0; i < 2; ++i) {
+    auto box = std::make_unique<FakeNet::Box>();
+    box->net = &net;
+    box->self = i;
+    rings.push_back(std::make_unique<RingAllreduce>(i, 2, count, 256, box.get()));
+    net.boxes.push_back(std::move(box));
+  }
+  std::vector<const float*> recycled(2, nullptr);
+  for (uint64_t r = 0; r < 2; ++r) {
+    std::vector<std::shared_ptr<RoundBuffer>> bufs;
+    for (int i = 0; i < 2; ++i) {
+      auto buf = std::make_shared<RoundBuffer>();
+      buf->data.resize(count);
+      for (size_t j = 0; j < count; ++j) buf->data[j] = input(i, r, j);
+      bufs.push_back(buf);
+      rings[static_cast<size_t>(i)]->submit(r, buf, 0);
+    }
+    for (size_t guard = 0; !net.queue.empty(); ++guard) {  // bounded: 2 nodes, 2 steps, 4 chunks each
+      REQUIRE(guard < 100);
+      FakeNet::Msg m = std::move(net.queue.front());
+      net.queue.erase(net.queue.begin());
+      REQUIRE(rings[static_cast<size_t>(m.to)]->receive(m.h, std::move(m.payload)) == Reject::kNone);
+    }
+    for (int i = 0; i < 2; ++i) {
+      RingAllreduce& ring = *rings[static_cast<size_t>(i)];
+      REQUIRE(ring.finished(r));
+      std::vector<float> got = ring.take(r, nullptr);
+      size_t wrong = 0;
+      for (size_t j = 0; j < count; ++j) wrong += got[j] != expected_mean(2, r, j);
+      CHECK(wrong == 0);
+      if (r == 1) CHECK(got.data() == recycled[static_cast<size_t>(i)]);  // round 0's input, reused
+      recycled[static_cast<size_t>(i)] = bufs[static_cast<size_t>(i)]->data.data();
+      ring.recycle(std::move(bufs[static_cast<size_t>(i)]->data));
+      ring.recycle(std::vector<float>(count + 1));  // of another length: refused, not used
     }
   }
 }
