@@ -6,6 +6,10 @@
 #include <bit>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace tether::net {
 
 static_assert(std::endian::native == std::endian::little,
@@ -174,6 +178,47 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) bool lane_stripes_f
   return lane_stripes_body<true>(acc, p, k);
 }
 
+#if defined(__x86_64__)
+// The same lanes with AVX2 intrinsics: eight ymm accumulators (lanes 8i ..
+// 8i + 7 <- bytes 32i .. 32i + 31 of each stripe) that stay in registers.
+// GCC's AVX2 clone of lane_stripes_body splits each 16-lane vector in two and
+// spills to the stack on every stripe, which made the hash the largest user
+// cost of an all-reduce (perf, bench/net/allreduce_bench); this runs several
+// times faster (bench/net/hash_cost) with the same bits.
+template <bool kFinite>
+__attribute__((target("avx2"))) bool lane_stripes_avx2(uint32_t* __restrict acc, const unsigned char* __restrict p,
+                                                       size_t k) {
+  const __m256i p1 = _mm256_set1_epi32(static_cast<int>(kP1_32));
+  const __m256i p2 = _mm256_set1_epi32(static_cast<int>(kP2_32));
+  const __m256i exp = _mm256_set1_epi32(0x7f800000);
+  __m256i a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc) + i);  // i: the 8 chains
+  __m256i bad = _mm256_setzero_si256();
+  for (size_t s = 0; s < k; ++s, p += PayloadHasher::kStripeBytes) {  // s over the stripes
+    for (int i = 0; i < 8; ++i) {  // i over the chains (unrolled)
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + i);
+      const __m256i x = _mm256_add_epi32(a[i], _mm256_mullo_epi32(w, p2));
+      a[i] = _mm256_mullo_epi32(_mm256_or_si256(_mm256_slli_epi32(x, 13), _mm256_srli_epi32(x, 19)), p1);
+      if constexpr (kFinite) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(w, exp), exp));
+    }
+  }
+  for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc) + i, a[i]);  // i: the 8 chains
+  return _mm256_testz_si256(bad, bad) != 0;
+}
+#endif
+
+// k stripes into acc, checking finiteness when `check` (else returns true):
+// AVX-512 machines take lane_stripes' clone, AVX2 ones the intrinsics above.
+bool stripes(uint32_t* __restrict acc, const unsigned char* __restrict p, size_t k, bool check) {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && !__builtin_cpu_supports("avx512f");
+  if (avx2) return check ? lane_stripes_avx2<true>(acc, p, k) : lane_stripes_avx2<false>(acc, p, k);
+#endif
+  if (check) return lane_stripes_finite(acc, p, k);
+  lane_stripes(acc, p, k);
+  return true;
+}
+
 }  // namespace
 
 PayloadHasher::PayloadHasher() {
@@ -204,11 +249,11 @@ bool PayloadHasher::feed(const void* data, size_t bytes, bool check) {
     p += take;
     bytes -= take;
     if (tail_bytes_ < kStripeBytes) return finite;
-    lane_stripes(acc_, tail_, 1);
+    stripes(acc_, tail_, 1, false);
     tail_bytes_ = 0;
   }
   const size_t k = bytes / kStripeBytes;
-  if (k) finite &= check ? lane_stripes_finite(acc_, p, k) : (lane_stripes(acc_, p, k), true);
+  if (k) finite &= stripes(acc_, p, k, check);
   p += k * kStripeBytes;
   bytes -= k * kStripeBytes;
   finite &= finite_bytes(p, bytes);
