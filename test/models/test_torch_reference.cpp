@@ -1,10 +1,16 @@
 // lenet's training trajectory against PyTorch: the same initial weights
 // (tether's, seed 1), the same batches (the first 20 × 64 Fashion-MNIST
 // training images in file order, normalised as tether does), 20 steps of SGD
-// (lr 0.05, momentum 0.9); the losses must agree to 1e-4 relative. Measured:
-// at most 1e-7 up to step 13, then the loss spike amplifies the float
-// rounding differences to at most 2.4e-5 (step 18). A momentum of 0.8991
-// instead of 0.9 is off by 1.6e-4 at step 6 and by 4% at step 12.
+// (lr 0.05, momentum 0.9). The two runs part by chance: once a float
+// rounding difference moves a ReLU or max-pool choice, the gradient goes
+// elsewhere and the runs drift apart a little more every step. Measured:
+// at most 1e-7 up to step 13 on one machine (AVX-512); on another (AVX2) at
+// most 1.4e-6 up to step 8, then 1.2e-4 at step 9 and 1.9e-3 at step 13.
+// So the losses recorded from PyTorch are checked to 1e-5 relative over the
+// first 9 steps only (a momentum of 0.8991 instead of 0.9 is off by 1.6e-4
+// at step 6); every one of the 20 steps is checked against PyTorch from
+// tether's own state before it by test/models/torch_steps.py (the `torch
+// reference: write lenet's steps` case below writes those states).
 //
 // The reference numbers below were recorded once with PyTorch by
 // test/models/torch_reference.py, which reads the initial weights that the
@@ -45,6 +51,9 @@ constexpr double kTorchLosses[kSteps] = {
     1.91251063, 1.99369442, 1.90699458, 1.79255652,
 };
 
+// Steps recorded losses are compared on (see the top of the file).
+constexpr int kStableSteps = 9;
+
 std::unique_ptr<Model> lenet(Backend* be) {
   ModelSpec spec;
   spec.name = "lenet";
@@ -53,12 +62,14 @@ std::unique_ptr<Model> lenet(Backend* be) {
   return m;
 }
 
-}  // namespace
-
-TEST_CASE("lenet: 20 SGD steps on Fashion-MNIST match PyTorch's losses to 1e-4 relative") {
+// The 20 steps; before each one, on_step(step, loss of its batch, params,
+// momentum buffer) with the state the step starts from; once more after the
+// last (step 20, loss NaN). False when the dataset is not installed.
+template <class OnStep>
+bool lenet_steps(OnStep on_step) {
   if (!std::filesystem::exists(std::string(kFashionMnistDefaultPath) + "/train-images-idx3-ubyte.gz")) {
     MESSAGE("Debian's dataset-fashion-mnist is not installed: test not run");
-    return;
+    return false;
   }
   const Dataset train = load_mnist_dir(kFashionMnistDefaultPath).train;
   REQUIRE(train.count() >= size_t(kBatch * kSteps));
@@ -83,10 +94,45 @@ TEST_CASE("lenet: 20 SGD steps on Fashion-MNIST match PyTorch's losses to 1e-4 r
     float s[2];
     be->download(s, stats.get(), sizeof s);
     const double loss = double(s[0]) / kBatch;
-    CAPTURE(step);
-    CHECK(loss == doctest::Approx(kTorchLosses[step]).epsilon(1e-4));
+    on_step(step, loss, *be, *model, sgd);
     sgd.step(kLr, model->grads(), model->params());
   }
+  on_step(kSteps, std::nan(""), *be, *model, sgd);
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("lenet: its first 9 SGD steps on Fashion-MNIST match PyTorch's losses to 1e-5 relative") {
+  double worst = 0;
+  const bool ran = lenet_steps([&](int step, double loss, Backend&, Model&, Sgd&) {
+    if (step >= kStableSteps) return;
+    CAPTURE(step);
+    CHECK(loss == doctest::Approx(kTorchLosses[step]).epsilon(1e-5));
+    worst = std::max(worst, std::fabs(loss - kTorchLosses[step]) / kTorchLosses[step]);
+  });
+  if (ran) MESSAGE("largest relative difference over steps 0.." << kStableSteps - 1 << ": " << worst);
+}
+
+// Writes, before each of the 20 steps and after the last, lenet's
+// parameters and SGD's momentum buffer (lenet-params.f32,
+// lenet-momentum.f32: 21 blocks of 454,922 little-endian float32 each, arena
+// order as below) and each step's loss (lenet-losses.f64, 20 doubles) to the
+// current directory, for test/models/torch_steps.py. Skipped unless selected.
+TEST_CASE("torch reference: write lenet's steps" * doctest::skip()) {
+  std::ofstream params("lenet-params.f32", std::ios::binary), momentum("lenet-momentum.f32", std::ios::binary),
+      losses("lenet-losses.f64", std::ios::binary);
+  lenet_steps([&](int step, double loss, Backend& be, Model& model, Sgd& sgd) {
+    const std::vector<float> p = model.download_params();
+    std::vector<float> m(p.size());
+    be.download(m.data(), sgd.momentum_buffer(), m.size() * sizeof(float));
+    params.write(reinterpret_cast<const char*>(p.data()), std::streamsize(p.size() * sizeof(float)));
+    momentum.write(reinterpret_cast<const char*>(m.data()), std::streamsize(m.size() * sizeof(float)));
+    if (step < kSteps) losses.write(reinterpret_cast<const char*>(&loss), sizeof loss);
+  });
+  REQUIRE(params.good());
+  REQUIRE(momentum.good());
+  REQUIRE(losses.good());
 }
 
 // Writes lenet's initial parameters (seed 1, arena order: conv1 weight, bias,
