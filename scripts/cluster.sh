@@ -587,9 +587,16 @@ do_run() {
   trap 'interrupted=1; say "interrupted: the nodes will be stopped once started"' INT TERM
   do_start || { trap - INT TERM; [ $interrupted = 1 ] && return 130; return 1; }
   if [ $interrupted = 1 ]; then do_stop >&2; trap - INT TERM; say "interrupted; nodes stopped"; return 130; fi
+  # Test hook (test/ops/test_cluster_ssh.sh): hold here, between the start
+  # and the watchers, while the file TETHER_CLUSTER_TEST_HOLD names exists
+  # (at most 60 s), so that a Ctrl-C lands in this window every time.
+  local held; for ((held = 0; held < 600; held++)); do [ -e "${TETHER_CLUSTER_TEST_HOLD:-/nonexistent}" ] || break; sleep 0.1; done
   for ((k = 0; k < N; k++)); do rm -f "$TMP/wres-$k"; watch_one "$k" & wpids+=($!); node_of[$!]=$k; done
   stop_all_once() { [ $stopping = 1 ] && return; stopping=1; do_stop >&2; }
   trap 'interrupted=1; say "interrupted: stopping every node"; stop_all_once' INT TERM
+  # A Ctrl-C after the check above and before this trap (while the watchers
+  # started) only set the flag: act on it now, or nothing would stop the nodes.
+  if [ $interrupted = 1 ]; then say "interrupted: stopping every node"; stop_all_once; fi
   local done_pid res p
   while [ ${#wpids[@]} -gt 0 ]; do
     # Polled, not `wait -n`: a watcher that ended before `wait -n` was called
