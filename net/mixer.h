@@ -53,7 +53,8 @@ class Mixer {
   // count) before anything is buffered: kNone, kUnexpected or kRangeMismatch.
   virtual Reject check(const Header& h) const = 0;
   // This node's vector for `round` (count floats; the mixer keeps it, sends it
-  // zero-copy and may reuse it as the result). `applied`: the rounds whose
+  // zero-copy and may reuse it as the result — gossip does; the ring leaves
+  // it unchanged, see keeps_input()). `applied`: the rounds whose
   // results the caller had applied to its state when it produced `data`
   // (gossip completes the snapshot with the corrections of the others).
   virtual void submit(uint64_t round, std::shared_ptr<RoundBuffer> data, uint64_t applied) = 0;
