@@ -100,6 +100,25 @@ def idx(path, header):
     return np.frombuffer(raw, dtype=np.uint8, offset=header)
 
 
+def fmnist_steps():
+    """The first STEPS batches of BATCH Fashion-MNIST training images in file
+    order, normalised as tether does: (images, labels), float32 and int64."""
+    images = idx(f"{DATA}/train-images-idx3-ubyte.gz", 16)[:BATCH * STEPS * 784].reshape(-1, 1, 28, 28)
+    labels = idx(f"{DATA}/train-labels-idx1-ubyte.gz", 8)[:BATCH * STEPS].astype(np.int64)
+    return (images.astype(np.float32) / np.float32(255) - MEAN) / STD, labels
+
+
+def sgd_step(model, opt, loss_fn, x_all, labels, step):
+    """One step on batch `step`: returns the batch's loss before the update."""
+    x = torch.from_numpy(x_all[step * BATCH:(step + 1) * BATCH])
+    y = torch.from_numpy(labels[step * BATCH:(step + 1) * BATCH])
+    opt.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def tether_init(test_binary, name="lenet"):
     with tempfile.TemporaryDirectory() as d:
         subprocess.run([os.path.abspath(test_binary), "-tc=torch reference*", "--no-skip"], cwd=d, check=True,
@@ -123,21 +142,13 @@ def main():
         offset += v.numel()
     model.load_state_dict(state)
 
-    images = idx(f"{DATA}/train-images-idx3-ubyte.gz", 16)[:BATCH * STEPS * 784].reshape(-1, 1, 28, 28)
-    labels = idx(f"{DATA}/train-labels-idx1-ubyte.gz", 8)[:BATCH * STEPS].astype(np.int64)
+    x_all, labels = fmnist_steps()
     assert STEPS >= DECL_STEPS + 1
-    x_all = (images.astype(np.float32) / np.float32(255) - MEAN) / STD
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss_fn = nn.CrossEntropyLoss()
     losses = []
     for step in range(STEPS):
-        x = torch.from_numpy(x_all[step * BATCH:(step + 1) * BATCH])
-        y = torch.from_numpy(labels[step * BATCH:(step + 1) * BATCH])
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(sgd_step(model, opt, loss_fn, x_all, labels, step))
     print(f"// torch {torch.__version__}, {STEPS} steps, batch {BATCH}, lr {LR}, momentum {MOMENTUM}")
     for i in range(0, STEPS, 4):
         print("    " + " ".join(f"{v:.9g}," for v in losses[i:i + 4]))
@@ -148,13 +159,7 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     losses = []
     for step in range(DECL_STEPS):
-        x = torch.from_numpy(x_all[step * BATCH:(step + 1) * BATCH])
-        y = torch.from_numpy(labels[step * BATCH:(step + 1) * BATCH])
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(sgd_step(model, opt, loss_fn, x_all, labels, step))
     model.eval()
     with torch.no_grad():
         x = torch.from_numpy(x_all[DECL_STEPS * BATCH:(DECL_STEPS + 1) * BATCH])

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_reference import BATCH, DATA, LR, MEAN, MOMENTUM, STD, STEPS, MnistCNN, idx  # noqa: E402
+from torch_reference import DATA, LR, MOMENTUM, STEPS, MnistCNN, fmnist_steps, sgd_step  # noqa: E402
 
 TOLERANCE_LOSS = 1e-5
 TOLERANCE = 1e-4       # every layer after the max-pools (measured: 2.3e-6 at most)
@@ -74,9 +74,7 @@ def main():
     n = params.size // (STEPS + 1)
     params, momentum = params.reshape(STEPS + 1, n), momentum.reshape(STEPS + 1, n)
 
-    images = idx(f"{DATA}/train-images-idx3-ubyte.gz", 16)[:BATCH * STEPS * 784].reshape(-1, 1, 28, 28)
-    labels = idx(f"{DATA}/train-labels-idx1-ubyte.gz", 8)[:BATCH * STEPS].astype(np.int64)
-    x_all = (images.astype(np.float32) / np.float32(255) - MEAN) / STD
+    x_all, labels = fmnist_steps()
     model = MnistCNN()
     loss_fn = nn.CrossEntropyLoss()
     failed = 0
@@ -89,13 +87,8 @@ def main():
             for p in model.parameters():
                 opt.state[p]["momentum_buffer"] = torch.from_numpy(momentum[k][offset:offset + p.numel()].copy()).view(p.shape)
                 offset += p.numel()
-        x = torch.from_numpy(x_all[k * BATCH:(k + 1) * BATCH])
-        y = torch.from_numpy(labels[k * BATCH:(k + 1) * BATCH])
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        got = [("loss", abs(losses[k] - loss.item()) / abs(loss.item()), TOLERANCE_LOSS)]
+        loss = sgd_step(model, opt, loss_fn, x_all, labels, k)
+        got = [("loss", abs(losses[k] - loss) / abs(loss), TOLERANCE_LOSS)]
         offset = 0
         for name, p in model.named_parameters():
             span = slice(offset, offset + p.numel())
