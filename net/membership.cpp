@@ -461,13 +461,23 @@ void Communicator::keep_result(uint64_t round, Slot& slot, const std::vector<flo
   }
 }
 
+namespace {
+// dst += src over a whole model every round (x̄'s update): cloned so that it
+// runs at memory speed, not one scalar add at a time (perf: 3.6 % of a 44 MB
+// all-reduce's samples before).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void add_into(float* __restrict dst,
+                                                                        const float* __restrict src, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] += src[i];  // i < n: the model
+}
+}  // namespace
+
 void Communicator::advance_anchor(uint64_t round, bool exact) {
   // x̄ follows the ring's rounds (an exact round is an average, not a delta)
   if (!membership() || exact || gossip_) return;  // gossip: no shared anchor
   auto it = kept_.find(round);
   if (it == kept_.end()) return;
   const std::vector<float>& mixed = it->second;
-  for (size_t i = 0; i < anchor_io_.size() && i < mixed.size(); ++i) anchor_io_[i] += mixed[i];
+  add_into(anchor_io_.data(), mixed.data(), std::min(anchor_io_.size(), mixed.size()));
 }
 
 void Communicator::check_quorum(Clock::time_point now) {
