@@ -339,6 +339,7 @@ void Transport::watch_dealer(int peer) {
     throw zmq::error_t();
   w.pair.emplace(ctx_, zmq::socket_type::pair);
   w.pair->set(zmq::sockopt::linger, 0);
+  w.pair->set(zmq::sockopt::rcvhwm, 0);  // a full pipe would block ZeroMQ's I/O thread too
   w.pair->connect(endpoint);
   w.fd.emplace(io_, w.pair->get(zmq::sockopt::fd));
   const uint64_t gen = w.gen;
@@ -349,6 +350,13 @@ void Transport::unwatch_dealer(int peer) {
   if (static_cast<size_t>(peer) >= watches_.size()) return;
   DealerWatch& w = watches_[static_cast<size_t>(peer)];
   ++w.gen;  // handlers still queued for the old monitor do nothing
+  // The monitor stops before its reader closes. ZeroMQ's I/O thread sends
+  // monitor events blocking: one sent to a reader that is gone blocks it for
+  // good, and with it every socket of this context (seen: a node went silent
+  // both ways after reset_peer, when the old DEALER reported an event after
+  // its reader was closed and before it was reaped itself).
+  if (w.pair && static_cast<size_t>(peer) < dealers_.size() && dealers_[static_cast<size_t>(peer)])
+    zmq_socket_monitor(dealers_[static_cast<size_t>(peer)]->handle(), nullptr, 0);
   if (w.fd) {
     w.fd->cancel();
     w.fd->release();  // ZeroMQ's descriptor: never close it
@@ -527,6 +535,7 @@ void Transport::close(int linger_ms, const std::vector<int>& finished) {
     (*fd)->release();  // ZeroMQ's descriptors too
     fd->reset();
   }
+  if (router_ && monitor_) zmq_socket_monitor(router_->handle(), nullptr, 0);  // before its reader closes (unwatch_dealer)
   if (router_) router_->close();
   if (monitor_) monitor_->close();
   if (zap_) zap_->close();

@@ -127,6 +127,10 @@ class Transport final : public Outbox {
   // fresh socket to it: a peer declared dead gets nothing stale when (a new
   // incarnation of) it comes back.
   void reset_peer(int peer);
+  // Test hook: the first step of reset_peer and close alone: `peer`'s link
+  // events are no longer reported, its DEALER stays open (the window in which
+  // ZeroMQ may still have an event of it to report).
+  void unwatch_for_test(int peer) { unwatch_dealer(peer); }
   // Whether a connection with routing id `rid` is open on the ROUTER. Probed
   // by routing an empty message to it (ZMQ_ROUTER_MANDATORY: refused with
   // EHOSTUNREACH when none has that id, or its peer closed it); a peer's

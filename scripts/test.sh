@@ -17,7 +17,7 @@ set -e
 logs=("$BUILD_DIR/meson-logs/testlog.json")
 if [ $# -eq 0 ]; then
   ASSERT_DIR=${ASSERT_DIR:-$TETHER_ROOT/build-assert}
-  ASSERT_SUITES=(net_wire net_ring net_gossip net_communicator net_security runtime averaging)
+  ASSERT_SUITES=(net_wire net_ring net_gossip net_communicator net_security net_transport runtime averaging)
   if [ ! -f "$ASSERT_DIR/build.ninja" ]; then
     log "configuring $ASSERT_DIR (-D_GLIBCXX_ASSERTIONS, no CUDA)"
     meson setup "$ASSERT_DIR" "$TETHER_ROOT" -Dgpu=disabled -Dcpp_args=-D_GLIBCXX_ASSERTIONS >/dev/null
@@ -25,9 +25,14 @@ if [ $# -eq 0 ]; then
   log "building the net and runtime suites with -D_GLIBCXX_ASSERTIONS"
   ninja -C "$ASSERT_DIR" tether test/net/test_net test/runtime/test_runtime test/runtime/test_averaging >/dev/null ||
     ninja -C "$ASSERT_DIR" tether test/net/test_net test/runtime/test_runtime test/runtime/test_averaging
-  log "running ${ASSERT_SUITES[*]} with -D_GLIBCXX_ASSERTIONS"
+  # The two longest sweeps of the averaging suite (about 40 s: the same paths
+  # over more s, H and N, each codec) ran in the main pass; here the bounds
+  # checks go over every other case, the crash and codec cases included.
+  ASSERT_SKIP='gossip with merges slower than steps*,ring? s in {0*'
+  log "running ${ASSERT_SUITES[*]} with -D_GLIBCXX_ASSERTIONS (averaging without: $ASSERT_SKIP)"
   set +e
-  (cd "$ASSERT_DIR" && meson test --no-rebuild --num-processes 1 --print-errorlogs "${ASSERT_SUITES[@]}")
+  (cd "$ASSERT_DIR" && meson test --no-rebuild --num-processes 1 --print-errorlogs \
+    --test-args "--test-case-exclude='$ASSERT_SKIP'" "${ASSERT_SUITES[@]}")
   set -e
   logs+=("$ASSERT_DIR/meson-logs/testlog.json=assertions: ")
   # every decoder of outside bytes under libFuzzer, a bounded time each
