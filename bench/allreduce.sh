@@ -23,10 +23,17 @@
 # that many bytes / RATE. tbf counts whole frames: a full TCP segment
 # carries 1448 payload bytes in 1514 (Ethernet, IP, TCP with timestamps), so
 # no TCP transport gets below 1.046x that time (printed as the floor).
-# --iters and --warmup apply (default 5 and 3: a 44 MB all-reduce takes ~5 s
-# at 100 Mbit/s; tether's first two or three all-reduces over fresh
-# connections ran up to 1.8x slower at 1 Gbit/s, gloo's did not, cause not
-# found; both get the same warm-up). Ends with
+# --iters and --warmup apply (default 5 and 5: a 44 MB all-reduce takes ~5 s
+# at 100 Mbit/s; tether's first 4 all-reduces ran up to 1.8x slower at
+# 1 Gbit/s with 2-4x the system CPU of later ones: the communicator's kept
+# results (window + 2 of them, net/membership.cpp) and its spare buffers fill
+# over those rounds, each a fresh 44 MB allocation that page-faults; both
+# sides get the same warm-up). From the first chunk to the last the ring
+# keeps each link at the framing floor (a throwaway trace: 543-546 ms between
+# a node's first and last of 66 chunks at 1 Gbit/s); the rest of a 44 MB
+# time over the floor is how far apart the nodes' rounds start: 3-20 ms here,
+# each node's I/O thread and ZeroMQ's thread waking on 2 cores shared by 4
+# nodes (the barrier itself releases them within ~2 ms). Ends with
 #   RESULT rate=... tether_lenet_ms=... gloo_lenet_ms=... line_lenet_ms=...
 #     tether_44mb_ms=... gloo_44mb_ms=... line_44mb_ms=... tether_over_line_44mb=... gloo_over_line_44mb=...
 #
@@ -41,7 +48,7 @@ switch_rate=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-sweep) sweep=; shift ;;
-    --switch) switch_rate=$2; iters=5; warmup=3; shift 2 ;;
+    --switch) switch_rate=$2; iters=5; warmup=5; shift 2 ;;
     --iters) iters=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     *) echo "usage: $0 [--no-sweep] | --switch RATE [--iters K] [--warmup W]" >&2; exit 2 ;;
