@@ -902,6 +902,58 @@ TEST_CASE("gossip stop cut with a slow node and drift > s: every node stops at o
   }
 }
 
+// The stop agreement of a gossip run over a view that lost a member: the
+// coordinator of view 1 (node 0) or another node dies before round 20, the
+// survivors form view 2, then one of them asks to stop. The cut is agreed
+// among the survivors only (the coordinator is the view's lowest live member).
+TEST_CASE("gossip stop cut after a view change: a node of 5 crashes, then a survivor asks to stop; the 4 stop at one cut round") {
+  struct Case {
+    int crash_node, stopper;
+  };
+  const std::vector<Case> cases = {{2, 0}, {0, 3}};
+  for (const Case& k : cases) {
+    CAPTURE(k.crash_node);
+    CAPTURE(k.stopper);
+    Run run;
+    run.nodes = 5;
+    run.gossip = true;
+    run.staleness = 2;
+    run.period = 1;
+    run.steps = 1000;   // far past the cut
+    run.step_ms = 2;
+    run.delay_ms = 3;
+    run.peer_timeout_ms = 3000;   // the crash is found by the socket monitor
+    run.crash_node = k.crash_node;
+    run.crash_point = "submit";
+    run.crash_round = 20;
+    run.stop_nodes = {k.stopper};
+    run.stop_at_step = 60;   // after view 2: the survivors wait at round 20 until it forms
+    const auto out = run_cluster(run);
+    std::vector<int> live;
+    for (int i = 0; i < run.nodes; ++i)
+      if (i != k.crash_node) live.push_back(i);
+    CHECK_MESSAGE(out[size_t(k.crash_node)].crashed, out[size_t(k.crash_node)].error);
+    const uint64_t cut = out[size_t(live.front())].next_round;
+    for (int i : live) {
+      const NodeOut& o = out[size_t(i)];
+      CAPTURE(i);
+      REQUIRE_MESSAGE(o.error.empty(), o.error);
+      REQUIRE(!o.views.empty());
+      CHECK(o.views.front().epoch == 2);
+      CHECK(o.views.front().members == live);
+      CHECK(o.at_cut);
+      CHECK(o.next_round == cut);                         // one cut round
+      CHECK(o.last_closed == int64_t(cut) - 1);           // rounds 0..R-1 closed, none past
+      CHECK(o.steps_run == cut * uint64_t(run.period));   // at the cut's step
+    }
+    MESSAGE("node " << k.crash_node << " crashed at round 20, node " << k.stopper << " asked from round "
+                    << out[size_t(k.stopper)].round_at_stop << ": cut at round " << cut);
+    CHECK(out[size_t(k.stopper)].views.front().resume_round < out[size_t(k.stopper)].round_at_stop);   // asked in view 2
+    CHECK(cut > out[size_t(k.stopper)].round_at_stop);
+    CHECK(cut < uint64_t(run.steps / run.period));   // mid-run
+  }
+}
+
 TEST_CASE("gossip, a node of 4 whose trainer stalls (heartbeats go on): round_timeout_ms names it, the furthest behind by its sketches; view 2 without it, the 3 end equal") {
   // Without the barrier a round waits on the stalled node only through the
   // partners' chain; the members time their stalled round out and suspect
