@@ -342,6 +342,21 @@ Run ring_fault_run() {
   return run;
 }
 
+// 5 gossip nodes, s = 2, H = 1, merges slower than steps; a crash is found by
+// the socket monitor (as in ring_fault_run). The caller sets the crash, the
+// steps and what ends the run.
+Run gossip_fault_run() {
+  Run run;
+  run.nodes = 5;
+  run.gossip = true;
+  run.staleness = 2;
+  run.period = 1;
+  run.step_ms = 2;
+  run.delay_ms = 3;
+  run.peer_timeout_ms = 3000;
+  return run;
+}
+
 }  // namespace
 
 TEST_SUITE("averaging") {
@@ -914,15 +929,8 @@ TEST_CASE("gossip stop cut after a view change: a node of 5 crashes, then a surv
   for (const Case& k : cases) {
     CAPTURE(k.crash_node);
     CAPTURE(k.stopper);
-    Run run;
-    run.nodes = 5;
-    run.gossip = true;
-    run.staleness = 2;
-    run.period = 1;
+    Run run = gossip_fault_run();
     run.steps = 1000;   // far past the cut
-    run.step_ms = 2;
-    run.delay_ms = 3;
-    run.peer_timeout_ms = 3000;   // the crash is found by the socket monitor
     run.crash_node = k.crash_node;
     run.crash_point = "submit";
     run.crash_round = 20;
@@ -1005,16 +1013,9 @@ TEST_CASE("gossip, a node of 5 crashes: the 4 survivors form view 2 over a new s
     CAPTURE(k.point);
     CAPTURE(k.node);
     CAPTURE(k.round);
-    Run run;
-    run.nodes = 5;
-    run.gossip = true;
-    run.staleness = 2;
-    run.period = 1;
+    Run run = gossip_fault_run();
     run.steps = 120;
     run.settle_steps = 12 * run.nodes;
-    run.step_ms = 2;
-    run.delay_ms = 3;   // merges slower than steps
-    run.peer_timeout_ms = 3000;   // crashes are found by the socket monitor (ring_fault_run)
     run.crash_node = k.node;
     run.crash_point = k.point;
     run.crash_round = k.round;
