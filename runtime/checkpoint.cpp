@@ -1,6 +1,7 @@
 #include "runtime/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,7 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <stdexcept>
 
 #include "models/kernel_math.h"
 
@@ -20,7 +21,6 @@ constexpr uint32_t kVersion = 1;
 constexpr uint32_t kMaxHeaderBytes = 1 << 20;
 
 void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
-void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
 // Owns a file descriptor: closed on every path out of a scope.
 class Fd {
  public:
@@ -44,8 +44,41 @@ class Fd {
   int fd_;
 };
 
-void put_floats(std::string& out, const std::vector<float>& v) {
-  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+// The arrays move between memory and the file in slices of this size, each
+// hashed while it is in cache (HashStream); nothing holds the whole file.
+constexpr size_t kSliceBytes = size_t(1) << 20;
+
+// Reads up to n bytes at p: the count read, short only at the end of the
+// file; a read error throws, naming `path`.
+size_t read_full(int fd, void* p, size_t n, const std::string& path) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t got = ::read(fd, static_cast<char*>(p) + done, n - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw CheckpointError(path + ": reading checkpoint failed: " + std::strerror(errno));
+    if (got == 0) break;
+    done += size_t(got);
+  }
+  return done;
+}
+
+// Whether `meta`'s counts describe a file of file_bytes bytes with a header
+// of header_len: "" when they do, else what is wrong (its message).
+std::string layout_error(const nlohmann::json& meta, size_t file_bytes, uint32_t header_len, size_t counts[3]) {
+  static const char* const keys[3] = {"params_count", "momentum_count", "anchor_count"};
+  if (!meta.is_object()) return "checkpoint header is not a JSON object";
+  size_t total = 0;
+  for (int i = 0; i < 3; ++i) {  // i over the three arrays
+    if (!meta.contains(keys[i]) || !meta[keys[i]].is_number_unsigned()) return std::string("header lacks ") + keys[i];
+    counts[i] = meta[keys[i]].get<size_t>();
+    if (counts[i] > file_bytes) return std::string("header field ") + keys[i] + " is larger than the file";
+    total += counts[i];
+  }
+  if (16 + header_len + total * sizeof(float) + 8 != file_bytes) {
+    return "size mismatch: header promises " + std::to_string(total) + " floats, file holds " +
+           std::to_string((file_bytes - 24 - header_len) / sizeof(float));
+  }
+  return "";
 }
 // Checks magic, version and header length of a file of `file_bytes` bytes
 // whose first `have` (>= 16 unless the file is shorter) are at `data`;
@@ -109,6 +142,42 @@ uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed) {
   return kmath::mix64(h ^ tail ^ (uint64_t(bytes - i) << 56));
 }
 
+HashStream::HashStream(uint64_t total, uint64_t seed) : h_(kmath::mix64(seed ^ total)), total_(total) {}
+
+void HashStream::update(const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  fed_ += bytes;
+  auto word = [this](const unsigned char* w) {
+    uint64_t v;
+    std::memcpy(&v, w, 8);
+    h_ = kmath::mix64(h_ ^ v) + 0x9e3779b97f4a7c15ull;
+  };
+  if (partial_n_ > 0) {  // complete the word a previous piece began
+    const size_t take = std::min(bytes, 8 - partial_n_);
+    std::memcpy(partial_ + partial_n_, p, take);
+    partial_n_ += take;
+    p += take;
+    bytes -= take;
+    if (partial_n_ < 8) return;
+    word(partial_);
+    partial_n_ = 0;
+  }
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) word(p + i);  // i over the whole words
+  if (bytes > i) {
+    std::memcpy(partial_, p + i, bytes - i);
+    partial_n_ = bytes - i;
+  }
+}
+
+uint64_t HashStream::finish() const {
+  if (fed_ != total_)
+    throw std::logic_error("HashStream: fed " + std::to_string(fed_) + " bytes, announced " + std::to_string(total_));
+  uint64_t tail = 0;
+  std::memcpy(&tail, partial_, partial_n_);
+  return kmath::mix64(h_ ^ tail ^ (uint64_t(partial_n_) << 56));
+}
+
 std::string params_hash(const std::vector<float>& params) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx",
@@ -121,15 +190,15 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   meta["params_count"] = ck.params.size();
   meta["momentum_count"] = ck.momentum.size();
   meta["anchor_count"] = ck.anchor.size();
-  std::string header = meta.dump();
-  std::string out(kMagic, 8);
-  put_u32(out, kVersion);
-  put_u32(out, uint32_t(header.size()));
-  out += header;
-  put_floats(out, ck.params);
-  put_floats(out, ck.momentum);
-  put_floats(out, ck.anchor);
-  put_u64(out, hash_bytes(out.data(), out.size()));
+  const std::string header = meta.dump();
+  std::string prefix(kMagic, 8);
+  put_u32(prefix, kVersion);
+  put_u32(prefix, uint32_t(header.size()));
+  prefix += header;
+  const std::vector<float>* arrays[3] = {&ck.params, &ck.momentum, &ck.anchor};
+  uint64_t body = prefix.size();
+  for (const std::vector<float>* a : arrays) body += a->size() * sizeof(float);
+  HashStream hash(body);  // the checksum covers every byte before it
 
   // The temporary file: written, fsynced and closed before the rename; on
   // any failure closed and removed. Every error names `path`.
@@ -142,13 +211,29 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
       ::unlink(tmp.c_str());
       throw CheckpointError(path + ": " + what + ": " + std::strerror(err));
     };
-    size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n = ::write(fd.get(), out.data() + done, out.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("writing checkpoint failed", n < 0 ? errno : EIO);
-      done += size_t(n);
+    auto put = [&](const void* data, size_t bytes) {
+      const char* p = static_cast<const char*>(data);
+      size_t done = 0;
+      while (done < bytes) {
+        ssize_t n = ::write(fd.get(), p + done, bytes - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail("writing checkpoint failed", n < 0 ? errno : EIO);
+        done += size_t(n);
+      }
+    };
+    hash.update(prefix.data(), prefix.size());
+    put(prefix.data(), prefix.size());
+    for (const std::vector<float>* a : arrays) {  // a over the three arrays, slice by slice
+      const char* p = reinterpret_cast<const char*>(a->data());
+      const size_t bytes = a->size() * sizeof(float);
+      for (size_t off = 0; off < bytes; off += kSliceBytes) {  // off over the slices
+        const size_t n = std::min(kSliceBytes, bytes - off);
+        hash.update(p + off, n);
+        put(p + off, n);
+      }
     }
+    const uint64_t sum = hash.finish();
+    put(&sum, sizeof sum);
     if (::fsync(fd.get()) != 0) fail("flushing checkpoint failed", errno);
     if (fd.close() != 0) fail("closing checkpoint failed", errno);
   }
@@ -167,40 +252,58 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   }
 }
 
+// Reads the file once, the arrays straight into their vectors (no copy of
+// the file in memory), hashing as it goes. The checksum is judged before
+// the header's content: a damaged file reads "checksum mismatch" whichever
+// byte was hit, as when the file was read whole.
 Checkpoint load_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(path + ": cannot open checkpoint: " + std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string data = ss.str();
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw CheckpointError(path + ": cannot open checkpoint: " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw CheckpointError(path + ": cannot open checkpoint: " + std::strerror(errno));
+  const auto file_bytes = size_t(st.st_size);
   auto fail = [&](const std::string& what) { throw CheckpointError(path + ": " + what); };
-  const uint32_t header_len = check_prefix(path, data.data(), data.size(), data.size());
-  uint64_t stored;
-  std::memcpy(&stored, data.data() + data.size() - 8, 8);
-  if (stored != hash_bytes(data.data(), data.size() - 8)) fail("checksum mismatch: the file is corrupt or truncated");
+  char prefix[16] = {};
+  const uint32_t header_len = check_prefix(path, prefix, read_full(fd.get(), prefix, sizeof prefix, path), file_bytes);
+  std::string header(header_len, '\0');
+  if (read_full(fd.get(), header.data(), header_len, path) != header_len) fail("truncated checkpoint header");
+  HashStream hash(file_bytes - 8);
+  hash.update(prefix, sizeof prefix);
+  hash.update(header.data(), header.size());
+  // Where the header describes this file, its arrays land in place;
+  // otherwise the rest is only hashed, and the header's fault is named below.
   Checkpoint ck;
-  ck.meta = parse_header(path, data.substr(16, header_len));
-  size_t counts[3];
-  const char* keys[3] = {"params_count", "momentum_count", "anchor_count"};
-  size_t total = 0;
-  for (int i = 0; i < 3; ++i) {
-    if (!ck.meta.contains(keys[i]) || !ck.meta[keys[i]].is_number_unsigned()) fail(std::string("header lacks ") + keys[i]);
-    counts[i] = ck.meta[keys[i]].get<size_t>();
-    if (counts[i] > data.size()) fail(std::string("header field ") + keys[i] + " is larger than the file");
-    total += counts[i];
+  size_t counts[3] = {0, 0, 0};
+  const bool laid_out = layout_error(nlohmann::json::parse(header, nullptr, false), file_bytes, header_len, counts).empty();
+  auto read_hashed = [&](char* dst, size_t bytes) {
+    for (size_t off = 0; off < bytes; off += kSliceBytes) {  // off over the slices
+      const size_t n = std::min(kSliceBytes, bytes - off);
+      if (read_full(fd.get(), dst + off, n, path) != n) fail("checksum mismatch: the file is corrupt or truncated");
+      hash.update(dst + off, n);
+    }
+  };
+  if (laid_out) {
+    std::vector<float>* dst[3] = {&ck.params, &ck.momentum, &ck.anchor};
+    for (int i = 0; i < 3; ++i) {  // i over the three arrays
+      dst[i]->resize(counts[i]);
+      read_hashed(reinterpret_cast<char*>(dst[i]->data()), counts[i] * sizeof(float));
+    }
+  } else {
+    std::vector<char> scratch(std::min(kSliceBytes, file_bytes));
+    size_t left = file_bytes - 16 - header_len - 8;
+    while (left > 0) {  // bounded: the file's size
+      const size_t n = std::min(left, scratch.size());
+      read_hashed(scratch.data(), n);
+      left -= n;
+    }
   }
-  if (16 + header_len + total * sizeof(float) + 8 != data.size()) {
-    fail("size mismatch: header promises " + std::to_string(total) + " floats, file holds " +
-         std::to_string((data.size() - 24 - header_len) / sizeof(float)));
-  }
-  const char* p = data.data() + 16 + header_len;
-  std::vector<float>* dst[3] = {&ck.params, &ck.momentum, &ck.anchor};
-  for (int i = 0; i < 3; ++i) {
-    dst[i]->resize(counts[i]);
-    if (counts[i] == 0) continue;  // an empty vector's data() may be null: no memcpy from or to it
-    std::memcpy(dst[i]->data(), p, counts[i] * sizeof(float));
-    p += counts[i] * sizeof(float);
-  }
+  uint64_t stored = 0;
+  if (read_full(fd.get(), &stored, 8, path) != 8 || stored != hash.finish())
+    fail("checksum mismatch: the file is corrupt or truncated");
+  ck.meta = parse_header(path, header);
+  const std::string layout = layout_error(ck.meta, file_bytes, header_len, counts);
+  if (!layout.empty()) fail(layout);
+  if (!laid_out) fail("checkpoint header changed while it was read");  // unreachable: the same header, judged twice
   return ck;
 }
 

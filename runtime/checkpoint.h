@@ -63,6 +63,23 @@ int resume_source_node(const std::string& path, const nlohmann::json& meta, cons
 
 // 64-bit content hash (not cryptographic), 8 bytes per step.
 uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed = 0);
+
+// hash_bytes of `total` bytes fed in pieces of any size: finish() after
+// exactly `total` bytes equals hash_bytes over their concatenation (the
+// checkpoint's checksum, computed while its arrays stream to or from the
+// file, so that no copy of the whole file is ever held in memory).
+class HashStream {
+ public:
+  explicit HashStream(uint64_t total, uint64_t seed = 0);
+  void update(const void* data, size_t bytes);
+  // Throws std::logic_error unless exactly `total` bytes were fed.
+  uint64_t finish() const;
+
+ private:
+  uint64_t h_, total_, fed_ = 0;
+  unsigned char partial_[8] = {};  // the bytes of a word not yet complete
+  size_t partial_n_ = 0;
+};
 // Hex string of hash_bytes over a float buffer: the `params_hash` of metrics.
 std::string params_hash(const std::vector<float>& params);
 

@@ -72,6 +72,106 @@ TEST_CASE("checkpoint: round trip keeps every bit and the metadata") {
   CHECK(files == 1);
 }
 
+namespace {
+// A checkpoint file laid out by hand (README "Checkpoints": magic, version,
+// header length, JSON header, the three arrays, then hash_bytes of all that):
+// the reference the streaming writer and reader are held to.
+std::string by_hand(const nlohmann::json& header, const std::vector<std::vector<float>>& arrays) {
+  const std::string text = header.dump();
+  std::string out("TETHERCK", 8);
+  const uint32_t version = 1, len = uint32_t(text.size());
+  out.append(reinterpret_cast<const char*>(&version), 4);
+  out.append(reinterpret_cast<const char*>(&len), 4);
+  out += text;
+  for (const auto& a : arrays) out.append(reinterpret_cast<const char*>(a.data()), a.size() * sizeof(float));
+  const uint64_t sum = tether::hash_bytes(out.data(), out.size());
+  out.append(reinterpret_cast<const char*>(&sum), 8);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("checkpoint: streamed in slices, the file is byte for byte the layout built by hand") {
+  TempDir dir("ckpt");
+  // Several 1 MiB slices, odd counts: the arrays' words straddle slices and
+  // the checksum's 8-byte words straddle arrays.
+  Checkpoint ck;
+  ck.meta = {{"model", "mlp"}, {"step", 7}};
+  for (size_t i = 0; i < 1500001; ++i) ck.params.push_back(float(i % 1013) * 0.001f - 0.5f);
+  ck.momentum = {1.0f, -2.0f, 3.5f, 0.25f, -0.125f, 6.0f, 7.0f};
+  for (size_t i = 0; i < 262145; ++i) ck.anchor.push_back(float(i % 17) - 8.0f);
+  const std::string path = dir.file("big.ckpt");
+  tether::save_checkpoint(path, ck);
+  nlohmann::json header = ck.meta;
+  header["params_count"] = ck.params.size();
+  header["momentum_count"] = ck.momentum.size();
+  header["anchor_count"] = ck.anchor.size();
+  const std::string expected = by_hand(header, {ck.params, ck.momentum, ck.anchor});
+  const std::string written = slurp(path);
+  REQUIRE(written.size() == expected.size());
+  CHECK(written == expected);
+
+  const Checkpoint back = tether::load_checkpoint(dir.write("hand.ckpt", expected));
+  CHECK(back.params == ck.params);
+  CHECK(back.momentum == ck.momentum);
+  CHECK(back.anchor == ck.anchor);
+  CHECK(back.meta["step"] == 7);
+  // Damage in the last slice of the params, in the anchor, or a short file:
+  // the checksum names it, as for a small file.
+  for (size_t at : {size_t(16 + 1500000 * 4), expected.size() - 20}) {
+    std::string bad = expected;
+    bad[at] ^= 0x01;
+    CHECK(load_error(dir.write("bad.ckpt", bad)) == dir.file("bad.ckpt") + ": checksum mismatch: the file is corrupt or truncated");
+  }
+  CHECK(load_error(dir.write("short.ckpt", expected.substr(0, expected.size() - 3))) ==
+        dir.file("short.ckpt") + ": checksum mismatch: the file is corrupt or truncated");
+}
+
+TEST_CASE("checkpoint: a header whose counts do not describe the file is refused after its checksum passes") {
+  TempDir dir("ckpt");
+  const std::vector<float> a = {1, 2, 3}, b = {4, 5}, c = {};
+  nlohmann::json good = {{"model", "mlp"}, {"params_count", 3}, {"momentum_count", 2}, {"anchor_count", 0}};
+  CHECK(tether::load_checkpoint(dir.write("good.ckpt", by_hand(good, {a, b, c}))).momentum == b);
+  nlohmann::json lacks = good;
+  lacks.erase("anchor_count");
+  CHECK(load_error(dir.write("lacks.ckpt", by_hand(lacks, {a, b, c}))) ==
+        dir.file("lacks.ckpt") + ": header lacks anchor_count");
+  nlohmann::json more = good;
+  more["momentum_count"] = 3;
+  CHECK(load_error(dir.write("more.ckpt", by_hand(more, {a, b, c}))) ==
+        dir.file("more.ckpt") + ": size mismatch: header promises 6 floats, file holds 5");
+  nlohmann::json huge = good;
+  huge["params_count"] = uint64_t(1) << 40;
+  CHECK(load_error(dir.write("huge.ckpt", by_hand(huge, {a, b, c}))) ==
+        dir.file("huge.ckpt") + ": header field params_count is larger than the file");
+  CHECK(load_error(dir.write("array.ckpt", by_hand(nlohmann::json::array({1, 2}), {a, b, c}))) ==
+        dir.file("array.ckpt") + ": checkpoint header is not a JSON object");
+  // A byte of the header itself damaged: the checksum, not the JSON, speaks.
+  std::string hit = by_hand(good, {a, b, c});
+  hit[20] = '{';
+  CHECK(load_error(dir.write("hit.ckpt", hit)) == dir.file("hit.ckpt") + ": checksum mismatch: the file is corrupt or truncated");
+}
+
+TEST_CASE("HashStream: any split of the bytes hashes as hash_bytes of the whole") {
+  std::vector<unsigned char> bytes(1000);
+  uint64_t x = 88172645463325252ull;
+  for (auto& v : bytes) {  // xorshift: reproducible bytes
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    v = static_cast<unsigned char>(x);
+  }
+  for (size_t total : {size_t(0), size_t(1), size_t(7), size_t(8), size_t(9), size_t(64), size_t(999), size_t(1000)}) {
+    for (size_t piece : {size_t(1), size_t(3), size_t(8), size_t(13), size_t(1000)}) {
+      CAPTURE(total);
+      CAPTURE(piece);
+      tether::HashStream h(total, 5);
+      for (size_t off = 0; off < total; off += piece) h.update(bytes.data() + off, std::min(piece, total - off));
+      CHECK(h.finish() == tether::hash_bytes(bytes.data(), total, 5));
+    }
+  }
+  tether::HashStream under(10);
+  under.update(bytes.data(), 9);
+  CHECK_THROWS_AS(under.finish(), std::logic_error);
+}
+
 TEST_CASE("checkpoint: overwrite is atomic (old or new, never half)") {
   TempDir dir("ckpt");
   std::string path = dir.file("a.ckpt");
