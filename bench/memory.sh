@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Host memory of a training node: tether against PyTorch DDP, the same model
-# (the peers' MLP at --hidden; 3000 gives 11,388,010 parameters, P = 45.6 MB),
+# (the peers' MLP at --hidden; 3000 gives 11,388,010 parameters, P = 43.4 MiB),
 # batch, optimizer and steps, measured in one run.
 #   bench/memory.sh [--hidden 3000] [--steps 40] [--staleness "0 2"]
 # Each side trains the model alone in one process, then as 2 processes on
