@@ -192,6 +192,14 @@ void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<f
   ++next_submit_;
 }
 
+void Communicator::recycle(std::vector<float> v) {
+  if (v.size() != count_ || count_ == 0) return;
+  auto held = std::make_shared<std::vector<float>>(std::move(v));
+  asio::post(io_, [this, held] {
+    if (ring_) ring_->recycle(std::move(*held));
+  });
+}
+
 std::optional<RoundResult> Communicator::poll() { return wait(0); }
 
 std::optional<RoundResult> Communicator::wait(int timeout_ms) {
@@ -1201,16 +1209,24 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   if (flags.stop && gossip_) cut_request();
   slot.applied = applied;
   slot.exact = flags.exact;
+  // The caller's vector goes back with the result when the mixer only reads
+  // it (the ring); gossip works on it in place.
+  const bool keeps = mixer_for(slot)->keeps_input();
+  if (keeps) slot.original = data;
   // Error feedback: the losses of round round - window and earlier ride on
-  // this round's vector (kept in `retained` too, so a re-run carries them).
+  // this round's vector, a copy (the caller's stays as it was; `retained`
+  // keeps the copy, so a re-run carries them).
   if (feedback_ && !flags.exact) {
+    std::vector<float> copy = mixer_for(slot)->take_spare();  // no page faults when one is spare
+    copy.assign(data->data.begin(), data->data.end());
+    data = make_buffer(std::move(copy));
     std::lock_guard<std::mutex> lk(mu_);
     feedback_->apply(round, data->data.data(), data->data.size());
   }
   // Keep what we submit until the round is done here; a view change re-runs
   // it over the new members. A mixer that keeps its input (the ring) leaves
   // this very buffer unchanged; gossip reuses it in place, so a copy.
-  if (membership()) slot.retained = mixer_for(slot)->keeps_input() ? data : make_buffer(data->data);
+  if (membership()) slot.retained = keeps ? data : make_buffer(data->data);
   for (int p = 0; p < nodes_; ++p) {  // the sketch goes to every other live member
     if (p == opts_.self || (membership() && (!view_.has(p) || peers_[static_cast<size_t>(p)].lost))) continue;
     Header h;
@@ -1278,10 +1294,17 @@ void Communicator::try_complete() {
         feedback_->record(done_, std::move(loss));
       }
       res.mixed = mixer_for(slot)->take(done_, &res.partner);
-      // What we submitted is no longer needed: storage for a later result,
-      // once ZeroMQ holds none of it.
-      if (slot.retained && slot.retained->in_flight.load() == 0)
+      // A copy of what we submitted (error feedback's, gossip's) is no longer
+      // needed: storage for a later result, once ZeroMQ holds none of it.
+      if (slot.retained && slot.retained != slot.original && slot.retained->in_flight.load() == 0)
         mixer_for(slot)->recycle(std::move(slot.retained->data));
+    }
+    if (slot.original) {  // the caller's vector back; a copy while ZeroMQ still reads it
+      if (slot.original->in_flight.load() == 0) {
+        res.submitted = std::move(slot.original->data);
+      } else {
+        res.submitted = slot.original->data;
+      }
     }
     if (gossip_) {
       gossip_sketches(done_, &res);

@@ -239,6 +239,12 @@ struct RoundResult {
   std::map<int, uint64_t> sketch_rounds;       // node id -> the round of its sketch above
   int partner = -1;                            // gossip partner, -1 for ring
   double done_s = 0;   // when the I/O thread completed it: steady_clock, seconds since its epoch
+  // The vector submit() was given for this round, its bits unchanged, when
+  // the mixer only read it (the ring, and exact rounds): the caller keeps
+  // what it submitted without a copy of its own. Empty for gossip rounds,
+  // whose mixer works on it in place. (Error feedback adds its residual to
+  // a copy the communicator makes, never to this vector.)
+  std::vector<float> submitted;
 };
 
 // One view change as this node saw it (Communicator::take_events).
@@ -349,6 +355,11 @@ class Communicator {
   // order 0, 1, 2, ...; at most `window` submitted and not yet returned by
   // poll/wait. Rounds are numbered from CommOptions::first_round.
   void submit(uint64_t round, std::vector<float> data, std::vector<float> sketch, RoundFlags flags = {});
+  // Trainer thread: a vector of `count` floats the caller no longer needs
+  // (a result it has applied, say) becomes storage for a later round's
+  // result instead of a fresh allocation, whose page faults a 44 MB round
+  // would pay on the I/O thread. Other lengths are dropped.
+  void recycle(std::vector<float> v);
   std::optional<RoundResult> poll();               // next finished round, in order, or nothing
   std::optional<RoundResult> wait(int timeout_ms);  // blocks up to timeout_ms
   // Graceful: send bye, wait (up to drain_timeout_ms) for every peer's bye and
@@ -403,6 +414,10 @@ class Communicator {
     // What we submitted (re-run in a new view): the submitted buffer itself
     // when the mixer keeps its input (the ring), else a copy.
     std::shared_ptr<RoundBuffer> retained;
+    // The caller's vector, returned with the result (RoundResult::submitted):
+    // the mixer's input itself, or with error feedback the original of the
+    // copy the residual was added to. Null for gossip rounds.
+    std::shared_ptr<RoundBuffer> original;
     // The result as the mixer reports its parts final (Mixer::on_final), so
     // keeping it (kept_) costs no copy once the round is done.
     std::vector<float> staged;

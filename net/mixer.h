@@ -90,6 +90,9 @@ class Mixer {
   // A vector the mixer may reuse as a later round's result storage (its
   // contents are overwritten): saves the page faults of a fresh allocation.
   virtual void recycle(std::vector<float> /*v*/) {}
+  // A recycled vector (its contents stale), or an empty one when none is
+  // spare: storage for a copy the caller makes of a round's vector.
+  virtual std::vector<float> take_spare() { return {}; }
 };
 
 inline int mod_nodes(long long v, int nodes) {

@@ -140,10 +140,7 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   RoundState& st = state(round);
   TETHER_NET_CHECK(!st.buf, "round " << round << " submitted twice");
   st.buf = std::move(data);
-  if (!spare_.empty()) {  // recycled: count_ floats already, no page faults
-    st.out = std::move(spare_.back());
-    spare_.pop_back();
-  }
+  st.out = take_spare();  // recycled: count_ floats already, no page faults
   st.out.resize(count_);
   if (codec_ != Codec::kNone && nodes_ > 1) st.loss.assign(count_, 0.0f);
   if (nodes_ == 1) {  // the mean of one vector is itself (x / 1 is exact)
@@ -295,6 +292,13 @@ bool RingAllreduce::set_on_final(OnFinal on_final) {
 
 void RingAllreduce::recycle(std::vector<float> v) {
   if (v.size() == count_ && count_ > 0 && spare_.size() < kMaxSpare) spare_.push_back(std::move(v));
+}
+
+std::vector<float> RingAllreduce::take_spare() {
+  if (spare_.empty()) return {};
+  std::vector<float> v = std::move(spare_.back());
+  spare_.pop_back();
+  return v;
 }
 
 std::vector<float> RingAllreduce::take_loss(uint64_t round) {

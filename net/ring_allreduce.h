@@ -70,6 +70,7 @@ class RingAllreduce final : public Mixer {
   bool keeps_input() const override { return true; }
   bool set_on_final(OnFinal on_final) override;
   void recycle(std::vector<float> v) override;
+  std::vector<float> take_spare() override;
   Codec codec() const { return codec_; }
 
   // Layout, public for tests: segment s of N, chunk c inside it.

@@ -330,7 +330,6 @@ class OverlapAveraging : public Averaging {
 
   struct InFlight {
     uint64_t round;
-    std::vector<float> submitted;   // Δ (ring); empty for gossip
     double at = 0;                  // when it was submitted (the merge's service time)
   };
 
@@ -584,16 +583,14 @@ class OverlapAveraging : public Averaging {
       catch_up_steps_ -= std::min(catch_up_steps_, ran > uint64_t(period_) ? ran - uint64_t(period_) : 0);
     }
     last_close_step_ = steps_done_;
-    // The mixer keeps (and may overwrite) what it is given; the ring keeps
-    // its own copy of Δ to form the correction when the round comes back.
-    std::vector<float> sent = take_buffer();
-    std::memcpy(sent.data(), o_.gossip ? x_.data() : delta.data(), dim_ * sizeof(float));
-    comm_->submit(r, std::move(sent), std::move(sk), flags);
+    // The ring only reads Δ and hands it back with the round's result
+    // (RoundResult::submitted), where it becomes the correction: no copy.
+    // Gossip works on the snapshot x_i in place: a copy of x_.
     if (o_.gossip) {
-      recycle(std::move(delta));
-      delta.clear();
+      std::memcpy(delta.data(), x_.data(), dim_ * sizeof(float));
     }
-    in_flight_.push_back({r, std::move(delta), now_s()});
+    comm_->submit(r, std::move(delta), std::move(sk), flags);
+    in_flight_.push_back({r, now_s()});
   }
 
   // Gossip's closing average: one ring all-reduce of x_i; the mean has the
@@ -675,11 +672,13 @@ class OverlapAveraging : public Averaging {
       params_->add(res.mixed.data());
       recycle(std::move(res.mixed));
     } else {
-      std::vector<float>& c = f.submitted;   // Δ, reused as the correction
+      if (res.submitted.size() != dim_)
+        throw std::runtime_error("mixer returned round " + std::to_string(res.round) + " without its submitted delta");
+      std::vector<float>& c = res.submitted;   // Δ as submitted, reused as the correction
       merge_pass(res.mixed.data(), c.data(), x_prev_.data(), anchor_.data(), dim_);
       params_->add(c.data());
       recycle(std::move(c));
-      recycle(std::move(res.mixed));
+      comm_->recycle(std::move(res.mixed));   // storage for a later round's result
       if (o_.on_merge) o_.on_merge(res.round, anchor_.data(), dim_);
     }
     if (res.stop_requested && !cut_round_) {

@@ -160,7 +160,10 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
   auto wait_round = [](Communicator& c) {
     const auto deadline = Clock::now() + std::chrono::seconds(60);
     while (Clock::now() < deadline) {  // bounded
-      if (auto r = c.wait(1000)) return std::move(r->mixed);
+      if (auto r = c.wait(1000)) {
+        c.recycle(std::move(r->submitted));  // storage for a later result, as a trainer gives it back
+        return std::move(r->mixed);
+      }
     }
     throw std::runtime_error("all-reduce timed out");
   };

@@ -892,6 +892,78 @@ TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait o
   CHECK(stop_ms[0] < 4000);  // waited for node 1's bye, not the whole drain time
 }
 
+// RoundResult::submitted: the ring hands the caller its own vector back, the
+// very storage and its bits, so a trainer keeps Δ without a copy; error
+// feedback adds its residual to a copy (int8 rounds lose bits, so a residual
+// that touched the caller's vector would show). Communicator::recycle: the
+// storage given back holds the next round's result. Gossip rounds work on
+// the snapshot in place and hand nothing back.
+TEST_CASE("the submitted vector comes back unchanged with its round, error feedback too; recycled storage holds the next result") {
+  for (const MixerKind mixer : {MixerKind::kRing, MixerKind::kGossip}) {
+    for (const Codec codec : {Codec::kNone, Codec::kInt8}) {
+      if (mixer == MixerKind::kGossip && codec == Codec::kInt8) continue;
+      CAPTURE(static_cast<int>(mixer));
+      CAPTURE(static_cast<int>(codec));
+      constexpr int kNodes = 3;
+      constexpr size_t kCount = 3000;
+      const std::vector<int> ports = free_ports(kNodes);
+      std::vector<std::string> errors(kNodes);
+      std::vector<int> same_storage(kNodes, 0), same_bits(kNodes, 0), reused(kNodes, 0), empty(kNodes, 0);
+      auto node = [&](int self) {
+        try {
+          CommOptions o = options(self, ports);
+          o.mixer = mixer;
+          o.codec = codec;
+          Communicator c(o);
+          std::vector<float> params(kCount, 0.0f);
+          c.start(params.data(), kCount);
+          // Storage given back, and blockers allocated right after each
+          // recycle (held to the end): were recycle to drop its vector, the
+          // allocator would hand that address to the blocker, not to a result.
+          std::vector<const float*> given_back;
+          std::vector<std::vector<float>> blockers;
+          for (uint64_t r = 0; r < 6; ++r) {  // one round at a time
+            std::vector<float> v(kCount);
+            for (size_t j = 0; j < kCount; ++j) v[j] = 0.37f * float(j % 29) + float(self) - 0.013f * float(r);
+            const std::vector<float> want = v;
+            const float* storage = v.data();
+            c.submit(r, std::move(v), {});
+            RoundResult res = next_round(c);
+            if (res.round != r) throw std::runtime_error("round " + std::to_string(res.round));
+            same_storage[size_t(self)] += res.submitted.data() == storage;
+            same_bits[size_t(self)] += res.submitted == want;
+            empty[size_t(self)] += res.submitted.empty();
+            // The pool is a stack: with a codec, the feedback copy and the
+            // result alternate between two storages.
+            if (r >= 2)
+              reused[size_t(self)] += res.mixed.data() == given_back[r - 1] || res.mixed.data() == given_back[r - 2];
+            given_back.push_back(res.mixed.data());
+            c.recycle(std::move(res.mixed));
+            blockers.emplace_back(kCount, 1.0f);
+          }
+          c.stop(3000);
+        } catch (const std::exception& e) {
+          errors[size_t(self)] = e.what();
+        }
+      };
+      std::vector<std::thread> threads;
+      for (int i = 0; i < kNodes; ++i) threads.emplace_back(node, i);
+      for (auto& t : threads) t.join();
+      for (int i = 0; i < kNodes; ++i) {
+        CAPTURE(i);
+        CHECK(errors[size_t(i)] == "");
+        if (mixer == MixerKind::kRing) {
+          CHECK(same_storage[size_t(i)] == 6);
+          CHECK(same_bits[size_t(i)] == 6);
+          CHECK(reused[size_t(i)] == 4);   // every round from the third
+        } else {
+          CHECK(empty[size_t(i)] == 6);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("link emulation: injected delay and rate slow rounds down, results unchanged") {
   for (int mode = 0; mode < 2; ++mode) {
     CAPTURE(mode);
