@@ -192,12 +192,11 @@ void Communicator::submit(uint64_t round, std::vector<float> data, std::vector<f
   ++next_submit_;
 }
 
-void Communicator::recycle(std::vector<float> v) {
-  if (v.size() != count_ || count_ == 0) return;
-  auto held = std::make_shared<std::vector<float>>(std::move(v));
-  asio::post(io_, [this, held] {
-    if (ring_) ring_->recycle(std::move(*held));
-  });
+std::vector<float> take_storage(std::shared_ptr<const std::vector<float>>& mixed) {
+  std::vector<float> out;
+  if (mixed && mixed.use_count() == 1) out = std::move(const_cast<std::vector<float>&>(*mixed));
+  mixed.reset();
+  return out;
 }
 
 std::optional<RoundResult> Communicator::poll() { return wait(0); }
@@ -1285,15 +1284,16 @@ void Communicator::try_complete() {
     res.round = done_;
     res.exact = slot.exact;
     res.stop_requested = slot.stop;
+    std::shared_ptr<std::vector<float>> mixed;  // shared with kept_: never copied
     if (slot.transfer) {
-      res.mixed = std::move(slot.result);
+      mixed = std::make_shared<std::vector<float>>(std::move(slot.result));
     } else {
       std::vector<float> loss = mixer_for(slot)->take_loss(done_);
       if (feedback_ && !loss.empty()) {
         std::lock_guard<std::mutex> lk(mu_);
         feedback_->record(done_, std::move(loss));
       }
-      res.mixed = mixer_for(slot)->take(done_, &res.partner);
+      mixed = std::make_shared<std::vector<float>>(mixer_for(slot)->take(done_, &res.partner));
       // A copy of what we submitted (error feedback's, gossip's) is no longer
       // needed: storage for a later result, once ZeroMQ holds none of it.
       if (slot.retained && slot.retained != slot.original && slot.retained->in_flight.load() == 0)
@@ -1318,7 +1318,8 @@ void Communicator::try_complete() {
       res.sketches[opts_.self] = slot.own_sketch->data;
     }
     res.sketch_rounds[opts_.self] = done_;
-    keep_result(done_, slot, res.mixed, res.exact);
+    res.mixed = mixed;
+    keep_result(done_, std::move(mixed), res.exact);
     slots_.erase(it);
     const uint64_t round = done_++;
     progress_at_ = Clock::now();

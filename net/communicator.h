@@ -226,9 +226,13 @@ struct RoundFlags {
 
 struct RoundResult {
   uint64_t round;
-  std::vector<float> mixed;  // ring (and exact rounds): mean of all nodes' vectors (same
-                             // bits everywhere); gossip: the correction (partner − own) / 2
-                             // of the completed snapshots (0 without a partner), gossip.h
+  // Ring (and exact rounds): mean of all nodes' vectors (same bits
+  // everywhere); gossip: the correction (partner − own) / 2 of the completed
+  // snapshots (0 without a partner), gossip.h. Read only: the communicator
+  // keeps the same storage for a while (a member that lags after a view
+  // change gets it from there), so a result is never copied; once it is
+  // dropped here and there, the storage holds a later round's result.
+  std::shared_ptr<const std::vector<float>> mixed;
   bool exact = false;        // submitted with RoundFlags::exact
   bool stop_requested = false;  // some node (maybe this one) set RoundFlags::stop for this
                                 // round: the same on every node
@@ -246,6 +250,13 @@ struct RoundResult {
   // a copy the communicator makes, never to this vector.)
   std::vector<float> submitted;
 };
+
+// The storage of a result no one else holds any longer (a gossip round's;
+// the communicator keeps ring results for a while), for the caller to reuse;
+// empty when it is still shared. Resets `mixed` either way. (Results are
+// created mutable and only handed out read only, so taking one back is
+// defined.)
+std::vector<float> take_storage(std::shared_ptr<const std::vector<float>>& mixed);
 
 // One view change as this node saw it (Communicator::take_events).
 struct ViewEvent {
@@ -355,11 +366,6 @@ class Communicator {
   // order 0, 1, 2, ...; at most `window` submitted and not yet returned by
   // poll/wait. Rounds are numbered from CommOptions::first_round.
   void submit(uint64_t round, std::vector<float> data, std::vector<float> sketch, RoundFlags flags = {});
-  // Trainer thread: a vector of `count` floats the caller no longer needs
-  // (a result it has applied, say) becomes storage for a later round's
-  // result instead of a fresh allocation, whose page faults a 44 MB round
-  // would pay on the I/O thread. Other lengths are dropped.
-  void recycle(std::vector<float> v);
   std::optional<RoundResult> poll();               // next finished round, in order, or nothing
   std::optional<RoundResult> wait(int timeout_ms);  // blocks up to timeout_ms
   // Graceful: send bye, wait (up to drain_timeout_ms) for every peer's bye and
@@ -418,10 +424,6 @@ class Communicator {
     // the mixer's input itself, or with error feedback the original of the
     // copy the residual was added to. Null for gossip rounds.
     std::shared_ptr<RoundBuffer> original;
-    // The result as the mixer reports its parts final (Mixer::on_final), so
-    // keeping it (kept_) costs no copy once the round is done.
-    std::vector<float> staged;
-    uint64_t staged_floats = 0;
     uint64_t applied = 0;                         // submit()'s applied
     bool in_mixer = false;                        // handed to the mixer of the current view
     // reconciliation: the round's result, received from a member that holds it
@@ -531,11 +533,10 @@ class Communicator {
   Reject check_epoch(const Header& h, std::vector<zmq::message_t>& parts, bool* buffered);
   void replay_future();
   // A finished round's bookkeeping for view changes, split around handing the
-  // result to the trainer: keep_result (before: kept_ takes the staged result
-  // or a copy) and advance_anchor (after: x̄ += the kept result).
-  void keep_result(uint64_t round, Slot& slot, const std::vector<float>& mixed, bool exact);
+  // result to the trainer: keep_result (before: kept_ shares the result's
+  // storage) and advance_anchor (after: x̄ += the kept result).
+  void keep_result(uint64_t round, std::shared_ptr<std::vector<float>> mixed, bool exact);
   void advance_anchor(uint64_t round, bool exact);
-  void stage_result(uint64_t round, uint64_t offset, const float* v, uint64_t n);
   void to_mixer(uint64_t round, Slot& slot, std::shared_ptr<RoundBuffer> data);
   void push_event(ViewEvent e);
   std::vector<int> alive_members() const;
@@ -585,8 +586,10 @@ class Communicator {
   std::map<uint32_t, uint64_t> resumed_at_;  // gossip: epoch -> its resume round
   std::optional<ViewEvent> pending_event_;  // reported once done_ reaches resume_round_
   uint64_t transferred_bytes_ = 0;
-  std::map<uint64_t, std::vector<float>> kept_;  // results of the last rounds finished here
-  std::vector<std::vector<float>> spare_kept_;   // evicted from kept_, reused for staging
+  // Results of the last rounds finished here, the storage the trainer got
+  // (RoundResult::mixed); evicted ones the trainer has let go of become the
+  // ring's result storage again.
+  std::map<uint64_t, std::shared_ptr<std::vector<float>>> kept_;
   std::vector<float> anchor_io_;       // x̄ after the rounds finished here (state transfer)
   std::deque<Future> future_;
   uint64_t future_bytes_ = 0;

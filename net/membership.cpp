@@ -66,34 +66,13 @@ std::unique_ptr<Mixer> Communicator::make_ring() {
   const Codec codec = opts_.mixer == MixerKind::kRing ? opts_.codec : Codec::kNone;
   auto ring = std::make_unique<RingAllreduce>(opts_.self, view_.members, count_, opts_.chunk_bytes,
                                               transport_.get(), codec);
-  if (membership())
-    ring->set_on_final([this](uint64_t round, uint64_t offset, const float* v, uint64_t n) {
-      stage_result(round, offset, v, n);
-    });
   return ring;
 }
 
-// A round to the mixer of the current view (first run or re-run): the parts
-// of its result are staged again from nothing.
+// A round to the mixer of the current view (first run or re-run).
 void Communicator::to_mixer(uint64_t round, Slot& slot, std::shared_ptr<RoundBuffer> data) {
-  slot.staged_floats = 0;
   slot.in_mixer = true;
   mixer_for(slot)->submit(round, std::move(data), slot.applied);
-}
-
-void Communicator::stage_result(uint64_t round, uint64_t offset, const float* v, uint64_t n) {
-  auto it = slots_.find(round);
-  if (it == slots_.end() || offset + n > count_) return;
-  Slot& slot = it->second;
-  if (slot.staged.size() != count_) {
-    if (!spare_kept_.empty()) {  // count_ floats already: no page faults
-      slot.staged = std::move(spare_kept_.back());
-      spare_kept_.pop_back();
-    }
-    slot.staged.resize(count_);
-  }
-  std::memcpy(slot.staged.data() + offset, v, n * sizeof(float));
-  slot.staged_floats += n;
 }
 
 std::vector<int> Communicator::alive_members() const {
@@ -330,7 +309,6 @@ void Communicator::install(uint32_t epoch, std::vector<int> members, uint64_t re
     if (gossip_ && !(slots_.count(r) && slots_[r].exact)) continue;
     Slot& slot = slots_[r];
     slot.transfer = true;
-    slot.staged_floats = 0;  // its result comes whole from the holder
     slot.holder = -1;
     for (const auto& [id, d] : done)
       if (d != kJoinerDone && d > r && slot.holder < 0) slot.holder = id;
@@ -415,7 +393,7 @@ void Communicator::send_kept_result(int to, uint64_t round) {
                  opts_.self, round, to);
     return;
   }
-  send_chunks(to, Kind::kResult, round, it->second);
+  send_chunks(to, Kind::kResult, round, *it->second);
 }
 
 // A vector of count_ floats to `to`, chunked like the start-up parameters.
@@ -448,15 +426,14 @@ void Communicator::send_state(int to) {
 
 // A round finished here: keep its result (a member may lack it after a view
 // change), advance x̄, and report a view change once its resume round is reached.
-void Communicator::keep_result(uint64_t round, Slot& slot, const std::vector<float>& mixed, bool exact) {
+void Communicator::keep_result(uint64_t round, std::shared_ptr<std::vector<float>> mixed, bool exact) {
   if (!membership() || (gossip_ && !exact)) return;  // gossip rounds: no shared anchor, nothing to hand over
-  if (slot.staged_floats == count_ && slot.staged.size() == count_) {
-    kept_[round] = std::move(slot.staged);  // every part was reported final: equal to mixed
-  } else {
-    kept_[round] = mixed;  // a transferred result, or a mixer that reports nothing
-  }
+  kept_[round] = std::move(mixed);
   while (kept_.size() > static_cast<size_t>(opts_.window) + 2) {
-    if (spare_kept_.size() < 2) spare_kept_.push_back(std::move(kept_.begin()->second));
+    // The trainer let go of it (the usual case, rounds later): storage for
+    // a later result. Otherwise its last holder frees it.
+    std::shared_ptr<std::vector<float>>& old = kept_.begin()->second;
+    if (old.use_count() == 1) ring_->recycle(std::move(*old));
     kept_.erase(kept_.begin());
   }
 }
@@ -476,7 +453,7 @@ void Communicator::advance_anchor(uint64_t round, bool exact) {
   if (!membership() || exact || gossip_) return;  // gossip: no shared anchor
   auto it = kept_.find(round);
   if (it == kept_.end()) return;
-  const std::vector<float>& mixed = it->second;
+  const std::vector<float>& mixed = *it->second;
   add_into(anchor_io_.data(), mixed.data(), std::min(anchor_io_.size(), mixed.size()));
 }
 

@@ -607,9 +607,9 @@ class OverlapAveraging : public Averaging {
       if (now_s() > deadline) throw std::runtime_error("closing average (round " + std::to_string(r) + ") did not finish");
       res = comm_->wait(o_.peer_timeout_ms);
     }
-    if (res->round != r || !res->exact || res->mixed.size() != dim_)
+    if (res->round != r || !res->exact || !res->mixed || res->mixed->size() != dim_)
       throw std::runtime_error("closing average: mixer delivered round " + std::to_string(res->round));
-    params_->write(res->mixed.data());
+    params_->write(res->mixed->data());
   }
 
   // Arena-sized float vectors are recycled (deltas, corrections, the mixer's
@@ -650,8 +650,9 @@ class OverlapAveraging : public Averaging {
                                (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front().round)) +
                                " is next");
     }
-    if (res.mixed.size() != dim_) {
-      throw std::runtime_error("mixer delivered " + std::to_string(res.mixed.size()) + " values for round " +
+    const size_t got = res.mixed ? res.mixed->size() : 0;
+    if (got != dim_) {
+      throw std::runtime_error("mixer delivered " + std::to_string(got) + " values for round " +
                                std::to_string(res.round) + ", expected " + std::to_string(dim_));
     }
     InFlight f = std::move(in_flight_.front());
@@ -668,17 +669,18 @@ class OverlapAveraging : public Averaging {
     }
     if (o_.gossip) {
       // res.mixed is the correction itself (net/gossip.h).
-      for (size_t i = 0; i < dim_; ++i) x_prev_[i] += res.mixed[i];   // i < dim_: the arena
-      params_->add(res.mixed.data());
-      recycle(std::move(res.mixed));
+      const float* m = res.mixed->data();
+      for (size_t i = 0; i < dim_; ++i) x_prev_[i] += m[i];   // i < dim_: the arena
+      params_->add(m);
+      recycle(net::take_storage(res.mixed));
     } else {
       if (res.submitted.size() != dim_)
         throw std::runtime_error("mixer returned round " + std::to_string(res.round) + " without its submitted delta");
       std::vector<float>& c = res.submitted;   // Δ as submitted, reused as the correction
-      merge_pass(res.mixed.data(), c.data(), x_prev_.data(), anchor_.data(), dim_);
+      merge_pass(res.mixed->data(), c.data(), x_prev_.data(), anchor_.data(), dim_);
       params_->add(c.data());
       recycle(std::move(c));
-      comm_->recycle(std::move(res.mixed));   // storage for a later round's result
+      res.mixed.reset();   // the communicator keeps it for a while, then reuses it
       if (o_.on_merge) o_.on_merge(res.round, anchor_.data(), dim_);
     }
     if (res.stop_requested && !cut_round_) {

@@ -160,10 +160,7 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
   auto wait_round = [](Communicator& c) {
     const auto deadline = Clock::now() + std::chrono::seconds(60);
     while (Clock::now() < deadline) {  // bounded
-      if (auto r = c.wait(1000)) {
-        c.recycle(std::move(r->submitted));  // storage for a later result, as a trainer gives it back
-        return std::move(r->mixed);
-      }
+      if (auto r = c.wait(1000)) return std::move(*r);
     }
     throw std::runtime_error("all-reduce timed out");
   };
@@ -188,14 +185,17 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
     getrusage(RUSAGE_SELF, &ru0);  // every thread of this node: caller, I/O, ZeroMQ's
     const auto t0 = Clock::now();
     comm.submit(static_cast<uint64_t>(it), std::move(x), {});
-    x = wait_round(comm);
+    RoundResult res = wait_round(comm);
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     getrusage(RUSAGE_SELF, &ru1);
     // Verify only once every node is done: on an oversubscribed machine a
     // node checking its result would take CPU from one still reducing (the
     // gloo and MPI peers do no checking at all).
     barrier->wait(kBarrierMs);
-    for (size_t j = 0; j < numel; ++j) wrong += x[j] != expected[j % 3];
+    const std::vector<float>& mean = *res.mixed;
+    for (size_t j = 0; j < numel; ++j) wrong += mean[j] != expected[j % 3];
+    x = std::move(res.submitted);  // handed back unchanged: the next iteration's input storage
+    if (x.size() != numel) throw std::runtime_error("the ring did not hand the submitted vector back");
     if (it >= a.warmup) {
       times << " " << ms;
       cpu << " " << tv_ms(ru1.ru_utime) - tv_ms(ru0.ru_utime) << " " << tv_ms(ru1.ru_stime) - tv_ms(ru0.ru_stime);

@@ -49,8 +49,8 @@ RoundResult next_round(Communicator& c, int timeout_ms = 10000) {
 }
 
 size_t count_wrong(const RoundResult& r, int nodes, size_t count) {
-  size_t wrong = r.mixed.size() != count;
-  for (size_t j = 0; j < r.mixed.size() && j < count; ++j) wrong += r.mixed[j] != expected_mean(nodes, r.round, j);
+  size_t wrong = r.mixed->size() != count;
+  for (size_t j = 0; j < r.mixed->size() && j < count; ++j) wrong += (*r.mixed)[j] != expected_mean(nodes, r.round, j);
   return wrong;
 }
 
@@ -400,7 +400,7 @@ void sigkill_case(int timeout_ms, bool by_monitor) {
       RoundResult res = next_round(c, 3 * timeout_ms + 5000);
       if (self == 2 && res.round == 2) ::raise(SIGKILL);
       if (res.round == 1) since = Clock::now();   // before the kill: node 2 needs our round 2 to finish its own
-      seq << res.mixed[0] << ",";
+      seq << (*res.mixed)[0] << ",";
     }
     // from round 1 to the last round: the kill, its detection, the view
     // change and the rounds after it
@@ -701,7 +701,7 @@ TEST_CASE("a peer that answers heartbeats but never sends its round is removed a
     try {
       RoundResult r = next_round(c, 10000);
       waited_ms[size_t(self)] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      for (float v : r.mixed) wrong[size_t(self)] += v != 5.0f;   // (0 + 10) / 2: over the new view
+      for (float v : *r.mixed) wrong[size_t(self)] += v != 5.0f;   // (0 + 10) / 2: over the new view
       what[size_t(self)] = "round 1 finished";
     } catch (const std::exception& e) {
       what[size_t(self)] = e.what();
@@ -764,7 +764,7 @@ TEST_CASE("a join request with another config is refused, logged, nothing applie
         // (0 + 1 + 2) / 3, then (0 + 1) / 2; round 2 either (node 2 may die
         // before its last chunks leave: then it is re-run without it)
         const float want = r <= 1 ? 1.0f : 0.5f;
-        for (float v : res.mixed) wrong[size_t(self)] += v != want && !(r == 2 && v == 1.0f);
+        for (float v : *res.mixed) wrong[size_t(self)] += v != want && !(r == 2 && v == 1.0f);
         if (r >= 3) std::this_thread::sleep_for(std::chrono::milliseconds(50));   // the joiner comes and goes meanwhile
       }
       events[size_t(self)] = c.take_events();
@@ -865,7 +865,7 @@ TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait o
       for (uint64_t r = 0; r < 3; ++r) {
         c.submit(r, std::vector<float>(8, static_cast<float>(self)), {});
         RoundResult res = next_round(c);
-        if (res.mixed != std::vector<float>(8, 0.5f)) throw std::runtime_error("wrong mean");
+        if (*res.mixed != std::vector<float>(8, 0.5f)) throw std::runtime_error("wrong mean");
       }
       if (self == 1) {  // outlive node 0 by more than the peer time-out
         const auto until = Clock::now() + std::chrono::milliseconds(1500);
@@ -895,10 +895,11 @@ TEST_CASE("graceful stop: a peer that said bye is not lost; stop does not wait o
 // RoundResult::submitted: the ring hands the caller its own vector back, the
 // very storage and its bits, so a trainer keeps Δ without a copy; error
 // feedback adds its residual to a copy (int8 rounds lose bits, so a residual
-// that touched the caller's vector would show). Communicator::recycle: the
-// storage given back holds the next round's result. Gossip rounds work on
-// the snapshot in place and hand nothing back.
-TEST_CASE("the submitted vector comes back unchanged with its round, error feedback too; recycled storage holds the next result") {
+// that touched the caller's vector would show). RoundResult::mixed is the
+// storage the communicator keeps for view changes (no copy): once both let
+// go, it holds a later round's result. Gossip rounds work on the snapshot in
+// place and hand nothing back.
+TEST_CASE("the submitted vector comes back unchanged with its round, error feedback too; result storage is kept, not copied, then reused") {
   for (const MixerKind mixer : {MixerKind::kRing, MixerKind::kGossip}) {
     for (const Codec codec : {Codec::kNone, Codec::kInt8}) {
       if (mixer == MixerKind::kGossip && codec == Codec::kInt8) continue;
@@ -906,23 +907,25 @@ TEST_CASE("the submitted vector comes back unchanged with its round, error feedb
       CAPTURE(static_cast<int>(codec));
       constexpr int kNodes = 3;
       constexpr size_t kCount = 3000;
+      constexpr uint64_t kRounds = 12;
       const std::vector<int> ports = free_ports(kNodes);
       std::vector<std::string> errors(kNodes);
       std::vector<int> same_storage(kNodes, 0), same_bits(kNodes, 0), reused(kNodes, 0), empty(kNodes, 0);
       auto node = [&](int self) {
         try {
-          CommOptions o = options(self, ports);
+          CommOptions o = options(self, ports);  // window 3: the last 5 results kept
           o.mixer = mixer;
           o.codec = codec;
           Communicator c(o);
           std::vector<float> params(kCount, 0.0f);
           c.start(params.data(), kCount);
-          // Storage given back, and blockers allocated right after each
-          // recycle (held to the end): were recycle to drop its vector, the
-          // allocator would hand that address to the blocker, not to a result.
-          std::vector<const float*> given_back;
+          // Each result's storage, and a blocker allocated once the result is
+          // dropped (held to the end): were an evicted result freed instead
+          // of reused, the allocator would hand its address to a blocker,
+          // never to a later result.
+          std::vector<const float*> results;
           std::vector<std::vector<float>> blockers;
-          for (uint64_t r = 0; r < 6; ++r) {  // one round at a time
+          for (uint64_t r = 0; r < kRounds; ++r) {  // one round at a time
             std::vector<float> v(kCount);
             for (size_t j = 0; j < kCount; ++j) v[j] = 0.37f * float(j % 29) + float(self) - 0.013f * float(r);
             const std::vector<float> want = v;
@@ -933,12 +936,10 @@ TEST_CASE("the submitted vector comes back unchanged with its round, error feedb
             same_storage[size_t(self)] += res.submitted.data() == storage;
             same_bits[size_t(self)] += res.submitted == want;
             empty[size_t(self)] += res.submitted.empty();
-            // The pool is a stack: with a codec, the feedback copy and the
-            // result alternate between two storages.
-            if (r >= 2)
-              reused[size_t(self)] += res.mixed.data() == given_back[r - 1] || res.mixed.data() == given_back[r - 2];
-            given_back.push_back(res.mixed.data());
-            c.recycle(std::move(res.mixed));
+            reused[size_t(self)] +=
+                std::find(results.begin(), results.end(), res.mixed->data()) != results.end();
+            results.push_back(res.mixed->data());
+            res.mixed.reset();
             blockers.emplace_back(kCount, 1.0f);
           }
           c.stop(3000);
@@ -953,11 +954,14 @@ TEST_CASE("the submitted vector comes back unchanged with its round, error feedb
         CAPTURE(i);
         CHECK(errors[size_t(i)] == "");
         if (mixer == MixerKind::kRing) {
-          CHECK(same_storage[size_t(i)] == 6);
-          CHECK(same_bits[size_t(i)] == 6);
-          CHECK(reused[size_t(i)] == 4);   // every round from the third
+          CHECK(same_storage[size_t(i)] == int(kRounds));
+          CHECK(same_bits[size_t(i)] == int(kRounds));
+          // Round r's result is evicted from the kept 5 when round r + 5
+          // finishes, and holds round r + 6's: rounds 6 .. 11 reuse. (With
+          // int8, feedback copies draw on the same storage, in turn.)
+          if (codec == Codec::kNone) CHECK(reused[size_t(i)] == int(kRounds) - 6);
         } else {
-          CHECK(empty[size_t(i)] == 6);
+          CHECK(empty[size_t(i)] == int(kRounds));
         }
       }
     }
@@ -1055,7 +1059,7 @@ void late_start_case(bool resumed) {
         for (size_t j = 0; j < count; ++j) v[j] = input(self, r, j);
         c.submit(r, std::move(v), {});
         const RoundResult res = next_round(c, 20000);
-        for (size_t j = 0; j < count; ++j) me.anchor[j] += res.mixed[j];
+        for (size_t j = 0; j < count; ++j) me.anchor[j] += (*res.mixed)[j];
         if (self == 1) node1_done = r + 1;
         std::this_thread::sleep_for(std::chrono::milliseconds(15));   // rounds slow enough for a join mid-run
       }

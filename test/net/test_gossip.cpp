@@ -67,7 +67,7 @@ std::string run_gossip_node(int self, int nodes, size_t count, const std::vector
     for (const auto& [id, sk] : res->sketches)
       if (sk != std::vector<float>{static_cast<float>(id)} || res->sketch_rounds.at(id) > res->round)
         throw std::runtime_error("wrong sketch");
-    for (size_t j = 0; j < count; ++j) x[j] += res->mixed[j];  // the correction
+    for (size_t j = 0; j < count; ++j) x[j] += (*res->mixed)[j];  // the correction
     const int32_t partner = res->partner;
     out.append(reinterpret_cast<const char*>(&partner), sizeof(partner));
     out.append(reinterpret_cast<const char*>(x.data()), count * sizeof(float));
@@ -202,7 +202,7 @@ TEST_CASE("gossip, 4 nodes: a round completes with its partner's exchange alone;
     const RoundResult& n0 = *r0[0];
     CHECK(n0.partner == 1);
     for (size_t j = 0; j < count; ++j)  // the pair's correction, exactly
-      CHECK(n0.mixed[j] == (x_of(1, j) - x_of(0, j)) * 0.5f);
+      CHECK((*n0.mixed)[j] == (x_of(1, j) - x_of(0, j)) * 0.5f);
     // every sketch it carries is its node's, of the round it says
     for (const auto* res : {&*r0[0], &*r1[0]})
       for (const auto& [id, sk] : res->sketches) {

@@ -68,13 +68,13 @@ std::string run_ring_node(int self, int nodes, size_t count, const std::vector<i
     }
     std::optional<RoundResult> r = comm.wait(200);
     if (!r) continue;
-    size_t errors = r->round != got || r->mixed.size() != count || r->partner != -1;
-    for (size_t j = 0; j < r->mixed.size() && j < count; ++j)
-      errors += r->mixed[j] != expected_mean(nodes, r->round, j);
+    size_t errors = r->round != got || r->mixed->size() != count || r->partner != -1;
+    for (size_t j = 0; j < r->mixed->size() && j < count; ++j)
+      errors += (*r->mixed)[j] != expected_mean(nodes, r->round, j);
     errors += r->sketches.size() != static_cast<size_t>(nodes);
     for (const auto& [id, sk] : r->sketches)
       errors += sk != std::vector<float>{static_cast<float>(id), static_cast<float>(r->round)};
-    out << "round " << r->round << " hash " << hash64(r->mixed.data(), r->mixed.size() * 4)
+    out << "round " << r->round << " hash " << hash64(r->mixed->data(), r->mixed->size() * 4)
         << " errors " << errors << "\n";
     ++got;
   }

@@ -126,8 +126,8 @@ struct Cluster {
         for (size_t j = 0; j < count; ++j) x[j] = input(self, static_cast<uint64_t>(r), j);
         c.submit(static_cast<uint64_t>(r), std::move(x), {static_cast<float>(self)});
         RoundResult res = next_round(c);
-        wrong[s] += res.round != static_cast<uint64_t>(r) || res.mixed.size() != count;
-        for (size_t j = 0; j < res.mixed.size(); ++j) wrong[s] += res.mixed[j] != expected_mean(n, res.round, j);
+        wrong[s] += res.round != static_cast<uint64_t>(r) || res.mixed->size() != count;
+        for (size_t j = 0; j < res.mixed->size(); ++j) wrong[s] += (*res.mixed)[j] != expected_mean(n, res.round, j);
       }
       stats[s] = c.stats();
       live[s] = nullptr;
