@@ -80,13 +80,6 @@ class Mixer {
   // result to storage of its own: the caller may keep that very buffer to
   // re-run the round (a view change) instead of copying it first.
   virtual bool keeps_input() const { return false; }
-  // on_final(round, offset, v, n): [offset, offset + n) of the round's result
-  // is final and equals v[0, n) (I/O thread, before finished(); a round re-run
-  // on a new mixer is reported again in full). Lets the caller copy the result
-  // while the round still waits on the network. Returns false when the mixer
-  // never calls it.
-  using OnFinal = std::function<void(uint64_t round, uint64_t offset, const float* v, uint64_t n)>;
-  virtual bool set_on_final(OnFinal /*on_final*/) { return false; }
   // A vector the mixer may reuse as a later round's result storage (its
   // contents are overwritten): saves the page faults of a fresh allocation.
   virtual void recycle(std::vector<float> /*v*/) {}

@@ -145,7 +145,6 @@ void RingAllreduce::submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
   if (codec_ != Codec::kNone && nodes_ > 1) st.loss.assign(count_, 0.0f);
   if (nodes_ == 1) {  // the mean of one vector is itself (x / 1 is exact)
     std::copy(st.buf->data.begin(), st.buf->data.end(), st.out.begin());
-    landed(round, st, 0, count_);
     st.chunks_done = total_chunks_;
     return;
   }
@@ -210,7 +209,6 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
       if (owner) {  // the mean, encoded once: out takes the decoded bits every node will have
         msg = encode_chunk(round, scratch_.data(), n, out, loss, static_cast<float>(nodes_));
         ++st.chunks_done;
-        landed(round, st, h.offset, n);
       } else {
         decoded_.resize(n);
         msg = encode_chunk(round, scratch_.data(), n, decoded_.data(), loss, 1.0f);
@@ -220,7 +218,6 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
     }
     decode(codec_, payload.data(), n, out);  // all-gather: the owner's message, final bits
     ++st.chunks_done;
-    landed(round, st, h.offset, n);
     if (h.step + 1 < 2 * n1) {
       const uint64_t hash = h.payload_hash;  // forwarded unchanged, hash already verified
       send(round, h.step + 1, seg, h.chunk, std::move(payload), &hash);
@@ -246,7 +243,6 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
     const uint64_t hash = hasher.finish();
     if (owner) {
       ++st.chunks_done;
-      landed(round, st, h.offset, n);
     }
     // owner: the mean starts the all-gather; otherwise the sum moves on
     send(round, owner ? n1 : h.step + 1, seg, h.chunk, std::move(payload), &hash);
@@ -255,7 +251,6 @@ void RingAllreduce::apply(uint64_t round, RoundState& st, const Header& h,
   // all-gather: the mean of segment seg, final bits
   std::memcpy(out, in, n * sizeof(float));
   ++st.chunks_done;
-  landed(round, st, h.offset, n);
   if (h.step + 1 < 2 * n1) {
     const uint64_t hash = h.payload_hash;  // forwarded unchanged, hash already verified
     send(round, h.step + 1, seg, h.chunk, std::move(payload), &hash);
@@ -280,15 +275,6 @@ std::vector<float> RingAllreduce::take(uint64_t round, int* partner) {
 }  // namespace tether::net
 
 namespace tether::net {
-
-void RingAllreduce::landed(uint64_t round, RoundState& st, uint64_t offset, uint64_t n) {
-  if (on_final_ && n > 0) on_final_(round, offset, st.out.data() + offset, n);
-}
-
-bool RingAllreduce::set_on_final(OnFinal on_final) {
-  on_final_ = std::move(on_final);
-  return true;
-}
 
 void RingAllreduce::recycle(std::vector<float> v) {
   if (v.size() == count_ && count_ > 0 && spare_.size() < kMaxSpare) spare_.push_back(std::move(v));

@@ -18,7 +18,7 @@
 //   (no copy); own data is sent zero-copy and never modified (keeps_input():
 //   the caller re-runs a round from it without a copy). The result goes to a
 //   vector of the ring's own (recycled ones first, so no page faults on the
-//   round's path), each chunk reported to on_final as it lands.
+//   round's path).
 // Bytes on the wire per node and round: 2(N-1)/N * n * 4 sent and received
 //   (plus 72 header bytes per chunk); with a codec (net/codec.h), 2(N-1)/N *
 //   n * 2 (bf16) or 2(N-1)/N * (n + 4 per chunk) (int8).
@@ -68,7 +68,6 @@ class RingAllreduce final : public Mixer {
   std::vector<float> take(uint64_t round, int* partner) override;
   std::vector<float> take_loss(uint64_t round) override;
   bool keeps_input() const override { return true; }
-  bool set_on_final(OnFinal on_final) override;
   void recycle(std::vector<float> v) override;
   std::vector<float> take_spare() override;
   Codec codec() const { return codec_; }
@@ -100,8 +99,6 @@ class RingAllreduce final : public Mixer {
                               float weight);
   RoundState& state(uint64_t round);
   void apply(uint64_t round, RoundState& st, const Header& h, zmq::message_t payload);
-  // out[offset, offset + n) is final: counted, reported to on_final_.
-  void landed(uint64_t round, RoundState& st, uint64_t offset, uint64_t n);
   void send(uint64_t round, uint32_t step, int seg, uint32_t c, zmq::message_t payload,
             const uint64_t* known_hash);
 
@@ -115,7 +112,6 @@ class RingAllreduce final : public Mixer {
   std::vector<float> scratch_, decoded_;  // one chunk, decoded (I/O thread)
   std::vector<std::vector<float>> spare_;  // recycled result storage (at most kMaxSpare)
   static constexpr size_t kMaxSpare = 4;
-  OnFinal on_final_;
   std::map<uint64_t, RoundState> rounds_;
 };
 
