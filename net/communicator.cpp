@@ -443,7 +443,11 @@ void Communicator::become_running() {
   phase_ = Phase::kRunning;
   connect_timer_.cancel();
   late_timer_.cancel();
-  if (membership()) anchor_io_ = start_anchor_.empty() ? std::vector<float>(params_, params_ + count_) : start_anchor_;
+  // x̄: a resumed run's (needed nowhere else: moved), else the parameters.
+  if (membership()) {
+    anchor_io_ = start_anchor_.empty() ? std::vector<float>(params_, params_ + count_) : std::move(start_anchor_);
+    start_anchor_ = std::vector<float>();
+  }
   std::lock_guard<std::mutex> lk(mu_);
   started_ = true;
   cv_.notify_all();

@@ -706,7 +706,8 @@ Reject Communicator::handle_membership(const Header& h, std::vector<zmq::message
       if (++state_received_ < chunks) return Reject::kNone;
       // x̄ at R is here: this node starts from it.
       std::memcpy(params_, state_.data(), count_ * sizeof(float));
-      anchor_io_ = state_;
+      anchor_io_ = std::move(state_);  // the stream's buffer is not needed past here
+      state_ = std::vector<float>();
       joining_ = false;
       phase_ = Phase::kRunning;
       if (pending_event_) {

@@ -123,7 +123,8 @@ class OverlapAveraging : public Averaging {
     comm_->start(x_.data(), x_.size(), !o_.gossip && o_.anchor.size() == dim_ ? o_.anchor : std::vector<float>());
     params_->write(x_.data());
     x_prev_ = x_;
-    anchor_ = o_.anchor.size() == dim_ ? o_.anchor : x_;
+    anchor_ = o_.anchor.size() == dim_ ? std::move(o_.anchor) : x_;
+    o_.anchor = std::vector<float>();   // a resumed run's x̄: the communicator has its own copy
     next_round_ = o_.first_round;
     start_step_ = o_.start_step;
     if (comm_->joined()) {   // x = x̄ at the view's resume round

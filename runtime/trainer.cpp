@@ -177,6 +177,7 @@ void Trainer::setup() {
     }
     resume_.gossip_barrier = opts_.gossip_barrier;
     avg_ = make_averaging(cfg_, opts_.node, *model_, resume_);
+    resume_.anchor = std::vector<float>();   // the averaging holds x̄ from here
     if (avg_->joined()) {   // a running cluster took this node in: it starts from x̄ at the view's round
       step_ = avg_->start_step();
       start_epoch_ = int(step_ / spe);
