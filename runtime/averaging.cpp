@@ -613,8 +613,10 @@ class OverlapAveraging : public Averaging {
     params_->write(res->mixed->data());
   }
 
-  // Arena-sized float vectors are recycled (deltas, corrections, the mixer's
-  // results): a fresh one per round would be zero-filled and faulted in.
+  // Arena-sized float vectors are recycled (a ring round's Δ, back as its
+  // correction; gossip's snapshots and corrections): a fresh one per round
+  // would be zero-filled and faulted in. Ring results go back to the
+  // communicator, which keeps them for a while (net::RoundResult::mixed).
   std::vector<float> take_buffer() {
     if (spare_.empty()) return std::vector<float>(dim_);
     std::vector<float> v = std::move(spare_.back());
