@@ -211,9 +211,15 @@ struct CommOptions {
 // hidden --crash-at flag takes one of them), and "window": asked by the
 // averaging (runtime/averaging.cpp) with the oldest round in flight as the
 // trainer is about to wait on its staleness window; true crashes the node
-// there (Communicator::crash).
+// there (Communicator::crash). Gossip's stop agreement, at its coordinator:
+// "cut-answer" as the first answer to its query arrives (round: the rounds
+// this node submitted), the members it queried having promised; "cut-decide"
+// once it has decided the cut round R (round: R) and sent R to one member
+// only, the highest other one (not the next coordinator), whose frame still
+// leaves (ZeroMQ lingers on it, as the kernel sends what a killed process
+// wrote).
 inline constexpr const char* kTestCrashPoints[] = {"submit", "reduce-scatter", "all-gather", "commit", "state",
-                                                   "corrupt-state", "window"};
+                                                   "corrupt-state", "window", "cut-answer", "cut-decide"};
 
 // Per-round options of submit().
 struct RoundFlags {
@@ -528,7 +534,8 @@ class Communicator {
                    bool corrupt = false);
   void check_quorum(Clock::time_point now);
   void notify_outside(int peer);
-  void crash_now(const char* where);
+  // linger_ms: how long ZeroMQ may still send what was queued (0: dropped).
+  void crash_now(const char* where, int linger_ms = 0);
   Reject handle_membership(const Header& h, std::vector<zmq::message_t>& parts);
   Reject check_epoch(const Header& h, std::vector<zmq::message_t>& parts, bool* buffered);
   void replay_future();

@@ -28,6 +28,9 @@ namespace {
 constexpr uint64_t kCutAsk = 1, kCutQuery = 2, kCutAnswer = 3, kCutDecide = 4;
 // Rounds in a cut message: far above any run, and max + margin cannot wrap.
 constexpr uint64_t kMaxCutRound = uint64_t{1} << 62;
+// Test hook "cut-decide": how long the crashing coordinator's one decision
+// frame may take to leave.
+constexpr int kCrashLingerMs = 1000;
 
 }  // namespace
 
@@ -200,9 +203,16 @@ void Communicator::cut_decide(uint64_t cut) {
     cv_.notify_all();
   }
   std::fprintf(stderr, "[tether.net node %d] stop agreed: every node stops at round %" PRIu64 "\n", opts_.self, cut);
-  for (int m : view_.members) {  // each member passes it on once (module comment)
+  const bool crash = opts_.test_crash_at && cut_coordinator() == opts_.self && opts_.test_crash_at("cut-decide", cut);
+  for (auto it = view_.members.rbegin(); it != view_.members.rend(); ++it) {  // each member passes it on once
+    const int m = *it;
     const PeerState& ps = peers_[static_cast<size_t>(m)];
-    if (m != opts_.self && !ps.lost && !ps.bye) send_cut(m, kCutDecide, 0, cut, 0);
+    if (m == opts_.self || ps.lost || ps.bye) continue;
+    send_cut(m, kCutDecide, 0, cut, 0);
+    if (crash) {  // test hook: R has reached one member only, the highest, not the next coordinator
+      crash_now("cut-decide", kCrashLingerMs);
+      return;
+    }
   }
 }
 
@@ -242,6 +252,10 @@ Reject Communicator::handle_cut(const Header& h, const zmq::message_t& payload) 
     case kCutAnswer:
       if (cut_io_.query == 0 || v[1] != cut_io_.query) return Reject::kStaleEpoch;  // an earlier query's
       if (cut_io_.answers.count(peer)) return Reject::kDuplicate;
+      if (opts_.test_crash_at && opts_.test_crash_at("cut-answer", cut_io_.answers.at(opts_.self))) {
+        crash_now("cut-answer");  // test hook: the members promised, nothing was decided
+        return Reject::kNone;
+      }
       cut_io_.answers[peer] = v[2];
       if (v[3] != 0) cut_io_.known = v[3] - 1;
       cut_check_answers();

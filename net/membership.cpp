@@ -102,10 +102,11 @@ void Communicator::crash(const char* where) {
   asio::post(io_, [this, where] { crash_now(where); });
 }
 
-void Communicator::crash_now(const char* where) {
+void Communicator::crash_now(const char* where, int linger_ms) {
   std::fprintf(stderr, "[tether.net node %d] test crash at %s\n", opts_.self, where);
   phase_ = Phase::kDone;
-  if (transport_) transport_->close(0);
+  if (transport_ && linger_ms > 0) transport_->release_held();
+  if (transport_) transport_->close(linger_ms);
   io_.stop();
   fail(std::make_exception_ptr(TestCrash("node " + std::to_string(opts_.self) + " crashed (test hook at " + where + ")")));
 }

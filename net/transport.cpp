@@ -511,6 +511,10 @@ void Transport::arm_flush(Clock::time_point at) {
   });
 }
 
+void Transport::release_held() {
+  while (!queue_.empty() && try_send(queue_.front())) queue_.pop_front();  // bounded by the queue
+}
+
 void Transport::close(int linger_ms, const std::vector<int>& finished) {
   if (closed_) return;
   closed_ = true;

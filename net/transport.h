@@ -145,6 +145,9 @@ class Transport final : public Outbox {
   // peers in `finished` get none: they said bye and need nothing more) and
   // terminates the ZeroMQ context; pending messages are released.
   void close(int linger_ms, const std::vector<int>& finished = {});
+  // Hands every frame held back (inject_delay_ms, inject_rate_mbps) to
+  // ZeroMQ now, whatever its time: a test crash whose last frames must leave.
+  void release_held();
 
   // A node's name on the wire: its DEALERs' routing ids are "n<id>." plus 16
   // random hex digits, new for every connection. A ROUTER silently parks a

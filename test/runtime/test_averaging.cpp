@@ -53,9 +53,12 @@ struct Run {
   // "reduce-scatter" / "all-gather" (as a chunk of that phase arrives),
   // "window" (after submitting, as it would wait on the staleness window),
   // "commit" (the coordinator, as it commits the view without a dead node:
-  // then dead_node dies first, at round crash_round) — and, when
-  // rejoin_after_ms >= 0, starts again that much later and joins.
+  // then dead_node dies first, at round crash_round), "cut-answer" /
+  // "cut-decide" (gossip's stop agreement, at its coordinator; see
+  // net::kTestCrashPoints; the round it was asked with goes to crashed_at)
+  // — and, when rejoin_after_ms >= 0, starts again that much later and joins.
   int crash_node = -1, dead_node = -1;
+  std::shared_ptr<std::atomic<uint64_t>> crashed_at = std::make_shared<std::atomic<uint64_t>>(UINT64_MAX);
   std::string crash_point;
   std::string dead_point = "submit";   // where dead_node dies ("state", "corrupt-state": see CommOptions)
   int dead_rejoin_after_ms = -1;       // >= 0: dead_node starts again that much later and joins
@@ -167,9 +170,11 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
         if ((dies && run.crash_point != "window") || faulty) {
           const std::string point = i == run.dead_node ? run.dead_point : run.crash_point;
           c.test_crash_at = [&run, point](const char* at, uint64_t round) {
-            // commit, state, corrupt-state: the first time the node gets there
-            return point == at && (point == "commit" || point == "state" || point == "corrupt-state" ||
-                                   round == run.crash_round);
+            // commit, state, corrupt-state, the stop agreement's: the first time the node gets there
+            const bool fire = point == at && (point == "commit" || point == "state" || point == "corrupt-state" ||
+                                              point.rfind("cut-", 0) == 0 || round == run.crash_round);
+            if (fire) run.crashed_at->store(round);
+            return fire;
           };
         }
         AveragingOptions o;
@@ -958,6 +963,51 @@ TEST_CASE("gossip stop cut after a view change: a node of 5 crashes, then a surv
                     << out[size_t(k.stopper)].round_at_stop << ": cut at round " << cut);
     CHECK(out[size_t(k.stopper)].views.front().resume_round < out[size_t(k.stopper)].round_at_stop);   // asked in view 2
     CHECK(cut > out[size_t(k.stopper)].round_at_stop);
+    CHECK(cut < uint64_t(run.steps / run.period));   // mid-run
+  }
+}
+
+// The coordinator of the stop agreement dies in the middle of it (module
+// comment of net/communicator.h, "Coordinated cut, gossip"). cut-answer: the
+// members it queried promised, nothing was decided; view 2's coordinator
+// (node 1) queries again and decides. cut-decide: node 0 decided R and only
+// node 4 got it; node 4 passes R on (and would answer view 2's query with
+// it), and R stays the cut. Either way the 4 survivors stop at one cut round
+// and none closed a round past it.
+TEST_CASE("gossip stop cut, its coordinator dies mid-agreement (after the members promised; after R reached one member): the 4 survivors stop at one cut round") {
+  for (const std::string point : {"cut-answer", "cut-decide"}) {
+    CAPTURE(point);
+    Run run = gossip_fault_run();
+    run.steps = 1000;   // far past the cut
+    run.crash_node = 0;   // the coordinator of view 1 (its lowest member)
+    run.crash_point = point;
+    run.stop_nodes = {3};
+    run.stop_at_step = 40;
+    const auto out = run_cluster(run);
+    const std::vector<int> live = {1, 2, 3, 4};
+    REQUIRE_MESSAGE(out[0].crashed, out[0].error);
+    const uint64_t asked = run.crashed_at->load();   // cut-answer: node 0's rounds; cut-decide: its R
+    const uint64_t cut = out[1].next_round;
+    for (int i : live) {
+      const NodeOut& o = out[size_t(i)];
+      CAPTURE(i);
+      REQUIRE_MESSAGE(o.error.empty(), o.error);
+      REQUIRE(!o.views.empty());
+      CHECK(o.views.front().epoch == 2);
+      CHECK(o.views.front().members == live);
+      CHECK(o.at_cut);
+      CHECK(o.next_round == cut);                         // one cut round
+      CHECK(o.last_closed == int64_t(cut) - 1);           // rounds 0..R-1 closed, none past
+      CHECK(o.steps_run == cut * uint64_t(run.period));   // at the cut's step
+    }
+    if (point == "cut-decide") {
+      CHECK(cut == asked);   // the R that reached one member is everyone's
+    } else {
+      CHECK(cut > asked);    // decided later, above what node 0 had submitted when its members promised
+    }
+    MESSAGE(point << ": node 3 asked from round " << out[3].round_at_stop << ", node 0 crashed at " << asked
+                  << ", cut at round " << cut << ", view 2 resumed at round " << out[1].views.front().resume_round);
+    CHECK(cut > out[3].round_at_stop);
     CHECK(cut < uint64_t(run.steps / run.period));   // mid-run
   }
 }
