@@ -314,6 +314,8 @@ void Communicator::io_main() {
       gossip_ = std::make_unique<Gossip>(opts_.self, nodes_, count_, opts_.chunk_bytes, transport_.get(),
                                          opts_.first_round, 2 * static_cast<uint64_t>(opts_.window) + 2,
                                          opts_.codec);
+    if (gossip_ && opts_.test_crash_at)
+      gossip_->test_half_send = [this](uint64_t round) { return opts_.test_crash_at("gossip-half", round); };
     params_chunk_elems_ = std::max<uint64_t>(1, opts_.chunk_bytes / sizeof(float));
     params_chunks_ = (count_ + params_chunk_elems_ - 1) / params_chunk_elems_;
     params_seen_.assign(params_chunks_, 0);
@@ -1250,6 +1252,10 @@ void Communicator::on_submit(uint64_t round, std::shared_ptr<RoundBuffer> data,
 
 void Communicator::try_complete() {
   if (!ring_) return;
+  if (gossip_ && gossip_->half_sent() && phase_ != Phase::kDone) {  // test hook: the partner has half of this node's snapshot
+    crash_now("gossip-half", kTestCrashLingerMs);
+    return;
+  }
   // A view change is complete here once its resume round is reached: x̄ is
   // then the same on every member (the record carries its hash), and joiners
   // get it. Its event is queued before the result of any round from the

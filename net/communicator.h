@@ -211,15 +211,17 @@ struct CommOptions {
 // hidden --crash-at flag takes one of them), and "window": asked by the
 // averaging (runtime/averaging.cpp) with the oldest round in flight as the
 // trainer is about to wait on its staleness window; true crashes the node
-// there (Communicator::crash). Gossip's stop agreement, at its coordinator:
+// there (Communicator::crash). "gossip-half": as this node's snapshot of the
+// round leaves for its partner, after the first half of its chunks (which
+// arrive; the rest never leave). Gossip's stop agreement, at its coordinator:
 // "cut-answer" as the first answer to its query arrives (round: the rounds
 // this node submitted), the members it queried having promised; "cut-decide"
 // once it has decided the cut round R (round: R) and sent R to one member
 // only, the highest other one (not the next coordinator), whose frame still
 // leaves (ZeroMQ lingers on it, as the kernel sends what a killed process
 // wrote).
-inline constexpr const char* kTestCrashPoints[] = {"submit", "reduce-scatter", "all-gather", "commit", "state",
-                                                   "corrupt-state", "window", "cut-answer", "cut-decide"};
+inline constexpr const char* kTestCrashPoints[] = {"submit", "reduce-scatter", "all-gather", "gossip-half", "commit",
+                                                   "state", "corrupt-state", "window", "cut-answer", "cut-decide"};
 
 // Per-round options of submit().
 struct RoundFlags {
@@ -534,8 +536,10 @@ class Communicator {
                    bool corrupt = false);
   void check_quorum(Clock::time_point now);
   void notify_outside(int peer);
-  // linger_ms: how long ZeroMQ may still send what was queued (0: dropped).
+  // linger_ms: how long ZeroMQ may still send what was queued (0: dropped;
+  // kTestCrashLingerMs: the frames a test crash must let leave).
   void crash_now(const char* where, int linger_ms = 0);
+  static constexpr int kTestCrashLingerMs = 1000;
   Reject handle_membership(const Header& h, std::vector<zmq::message_t>& parts);
   Reject check_epoch(const Header& h, std::vector<zmq::message_t>& parts, bool* buffered);
   void replay_future();

@@ -135,6 +135,7 @@ void Gossip::advance() {
 }
 
 bool Gossip::send_next() {
+  if (half_sent_) return false;  // test hook: this node is about to crash
   auto it = rounds_.find(next_send_);
   if (it == rounds_.end() || !it->second.buf || it->second.sent) return false;
   RoundState& st = it->second;
@@ -153,13 +154,18 @@ bool Gossip::send_next() {
   if (!all_finite(m, count_))  // the partner would refuse it
     throw std::invalid_argument("gossip round " + std::to_string(round) +
                                 ": non-finite value in this node's snapshot");
+  uint32_t send_chunks = chunks_;
+  if (test_half_send && chunks_ >= 2 && test_half_send(round)) {
+    send_chunks = chunks_ / 2;
+    half_sent_ = round;
+  }
   if (codec_ != Codec::kNone) {
     // m + the residual goes out encoded; the snapshot becomes its decoded
     // bits (what the partner sees, and the own side of the correction); the
     // new residual is what the encoding lost
     std::vector<float> v(m, m + count_);
     for (uint64_t j = 0; j < count_; ++j) v[j] += residual_[j];  // j over the snapshot
-    for (uint32_t c = 0; c < chunks_; ++c) {  // c over the snapshot's chunks
+    for (uint32_t c = 0; c < send_chunks; ++c) {  // c over the snapshot's chunks
       const ChunkRange r = chunk(c);
       zmq::message_t msg(encoded_bytes(codec_, r.count));
       encode(codec_, v.data() + r.offset, r.count, msg.data(), m + r.offset);
@@ -178,7 +184,7 @@ bool Gossip::send_next() {
     }
     return true;
   }
-  for (uint32_t c = 0; c < chunks_; ++c) {  // c over the snapshot's chunks
+  for (uint32_t c = 0; c < send_chunks; ++c) {  // c over the snapshot's chunks
     const ChunkRange r = chunk(c);
     Header h;
     h.kind = Kind::kGossip;

@@ -83,7 +83,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <vector>
 
@@ -114,6 +116,12 @@ class Gossip final : public Mixer {
 
   uint32_t chunks() const { return chunks_; }
   ChunkRange chunk(uint32_t c) const;
+  // Test hook (CommOptions::test_crash_at, "gossip-half"): asked with each
+  // round whose snapshot is about to leave for a partner, when it has two
+  // chunks or more; true sends the first half of them only and nothing
+  // after: half_sent() then names the round (the communicator crashes).
+  std::function<bool(uint64_t round)> test_half_send;
+  std::optional<uint64_t> half_sent() const { return half_sent_; }
   // What the encodings lost and the next snapshot will carry (n floats; empty
   // without a codec).
   const std::vector<float>& residual() const { return residual_; }
@@ -148,6 +156,7 @@ class Gossip final : public Mixer {
   Outbox* outbox_;
   Codec codec_;
   std::vector<float> residual_;  // error feedback (codec only)
+  std::optional<uint64_t> half_sent_;  // test_half_send fired for this round
   std::map<uint64_t, RoundState> rounds_;             // submitted or with frames, not finished
   std::map<uint64_t, std::vector<float>> corrections_;  // finished, maybe still needed
   uint64_t next_send_ = 0;       // lowest round not sent yet

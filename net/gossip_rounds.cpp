@@ -28,9 +28,6 @@ namespace {
 constexpr uint64_t kCutAsk = 1, kCutQuery = 2, kCutAnswer = 3, kCutDecide = 4;
 // Rounds in a cut message: far above any run, and max + margin cannot wrap.
 constexpr uint64_t kMaxCutRound = uint64_t{1} << 62;
-// Test hook "cut-decide": how long the crashing coordinator's one decision
-// frame may take to leave.
-constexpr int kCrashLingerMs = 1000;
 
 }  // namespace
 
@@ -210,7 +207,7 @@ void Communicator::cut_decide(uint64_t cut) {
     if (m == opts_.self || ps.lost || ps.bye) continue;
     send_cut(m, kCutDecide, 0, cut, 0);
     if (crash) {  // test hook: R has reached one member only, the highest, not the next coordinator
-      crash_now("cut-decide", kCrashLingerMs);
+      crash_now("cut-decide", kTestCrashLingerMs);
       return;
     }
   }

@@ -76,8 +76,8 @@ TEST_CASE("cli: help and usage errors") {
   expect({"unknown option", "train x.json --fast", 2, "unknown option --fast"});
   expect({"eval without checkpoint", "eval x.json", 2, "eval: missing --checkpoint FILE"});
   // --crash-at, a hidden test hook (not in --help): one of the communicator's points.
-  const std::string points = "POINT or POINT:ROUND, POINT one of submit, reduce-scatter, all-gather, commit, state, "
-                             "corrupt-state, window, cut-answer, cut-decide, got ";
+  const std::string points = "POINT or POINT:ROUND, POINT one of submit, reduce-scatter, all-gather, gossip-half, "
+                             "commit, state, corrupt-state, window, cut-answer, cut-decide, got ";
   expect({"unknown crash point", "train x.json --crash-at nowhere", 2, "--crash-at: expected " + points + "nowhere"});
   expect({"bad crash round", "train x.json --crash-at commit:two", 2, "--crash-at: expected " + points + "commit:two"});
   expect({"empty crash point", "train x.json --crash-at :3", 2, "--crash-at: expected " + points + ":3"});
