@@ -11,8 +11,12 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
-#include <map>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "net/codec.h"
@@ -138,6 +142,8 @@ struct Drift {
 
 // Runs the cluster; every node starts from the same x0 (node 0's, by the
 // start-up broadcast).
+constexpr int kRunLimitS = 240;   // one run_cluster call (a whole test case takes at most 25 s here)
+
 std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
   const std::vector<int> ports = net::testing::free_ports(run.nodes);
   std::vector<NodeOut> out(size_t(run.nodes));
@@ -145,8 +151,32 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
   const size_t rounds = run.clocked() ? size_t(run.steps + run.settle_steps + run.staleness + 4)
                                       : size_t((run.steps + run.settle_steps + run.period - 1) / run.period);
   std::vector<std::thread> threads;
+  // Bounded: a node that never ends (a round that can never complete while
+  // its peers still answer heartbeats) fails the run after kRunLimitS instead
+  // of hanging the suite until meson's time-out.
+  std::mutex ended_mu;
+  std::condition_variable ended_cv;
+  int ended = 0;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lk(ended_mu);
+    if (!ended_cv.wait_for(lk, std::chrono::seconds(kRunLimitS), [&] { return ended == run.nodes; })) {
+      std::fprintf(stderr, "run_cluster: %d of %d nodes still running after %d s: a hang\n", run.nodes - ended,
+                   run.nodes, kRunLimitS);
+      std::abort();
+    }
+  });
   for (int i = 0; i < run.nodes; ++i) {
     threads.emplace_back([&, i] {
+      struct Ended {   // counted however the node's thread ends
+        std::mutex& mu;
+        std::condition_variable& cv;
+        int& n;
+        ~Ended() {
+          std::lock_guard<std::mutex> lk(mu);
+          ++n;
+          cv.notify_all();
+        }
+      } ended_guard{ended_mu, ended_cv, ended};
       NodeOut& me = out[size_t(i)];
       me.closes.resize(rounds + 1);
       me.anchors.resize(rounds + 1);
@@ -265,6 +295,7 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
     });
   }
   for (auto& t : threads) t.join();
+  watchdog.join();
   return out;
 }
 
