@@ -11,23 +11,21 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include "net/codec.h"
 #include "net/gossip.h"
 #include "runtime/averaging.h"
 #include "runtime/monitor.h"
+#include "test/runtime/bounded_threads.h"
 #include "test/runtime/vector_params.h"
 #include "test/net/net_test_util.h"
 
 using namespace tether;
 
+using tether::testing::run_nodes_bounded;
 using tether::testing::VectorParams;
 
 namespace {
@@ -150,152 +148,123 @@ std::vector<NodeOut> run_cluster(const Run& run, Drift* drift = nullptr) {
   // Clocked rounds: at most a round per step, and the end's empty rounds.
   const size_t rounds = run.clocked() ? size_t(run.steps + run.settle_steps + run.staleness + 4)
                                       : size_t((run.steps + run.settle_steps + run.period - 1) / run.period);
-  std::vector<std::thread> threads;
-  // Bounded: a node that never ends (a round that can never complete while
-  // its peers still answer heartbeats) fails the run after kRunLimitS instead
-  // of hanging the suite until meson's time-out.
-  std::mutex ended_mu;
-  std::condition_variable ended_cv;
-  int ended = 0;
-  std::thread watchdog([&] {
-    std::unique_lock<std::mutex> lk(ended_mu);
-    if (!ended_cv.wait_for(lk, std::chrono::seconds(kRunLimitS), [&] { return ended == run.nodes; })) {
-      std::fprintf(stderr, "run_cluster: %d of %d nodes still running after %d s: a hang\n", run.nodes - ended,
-                   run.nodes, kRunLimitS);
-      std::abort();
-    }
-  });
-  for (int i = 0; i < run.nodes; ++i) {
-    threads.emplace_back([&, i] {
-      struct Ended {   // counted however the node's thread ends
-        std::mutex& mu;
-        std::condition_variable& cv;
-        int& n;
-        ~Ended() {
-          std::lock_guard<std::mutex> lk(mu);
-          ++n;
-          cv.notify_all();
-        }
-      } ended_guard{ended_mu, ended_cv, ended};
-      NodeOut& me = out[size_t(i)];
-      me.closes.resize(rounds + 1);
-      me.anchors.resize(rounds + 1);
-      // One life of the node: from a fresh start (or a join) to the end or its crash.
-      auto life = [&](bool rejoining) {
-        net::CommOptions c;
-        c.self = i;
-        c.peers = net::testing::loopback_peers(ports);
-        c.mixer = run.gossip ? net::MixerKind::kGossip : net::MixerKind::kRing;
-        c.window = run.staleness + 1;
-        c.chunk_bytes = 256;   // several chunks per vector
-        c.connect_timeout_ms = 20000;
-        c.heartbeat_ms = 100;
-        c.peer_timeout_ms = run.peer_timeout_ms;
-        c.inject_delay_ms = run.delay_ms;
-        c.codec = run.codec;
-        c.gossip_barrier = run.gossip_barrier;
-        c.round_timeout_ms = run.round_timeout_ms;
-        const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
-        const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
-        if ((dies && run.crash_point != "window") || faulty) {
-          const std::string point = i == run.dead_node ? run.dead_point : run.crash_point;
-          c.test_crash_at = [&run, point](const char* at, uint64_t round) {
-            // commit, state, corrupt-state, the stop agreement's: the first time the node gets there
-            const bool fire = point == at && (point == "commit" || point == "state" || point == "corrupt-state" ||
-                                              point.rfind("cut-", 0) == 0 || round == run.crash_round);
-            if (fire) run.crashed_at->store(round);
-            return fire;
-          };
-        }
-        AveragingOptions o;
-        o.node = i;
-        o.staleness = run.staleness;
-        o.period = run.period;
-        o.round_ms = run.round_ms;
-        o.period_auto = run.period_auto;
-        o.on_period = [&me](const PeriodChange& c) { me.periods.push_back(c); };
-        o.gossip = run.gossip;
-        o.peer_timeout_ms = 10000;
-        o.bound = run.bound;
-        o.on_close = [&me](uint64_t round, const float* x, size_t n, double delta_norm) {
-          if (round < me.closes.size()) me.closes[round].assign(x, x + n);
-          me.last_closed = int64_t(round);
-          me.max_delta = std::max(me.max_delta, delta_norm);
+  run_nodes_bounded(run.nodes, [&](int i) {
+    NodeOut& me = out[size_t(i)];
+    me.closes.resize(rounds + 1);
+    me.anchors.resize(rounds + 1);
+    // One life of the node: from a fresh start (or a join) to the end or its crash.
+    auto life = [&](bool rejoining) {
+      net::CommOptions c;
+      c.self = i;
+      c.peers = net::testing::loopback_peers(ports);
+      c.mixer = run.gossip ? net::MixerKind::kGossip : net::MixerKind::kRing;
+      c.window = run.staleness + 1;
+      c.chunk_bytes = 256;   // several chunks per vector
+      c.connect_timeout_ms = 20000;
+      c.heartbeat_ms = 100;
+      c.peer_timeout_ms = run.peer_timeout_ms;
+      c.inject_delay_ms = run.delay_ms;
+      c.codec = run.codec;
+      c.gossip_barrier = run.gossip_barrier;
+      c.round_timeout_ms = run.round_timeout_ms;
+      const bool dies = !rejoining && (i == run.crash_node || i == run.dead_node);
+      const bool faulty = i == run.dead_node && !rejoining;   // corrupt-state: it does not die
+      if ((dies && run.crash_point != "window") || faulty) {
+        const std::string point = i == run.dead_node ? run.dead_point : run.crash_point;
+        c.test_crash_at = [&run, point](const char* at, uint64_t round) {
+          // commit, state, corrupt-state, the stop agreement's: the first time the node gets there
+          const bool fire = point == at && (point == "commit" || point == "state" || point == "corrupt-state" ||
+                                            point.rfind("cut-", 0) == 0 || round == run.crash_round);
+          if (fire) run.crashed_at->store(round);
+          return fire;
         };
-        o.on_merge = [&me](uint64_t round, const float* a, size_t n) {
-          if (round < me.anchors.size()) me.anchors[round].assign(a, a + n);
-        };
-        o.on_view = [&me](const net::ViewEvent& e) { me.views.push_back(e); };
-        std::vector<float> x0(run.dim);
-        for (size_t j = 0; j < run.dim; ++j) x0[j] = float(i == 0 ? 0.5 + 0.001 * double(j) : 99.0);
-        VectorParams params(x0);
-        auto comm = std::make_unique<net::Communicator>(c);
-        net::Communicator* raw = comm.get();
-        auto avg = make_overlap_averaging(o, std::move(comm), &params);
-        if (avg->joined()) me.joined_round = avg->start_step() / uint64_t(run.period);
-        const bool stopper =
-            std::find(run.stop_nodes.begin(), run.stop_nodes.end(), i) != run.stop_nodes.end();
-        const double step_ms = i == run.slow_node ? run.slow_step_ms : run.step_ms;
-        const auto t0 = std::chrono::steady_clock::now();
-        if (i == run.late_node && !rejoining) std::this_thread::sleep_for(std::chrono::milliseconds(run.late_ms));
-        for (int t = int(avg->start_step()); t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
-          if (!run.stop_nodes.empty() && avg->stop_requested()) break;   // the trainer's loop
-          if (stopper && t >= run.stop_at_step) {
-            if (drift) drift->stopping = true;
-            if (me.round_at_stop == 0) me.round_at_stop = avg->next_round();
-            avg->request_stop();
-          }
-          if (t < run.steps)
-            for (size_t j = 0; j < run.dim; ++j) params.x[j] += update(i, uint64_t(t), j, run.amp);
-          if (step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(step_ms));
-          if (i == run.stall_node && t == run.stall_at_step && !rejoining)
-            std::this_thread::sleep_for(std::chrono::milliseconds(run.stall_ms));
-          if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
-            raw->crash();   // right after submitting crash_round: it would wait on the window next
-          const int64_t closed_before = me.last_closed;
-          avg->after_step(uint64_t(t) + 1);
-          me.steps_run = uint64_t(t) + 1;
-          for (int64_t r = closed_before + 1; r <= me.last_closed; ++r) me.close_steps[uint64_t(r)] = me.steps_run;
-          if (!me.periods.empty() && me.idle_before_period_s < 0)
-            me.idle_before_period_s = avg->metrics().value("idle_frac_total", 1.0) *
-                                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          if (drift) drift->update(i, avg->next_round());
-          if (avg->ended()) break;   // clocked rounds: another node ran all its steps
-        }
-        me.steps_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        me.metrics = avg->metrics();
-        me.throttle_count = me.metrics.value("throttle_count", uint64_t(0));
-        me.at_cut = avg->at_cut();
-        me.next_round = avg->next_round();
-        me.closed_in_loop = me.last_closed;
-        avg->finish();
-        me.ended = avg->ended();
-        me.end_round = avg->next_round();
-        me.final_x = params.x;
-        me.stats = raw->stats();
+      }
+      AveragingOptions o;
+      o.node = i;
+      o.staleness = run.staleness;
+      o.period = run.period;
+      o.round_ms = run.round_ms;
+      o.period_auto = run.period_auto;
+      o.on_period = [&me](const PeriodChange& c) { me.periods.push_back(c); };
+      o.gossip = run.gossip;
+      o.peer_timeout_ms = 10000;
+      o.bound = run.bound;
+      o.on_close = [&me](uint64_t round, const float* x, size_t n, double delta_norm) {
+        if (round < me.closes.size()) me.closes[round].assign(x, x + n);
+        me.last_closed = int64_t(round);
+        me.max_delta = std::max(me.max_delta, delta_norm);
       };
-      try {
-        life(false);
-      } catch (const std::exception& e) {
-        me.error = e.what();
-        me.crashed = me.error.find("crashed (test hook") != std::string::npos;
-        const int again_ms = i == run.crash_node ? run.rejoin_after_ms : i == run.dead_node ? run.dead_rejoin_after_ms : -1;
-        if (me.crashed && again_ms >= 0) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(again_ms));
-          for (auto& a : me.anchors) a.clear();   // the earlier life's; the joined one records its own
-          for (auto& x : me.closes) x.clear();
-          try {
-            life(true);
-            me.error.clear();
-          } catch (const std::exception& e2) {
-            me.error = std::string("after rejoining: ") + e2.what();
-          }
+      o.on_merge = [&me](uint64_t round, const float* a, size_t n) {
+        if (round < me.anchors.size()) me.anchors[round].assign(a, a + n);
+      };
+      o.on_view = [&me](const net::ViewEvent& e) { me.views.push_back(e); };
+      std::vector<float> x0(run.dim);
+      for (size_t j = 0; j < run.dim; ++j) x0[j] = float(i == 0 ? 0.5 + 0.001 * double(j) : 99.0);
+      VectorParams params(x0);
+      auto comm = std::make_unique<net::Communicator>(c);
+      net::Communicator* raw = comm.get();
+      auto avg = make_overlap_averaging(o, std::move(comm), &params);
+      if (avg->joined()) me.joined_round = avg->start_step() / uint64_t(run.period);
+      const bool stopper =
+          std::find(run.stop_nodes.begin(), run.stop_nodes.end(), i) != run.stop_nodes.end();
+      const double step_ms = i == run.slow_node ? run.slow_step_ms : run.step_ms;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (i == run.late_node && !rejoining) std::this_thread::sleep_for(std::chrono::milliseconds(run.late_ms));
+      for (int t = int(avg->start_step()); t < run.steps + run.settle_steps; ++t) {   // bounded: the script's steps
+        if (!run.stop_nodes.empty() && avg->stop_requested()) break;   // the trainer's loop
+        if (stopper && t >= run.stop_at_step) {
+          if (drift) drift->stopping = true;
+          if (me.round_at_stop == 0) me.round_at_stop = avg->next_round();
+          avg->request_stop();
+        }
+        if (t < run.steps)
+          for (size_t j = 0; j < run.dim; ++j) params.x[j] += update(i, uint64_t(t), j, run.amp);
+        if (step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(step_ms));
+        if (i == run.stall_node && t == run.stall_at_step && !rejoining)
+          std::this_thread::sleep_for(std::chrono::milliseconds(run.stall_ms));
+        if (dies && run.crash_point == "window" && uint64_t(t) == (run.crash_round + 1) * uint64_t(run.period))
+          raw->crash();   // right after submitting crash_round: it would wait on the window next
+        const int64_t closed_before = me.last_closed;
+        avg->after_step(uint64_t(t) + 1);
+        me.steps_run = uint64_t(t) + 1;
+        for (int64_t r = closed_before + 1; r <= me.last_closed; ++r) me.close_steps[uint64_t(r)] = me.steps_run;
+        if (!me.periods.empty() && me.idle_before_period_s < 0)
+          me.idle_before_period_s = avg->metrics().value("idle_frac_total", 1.0) *
+                                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (drift) drift->update(i, avg->next_round());
+        if (avg->ended()) break;   // clocked rounds: another node ran all its steps
+      }
+      me.steps_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      me.metrics = avg->metrics();
+      me.throttle_count = me.metrics.value("throttle_count", uint64_t(0));
+      me.at_cut = avg->at_cut();
+      me.next_round = avg->next_round();
+      me.closed_in_loop = me.last_closed;
+      avg->finish();
+      me.ended = avg->ended();
+      me.end_round = avg->next_round();
+      me.final_x = params.x;
+      me.stats = raw->stats();
+    };
+    try {
+      life(false);
+    } catch (const std::exception& e) {
+      me.error = e.what();
+      me.crashed = me.error.find("crashed (test hook") != std::string::npos;
+      const int again_ms = i == run.crash_node ? run.rejoin_after_ms : i == run.dead_node ? run.dead_rejoin_after_ms : -1;
+      if (me.crashed && again_ms >= 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(again_ms));
+        for (auto& a : me.anchors) a.clear();   // the earlier life's; the joined one records its own
+        for (auto& x : me.closes) x.clear();
+        try {
+          life(true);
+          me.error.clear();
+        } catch (const std::exception& e2) {
+          me.error = std::string("after rejoining: ") + e2.what();
         }
       }
-    });
-  }
-  for (auto& t : threads) t.join();
-  watchdog.join();
+    }
+  }, kRunLimitS, "run_cluster");
   return out;
 }
 

@@ -14,9 +14,11 @@
 #include "runtime/monitor.h"
 #include "runtime/server_averaging.h"
 #include "test/net/net_test_util.h"
+#include "test/runtime/bounded_threads.h"
 #include "test/runtime/vector_params.h"
 
 using namespace tether;
+using tether::testing::run_nodes_bounded;
 using tether::testing::VectorParams;
 
 namespace {
@@ -67,51 +69,47 @@ std::vector<float> x0_of(size_t dim) {
 std::vector<NodeOut> run_cluster(const Run& run) {
   const std::vector<int> ports = net::testing::free_ports(run.nodes);
   std::vector<NodeOut> out(size_t(run.nodes));
-  std::vector<std::thread> threads;
-  for (int i = 0; i < run.nodes; ++i) {
-    threads.emplace_back([&, i] {
-      NodeOut& me = out[size_t(i)];
-      try {
-        net::CommOptions c;
-        c.self = i;
-        c.peers = net::testing::loopback_peers(ports);
-        c.window = 1;
-        c.connect_timeout_ms = 20000;
-        c.heartbeat_ms = 100;
-        c.peer_timeout_ms = 10000;
-        c.sketch_floats = 1024 + kSketchTail;
-        auto svc = std::make_shared<net::ShardService>(i, run.nodes, run.dim, 4, c.sketch_floats);
-        c.service = svc;
-        ServerOptions o;
-        o.node = i;
-        o.easgd = run.easgd;
-        o.n_push = run.n_push;
-        o.n_fetch = run.n_fetch;
-        o.alpha = run.alpha;
-        o.tau = run.tau;
-        o.peer_timeout_ms = 20000;
-        o.sketch_floats = 1024 + kSketchTail;
-        o.sketch_buckets = 1024;
-        o.on_close = [&me](uint64_t, const float* x, size_t n, double) { me.closes.emplace_back(x, x + n); };
-        // Node 0's x0 everywhere (the start-up broadcast): the others start elsewhere.
-        VectorParams params(i == 0 ? x0_of(run.dim) : std::vector<float>(run.dim, 99.0f));
-        auto avg = make_server_averaging(o, std::make_unique<net::Communicator>(c), svc, &params);
-        for (int t = 0; t < run.steps[size_t(i)]; ++t) {   // bounded: the script's steps
-          local_step(params.x, i, uint64_t(t), run.gradient);
-          if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
-          avg->after_step(uint64_t(t) + 1);
-        }
-        const nlohmann::json m = avg->metrics();
-        me.grad_delay = m.value("grad_delay", -1.0);
-        me.max_pair_dist_run = m.value("max_pair_dist_run", -1.0);
-        avg->finish();
-        me.final_x = params.x;
-      } catch (const std::exception& e) {
-        me.error = e.what();
+  run_nodes_bounded(run.nodes, [&](int i) {
+    NodeOut& me = out[size_t(i)];
+    try {
+      net::CommOptions c;
+      c.self = i;
+      c.peers = net::testing::loopback_peers(ports);
+      c.window = 1;
+      c.connect_timeout_ms = 20000;
+      c.heartbeat_ms = 100;
+      c.peer_timeout_ms = 10000;
+      c.sketch_floats = 1024 + kSketchTail;
+      auto svc = std::make_shared<net::ShardService>(i, run.nodes, run.dim, 4, c.sketch_floats);
+      c.service = svc;
+      ServerOptions o;
+      o.node = i;
+      o.easgd = run.easgd;
+      o.n_push = run.n_push;
+      o.n_fetch = run.n_fetch;
+      o.alpha = run.alpha;
+      o.tau = run.tau;
+      o.peer_timeout_ms = 20000;
+      o.sketch_floats = 1024 + kSketchTail;
+      o.sketch_buckets = 1024;
+      o.on_close = [&me](uint64_t, const float* x, size_t n, double) { me.closes.emplace_back(x, x + n); };
+      // Node 0's x0 everywhere (the start-up broadcast): the others start elsewhere.
+      VectorParams params(i == 0 ? x0_of(run.dim) : std::vector<float>(run.dim, 99.0f));
+      auto avg = make_server_averaging(o, std::make_unique<net::Communicator>(c), svc, &params);
+      for (int t = 0; t < run.steps[size_t(i)]; ++t) {   // bounded: the script's steps
+        local_step(params.x, i, uint64_t(t), run.gradient);
+        if (run.step_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(run.step_ms));
+        avg->after_step(uint64_t(t) + 1);
       }
-    });
-  }
-  for (auto& t : threads) t.join();
+      const nlohmann::json m = avg->metrics();
+      me.grad_delay = m.value("grad_delay", -1.0);
+      me.max_pair_dist_run = m.value("max_pair_dist_run", -1.0);
+      avg->finish();
+      me.final_x = params.x;
+    } catch (const std::exception& e) {
+      me.error = e.what();
+    }
+  }, 240, "run_cluster");
   return out;
 }
 
