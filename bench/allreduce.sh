@@ -23,6 +23,11 @@
 # that many bytes / RATE. tbf counts whole frames: a full TCP segment
 # carries 1448 payload bytes in 1514 (Ethernet, IP, TCP with timestamps), so
 # no TCP transport gets below 1.046x that time (printed as the floor).
+# A third column runs the same schedule over plain TCP sockets with nothing
+# of tether around it (allreduce_bench --reference tcp, bench/net/tcp_ring.h;
+# same harness, sizes and checks): what any TCP transport gets on this
+# machine, so tether's own cost is tether / tcp ring, apart from the kernel's,
+# the switch's and the shared cores'.
 # --iters and --warmup apply (default 5 and 5: a 44 MB all-reduce takes ~5 s
 # at 100 Mbit/s; tether's first 4 all-reduces ran up to 1.8x slower at
 # 1 Gbit/s with 2-4x the system CPU of later ones: the communicator's kept
@@ -34,8 +39,9 @@
 # time over the floor is how far apart the nodes' rounds start: 3-20 ms here,
 # each node's I/O thread and ZeroMQ's thread waking on 2 cores shared by 4
 # nodes (the barrier itself releases them within ~2 ms). Ends with
-#   RESULT rate=... tether_lenet_ms=... gloo_lenet_ms=... line_lenet_ms=...
-#     tether_44mb_ms=... gloo_44mb_ms=... line_44mb_ms=... tether_over_line_44mb=... gloo_over_line_44mb=...
+#   RESULT rate=... tether_lenet_ms=... gloo_lenet_ms=... tcp_ring_lenet_ms=... line_lenet_ms=...
+#     tether_44mb_ms=... gloo_44mb_ms=... tcp_ring_44mb_ms=... line_44mb_ms=...
+#     tether_over_line_44mb=... gloo_over_line_44mb=... tcp_ring_over_line_44mb=...
 #
 # usage: bench/allreduce.sh [--no-sweep] | --switch RATE [--iters K] [--warmup W]   (BUILD_DIR defaults to build/)
 set -euo pipefail
@@ -78,6 +84,10 @@ print(int(float(m[1]) * {None: 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[m[2]])) if m els
               --netns tether-ns --subnet 10.77.0) || { echo "$t_out" >&2; exit 1; }
     echo "$t_out" | grep -q ' wrong=0 ' || { echo "tether: wrong results: $t_out" >&2; exit 1; }
     t_ms=$(echo "$t_out" | sed -n 's/^TETHER.* median=\([0-9.]*\) ms.*/\1/p')
+    r_out=$("$build/bench/net/allreduce_bench" --reference tcp --nodes $nodes --numel "$n" --iters "$iters" \
+              --warmup "$warmup" --netns tether-ns --subnet 10.77.0) || { echo "$r_out" >&2; exit 1; }
+    echo "$r_out" | grep -q ' wrong=0 ' || { echo "tcp ring: wrong results: $r_out" >&2; exit 1; }
+    r_ms=$(echo "$r_out" | sed -n 's/^TCPRING.* median=\([0-9.]*\) ms.*/\1/p')
     pids=()
     for ((r = 0; r < nodes; r++)); do
       ip netns exec tether-ns$r /usr/bin/python3 "$peers/bench_allreduce.py" --world $nodes --rank $r \
@@ -88,9 +98,10 @@ print(int(float(m[1]) * {None: 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[m[2]])) if m els
     for p in "${pids[@]}"; do wait "$p" || { cat "$tmp_switch"/gloo-$name-*.txt >&2; exit 1; }; done
     port=$((port + 1))
     g_ms=$(sed -n 's/^RESULT.* median=\([0-9.]*\) ms.*/\1/p' "$tmp_switch/gloo-$name-0.txt")
-    echo "$name ($((n * 4)) bytes): tether $t_ms ms ($(python3 -c "print(f'{$t_ms / $line_ms:.3f}')")x the line rate's $line_ms ms), gloo $g_ms ms ($(python3 -c "print(f'{$g_ms / $line_ms:.3f}')")x); framing floor 1.046x"
-    result="$result tether_${name}_ms=$t_ms gloo_${name}_ms=$g_ms line_${name}_ms=$line_ms"
-    [ "$name" = 44mb ] && result="$result tether_over_line_44mb=$(python3 -c "print(f'{$t_ms / $line_ms:.3f}')") gloo_over_line_44mb=$(python3 -c "print(f'{$g_ms / $line_ms:.3f}')")"
+    over() { python3 -c "print(f'{$1 / $line_ms:.3f}')"; }
+    echo "$name ($((n * 4)) bytes): tether $t_ms ms ($(over "$t_ms")x the line rate's $line_ms ms), gloo $g_ms ms ($(over "$g_ms")x), plain-TCP ring $r_ms ms ($(over "$r_ms")x); framing floor 1.046x"
+    result="$result tether_${name}_ms=$t_ms gloo_${name}_ms=$g_ms tcp_ring_${name}_ms=$r_ms line_${name}_ms=$line_ms"
+    [ "$name" = 44mb ] && result="$result tether_over_line_44mb=$(over "$t_ms") gloo_over_line_44mb=$(over "$g_ms") tcp_ring_over_line_44mb=$(over "$r_ms")"
   done
   echo "RESULT $result"
   exit 0

@@ -21,6 +21,9 @@
 // --sweep adds sizes 4 KB .. 64 MB (x4) with time, algbw and busbw;
 // --sweep-only skips the --numel measurement. --curve: every link CurveZMQ. TETHER_BENCH_VERBOSE=1 prints
 // every iteration's time (slowest node) to stderr.
+// --reference tcp: the same harness, sizes and checks around the plain-TCP
+// ring of bench/net/tcp_ring.h instead of tether (tag TCPRING): what a TCP
+// transport with this schedule and nothing else gets on this machine.
 // --netns PREFIX --subnet A.B.C (scripts/switch.sh's namespaces, root): node
 // i runs in network namespace PREFIX<i> (setns in its forked process, before
 // any socket or thread exists) at address A.B.C.<i+1>, so every link crosses
@@ -40,12 +43,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bench/net/tcp_ring.h"
 #include "net/communicator.h"
 #include "test/net/net_test_util.h"
 
@@ -61,6 +67,7 @@ struct Args {
   size_t chunk_bytes = 1 << 20;
   bool sweep = false, main_size = true;
   bool curve = false;                            // --curve: CurveZMQ on every link
+  bool tcp_reference = false;                    // --reference tcp: the plain-TCP ring instead of tether's
   std::string netns, subnet;                     // --netns PREFIX --subnet A.B.C: across the emulated switch
   std::vector<std::pair<std::string, std::string>> keys;  // [node] (public, secret), Z85
 };
@@ -126,44 +133,30 @@ class SharedBarrier {
   uint64_t generation_ = 0;
 };
 
-// One node: returns "wrong t_0 ... t_{iters-1} s_0 ... s_{iters-1}": the
-// timed iterations (ms) and their start stamps (ms on CLOCK_MONOTONIC).
-std::string run_node(int self, const Args& a, size_t numel, int iters, const std::vector<int>& ports,
-                     SharedBarrier* barrier) {
-  if (!a.netns.empty()) {  // this forked process joins its namespace: still one thread, no socket yet
-    const std::string path = "/run/netns/" + a.netns + std::to_string(self);
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0)
-      throw std::runtime_error("node " + std::to_string(self) + ": cannot enter network namespace " + path + ": " +
-                               std::strerror(errno) + " (scripts/switch.sh up N RATE first; needs root)");
-    ::close(fd);
-  }
-  CommOptions o;
-  o.self = self;
-  o.chunk_bytes = a.chunk_bytes;
-  o.window = 1;
-  o.connect_timeout_ms = 30000;
-  o.peer_timeout_ms = 10000;
-  o.heartbeat_ms = 200;
-  for (int i = 0; i < a.nodes; ++i)
-    o.peers.push_back({i, a.netns.empty() ? std::string("127.0.0.1") : a.subnet + "." + std::to_string(i + 1),
-                       ports[static_cast<size_t>(i)]});
-  if (a.curve) {
-    o.curve = true;
-    for (auto& p : o.peers) p.public_key = a.keys[static_cast<size_t>(p.id)].first;
-    o.public_key = a.keys[static_cast<size_t>(self)].first;
-    o.secret_key = a.keys[static_cast<size_t>(self)].second;
-  }
-  Communicator comm(o);
-  std::vector<float> params(numel, 0.0f);
-  comm.start(params.data(), numel);
-  auto wait_round = [](Communicator& c) {
-    const auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < deadline) {  // bounded
-      if (auto r = c.wait(1000)) return std::move(*r);
-    }
-    throw std::runtime_error("all-reduce timed out");
-  };
+// Node self's forked process joins its namespace (--netns): call while it is
+// still one thread with no socket.
+void enter_netns(int self, const Args& a) {
+  if (a.netns.empty()) return;
+  const std::string path = "/run/netns/" + a.netns + std::to_string(self);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0)
+    throw std::runtime_error("node " + std::to_string(self) + ": cannot enter network namespace " + path + ": " +
+                             std::strerror(errno) + " (scripts/switch.sh up N RATE first; needs root)");
+  ::close(fd);
+}
+
+std::string host_of(const Args& a, int node) {
+  return a.netns.empty() ? std::string("127.0.0.1") : a.subnet + "." + std::to_string(node + 1);
+}
+
+// The timed loop of one node, whatever runs the all-reduce: `allreduce`
+// takes the input (it may keep the storage and hand it back through the same
+// reference) and returns the mean. Returns "wrong t_0 ... t_{iters-1} s_0 ...
+// s_{iters-1} cpu...": the timed iterations (ms), their start stamps (ms on
+// CLOCK_MONOTONIC) and their CPU times.
+using AllreduceFn = std::function<const std::vector<float>&(std::vector<float>& x, int iteration)>;
+std::string timed_loop(int self, const Args& a, size_t numel, int iters, SharedBarrier* barrier,
+                       const AllreduceFn& allreduce) {
   double sum_inputs = 0;
   std::vector<float> expected(3);
   for (int k = 0; k < 3; ++k) {
@@ -184,26 +177,73 @@ std::string run_node(int self, const Args& a, size_t numel, int iters, const std
     rusage ru0{}, ru1{};
     getrusage(RUSAGE_SELF, &ru0);  // every thread of this node: caller, I/O, ZeroMQ's
     const auto t0 = Clock::now();
-    comm.submit(static_cast<uint64_t>(it), std::move(x), {});
-    RoundResult res = wait_round(comm);
+    const std::vector<float>& mean = allreduce(x, it);
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     getrusage(RUSAGE_SELF, &ru1);
     // Verify only once every node is done: on an oversubscribed machine a
     // node checking its result would take CPU from one still reducing (the
     // gloo and MPI peers do no checking at all).
     barrier->wait(kBarrierMs);
-    const std::vector<float>& mean = *res.mixed;
     for (size_t j = 0; j < numel; ++j) wrong += mean[j] != expected[j % 3];
-    x = std::move(res.submitted);  // handed back unchanged: the next iteration's input storage
-    if (x.size() != numel) throw std::runtime_error("the ring did not hand the submitted vector back");
+    if (x.size() != numel) throw std::runtime_error("the all-reduce did not hand the input vector back");
     if (it >= a.warmup) {
       times << " " << ms;
       cpu << " " << tv_ms(ru1.ru_utime) - tv_ms(ru0.ru_utime) << " " << tv_ms(ru1.ru_stime) - tv_ms(ru0.ru_stime);
       starts << " " << std::chrono::duration<double, std::milli>(t0.time_since_epoch()).count();
     }
   }
-  comm.stop(5000);
   return std::to_string(wrong) + times.str() + starts.str() + cpu.str();
+}
+
+// One node of tether's ring: a Communicator.
+std::string run_node(int self, const Args& a, size_t numel, int iters, const std::vector<int>& ports,
+                     SharedBarrier* barrier) {
+  enter_netns(self, a);
+  CommOptions o;
+  o.self = self;
+  o.chunk_bytes = a.chunk_bytes;
+  o.window = 1;
+  o.connect_timeout_ms = 30000;
+  o.peer_timeout_ms = 10000;
+  o.heartbeat_ms = 200;
+  for (int i = 0; i < a.nodes; ++i)
+    o.peers.push_back({i, host_of(a, i), ports[static_cast<size_t>(i)]});
+  if (a.curve) {
+    o.curve = true;
+    for (auto& p : o.peers) p.public_key = a.keys[static_cast<size_t>(p.id)].first;
+    o.public_key = a.keys[static_cast<size_t>(self)].first;
+    o.secret_key = a.keys[static_cast<size_t>(self)].second;
+  }
+  Communicator comm(o);
+  std::vector<float> params(numel, 0.0f);
+  comm.start(params.data(), numel);
+  RoundResult res;
+  const std::string out = timed_loop(self, a, numel, iters, barrier, [&](std::vector<float>& x, int it) -> const std::vector<float>& {
+    comm.submit(static_cast<uint64_t>(it), std::move(x), {});
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    std::optional<RoundResult> r;
+    while (!r && Clock::now() < deadline) r = comm.wait(1000);  // bounded
+    if (!r) throw std::runtime_error("all-reduce timed out");
+    res = std::move(*r);
+    x = std::move(res.submitted);  // handed back unchanged: the next iteration's input storage
+    return *res.mixed;
+  });
+  comm.stop(5000);
+  return out;
+}
+
+// One node of the plain-TCP reference ring (--reference tcp, bench/net/tcp_ring.h).
+std::string run_tcp_node(int self, const Args& a, size_t numel, int iters, const std::vector<int>& ports,
+                         SharedBarrier* barrier) {
+  enter_netns(self, a);
+  std::vector<std::string> hosts;
+  for (int i = 0; i < a.nodes; ++i) hosts.push_back(host_of(a, i));
+  tether::bench::TcpRing ring(self, hosts, ports, a.chunk_bytes, 30000);
+  std::vector<float> mean;
+  return timed_loop(self, a, numel, iters, barrier, [&](std::vector<float>& x, int) -> const std::vector<float>& {
+    ring.allreduce(x, mean, 60000);
+    return mean;
+  });
 }
 
 struct Measure {
@@ -221,7 +261,12 @@ Measure measure(const Args& a, size_t numel, int iters) {
   const std::vector<int> ports = tether::net::testing::free_ports(a.nodes);
   SharedBarrier* barrier = SharedBarrier::create(a.nodes);
   const auto res = tether::net::testing::run_children(
-      a.nodes, [&](int i) { return run_node(i, a, numel, iters, ports, barrier); }, 600000);
+      a.nodes,
+      [&](int i) {
+        return a.tcp_reference ? run_tcp_node(i, a, numel, iters, ports, barrier)
+                               : run_node(i, a, numel, iters, ports, barrier);
+      },
+      600000);
   SharedBarrier::destroy(barrier);
   Measure m;
   const auto n = static_cast<size_t>(iters);
@@ -294,6 +339,12 @@ int main(int argc, char** argv) {
       a.sweep = true;
     } else if (k == "--curve") {
       a.curve = true;
+    } else if (k == "--reference" && (v = next()) != nullptr) {
+      if (std::string(v) != "tcp") {
+        std::fprintf(stderr, "--reference: the only reference is tcp, got %s\n", v);
+        return 2;
+      }
+      a.tcp_reference = true;
     } else if (k == "--sweep-only") {
       a.sweep = true;
       a.main_size = false;
@@ -309,13 +360,14 @@ int main(int argc, char** argv) {
       if (k == "--chunk-bytes") a.chunk_bytes = static_cast<size_t>(n);
     } else {
       std::fprintf(stderr, "usage: %s [--nodes N] [--numel n] [--iters k] [--warmup w] "
-                           "[--chunk-bytes b] [--sweep | --sweep-only] [--curve] [--netns PREFIX --subnet A.B.C]\n",
+                           "[--chunk-bytes b] [--sweep | --sweep-only] [--curve] [--reference tcp] [--netns PREFIX --subnet A.B.C]\n",
                    argv[0]);
       return 2;
     }
   }
-  if (a.nodes < 1 || a.iters < 1 || a.warmup < 0 || a.netns.empty() != a.subnet.empty()) {
-    std::fprintf(stderr, "bad arguments (--netns and --subnet go together)\n");
+  if (a.nodes < 1 || a.iters < 1 || a.warmup < 0 || a.netns.empty() != a.subnet.empty() ||
+      (a.tcp_reference && a.curve)) {
+    std::fprintf(stderr, "bad arguments (--netns and --subnet go together; --reference tcp has no --curve)\n");
     return 2;
   }
   for (int i = 0; a.curve && i < a.nodes; ++i) {  // one keypair per node, made before the fork
@@ -342,7 +394,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     if (!m.ok || m.wrong) status = 1;
   };
-  if (a.main_size) report("TETHER", a.numel, a.iters);
+  if (a.main_size) report(a.tcp_reference ? "TCPRING" : "TETHER", a.numel, a.iters);
   if (a.sweep) {
     std::printf("# sweep: size, median time, algbw = bytes/time, busbw = algbw*2(N-1)/N\n");
     for (size_t bytes = 4096; bytes <= (size_t{64} << 20); bytes *= 4) {  // 4 KB .. 64 MB
