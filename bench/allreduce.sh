@@ -25,9 +25,10 @@
 # no TCP transport gets below 1.046x that time (printed as the floor).
 # A third column runs the same schedule over plain TCP sockets with nothing
 # of tether around it (allreduce_bench --reference tcp, bench/net/tcp_ring.h;
-# same harness, sizes and checks): what any TCP transport gets on this
-# machine, so tether's own cost is tether / tcp ring, apart from the kernel's,
-# the switch's and the shared cores'.
+# same harness, sizes and checks): what this schedule gets over bare TCP on
+# this machine, so tether's own cost is tether / tcp ring, apart from the
+# kernel's, the switch's and the shared cores'. Not a bound for every
+# schedule: at 2 nodes gloo has run at the floor where the bare ring did not.
 # --iters and --warmup apply (default 5 and 5: a 44 MB all-reduce takes ~5 s
 # at 100 Mbit/s; tether's first 4 all-reduces ran up to 1.8x slower at
 # 1 Gbit/s with 2-4x the system CPU of later ones: the communicator's kept

@@ -2,8 +2,8 @@
 // sockets, with nothing of tether around it: a reference for the benchmark,
 // not part of the runtime (no framing, no checks, no failures, no security).
 //
-// What it measures: how close to the line rate any TCP transport gets with
-// this schedule on this machine, so that bench/allreduce.sh can tell the
+// What it measures: how close to the line rate this schedule gets over bare
+// TCP on this machine, so that bench/allreduce.sh can tell the
 // cost of tether's transport (ZeroMQ, its I/O thread, per-chunk checks) from
 // what the kernel, the emulated switch and the shared cores cost everyone.
 //
